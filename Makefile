@@ -1,0 +1,52 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PROTO_OUT := libs/protogen
+PROTOS := $(shell find protos -name '*.proto')
+SITE := $(shell $(PYTHON) -c 'import sys; print(f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages")' 2>/dev/null)
+
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed ## Create .venv and install Postwire with its dev tools
+
+$(PROTO_OUT)/.generated: $(BIN)/.installed $(PROTOS)
+	rm -rf $(PROTO_OUT) && mkdir -p $(PROTO_OUT)
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
+		--grpc_python_out=$(PROTO_OUT) $(PROTOS)
+	# Generated code imports itself as `postwire.v1…`; a .pth puts the output dir on sys.path.
+	echo "$(CURDIR)/$(PROTO_OUT)" > $(VENV)/$(SITE)/postwire_protogen.pth
+	touch $@
+
+gen: $(PROTO_OUT)/.generated ## Generate Python code from protos/
+
+lint: gen ## buf lint + buf format + ruff
+	$(BIN)/buf lint
+	$(BIN)/buf format -d --exit-code
+	$(BIN)/ruff check services libs tests bench
+
+test: lint ## Install, generate, lint and run every test (what CI runs)
+	$(BIN)/python -m pytest -q tests
+
+up: gen ## Run the whole suite locally (embedded NATS + PostgreSQL + capture inbox)
+	$(BIN)/postwire up
+
+bench: gen ## Benchmark the send path end to end; prints and writes a table
+	$(BIN)/python -m bench
+
+clean: ## Remove the venv, generated code and local data
+	rm -rf $(VENV) $(PROTO_OUT) .postwire bench/results
+
+.PHONY: help install gen lint test up bench clean

@@ -1,0 +1,207 @@
+"""JetStream adapter: stream set-up, traced publishing with dedupe ids, and pull consumers.
+
+Payloads carry ids only (claim check); PostgreSQL holds bodies and state. Consumers ack only
+after their work is durable, so a crash anywhere means a redelivery, never a loss, and every
+handler is idempotent against PostgreSQL because the dedupe window is only minutes long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from libs.errors import Unavailable
+from libs.telemetry import consume_span, publish_span
+
+__all__ = [
+    "EVENTS_STREAM",
+    "ROUTE_SUBJECT",
+    "DELIVER_SUBJECT",
+    "WORK_STREAM",
+    "Bus",
+    "Outcome",
+    "event_subject",
+]
+
+WORK_STREAM = "POSTWIRE_WORK"
+EVENTS_STREAM = "POSTWIRE_EVENTS"
+ROUTE_SUBJECT = "postwire.work.route"
+DELIVER_SUBJECT = "postwire.work.deliver"
+EVENTS_PREFIX = "postwire.events"
+
+_log = logging.getLogger(__name__)
+
+
+def event_subject(tenant_id: str, event_type: str) -> str:
+    return f"{EVENTS_PREFIX}.{tenant_id}.{event_type}"
+
+
+class Outcome(enum.Enum):
+    ACK = "ack"
+    # Try again soon (seconds): the dependency was briefly unavailable.
+    RETRY = "retry"
+
+
+Handler = Callable[[Msg], Awaitable[Outcome]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    stream: str
+    durable: str
+    subject: str
+    ack_wait: float = 30.0
+    max_ack_pending: int = 1000
+
+
+class Bus:
+    """One NATS connection per process, shared by publishers and consumers."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+        self._stopping = asyncio.Event()
+        self._consumer_tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    async def connect(cls, url: str, *, name: str) -> Bus:
+        nc = await nats.connect(
+            url,
+            name=name,
+            # Keep reconnecting forever: NATS restarts must not need a pod restart.
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            # Also retry the first connection: pods may start before NATS does.
+            allow_reconnect=True,
+        )
+        bus = cls(nc, nc.jetstream(timeout=5))
+        await bus.ensure_streams()
+        return bus
+
+    async def ensure_streams(self) -> None:
+        """Create or update the streams; safe to run from every replica at every start."""
+        work = StreamConfig(
+            name=WORK_STREAM,
+            subjects=["postwire.work.>"],
+            # Work-queue retention removes a task once acked; the DB sweepers re-create lost ones.
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=120.0,
+        )
+        events = StreamConfig(
+            name=EVENTS_STREAM,
+            subjects=[f"{EVENTS_PREFIX}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            # Retained for StreamEvents replays; the durable record is the events table.
+            max_age=7 * 24 * 3600.0,
+            duplicate_window=120.0,
+        )
+        for config in (work, events):
+            try:
+                await self.js.add_stream(config)
+            except Exception:
+                await self.js.update_stream(config)
+
+    async def publish(self, subject: str, payload: bytes, *, msg_id: str) -> None:
+        """Publish and wait for the PubAck; `msg_id` makes a replay a no-op inside the window."""
+        headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
+        with publish_span(subject, headers) as span:
+            span.set_attribute("messaging.message.id", msg_id)
+            try:
+                ack = await self.js.publish(subject, payload, headers=headers)
+            except Exception as exc:
+                raise Unavailable(f"message bus unavailable: {type(exc).__name__}") from exc
+            if ack.duplicate:
+                span.set_attribute("postwire.duplicate", True)
+
+    def start_consumer(self, spec: ConsumerSpec, handler: Handler, *, concurrency: int = 16) -> None:
+        self._consumer_tasks.append(
+            asyncio.create_task(self._consume(spec, handler, concurrency), name=f"consume:{spec.durable}")
+        )
+
+    async def _subscribe(self, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(
+            durable_name=spec.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=spec.ack_wait,
+            max_ack_pending=spec.max_ack_pending,
+            filter_subject=spec.subject,
+        )
+        return await self.js.pull_subscribe(spec.subject, durable=spec.durable, stream=spec.stream, config=config)
+
+    async def _consume(self, spec: ConsumerSpec, handler: Handler, concurrency: int) -> None:
+        in_flight: set[asyncio.Task[None]] = set()
+        sub: JetStreamContext.PullSubscription | None = None
+        while not self._stopping.is_set():
+            try:
+                if sub is None:
+                    sub = await self._subscribe(spec)
+                if len(in_flight) >= concurrency:
+                    await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                # Fetch only as many as there are free slots, so nothing sits unacked in memory.
+                try:
+                    msgs = await sub.fetch(concurrency - len(in_flight), timeout=1.0)
+                except NatsTimeoutError:
+                    continue
+                for msg in msgs:
+                    task = asyncio.create_task(self._handle(msg, handler))
+                    in_flight.add(task)
+                    task.add_done_callback(in_flight.discard)
+            except asyncio.CancelledError:
+                break
+            except Exception as exc:
+                # A vanished stream or consumer (say, a wiped JetStream store) or a NATS outage:
+                # re-create both and carry on; the PostgreSQL sweepers re-publish lost work.
+                _log.warning("consumer %s: %s; re-subscribing", spec.durable, type(exc).__name__)
+                sub = None
+                with contextlib.suppress(Exception):
+                    await self.ensure_streams()
+                await asyncio.sleep(0.5)
+        # Stop fetching, then let in-flight work finish; anything unfinished is not acked and
+        # comes back to another replica after AckWait.
+        if in_flight:
+            await asyncio.wait(in_flight)
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _handle(self, msg: Msg, handler: Handler) -> None:
+        try:
+            with consume_span(msg.subject, msg.headers):
+                try:
+                    outcome = await handler(msg)
+                except Exception:
+                    _log.exception("handler failed for %s; will retry", msg.subject)
+                    outcome = Outcome.RETRY
+            if outcome is Outcome.ACK:
+                await msg.ack_sync()
+            else:
+                await msg.nak(delay=2.0)
+        except Exception as exc:
+            # Ack failed (NATS away): redelivered after AckWait, and handlers are idempotent.
+            _log.warning("ack failed on %s: %s", msg.subject, type(exc).__name__)
+
+    async def stop_consumers(self) -> None:
+        self._stopping.set()
+        if self._consumer_tasks:
+            await asyncio.gather(*self._consumer_tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.stop_consumers()
+        with contextlib.suppress(Exception):
+            await self.nc.drain()

@@ -1,0 +1,98 @@
+"""Typed reading of POSTWIRE_* settings from an environment mapping.
+
+Every service builds one frozen config from `os.environ` at start-up (tests pass a dict), and
+a bad value fails fast with the variable's name in the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "ConfigError",
+    "CommonConfig",
+    "env_float",
+    "env_host_port",
+    "env_int",
+    "env_str",
+]
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_DATABASE_URL = "postgresql://postwire@127.0.0.1:5432/postwire"
+
+
+class ConfigError(ValueError):
+    """A POSTWIRE_* variable is malformed; the message names it."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name, "").strip()
+    return value or default
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def env_host_port(env: Mapping[str, str], name: str, default: str) -> tuple[str, int]:
+    raw = env_str(env, name, default)
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}: expected host:port, got {raw!r}")
+    return host.strip("[]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class CommonConfig:
+    """Settings every service shares."""
+
+    service: str
+    listen: str
+    nats_url: str
+    database_url: str
+    shutdown_grace_seconds: float
+    drain_seconds: float
+    log_level: str
+    # Sweepers wake this often, and re-publish work whose next step has not happened after
+    # stall_seconds (a lost publish, a crashed consumer, a wiped JetStream store).
+    sweep_interval_seconds: float
+    stall_seconds: float
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, service: str, default_port: int) -> CommonConfig:
+        listen = env_str(env, "POSTWIRE_LISTEN", f"127.0.0.1:{default_port}")
+        env_host_port({"POSTWIRE_LISTEN": listen}, "POSTWIRE_LISTEN", listen)
+        return cls(
+            service=service,
+            listen=listen,
+            nats_url=env_str(env, "POSTWIRE_NATS_URL", DEFAULT_NATS_URL),
+            database_url=env_str(env, "POSTWIRE_DATABASE_URL", DEFAULT_DATABASE_URL),
+            shutdown_grace_seconds=env_float(env, "POSTWIRE_SHUTDOWN_GRACE_SECONDS", 10.0),
+            drain_seconds=env_float(env, "POSTWIRE_DRAIN_SECONDS", 0.0),
+            log_level=env_str(env, "POSTWIRE_LOG_LEVEL", "info").upper(),
+            sweep_interval_seconds=env_float(env, "POSTWIRE_SWEEP_INTERVAL_SECONDS", 5.0, minimum=0.05),
+            stall_seconds=env_float(env, "POSTWIRE_STALL_SECONDS", 30.0, minimum=0.1),
+        )

@@ -1,0 +1,83 @@
+"""asyncpg pool creation, SQLSTATE mapping and the migration runner."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import asyncpg
+
+from libs.errors import Unavailable
+
+__all__ = ["apply_migrations", "connect_pool", "unavailable_from"]
+
+_log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Any fixed 64-bit number; serialises concurrent migrators (several pods starting at once).
+_MIGRATION_LOCK = 0x706F7374_77697265
+
+
+async def connect_pool(
+    url: str, *, min_size: int = 2, max_size: int = 10, wait: float = 30.0
+) -> asyncpg.Pool:
+    """Open a pool, waiting up to `wait` seconds for the server (pods may start before it)."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            pool = await asyncpg.create_pool(
+                url,
+                min_size=min_size,
+                max_size=max_size,
+                # Idle connections are replaced, so a PostgreSQL restart heals quietly.
+                max_inactive_connection_lifetime=60.0,
+                command_timeout=30.0,
+            )
+            assert pool is not None
+            return pool
+        except (OSError, asyncpg.exceptions.CannotConnectNowError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            _log.warning("database not reachable yet; retrying")
+            await asyncio.sleep(0.5)
+
+
+def unavailable_from(exc: BaseException) -> Unavailable | None:
+    """Map connection-level database failures to Unavailable; None for anything else."""
+    if isinstance(
+        exc,
+        OSError
+        | asyncpg.exceptions.ConnectionDoesNotExistError
+        | asyncpg.exceptions.CannotConnectNowError
+        | asyncpg.exceptions.TooManyConnectionsError
+        | asyncpg.exceptions.InterfaceError
+        | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.InsufficientResourcesError,
+    ):
+        return Unavailable("database unavailable", retry_after=1.0)
+    return None
+
+
+async def apply_migrations(url: str) -> list[str]:
+    """Apply every migration not yet recorded, in file-name order; returns the applied names."""
+    conn = await asyncpg.connect(url)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, apply_time timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for path in sorted(MIGRATIONS.glob("*.sql")):
+            if path.name in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", path.name)
+            applied.append(path.name)
+            _log.info("applied migration %s", path.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await conn.close()
+    return applied

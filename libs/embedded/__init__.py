@@ -1,0 +1,1 @@
+"""Embedded NATS and PostgreSQL from PyPI wheels, for `make up` and the test suite."""

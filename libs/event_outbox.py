@@ -1,0 +1,96 @@
+"""Events written in the same transaction as the state change they report, then published.
+
+The row in `event_outbox` lives until the events service has stored the event, so an event
+survives a failed publish, a crash after commit and a wiped JetStream store alike: the events
+service's sweeper re-publishes rows that linger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from libs.bus import Bus, event_subject
+from postwire.internal.v1 import bus_pb2
+from postwire.v1 import event_pb2, message_pb2
+
+__all__ = ["EventContext", "insert_events", "new_event", "publish_events"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """Per-message facts every event of that message repeats."""
+
+    tenant_id: str
+    message_id: str
+    stream: str
+    tags: Sequence[str] = ()
+    metadata: Mapping[str, str] | None = None
+
+
+def new_event(
+    ctx: EventContext,
+    event_type: event_pb2.EventType.ValueType,
+    recipient: str,
+    *,
+    discriminator: str,
+    smtp_reply: message_pb2.SmtpReply | None = None,
+    attempt: int = 0,
+    next_attempt_time: datetime | None = None,
+    reason: str = "",
+    when: datetime | None = None,
+) -> bus_pb2.EventEnvelope:
+    """`discriminator` makes the id deterministic (position, type, attempt), so a retried step
+    cannot mint a second event for the same outcome."""
+    type_name = event_pb2.EventType.Name(event_type).removeprefix("EVENT_TYPE_").lower()
+    event = event_pb2.Event(
+        id=f"{ctx.message_id}:{discriminator}:{type_name}",
+        type=event_type,
+        message_id=ctx.message_id,
+        recipient=recipient,
+        stream=ctx.stream,
+        tags=list(ctx.tags),
+        metadata=dict(ctx.metadata or {}),
+        attempt=attempt,
+        reason=reason,
+    )
+    event.create_time.FromDatetime(when or datetime.now(UTC))
+    if smtp_reply is not None:
+        event.smtp_reply.CopyFrom(smtp_reply)
+    if next_attempt_time is not None:
+        event.next_attempt_time.FromDatetime(next_attempt_time)
+    return bus_pb2.EventEnvelope(tenant_id=ctx.tenant_id, event=event)
+
+
+def _subject(envelope: bus_pb2.EventEnvelope) -> str:
+    return event_subject(
+        envelope.tenant_id, event_pb2.EventType.Name(envelope.event.type).removeprefix("EVENT_TYPE_").lower()
+    )
+
+
+async def insert_events(conn: asyncpg.Connection, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:
+    rows = [(e.event.id, e.tenant_id, _subject(e), e.SerializeToString()) for e in envelopes]
+    if rows:
+        await conn.executemany(
+            "INSERT INTO event_outbox (event_id, tenant_id, subject, payload) VALUES ($1, $2::uuid, $3, $4)"
+            " ON CONFLICT (event_id) DO NOTHING",
+            rows,
+        )
+
+
+async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:
+    """Publish after commit; a failure is only logged because the outbox sweeper retries."""
+    results = await asyncio.gather(
+        *(bus.publish(_subject(e), e.SerializeToString(), msg_id=e.event.id) for e in envelopes),
+        return_exceptions=True,
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        _log.warning("%d event publishes deferred to the sweeper: %s", len(failed), type(failed[0]).__name__)

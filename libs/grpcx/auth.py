@@ -1,0 +1,70 @@
+"""Bearer API keys from call metadata, resolved through the policy service with a short cache."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from libs.errors import PermissionDenied, Unauthenticated
+from libs.grpcx.status import error_from_rpc
+from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
+
+__all__ = ["Caller", "KeyResolver", "bearer_token"]
+
+
+def bearer_token(context: grpc.aio.ServicerContext) -> str:
+    """The API key from `authorization: Bearer <key>`; UNAUTHENTICATED if absent or malformed."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and token:
+                return token
+            break
+    raise Unauthenticated("missing or malformed 'authorization: Bearer <api key>' metadata")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    tenant_id: str
+    scopes: frozenset[str]
+    key_prefix: str
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise PermissionDenied(f"this API key lacks the '{scope}' scope")
+
+
+class KeyResolver:
+    """Authenticates keys via the policy service; positive answers are cached briefly.
+
+    Staleness is bounded by `ttl` (a revoked key works at most that long on this replica);
+    failures are never cached, so a fresh key works at once.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel, *, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+        self._stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
+        self._ttl = ttl
+        self._max = max_entries
+        self._cache: dict[bytes, tuple[float, Caller]] = {}
+
+    async def resolve(self, context: grpc.aio.ServicerContext) -> Caller:
+        token = bearer_token(context)
+        # Keyed by digest so the cache never holds key material.
+        digest = hashlib.sha256(token.encode()).digest()
+        hit = self._cache.get(digest)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            answer = await self._stub.Authenticate(policy_service_pb2.AuthenticateRequest(api_key=token), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, what="policy service") from None
+        caller = Caller(answer.tenant_id, frozenset(answer.scopes), answer.key_prefix)
+        if len(self._cache) >= self._max:
+            self._cache.clear()
+        self._cache[digest] = (now + self._ttl, caller)
+        return caller

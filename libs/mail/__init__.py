@@ -1,0 +1,1 @@
+"""Pure e-mail helpers shared by submission (validation) and router (MIME building)."""

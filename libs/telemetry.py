@@ -1,0 +1,79 @@
+"""OpenTelemetry set-up shared by every service, and trace propagation through NATS headers.
+
+gRPC spans come from opentelemetry-instrumentation-grpc's aio interceptors (see libs.grpcx).
+NATS has no instrumentation library, so publish and consume spans are made here, following the
+messaging semantic conventions: a PRODUCER span injects its context into the message headers and
+the consumer starts a CONSUMER span as its child.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Span, SpanKind
+
+__all__ = ["consume_span", "publish_span", "setup_telemetry", "shutdown_telemetry", "tracer"]
+
+_log = logging.getLogger(__name__)
+_provider: TracerProvider | None = None
+
+
+def setup_telemetry(service_name: str, env: Mapping[str, str]) -> TracerProvider:
+    """Install a tracer provider; export over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+
+    The exporter reads the standard OTEL_* variables itself (endpoint, headers, insecure,
+    batch delays), so deployments configure it the way they configure any other service.
+    """
+    global _provider
+    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or f"postwire-{service_name}"})
+    provider = TracerProvider(resource=resource)
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return provider
+
+
+def shutdown_telemetry() -> None:
+    """Flush and stop exporting; called last during shutdown so the shutdown itself is traced."""
+    if _provider is not None:
+        _provider.shutdown()
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("postwire")
+
+
+@contextmanager
+def publish_span(subject: str, headers: dict[str, str]) -> Iterator[Span]:
+    """A PRODUCER span around a publish; its context is injected into `headers`."""
+    with tracer().start_as_current_span(f"{subject} publish", kind=SpanKind.PRODUCER) as span:
+        span.set_attribute("messaging.system", "nats")
+        span.set_attribute("messaging.destination.name", subject)
+        span.set_attribute("messaging.operation.type", "publish")
+        propagate.inject(headers)
+        yield span
+
+
+@contextmanager
+def consume_span(subject: str, headers: Mapping[str, str] | None) -> Iterator[Span]:
+    """A CONSUMER span whose parent is the producer's context carried in `headers`."""
+    parent = propagate.extract(dict(headers or {}))
+    token = otel_context.attach(parent)
+    try:
+        with tracer().start_as_current_span(f"{subject} process", kind=SpanKind.CONSUMER) as span:
+            span.set_attribute("messaging.system", "nats")
+            span.set_attribute("messaging.destination.name", subject)
+            span.set_attribute("messaging.operation.type", "process")
+            yield span
+    finally:
+        otel_context.detach(token)

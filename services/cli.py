@@ -1,0 +1,137 @@
+"""`postwire`: serve one service, run the whole suite locally, apply migrations."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from libs.embedded.suite import SERVICES
+
+DEV_TENANT = "dev"
+
+
+def _serve(name: str) -> None:
+    importlib.import_module(f"services.{name}.server").main()
+
+
+def _migrate() -> None:
+    from libs.config import DEFAULT_DATABASE_URL, env_str
+    from libs.db import apply_migrations
+
+    applied = asyncio.run(apply_migrations(env_str(os.environ, "POSTWIRE_DATABASE_URL", DEFAULT_DATABASE_URL)))
+    print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+async def _dev_key(policy_addr: str, key_file: Path) -> str:
+    """Reuse the key saved by an earlier `up` if it still works; else create the dev tenant."""
+    import grpc
+
+    from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(policy_addr) as channel:
+        stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
+        if key_file.exists():
+            key = key_file.read_text().strip()
+            try:
+                await stub.Authenticate(policy_service_pb2.AuthenticateRequest(api_key=key), timeout=10)
+                return key
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
+                    raise
+        created = await stub.CreateTenant(policy_service_pb2.CreateTenantRequest(name=DEV_TENANT), timeout=10)
+    key_file.write_text(created.api_key + "\n")
+    key_file.chmod(0o600)
+    return created.api_key
+
+
+def _up() -> None:
+    from libs.capture import InboxWebServer, SmtpSink
+    from libs.embedded.suite import Suite, SuitePorts
+
+    data = Path(os.environ.get("POSTWIRE_DATA_DIR", ".postwire")).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    inbox = SmtpSink("127.0.0.1", 1025, store_dir=data / "inbox", scripted=False)
+    inbox.start()
+    web = InboxWebServer(inbox, "127.0.0.1", 8025)
+    web.start()
+    suite = Suite(
+        data_dir=data,
+        ports=SuitePorts.defaults(),
+        smarthost=os.environ.get("POSTWIRE_SMARTHOST") or "127.0.0.1:1025",
+        nats_url=os.environ.get("POSTWIRE_NATS_URL"),
+        database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
+        extra_env={k: v for k, v in os.environ.items() if k.startswith(("POSTWIRE_", "OTEL_"))
+                   and k not in ("POSTWIRE_NATS_URL", "POSTWIRE_DATABASE_URL", "POSTWIRE_DATA_DIR")},
+        nats_port=4222,
+        postgres_port=54329,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        print("starting NATS and PostgreSQL…", flush=True)
+        suite.start_infrastructure()
+        print("starting services…", flush=True)
+        suite.start_services()
+        key_file = data / "dev-api-key"
+        key = asyncio.run(_dev_key(suite.ports.addr("policy"), key_file))
+        rows = [
+            ("gRPC API (all public services)", suite.ports.addr("edge")),
+            ("capture inbox (web)", f"http://127.0.0.1:{web.port}"),
+            ("capture inbox (SMTP)", f"127.0.0.1:{inbox.port}"),
+            ("delivery goes to", suite.smarthost),
+            ("NATS", suite.nats_url or ""),
+            ("PostgreSQL", suite.database_url or ""),
+            ("logs", str(data / "logs")),
+            ("dev API key file", str(key_file)),
+        ] + [(f"service {name}", suite.ports.addr(name)) for name in SERVICES if name != "edge"]
+        width = max(len(r[0]) for r in rows)
+        print("\nPostwire is up.\n")
+        for label, value in rows:
+            print(f"  {label.ljust(width)}  {value}")
+        print(f"\n  dev API key: {key}\n")
+        print(
+            "  try: grpcurl -plaintext -H \"authorization: Bearer $(cat "
+            f"{key_file})\" -d '{{\"from\":{{\"address\":\"dev@postwire.localhost\"}},\"to\":[{{\"address\":"
+            "\"you@example.com\"}],\"subject\":\"Hello\",\"text_body\":\"It works.\"}' "
+            f"{suite.ports.addr('edge')} postwire.v1.MailService/SendEmail\n"
+        )
+        print("Ctrl-C stops everything.", flush=True)
+        while not stop.is_set():
+            stop.wait(1.0)
+            dead = [n for n, p in suite.processes.items() if not p.running()]
+            if dead:
+                print(f"service(s) exited unexpectedly: {', '.join(dead)}; see {data / 'logs'}", file=sys.stderr)
+                break
+    finally:
+        print("\nstopping…", flush=True)
+        suite.stop()
+        web.stop()
+        inbox.stop()
+        print("stopped.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="postwire")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=SERVICES)
+    sub.add_parser("up", help="run everything locally on embedded NATS and PostgreSQL")
+    sub.add_parser("migrate", help="apply database migrations (POSTWIRE_DATABASE_URL)")
+    args = parser.parse_args()
+    if args.command == "serve":
+        _serve(args.service)
+    elif args.command == "migrate":
+        _migrate()
+    else:
+        _up()
+
+
+if __name__ == "__main__":
+    main()

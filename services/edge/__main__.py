@@ -1,0 +1,3 @@
+from services.edge.server import main
+
+main()

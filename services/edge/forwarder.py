@@ -1,0 +1,88 @@
+"""A byte-level gRPC forwarder: one public address in front of the separate service processes.
+
+Requests and responses pass through undecoded; status codes, messages and trailing metadata
+(where google.rpc details travel) are passed back unchanged, and server-streaming calls stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+
+from libs.grpcx.channel import open_channel
+
+__all__ = ["Forwarder"]
+
+# Set by gRPC itself or re-created by the client interceptor for the next hop.
+_DROP = {"user-agent", "content-type", "te", "traceparent", "tracestate", "baggage"}
+
+
+def _forwardable(metadata: Any) -> list[tuple[str, Any]]:
+    return [
+        (key, value)
+        for key, value in metadata or ()
+        if key not in _DROP and not key.startswith((":", "grpc-"))
+    ]
+
+
+class Forwarder(grpc.GenericRpcHandler):
+    def __init__(self, routes: Mapping[str, str]) -> None:
+        self._channels = {service: open_channel(target) for service, target in routes.items()}
+        self._pool = descriptor_pool.Default()
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        path = handler_call_details.method  # "/package.Service/Method"
+        service, _, method = path.lstrip("/").partition("/")
+        channel = self._channels.get(service)
+        if channel is None:
+            return None
+        try:
+            descriptor = self._pool.FindServiceByName(service).FindMethodByName(method)
+        except KeyError:
+            return None
+        if descriptor is None or descriptor.client_streaming:
+            return None
+        if descriptor.server_streaming:
+            return grpc.unary_stream_rpc_method_handler(self._unary_stream(channel, path))
+        return grpc.unary_unary_rpc_method_handler(self._unary_unary(channel, path))
+
+    @staticmethod
+    def _unary_unary(channel: grpc.aio.Channel, path: str) -> Any:
+        multicallable = channel.unary_unary(path)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            call = multicallable(
+                request, metadata=_forwardable(context.invocation_metadata()), timeout=context.time_remaining()
+            )
+            try:
+                response: bytes = await call
+            except grpc.aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata())
+            return response
+
+        return forward
+
+    @staticmethod
+    def _unary_stream(channel: grpc.aio.Channel, path: str) -> Any:
+        multicallable = channel.unary_stream(path)
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+            call = multicallable(
+                request, metadata=_forwardable(context.invocation_metadata()), timeout=context.time_remaining()
+            )
+            try:
+                async for item in call:
+                    yield item
+            except grpc.aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata())
+            finally:
+                call.cancel()
+
+        return forward
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()

@@ -1,0 +1,3 @@
+from services.events.server import main
+
+main()

@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from libs.config import CommonConfig, env_int, env_str
+
+
+@dataclass(frozen=True, slots=True)
+class EventsConfig:
+    common: CommonConfig
+    policy_addr: str
+    max_streams_per_tenant: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> EventsConfig:
+        return cls(
+            common=CommonConfig.from_env(env, service="events", default_port=50066),
+            policy_addr=env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
+            max_streams_per_tenant=env_int(env, "POSTWIRE_MAX_STREAMS_PER_TENANT", 100, minimum=1),
+        )

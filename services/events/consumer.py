@@ -1,0 +1,32 @@
+"""Stores events from the bus and re-publishes outbox rows that never arrived."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from nats.aio.msg import Msg
+
+from libs.bus import Bus, Outcome
+from postwire.internal.v1 import bus_pb2
+from services.events.store import EventsStore
+
+__all__ = ["EventRecorder"]
+
+
+class EventRecorder:
+    def __init__(self, store: EventsStore, bus: Bus, *, stall: timedelta) -> None:
+        self._store = store
+        self._bus = bus
+        self._stall = stall
+
+    async def handle(self, msg: Msg) -> Outcome:
+        await self._store.store(bus_pb2.EventEnvelope.FromString(msg.data))
+        return Outcome.ACK
+
+    async def sweep(self) -> int:
+        rows = await self._store.claim_lingering(stall=self._stall)
+        for event_id, subject, payload in rows:
+            # Same id as the first publish: inside the dedupe window the stream keeps one copy,
+            # after it the events table's unique event_id does.
+            await self._bus.publish(subject, payload, msg_id=event_id)
+        return len(rows)

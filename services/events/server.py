@@ -1,0 +1,51 @@
+"""Wiring for the events service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+
+from libs.bus import EVENTS_STREAM, Bus, ConsumerSpec
+from libs.db import connect_pool
+from libs.grpcx.auth import KeyResolver
+from libs.grpcx.channel import open_channel
+from libs.grpcx.server import GrpcServer
+from libs.service_main import Service, serve
+from libs.sweeper import Periodic
+from postwire.v1 import event_service_pb2, event_service_pb2_grpc
+from services.events.api import EventApi
+from services.events.config import EventsConfig
+from services.events.consumer import EventRecorder
+from services.events.store import EventsStore
+
+
+async def run(env: Mapping[str, str]) -> None:
+    config = EventsConfig.from_env(env)
+
+    async def wire(server: GrpcServer) -> Service:
+        pool = await connect_pool(config.common.database_url)
+        bus = await Bus.connect(config.common.nats_url, name="postwire-events")
+        policy = open_channel(config.policy_addr)
+        store = EventsStore(pool)
+        server.add(
+            event_service_pb2_grpc.add_EventServiceServicer_to_server,
+            EventApi(store, bus, KeyResolver(policy), max_streams_per_tenant=config.max_streams_per_tenant),
+            event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+        )
+        recorder = EventRecorder(store, bus, stall=timedelta(seconds=config.common.stall_seconds))
+        bus.start_consumer(
+            ConsumerSpec(stream=EVENTS_STREAM, durable="events", subject="postwire.events.>"),
+            recorder.handle,
+            concurrency=64,
+        )
+        sweeper = Periodic("event-outbox-sweeper", config.common.sweep_interval_seconds, recorder.sweep)
+        sweeper.start()
+        return Service(stop_intake=[sweeper.stop, bus.stop_consumers], close=[bus.close, policy.close, pool.close])
+
+    await serve(config.common, env, wire)
+
+
+def main() -> None:
+    asyncio.run(run(os.environ))

@@ -1,0 +1,84 @@
+"""PostgreSQL access for events: storing from the bus, querying, and the outbox sweeper."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from postwire.internal.v1 import bus_pb2
+
+__all__ = ["EventQuery", "EventsStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    tenant_id: str
+    after_seq: int
+    limit: int
+    message_id: uuid.UUID | None = None
+    recipient: str | None = None
+    types: Sequence[int] = ()
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+class EventsStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def store(self, envelope: bus_pb2.EventEnvelope) -> None:
+        """Keep the event (once) and retire its outbox row in one transaction."""
+        event = envelope.event
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO events (event_id, tenant_id, message_id, recipient, type, create_time, payload)"
+                " VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
+                event.id,
+                envelope.tenant_id,
+                event.message_id,
+                event.recipient,
+                event.type,
+                event.create_time.ToDatetime(tzinfo=UTC),
+                event.SerializeToString(),
+            )
+            await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event.id)
+
+    async def query(self, q: EventQuery) -> list[tuple[int, bytes]]:
+        clauses = ["tenant_id = $1::uuid", "seq > $2"]
+        args: list[object] = [q.tenant_id, q.after_seq]
+
+        def add(sql: str, value: object) -> None:
+            args.append(value)
+            clauses.append(sql.replace("?", f"${len(args)}"))
+
+        if q.message_id is not None:
+            add("message_id = ?", q.message_id)
+        if q.recipient:
+            add("lower(recipient) = lower(?)", q.recipient)
+        if q.types:
+            add("type = ANY(?::smallint[])", list(q.types))
+        if q.start_time is not None:
+            add("create_time >= ?", q.start_time)
+        if q.end_time is not None:
+            add("create_time < ?", q.end_time)
+        args.append(q.limit)
+        rows = await self._pool.fetch(
+            f"SELECT seq, payload FROM events WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ${len(args)}",
+            *args,
+        )
+        return [(r["seq"], r["payload"]) for r in rows]
+
+    async def claim_lingering(self, *, stall: timedelta, limit: int = 500) -> list[tuple[str, str, bytes]]:
+        """Outbox rows not stored after `stall`: their publish failed or the stream lost them."""
+        rows = await self._pool.fetch(
+            "UPDATE event_outbox SET publish_time = now() WHERE event_id IN ("
+            " SELECT event_id FROM event_outbox WHERE publish_time <= now() - $1::interval"
+            " ORDER BY publish_time LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING event_id, subject, payload",
+            stall,
+            limit,
+        )
+        return [(r["event_id"], r["subject"], r["payload"]) for r in rows]

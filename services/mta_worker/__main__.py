@@ -1,0 +1,3 @@
+from services.mta_worker.server import main
+
+main()

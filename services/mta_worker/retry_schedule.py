@@ -1,0 +1,30 @@
+"""When to try a deferred recipient again, and when to give up; pure.
+
+Exponential from `base`, doubling per attempt, capped, with ±20 % jitter so a destination that
+deferred many messages at once is not hit by all of them at the same instant (RELIABILITY N12).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+__all__ = ["RetryPolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base_seconds: float = 60.0
+    max_seconds: float = 3600.0
+    give_up_after: timedelta = timedelta(days=5)
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, *, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1 = the first attempt)."""
+        raw = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, raw * (1 + spread))
+
+    def expired(self, first_attempt: datetime, now: datetime) -> bool:
+        return now - first_attempt >= self.give_up_after

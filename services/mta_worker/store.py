@@ -1,0 +1,135 @@
+"""PostgreSQL access for delivery: leases, outcomes and the retry scheduler."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from libs.event_outbox import insert_events
+from postwire.internal.v1 import bus_pb2
+
+__all__ = ["Claim", "ClaimedRecipient", "Outcome", "WorkerStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRecipient:
+    position: int
+    address: str
+    attempts: int
+    first_attempt_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    message_id: str
+    tenant_id: str
+    stream: str
+    tags: list[str]
+    metadata: str
+    mime: bytes
+    envelope_from: str
+    recipients: list[ClaimedRecipient]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    position: int
+    state: str
+    first_attempt_time: datetime
+    next_attempt_time: datetime | None
+    code: int
+    enhanced: str
+    text: str
+
+
+class WorkerStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def claim(self, message_id: str, *, lease: timedelta) -> Claim | None:
+        """Lease the message's queued recipients; None if there are none (done, or leased elsewhere)."""
+        mid = uuid.UUID(message_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "UPDATE recipients SET lease_until = now() + $2::interval WHERE message_id = $1"
+                " AND state = 'queued' AND (lease_until IS NULL OR lease_until < now())"
+                " RETURNING position, address, attempts, first_attempt_time",
+                mid,
+                lease,
+            )
+            if not rows:
+                return None
+            message = await conn.fetchrow(
+                "SELECT tenant_id, stream, tags, metadata::text AS metadata, mime, envelope_from"
+                " FROM messages WHERE id = $1",
+                mid,
+            )
+        assert message is not None
+        return Claim(
+            message_id=message_id,
+            tenant_id=str(message["tenant_id"]),
+            stream=message["stream"],
+            tags=list(message["tags"]),
+            metadata=message["metadata"],
+            mime=message["mime"],
+            envelope_from=message["envelope_from"],
+            recipients=[
+                ClaimedRecipient(r["position"], r["address"], r["attempts"], r["first_attempt_time"])
+                for r in sorted(rows, key=lambda r: r["position"])
+            ],
+        )
+
+    async def renew(self, message_id: str, positions: Sequence[int], *, lease: timedelta) -> None:
+        await self._pool.execute(
+            "UPDATE recipients SET lease_until = now() + $3::interval"
+            " WHERE message_id = $1 AND position = ANY($2::int[]) AND state = 'queued'",
+            uuid.UUID(message_id),
+            list(positions),
+            lease,
+        )
+
+    async def record(
+        self, message_id: str, outcomes: Sequence[Outcome], events: Sequence[bus_pb2.EventEnvelope]
+    ) -> None:
+        mid = uuid.UUID(message_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "UPDATE recipients SET state = $3, attempts = attempts + 1,"
+                " first_attempt_time = coalesce(first_attempt_time, $4), next_attempt_time = $5,"
+                " last_code = $6, last_enhanced = $7, last_text = $8, lease_until = NULL, update_time = now()"
+                " WHERE message_id = $1 AND position = $2 AND state = 'queued'",
+                [
+                    (
+                        mid,
+                        o.position,
+                        o.state,
+                        o.first_attempt_time,
+                        o.next_attempt_time,
+                        o.code,
+                        o.enhanced,
+                        o.text,
+                    )
+                    for o in outcomes
+                ],
+            )
+            await insert_events(conn, events)
+
+    async def claim_due(self, *, stall: timedelta, limit: int = 500) -> list[str]:
+        """Recipients whose retry is due, or whose task looks lost, go back to 'queued'; their
+        due time moves out by `stall` so the next sweep (or another replica) does not repeat it."""
+        rows = await self._pool.fetch(
+            "WITH due AS (SELECT message_id, position FROM recipients"
+            " WHERE state IN ('queued', 'deferred') AND next_attempt_time <= now()"
+            " AND (lease_until IS NULL OR lease_until < now())"
+            " ORDER BY next_attempt_time LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            " UPDATE recipients r SET state = 'queued', next_attempt_time = now() + $1::interval,"
+            " update_time = now() FROM due WHERE r.message_id = due.message_id AND r.position = due.position"
+            " RETURNING r.message_id",
+            stall,
+            limit,
+        )
+        return sorted({str(r["message_id"]) for r in rows})

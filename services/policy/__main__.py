@@ -1,0 +1,3 @@
+from services.policy.server import main
+
+main()

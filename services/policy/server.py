@@ -1,0 +1,34 @@
+"""Wiring for the policy service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+
+from libs.db import connect_pool
+from libs.grpcx.server import GrpcServer
+from libs.service_main import Service, serve
+from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
+from services.policy.api import PolicyApi
+from services.policy.config import PolicyConfig
+from services.policy.store import PolicyStore
+
+
+async def run(env: Mapping[str, str]) -> None:
+    config = PolicyConfig.from_env(env)
+
+    async def wire(server: GrpcServer) -> Service:
+        pool = await connect_pool(config.common.database_url)
+        server.add(
+            policy_service_pb2_grpc.add_PolicyServiceServicer_to_server,
+            PolicyApi(PolicyStore(pool), config.api_key_pepper),
+            policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+        )
+        return Service(close=[pool.close])
+
+    await serve(config.common, env, wire)
+
+
+def main() -> None:
+    asyncio.run(run(os.environ))

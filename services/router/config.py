@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from libs.config import CommonConfig, env_int, env_str
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    common: CommonConfig
+    template_addr: str
+    hostname: str
+    concurrency: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RouterConfig:
+        return cls(
+            common=CommonConfig.from_env(env, service="router", default_port=50064),
+            template_addr=env_str(env, "POSTWIRE_TEMPLATE_ADDR", "127.0.0.1:50062"),
+            hostname=env_str(env, "POSTWIRE_HOSTNAME", "postwire.localhost"),
+            concurrency=env_int(env, "POSTWIRE_ROUTER_CONCURRENCY", 32, minimum=1),
+        )

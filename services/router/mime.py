@@ -1,0 +1,141 @@
+"""Builds the RFC 5322 message from a validated request; pure, no I/O.
+
+Uses the compat32 `email.mime` classes: PERFORMANCE.md measured them at a quarter of the cost of
+`EmailMessage` with the default policy, and every header value was already checked for CR/LF and
+control characters by submission, so the stricter policy would buy nothing here.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from email import encoders
+from email.charset import QP, Charset
+from email.generator import BytesGenerator
+from email.header import Header
+from email.mime.base import MIMEBase
+from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import format_datetime, formataddr
+from datetime import datetime
+
+from libs.mail.addresses import to_ascii_address
+from postwire.v1 import mail_service_pb2, message_pb2
+
+__all__ = ["BuiltMessage", "Content", "build_mime"]
+
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
+_POLICY = compat32.clone(linesep="\r\n", max_line_length=78)
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    subject: str
+    text_body: str
+    html_body: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltMessage:
+    data: bytes
+    envelope_from: str
+    rfc822_message_id: str
+
+
+def _normalize_newlines(text: str) -> str:
+    # Lone CR never reaches the wire; the generator writes CRLF for every line break.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _mailbox(box: message_pb2.EmailAddress) -> str:
+    return formataddr((box.name, to_ascii_address(box.address)), charset="utf-8")
+
+
+def _header_text(value: str) -> str | Header:
+    return value if value.isascii() else Header(value, "utf-8")
+
+
+def _text_part(text: str, subtype: str) -> MIMENonMultipart:
+    return MIMEText(_normalize_newlines(text), subtype, _UTF8_QP)
+
+
+def _attachment(att: message_pb2.Attachment) -> MIMEBase:
+    maintype, _, subtype = (att.content_type or "application/octet-stream").lower().partition("/")
+    part = MIMEBase(maintype, subtype)
+    part.set_payload(att.content)
+    encoders.encode_base64(part)
+    filename: str | tuple[str, str, str] = att.filename if att.filename.isascii() else ("utf-8", "", att.filename)
+    part.add_header("Content-Disposition", "inline" if att.content_id else "attachment", filename=filename)
+    if att.content_id:
+        part.add_header("Content-ID", f"<{att.content_id}>")
+    return part
+
+
+def build_mime(
+    request: mail_service_pb2.SendEmailRequest,
+    content: Content,
+    /,
+    *,
+    message_id: str,
+    hostname: str,
+    now: datetime,
+) -> BuiltMessage:
+    """Assemble text/HTML alternatives, inline images, attachments and the headers."""
+    body: MIMEBase | None = None
+    alternatives = []
+    if content.text_body:
+        alternatives.append(_text_part(content.text_body, "plain"))
+    if content.html_body:
+        alternatives.append(_text_part(content.html_body, "html"))
+    if len(alternatives) == 1:
+        body = alternatives[0]
+    else:
+        body = MIMEMultipart("alternative", _subparts=alternatives)
+
+    inline = [a for a in request.attachments if a.content_id]
+    attached = [a for a in request.attachments if not a.content_id]
+    if inline:
+        body = MIMEMultipart("related", _subparts=[body, *(_attachment(a) for a in inline)])
+    if attached:
+        body = MIMEMultipart("mixed", _subparts=[body, *(_attachment(a) for a in attached)])
+    for part in body.walk():
+        del part["MIME-Version"]
+    body["MIME-Version"] = "1.0"
+
+    sender = getattr(request, "from")
+    rfc822_id = f"<{message_id}@{hostname}>"
+    headers: list[tuple[str, str | Header]] = [
+        ("From", _mailbox(sender)),
+    ]
+    if request.to:
+        headers.append(("To", ", ".join(_mailbox(b) for b in request.to)))
+    if request.cc:
+        headers.append(("Cc", ", ".join(_mailbox(b) for b in request.cc)))
+    if request.reply_to:
+        headers.append(("Reply-To", ", ".join(_mailbox(b) for b in request.reply_to)))
+    headers += [
+        ("Subject", _header_text(content.subject)),
+        ("Date", format_datetime(now)),
+        ("Message-ID", rfc822_id),
+        ("X-Postwire-Message-Id", message_id),
+    ]
+    headers += [(name, _header_text(value)) for name, value in sorted(request.headers.items())]
+    # Top-level headers first, in a conventional order, then the MIME headers of the body.
+    mime_headers = list(body.items())
+    for name in list(body.keys()):
+        del body[name]
+    for name, value in headers:
+        body[name] = value
+    for name, value in mime_headers:
+        body[name] = value
+
+    buffer = io.BytesIO()
+    BytesGenerator(buffer, mangle_from_=False, policy=_POLICY).flatten(body)
+    return BuiltMessage(
+        data=buffer.getvalue(),
+        envelope_from=to_ascii_address(sender.address),
+        rfc822_message_id=rfc822_id,
+    )

@@ -1,0 +1,49 @@
+"""Wiring for the router: a JetStream consumer plus the stalled-message sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+
+from libs.bus import ROUTE_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
+from libs.db import connect_pool
+from libs.grpcx.channel import open_channel
+from libs.grpcx.server import GrpcServer
+from libs.service_main import Service, serve
+from libs.sweeper import Periodic
+from postwire.internal.v1 import render_service_pb2_grpc
+from services.router.config import RouterConfig
+from services.router.consumer import Router
+from services.router.store import RouterStore
+
+
+async def run(env: Mapping[str, str]) -> None:
+    config = RouterConfig.from_env(env)
+
+    async def wire(server: GrpcServer) -> Service:
+        pool = await connect_pool(config.common.database_url)
+        bus = await Bus.connect(config.common.nats_url, name="postwire-router")
+        template = open_channel(config.template_addr)
+        router = Router(
+            RouterStore(pool),
+            bus,
+            render_service_pb2_grpc.RenderServiceStub(template),
+            hostname=config.hostname,
+            stall=timedelta(seconds=config.common.stall_seconds),
+        )
+        bus.start_consumer(
+            ConsumerSpec(stream=WORK_STREAM, durable="router", subject=ROUTE_SUBJECT),
+            router.handle,
+            concurrency=config.concurrency,
+        )
+        sweeper = Periodic("route-sweeper", config.common.sweep_interval_seconds, router.sweep)
+        sweeper.start()
+        return Service(stop_intake=[sweeper.stop, bus.stop_consumers], close=[bus.close, template.close, pool.close])
+
+    await serve(config.common, env, wire)
+
+
+def main() -> None:
+    asyncio.run(run(os.environ))

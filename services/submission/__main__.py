@@ -1,0 +1,3 @@
+from services.submission.server import main
+
+main()

@@ -1,0 +1,202 @@
+"""postwire.v1.MailService: proto ↔ domain; the accept rules live in validation and the store."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import grpc
+
+from libs.bus import ROUTE_SUBJECT, Bus
+from libs.db import unavailable_from
+from libs.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
+from libs.event_outbox import EventContext, new_event, publish_events
+from libs.grpcx.auth import KeyResolver, bearer_token
+from libs.grpcx.status import error_from_rpc
+from libs.mail.states import state_to_proto
+from postwire.internal.v1 import bus_pb2, policy_service_pb2, policy_service_pb2_grpc
+from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2
+from services.submission.store import MessageRow, NewMessage, SubmissionStore
+from services.submission.validation import validate_send
+
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def _db(call: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await call()
+    except Exception as exc:
+        mapped = unavailable_from(exc)
+        if mapped is not None:
+            raise mapped from exc
+        raise
+
+
+def _recipient_statuses(row: MessageRow) -> list[message_pb2.RecipientStatus]:
+    out = []
+    for r in row.recipients:
+        status = message_pb2.RecipientStatus(
+            address=r.address, kind=r.kind, state=state_to_proto(r.state), attempts=r.attempts  # type: ignore[arg-type]
+        )
+        if r.last_code is not None:
+            status.last_reply.code = r.last_code
+            status.last_reply.enhanced_code = r.last_enhanced or ""
+            status.last_reply.text = r.last_text or ""
+        if r.next_attempt_time is not None and r.state == "deferred":
+            status.next_attempt_time.FromDatetime(r.next_attempt_time)
+        status.update_time.FromDatetime(r.update_time)
+        out.append(status)
+    return out
+
+
+class MailApi(mail_service_pb2_grpc.MailServiceServicer):
+    def __init__(
+        self,
+        store: SubmissionStore,
+        bus: Bus,
+        policy: policy_service_pb2_grpc.PolicyServiceStub,
+        keys: KeyResolver,
+        *,
+        stall: timedelta,
+    ) -> None:
+        self._stall = stall
+        self._store = store
+        self._bus = bus
+        self._policy = policy
+        self._keys = keys
+
+    async def SendEmail(
+        self, request: mail_service_pb2.SendEmailRequest, context: grpc.aio.ServicerContext
+    ) -> mail_service_pb2.SendEmailResponse:
+        api_key = bearer_token(context)
+        now = datetime.now(UTC)
+        validated = validate_send(request, now=now)
+        try:
+            admission = await self._policy.AdmitMessage(
+                policy_service_pb2.AdmitMessageRequest(
+                    api_key=api_key, stream=validated.stream, recipients=[a for a, _ in validated.recipients]
+                ),
+                timeout=5,
+            )
+        except grpc.aio.AioRpcError as exc:
+            # Fail closed: without an answer from policy nothing is admitted.
+            raise error_from_rpc(exc, what="policy service") from None
+        tenant_id = admission.tenant_id
+        request_hash = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
+        key = request.idempotency_key or None
+
+        if key is not None:
+            existing = await _db(lambda: self._store.find_by_idempotency_key(tenant_id, key))
+            if existing is not None:
+                return self._replay(existing, request_hash)
+
+        send_time = request.send_time.ToDatetime(tzinfo=UTC) if request.HasField("send_time") else None
+        scheduled = send_time is not None and send_time > now
+        message_id = uuid.uuid4()
+        ctx = EventContext(
+            tenant_id=tenant_id,
+            message_id=str(message_id),
+            stream=validated.stream,
+            tags=tuple(request.tags),
+            metadata=dict(request.metadata),
+        )
+        recipients: list[tuple[str, int, str]] = []
+        events: list[bus_pb2.EventEnvelope] = []
+        for position, ((address, kind), decision) in enumerate(
+            zip(validated.recipients, admission.decisions, strict=True)
+        ):
+            if decision == policy_service_pb2.DECISION_SUPPRESS:
+                state, event_type = "suppressed", event_pb2.EVENT_TYPE_SUPPRESSED
+            elif scheduled:
+                state, event_type = "scheduled", event_pb2.EVENT_TYPE_SCHEDULED
+            else:
+                state, event_type = "accepted", event_pb2.EVENT_TYPE_ACCEPTED
+            recipients.append((address, kind, state))
+            events.append(new_event(ctx, event_type, address, discriminator=str(position), when=now))
+        admitted = any(state != "suppressed" for _, _, state in recipients)
+        new = NewMessage(
+            id=message_id,
+            tenant_id=tenant_id,
+            idempotency_key=key,
+            request_hash=request_hash,
+            request=validated.request.SerializeToString(),
+            stream=validated.stream,
+            tags=list(request.tags),
+            metadata=dict(request.metadata),
+            send_time=send_time,
+            # When the router's sweeper should step in if the route task never arrives.
+            route_due_time=send_time if scheduled and send_time else now + self._stall,
+            state="accepted" if admitted else "done",
+            recipients=recipients,
+        )
+        stored_id = await _db(lambda: self._store.accept(new, events))
+        if stored_id is None:
+            # A concurrent call with the same key won the insert; answer as a replay.
+            assert key is not None
+            existing = await _db(lambda: self._store.find_by_idempotency_key(tenant_id, key))
+            if existing is None:
+                raise AlreadyExists("idempotency key in use", field="idempotency_key")
+            return self._replay(existing, request_hash)
+
+        # The commit above is what makes the message durable; from here a failed publish is
+        # repaired by the router's sweeper, so the caller still gets its id.
+        if admitted and not scheduled:
+            try:
+                await self._bus.publish(
+                    ROUTE_SUBJECT,
+                    bus_pb2.RouteTask(message_id=stored_id).SerializeToString(),
+                    msg_id=f"{stored_id}:route",
+                )
+            except Exception as exc:
+                _log.warning("route publish for %s left to the sweeper: %s", stored_id, type(exc).__name__)
+        await publish_events(self._bus, events)
+        response = mail_service_pb2.SendEmailResponse(message_id=stored_id)
+        for address, kind, state in recipients:
+            response.recipients.add(address=address, kind=kind, state=state_to_proto(state))  # type: ignore[arg-type]
+        return response
+
+    def _replay(self, existing: MessageRow, request_hash: bytes) -> mail_service_pb2.SendEmailResponse:
+        if existing.request_hash != request_hash:
+            raise AlreadyExists(
+                "this idempotency key was already used with a different request",
+                field="idempotency_key",
+                existing_id=existing.id,
+            )
+        return mail_service_pb2.SendEmailResponse(message_id=existing.id, recipients=_recipient_statuses(existing))
+
+    async def GetMessage(
+        self, request: mail_service_pb2.GetMessageRequest, context: grpc.aio.ServicerContext
+    ) -> mail_service_pb2.GetMessageResponse:
+        caller = await self._keys.resolve(context)
+        caller.require("messages:read")
+        if not request.message_id:
+            raise InvalidArgument([("message_id", "a message id is required")])
+        row = await _db(lambda: self._store.get(caller.tenant_id, request.message_id))
+        if row is None:
+            raise NotFound(f"message '{request.message_id}' not found")
+        stored = mail_service_pb2.SendEmailRequest.FromString(row.request)
+        message = message_pb2.Message(
+            id=row.id,
+            stream=row.stream,
+            subject=stored.subject,
+            tags=list(stored.tags),
+            metadata=dict(stored.metadata),
+            recipients=_recipient_statuses(row),
+            rfc822_message_id=row.rfc822_message_id or "",
+        )
+        getattr(message, "from").CopyFrom(getattr(stored, "from"))
+        message.create_time.FromDatetime(row.create_time)
+        if row.send_time is not None:
+            message.send_time.FromDatetime(row.send_time)
+        response = mail_service_pb2.GetMessageResponse(message=message)
+        response.read_time.GetCurrentTime()
+        return response
+
+    async def SendBatch(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        bearer_token(context)
+        raise Unimplemented("SendBatch is not built yet; call SendEmail per message")

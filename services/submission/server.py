@@ -1,0 +1,47 @@
+"""Wiring for the submission service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+
+from libs.bus import Bus
+from libs.db import connect_pool
+from libs.grpcx.auth import KeyResolver
+from libs.grpcx.channel import open_channel
+from libs.grpcx.server import GrpcServer
+from libs.service_main import Service, serve
+from postwire.internal.v1 import policy_service_pb2_grpc
+from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
+from services.submission.api import MailApi
+from services.submission.config import SubmissionConfig
+from services.submission.store import SubmissionStore
+
+
+async def run(env: Mapping[str, str]) -> None:
+    config = SubmissionConfig.from_env(env)
+
+    async def wire(server: GrpcServer) -> Service:
+        pool = await connect_pool(config.common.database_url, max_size=20)
+        bus = await Bus.connect(config.common.nats_url, name="postwire-submission")
+        policy = open_channel(config.policy_addr)
+        server.add(
+            mail_service_pb2_grpc.add_MailServiceServicer_to_server,
+            MailApi(
+                SubmissionStore(pool),
+                bus,
+                policy_service_pb2_grpc.PolicyServiceStub(policy),
+                KeyResolver(policy),
+                stall=timedelta(seconds=config.common.stall_seconds),
+            ),
+            mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name,
+        )
+        return Service(close=[policy.close, bus.close, pool.close])
+
+    await serve(config.common, env, wire)
+
+
+def main() -> None:
+    asyncio.run(run(os.environ))

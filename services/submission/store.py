@@ -1,0 +1,130 @@
+"""PostgreSQL access for accepting and reading messages."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from libs.event_outbox import insert_events
+from postwire.internal.v1 import bus_pb2
+
+__all__ = ["MessageRow", "NewMessage", "RecipientRow", "SubmissionStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    id: uuid.UUID
+    tenant_id: str
+    idempotency_key: str | None
+    request_hash: bytes
+    request: bytes
+    stream: str
+    tags: Sequence[str]
+    metadata: dict[str, str]
+    send_time: datetime | None
+    route_due_time: datetime
+    state: str
+    recipients: Sequence[tuple[str, int, str]]  # (address, kind, state)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientRow:
+    address: str
+    kind: int
+    state: str
+    attempts: int
+    last_code: int | None
+    last_enhanced: str | None
+    last_text: str | None
+    next_attempt_time: datetime | None
+    update_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    id: str
+    request: bytes
+    request_hash: bytes
+    stream: str
+    create_time: datetime
+    send_time: datetime | None
+    rfc822_message_id: str | None
+    recipients: list[RecipientRow]
+
+
+class SubmissionStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def accept(self, message: NewMessage, events: Sequence[bus_pb2.EventEnvelope]) -> str | None:
+        """Store the message, its recipients and their first events in one transaction.
+
+        Returns None when the tenant already used this idempotency key (nothing is written).
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            inserted = await conn.fetchval(
+                "INSERT INTO messages (id, tenant_id, idempotency_key, request_hash, request, stream, tags,"
+                " metadata, state, send_time, route_due_time) VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9,"
+                " $10, $11) ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
+                " DO NOTHING RETURNING id",
+                message.id,
+                message.tenant_id,
+                message.idempotency_key,
+                message.request_hash,
+                message.request,
+                message.stream,
+                list(message.tags),
+                json.dumps(message.metadata),
+                message.state,
+                message.send_time,
+                message.route_due_time,
+            )
+            if inserted is None:
+                return None
+            await conn.executemany(
+                "INSERT INTO recipients (message_id, position, address, kind, state) VALUES ($1, $2, $3, $4, $5)",
+                [(message.id, i, addr, kind, state) for i, (addr, kind, state) in enumerate(message.recipients)],
+            )
+            await insert_events(conn, events)
+        return str(message.id)
+
+    async def find_by_idempotency_key(self, tenant_id: str, key: str) -> MessageRow | None:
+        row = await self._pool.fetchval(
+            "SELECT id FROM messages WHERE tenant_id = $1::uuid AND idempotency_key = $2", tenant_id, key
+        )
+        return None if row is None else await self.get(tenant_id, str(row))
+
+    async def get(self, tenant_id: str, message_id: str) -> MessageRow | None:
+        try:
+            mid = uuid.UUID(message_id)
+        except ValueError:
+            return None
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT id, request, request_hash, stream, create_time, send_time, rfc822_message_id"
+                " FROM messages WHERE id = $1 AND tenant_id = $2::uuid",
+                mid,
+                tenant_id,
+            )
+            if row is None:
+                return None
+            recipients = await conn.fetch(
+                "SELECT address, kind, state, attempts, last_code, last_enhanced, last_text, next_attempt_time,"
+                " update_time FROM recipients WHERE message_id = $1 ORDER BY position",
+                mid,
+            )
+        return MessageRow(
+            id=str(row["id"]),
+            request=row["request"],
+            request_hash=row["request_hash"],
+            stream=row["stream"],
+            create_time=row["create_time"],
+            send_time=row["send_time"],
+            rfc822_message_id=row["rfc822_message_id"],
+            recipients=[RecipientRow(**dict(r)) for r in recipients],
+        )

@@ -1,0 +1,3 @@
+from services.template.server import main
+
+main()

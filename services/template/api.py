@@ -1,0 +1,133 @@
+"""TemplateService (public) and RenderService (internal): proto ↔ domain."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from libs.errors import InvalidArgument, Unimplemented
+from libs.grpcx.auth import KeyResolver
+from postwire.internal.v1 import render_service_pb2, render_service_pb2_grpc
+from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2_grpc
+from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
+from services.template.store import StoredTemplate, TemplateStore
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+MAX_PART_CHARS = 512 * 1024
+
+
+def _to_proto(t: StoredTemplate) -> template_pb2.Template:
+    out = template_pb2.Template(
+        id=t.id, name=t.name, version=t.version, subject=t.subject, html_body=t.html_body, text_body=t.text_body
+    )
+    out.create_time.FromDatetime(t.create_time)
+    out.update_time.FromDatetime(t.update_time)
+    return out
+
+
+def _variables(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return struct_to_variables(json_format.MessageToDict(struct))  # type: ignore[no-any-return]
+
+
+class TemplateCore:
+    """Shared by both servicers: fetch, render with the cache."""
+
+    def __init__(self, store: TemplateStore) -> None:
+        self.store = store
+        self.renderer = Renderer()
+
+    async def render(self, tenant_id: str, id_or_name: str, version: int, variables: dict[str, Any]) -> tuple[
+        StoredTemplate, Parts
+    ]:
+        stored = await self.store.get(tenant_id, id_or_name, version)
+        parts = Parts(stored.subject, stored.html_body, stored.text_body)
+        return stored, self.renderer.render((stored.id, stored.version), parts, variables)
+
+
+class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
+    def __init__(self, core: TemplateCore, keys: KeyResolver) -> None:
+        self._core = core
+        self._keys = keys
+
+    async def CreateTemplate(
+        self, request: template_service_pb2.CreateTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> template_service_pb2.CreateTemplateResponse:
+        caller = await self._keys.resolve(context)
+        caller.require("templates:write")
+        t = request.template
+        violations = []
+        if not _NAME.match(t.name):
+            violations.append(("template.name", "1-128 characters: letters, digits, '-', '_' and '.'"))
+        if not t.subject:
+            violations.append(("template.subject", "a subject template is required"))
+        if not t.html_body and not t.text_body:
+            violations.append(("template.html_body", "at least one of html_body and text_body is required"))
+        for part in ("subject", "html_body", "text_body"):
+            if len(getattr(t, part)) > MAX_PART_CHARS:
+                violations.append((f"template.{part}", f"at most {MAX_PART_CHARS} characters"))
+        if violations:
+            raise InvalidArgument(violations)
+        check_syntax(Parts(t.subject, t.html_body, t.text_body))
+        stored = await self._core.store.create(caller.tenant_id, t.name, t.subject, t.html_body, t.text_body)
+        return template_service_pb2.CreateTemplateResponse(template=_to_proto(stored))
+
+    async def GetTemplate(
+        self, request: template_service_pb2.GetTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> template_service_pb2.GetTemplateResponse:
+        caller = await self._keys.resolve(context)
+        caller.require("templates:read")
+        if not request.template:
+            raise InvalidArgument([("template", "a template id or name is required")])
+        stored = await self._core.store.get(caller.tenant_id, request.template, request.version)
+        return template_service_pb2.GetTemplateResponse(template=_to_proto(stored))
+
+    async def RenderTemplate(
+        self, request: template_service_pb2.RenderTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> template_service_pb2.RenderTemplateResponse:
+        caller = await self._keys.resolve(context)
+        caller.require("templates:read")
+        if not request.template:
+            raise InvalidArgument([("template", "a template id or name is required")])
+        stored, parts = await self._core.render(
+            caller.tenant_id, request.template, request.version, _variables(request.variables)
+        )
+        return template_service_pb2.RenderTemplateResponse(
+            subject=parts.subject, html_body=parts.html_body, text_body=parts.text_body, version=stored.version
+        )
+
+    async def ListTemplates(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._keys.resolve(context)
+        raise Unimplemented("ListTemplates is not built yet (see issue 3)")
+
+    async def UpdateTemplate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._keys.resolve(context)
+        raise Unimplemented("UpdateTemplate is not built yet (see issue 3)")
+
+    async def DeleteTemplate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._keys.resolve(context)
+        raise Unimplemented("DeleteTemplate is not built yet (see issue 3)")
+
+
+class RenderApi(render_service_pb2_grpc.RenderServiceServicer):
+    def __init__(self, core: TemplateCore) -> None:
+        self._core = core
+
+    async def RenderMessage(
+        self, request: render_service_pb2.RenderMessageRequest, context: grpc.aio.ServicerContext
+    ) -> render_service_pb2.RenderMessageResponse:
+        stored, parts = await self._core.render(
+            request.tenant_id,
+            request.template_id or request.template_name,
+            request.version,
+            _variables(request.variables),
+        )
+        return render_service_pb2.RenderMessageResponse(
+            subject=parts.subject,
+            html_body=parts.html_body,
+            text_body=parts.text_body,
+            version=stored.version,
+            template_id=stored.id,
+        )

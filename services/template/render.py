@@ -1,0 +1,116 @@
+"""Sandboxed Jinja2 compilation and rendering; pure, no I/O.
+
+HTML autoescapes; subject and text do not. Undefined variables are errors naming the variable.
+Rendering is streamed so a runaway template is stopped at the output cap instead of filling memory.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from libs.errors import InvalidArgument
+from libs.mail.addresses import has_unsafe_chars
+
+__all__ = ["MAX_OUTPUT_CHARS", "Parts", "Renderer", "check_syntax"]
+
+MAX_OUTPUT_CHARS = 2 * 1024 * 1024
+MAX_SUBJECT_CHARS = 998
+
+_HTML_ENV = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
+_TEXT_ENV = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    subject: str
+    html_body: str
+    text_body: str
+
+
+def _env(part: str) -> ImmutableSandboxedEnvironment:
+    return _HTML_ENV if part == "html_body" else _TEXT_ENV
+
+
+def check_syntax(parts: Parts, *, field_prefix: str = "template") -> None:
+    """Raise InvalidArgument with the line of every syntax error."""
+    violations = []
+    for part in ("subject", "html_body", "text_body"):
+        source = getattr(parts, part)
+        try:
+            _env(part).parse(source)
+        except TemplateSyntaxError as exc:
+            violations.append((f"{field_prefix}.{part}", f"line {exc.lineno}: {exc.message}"))
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def _render(template: Template, variables: Mapping[str, Any], part: str) -> str:
+    out: list[str] = []
+    size = 0
+    try:
+        for chunk in template.generate(**variables):
+            size += len(chunk)
+            if size > MAX_OUTPUT_CHARS:
+                raise InvalidArgument([(part, f"rendered output exceeds {MAX_OUTPUT_CHARS} characters")])
+            out.append(chunk)
+    except UndefinedError as exc:
+        raise InvalidArgument([("template.variables", f"{part}: {exc.message}")]) from None
+    except SecurityError as exc:
+        raise InvalidArgument([(part, f"not allowed in a template: {exc}")]) from None
+    except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as exc:
+        # Show the class only: a Python repr could carry internals into the caller's error.
+        raise InvalidArgument([(part, f"cannot render: {type(exc).__name__}")]) from None
+    return "".join(out)
+
+
+class Renderer:
+    """Compiles on first use and caches by (template id, version); versions are immutable."""
+
+    def __init__(self, max_entries: int = 512) -> None:
+        self._cache: OrderedDict[tuple[str, int], tuple[Template, Template, Template]] = OrderedDict()
+        self._max = max_entries
+
+    def _compiled(self, key: tuple[str, int], parts: Parts) -> tuple[Template, Template, Template]:
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        compiled = (
+            _TEXT_ENV.from_string(parts.subject),
+            _HTML_ENV.from_string(parts.html_body),
+            _TEXT_ENV.from_string(parts.text_body),
+        )
+        self._cache[key] = compiled
+        if len(self._cache) > self._max:
+            self._cache.popitem(last=False)
+        return compiled
+
+    def render(self, key: tuple[str, int], parts: Parts, variables: Mapping[str, Any]) -> Parts:
+        subject_t, html_t, text_t = self._compiled(key, parts)
+        subject = _render(subject_t, variables, "subject").strip()
+        problem = has_unsafe_chars(subject)
+        if problem:
+            raise InvalidArgument([("template.variables", f"rendered subject {problem}")])
+        if len(subject) > MAX_SUBJECT_CHARS:
+            raise InvalidArgument([("subject", f"rendered subject is longer than {MAX_SUBJECT_CHARS}")])
+        html = _render(html_t, variables, "html_body") if parts.html_body else ""
+        text = _render(text_t, variables, "text_body") if parts.text_body else ""
+        return Parts(subject=subject, html_body=html, text_body=text)
+
+
+def struct_to_variables(value: Any) -> Any:
+    """Struct numbers are doubles; give templates integers where the value is integral."""
+    if isinstance(value, dict):
+        return {k: struct_to_variables(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [struct_to_variables(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value

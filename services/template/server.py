@@ -1,0 +1,44 @@
+"""Wiring for the template service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+
+from libs.db import connect_pool
+from libs.grpcx.auth import KeyResolver
+from libs.grpcx.channel import open_channel
+from libs.grpcx.server import GrpcServer
+from libs.service_main import Service, serve
+from postwire.internal.v1 import render_service_pb2, render_service_pb2_grpc
+from postwire.v1 import template_service_pb2, template_service_pb2_grpc
+from services.template.api import RenderApi, TemplateApi, TemplateCore
+from services.template.config import TemplateConfig
+from services.template.store import TemplateStore
+
+
+async def run(env: Mapping[str, str]) -> None:
+    config = TemplateConfig.from_env(env)
+
+    async def wire(server: GrpcServer) -> Service:
+        pool = await connect_pool(config.common.database_url)
+        policy = open_channel(config.policy_addr)
+        core = TemplateCore(TemplateStore(pool))
+        server.add(
+            template_service_pb2_grpc.add_TemplateServiceServicer_to_server,
+            TemplateApi(core, KeyResolver(policy)),
+            template_service_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
+        )
+        server.add(
+            render_service_pb2_grpc.add_RenderServiceServicer_to_server,
+            RenderApi(core),
+            render_service_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name,
+        )
+        return Service(close=[policy.close, pool.close])
+
+    await serve(config.common, env, wire)
+
+
+def main() -> None:
+    asyncio.run(run(os.environ))

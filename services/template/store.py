@@ -1,0 +1,85 @@
+"""PostgreSQL access for templates and their versions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from libs.errors import AlreadyExists, NotFound
+
+__all__ = ["StoredTemplate", "TemplateStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTemplate:
+    id: str
+    name: str
+    version: int
+    subject: str
+    html_body: str
+    text_body: str
+    create_time: datetime
+    update_time: datetime
+
+
+def _parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+class TemplateStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(self, tenant_id: str, name: str, subject: str, html: str, text: str) -> StoredTemplate:
+        template_id = uuid.uuid4()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "INSERT INTO templates (id, tenant_id, name) VALUES ($1, $2, $3)",
+                    template_id,
+                    uuid.UUID(tenant_id),
+                    name,
+                )
+                await conn.execute(
+                    "INSERT INTO template_versions (template_id, version, subject, html_body, text_body)"
+                    " VALUES ($1, 1, $2, $3, $4)",
+                    template_id,
+                    subject,
+                    html,
+                    text,
+                )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(f"a template named '{name}' already exists", field="template.name") from None
+        return await self.get(tenant_id, str(template_id), 0)
+
+    async def get(self, tenant_id: str, id_or_name: str, version: int) -> StoredTemplate:
+        """By id or name, the pinned version or the latest; NOT_FOUND across tenants alike."""
+        template_uuid = _parse_uuid(id_or_name)
+        row = await self._pool.fetchrow(
+            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, t.create_time,"
+            " v.create_time AS update_time FROM templates t JOIN template_versions v ON v.template_id = t.id"
+            " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND (t.id = $2 OR ($2 IS NULL AND t.name = $3))"
+            " AND v.version = CASE WHEN $4 > 0 THEN $4 ELSE t.latest_version END",
+            uuid.UUID(tenant_id),
+            template_uuid,
+            id_or_name,
+            version,
+        )
+        if row is None:
+            raise NotFound(f"template '{id_or_name}' not found")
+        return StoredTemplate(
+            id=str(row["id"]),
+            name=row["name"],
+            version=row["version"],
+            subject=row["subject"],
+            html_body=row["html_body"],
+            text_body=row["text_body"],
+            create_time=row["create_time"],
+            update_time=row["update_time"],
+        )

@@ -1,0 +1,106 @@
+"""Session fixtures: real NATS, PostgreSQL and SMTP on loopback, and the services as processes.
+
+POSTWIRE_NATS_URL / POSTWIRE_DATABASE_URL switch to existing servers instead of embedded ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+
+from libs.capture import SmtpSink
+from libs.embedded.suite import Suite, SuitePorts
+from libs.testing.otlp_receiver import OtlpReceiver
+
+# Short timings so retries, sweeps and span exports happen within a test's patience.
+TEST_ENV = {
+    "POSTWIRE_RETRY_BASE_SECONDS": "1",
+    "POSTWIRE_RETRY_MAX_SECONDS": "2",
+    "POSTWIRE_SWEEP_INTERVAL_SECONDS": "0.3",
+    "POSTWIRE_STALL_SECONDS": "3",
+    "POSTWIRE_SHUTDOWN_GRACE_SECONDS": "3",
+    "POSTWIRE_SMTP_TIMEOUT_SECONDS": "10",
+    "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    "OTEL_BSP_SCHEDULE_DELAY": "200",
+    "POSTWIRE_LOG_LEVEL": "INFO",
+}
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="postwire-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def smtp_sink(data_dir: Path) -> Iterator[SmtpSink]:
+    with SmtpSink("127.0.0.1", 0, scripted=True) as sink:
+        yield sink
+
+
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[OtlpReceiver]:
+    receiver = OtlpReceiver()
+    receiver.start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def suite(data_dir: Path, smtp_sink: SmtpSink, otlp: OtlpReceiver) -> Iterator[Suite]:
+    env = dict(TEST_ENV, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp.port}")
+    suite = Suite(
+        data_dir=data_dir,
+        ports=SuitePorts.free(),
+        smarthost=f"127.0.0.1:{smtp_sink.port}",
+        nats_url=os.environ.get("POSTWIRE_NATS_URL"),
+        database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
+        extra_env=env,
+    )
+    try:
+        suite.start_infrastructure()
+        suite.start_services()
+        yield suite
+    finally:
+        suite.stop()
+
+
+@dataclass
+class Tenant:
+    id: str
+    api_key: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+
+async def create_tenant(suite: Suite, name: str = "") -> Tenant:
+    from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(suite.ports.addr("policy")) as channel:
+        stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
+        created = await stub.CreateTenant(
+            policy_service_pb2.CreateTenantRequest(name=name or f"t-{uuid.uuid4().hex[:8]}"), timeout=10
+        )
+    return Tenant(created.tenant_id, created.api_key)
+
+
+@pytest.fixture
+async def tenant(suite: Suite) -> Tenant:
+    return await create_tenant(suite)
+
+
+@pytest.fixture
+async def edge(suite: Suite) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(suite.ports.addr("edge")) as channel:
+        yield channel

@@ -1,0 +1,596 @@
+"""Static checks of the Kubernetes manifests in deploy/k8s.
+
+These read the YAML as data and assert the properties the deployment depends on (probes, drain
+time, autoscaling, hardening, the network-policy graph), so a careless edit fails here rather than
+in a cluster. When `kubectl` is installed, the overlays are also rendered with its built-in
+kustomize.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+BASE = K8S / "base"
+NETPOL = K8S / "components" / "network-policies"
+
+GRPC_PORT = 50051
+IMAGE = "ghcr.io/postwire/postwire"
+# Kubernetes object name -> `postwire serve` argument.
+SERVICES = {
+    "edge": "edge",
+    "submission": "submission",
+    "template": "template",
+    "policy": "policy",
+    "router": "router",
+    "mta-worker": "mta_worker",
+    "events": "events",
+}
+# Who may call whom on GRPC_PORT, and nothing else.
+GRPC_EDGES = {
+    ("edge", "submission"),
+    ("edge", "template"),
+    ("edge", "events"),
+    ("edge", "policy"),
+    ("submission", "policy"),
+    ("template", "policy"),
+    ("events", "policy"),
+    ("router", "template"),
+}
+# The only services that read POSTWIRE_API_KEY_PEPPER (services/policy/config.py).
+PEPPER_READERS = {"policy"}
+PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"}
+SMTP_PORTS = {25, 465, 587}
+COMMON_EGRESS_PORTS = {4222, 5432, 4317}
+# The one SMTP transaction step that may legitimately take this long (reply to the final ".").
+SMTP_FINAL_DOT_TIMEOUT = 600
+REQUIRED_LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/version",
+)
+CONFIG_KEYS = {
+    "POSTWIRE_NATS_URL",
+    "POSTWIRE_POLICY_ADDR",
+    "POSTWIRE_TEMPLATE_ADDR",
+    "POSTWIRE_SUBMISSION_ADDR",
+    "POSTWIRE_EVENTS_ADDR",
+    "POSTWIRE_SMARTHOST",
+    "POSTWIRE_HOSTNAME",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "POSTWIRE_LOG_LEVEL",
+    "POSTWIRE_DRAIN_SECONDS",
+}
+
+Doc = dict[str, Any]
+
+
+def _yaml_files() -> list[Path]:
+    return sorted(p for p in K8S.rglob("*") if p.suffix in {".yaml", ".yml"})
+
+
+def _load(path: Path) -> list[Doc]:
+    with path.open(encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+def _objects() -> list[tuple[Path, Doc]]:
+    return [(path, doc) for path in _yaml_files() if path.name != "kustomization.yaml" for doc in _load(path)]
+
+
+def _only(kind: str, directory: Path) -> dict[str, Doc]:
+    found: dict[str, Doc] = {}
+    for path, doc in _objects():
+        if doc["kind"] == kind and directory in path.parents:
+            name = doc["metadata"]["name"]
+            assert name not in found, f"two {kind} objects named {name}"
+            found[name] = doc
+    return found
+
+
+def _containers(deployment: Doc) -> list[Doc]:
+    containers: list[Doc] = deployment["spec"]["template"]["spec"]["containers"]
+    return containers
+
+
+def _env(container: Doc) -> dict[str, Doc]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+DEPLOYMENTS = _only("Deployment", BASE)
+SERVICES_BY_NAME = _only("Service", BASE)
+HPAS = _only("HorizontalPodAutoscaler", BASE)
+PDBS = _only("PodDisruptionBudget", BASE)
+NETWORK_POLICIES = _only("NetworkPolicy", NETPOL)
+
+
+SERVICE_NAMES = list(SERVICES)
+
+
+# --- files and kustomize layout ---------------------------------------------------------------
+
+
+def test_every_yaml_file_parses_into_kubernetes_objects() -> None:
+    files = _yaml_files()
+    assert len(files) > 30
+    for path in files:
+        docs = _load(path)
+        assert docs, f"{path} is empty"
+        for doc in docs:
+            assert isinstance(doc, dict), path
+            assert doc.get("apiVersion") and doc.get("kind"), f"{path}: missing apiVersion/kind"
+
+
+def test_every_object_has_a_name_and_no_hardcoded_namespace() -> None:
+    for path, doc in _objects():
+        assert doc["metadata"]["name"], path
+        # Overlays choose the namespace; one baked into the base would win over theirs for
+        # references and confuse them.
+        assert "namespace" not in doc["metadata"], f"{path}: namespace belongs in the overlay"
+
+
+def _kustomizations() -> list[Path]:
+    return sorted(K8S.rglob("kustomization.yaml"))
+
+
+@pytest.mark.parametrize("kustomization", _kustomizations(), ids=lambda p: str(p.relative_to(K8S)))
+def test_kustomization_entries_exist(kustomization: Path) -> None:
+    (doc,) = _load(kustomization)
+    entries = list(doc.get("resources", [])) + list(doc.get("components", []))
+    assert entries, f"{kustomization} lists nothing"
+    for entry in entries:
+        target = (kustomization.parent / entry).resolve()
+        assert target.exists(), f"{kustomization}: {entry} does not exist"
+        if target.is_dir():
+            assert (target / "kustomization.yaml").is_file(), f"{entry} is not a kustomization"
+    for patch in doc.get("patches", []):
+        if "path" in patch:
+            assert (kustomization.parent / patch["path"]).is_file()
+
+
+def test_every_yaml_file_is_listed_by_a_kustomization() -> None:
+    listed = set()
+    for kustomization in _kustomizations():
+        (doc,) = _load(kustomization)
+        for entry in doc.get("resources", []):
+            listed.add((kustomization.parent / entry).resolve())
+    for path, _ in _objects():
+        assert path.resolve() in listed, f"{path} is not referenced by any kustomization.yaml"
+
+
+def test_base_lists_every_service_and_labels_everything_part_of_postwire() -> None:
+    (doc,) = _load(BASE / "kustomization.yaml")
+    assert "namespace" not in doc
+    assert set(SERVICES) <= set(doc["resources"])
+    assert {"config.yaml", "migrate-job.yaml"} <= set(doc["resources"])
+    pairs = [entry["pairs"] for entry in doc["labels"]]
+    assert {"app.kubernetes.io/part-of": "postwire"} in pairs
+    for name in SERVICES:
+        (svc_doc,) = _load(BASE / name / "kustomization.yaml")
+        assert set(svc_doc["resources"]) == {
+            "deployment.yaml",
+            "service.yaml",
+            "hpa.yaml",
+            "pdb.yaml",
+        }
+
+
+def test_network_policies_are_an_opt_in_component_used_by_prod_only() -> None:
+    (component,) = _load(NETPOL / "kustomization.yaml")
+    assert component["kind"] == "Component"
+    (prod,) = _load(K8S / "overlays" / "prod" / "kustomization.yaml")
+    (dev,) = _load(K8S / "overlays" / "dev" / "kustomization.yaml")
+    assert prod["namespace"] == "postwire"
+    assert dev["namespace"] == "postwire-dev"
+    assert "../../components/network-policies" in prod.get("components", [])
+    assert not dev.get("components")
+    for overlay in (prod, dev):
+        assert [image["name"] for image in overlay["images"]] == [IMAGE]
+
+
+def test_dev_overlay_runs_one_replica_and_lets_the_hpa_go_down_to_one() -> None:
+    (dev,) = _load(K8S / "overlays" / "dev" / "kustomization.yaml")
+    assert {r["name"]: r["count"] for r in dev["replicas"]} == dict.fromkeys(SERVICES, 1)
+    hpa_patches = [p for p in dev["patches"] if p["target"]["kind"] == "HorizontalPodAutoscaler"]
+    assert len(hpa_patches) == 1
+    ops = yaml.safe_load(hpa_patches[0]["patch"])
+    assert {"op": "replace", "path": "/spec/minReplicas", "value": 1} in ops
+
+
+# --- Deployments ------------------------------------------------------------------------------
+
+
+def test_exactly_the_expected_deployments_exist() -> None:
+    assert set(DEPLOYMENTS) == set(SERVICES)
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_deployment_runs_postwire_serve_with_the_cli_name(name: str) -> None:
+    (container,) = _containers(DEPLOYMENTS[name])
+    assert container["command"] == ["postwire", "serve", SERVICES[name]]
+    assert container["command"][2] in SERVICES.values()
+    assert container["image"].rsplit(":", 1)[0] == IMAGE
+    assert "args" not in container
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_deployment_has_grpc_probes_on_the_grpc_port(name: str) -> None:
+    (container,) = _containers(DEPLOYMENTS[name])
+    assert {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"} in container["ports"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == GRPC_PORT, f"{name}: {probe}"
+        # An empty service name asks for the whole server's status, which is what
+        # enter_graceful_shutdown() flips to NOT_SERVING.
+        assert container[probe]["grpc"].get("service", "") == "", f"{name}: {probe}"
+    assert _env(container)["POSTWIRE_LISTEN"]["value"] == f"0.0.0.0:{GRPC_PORT}"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_deployment_sets_requests_and_limits(name: str) -> None:
+    (container,) = _containers(DEPLOYMENTS[name])
+    resources = container["resources"]
+    for section in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(resources[section]), f"{name}: {section}"
+    assert resources["limits"]["memory"] == "384Mi"
+    cpu = resources["requests"]["cpu"]
+    assert cpu.endswith("m") and 100 <= int(cpu[:-1]) <= 250, f"{name}: cpu request {cpu}"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_deployment_runs_with_a_restricted_security_context(name: str) -> None:
+    pod = DEPLOYMENTS[name]["spec"]["template"]["spec"]
+    (container,) = _containers(DEPLOYMENTS[name])
+    ctx = container["securityContext"]
+    pod_ctx = pod.get("securityContext", {})
+
+    def effective(key: str) -> Any:
+        return ctx.get(key, pod_ctx.get(key))
+
+    assert effective("runAsNonRoot") is True
+    assert effective("runAsUser") == 10001
+    assert effective("seccompProfile") == {"type": "RuntimeDefault"}
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+    assert not ctx["capabilities"].get("add")
+    assert not ctx.get("privileged")
+    # With a read-only root, /tmp must be a writable emptyDir.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert "emptyDir" in volumes[tmp["name"]]
+    assert pod["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_deployment_rolls_out_without_losing_capacity(name: str) -> None:
+    spec = DEPLOYMENTS[name]["spec"]
+    rolling = spec["strategy"]["rollingUpdate"]
+    assert rolling["maxUnavailable"] == 0
+    assert rolling["maxSurge"] == 1
+    assert spec["minReadySeconds"] >= 5
+    # The HPA owns the replica count; a value here would be re-applied on every deploy.
+    assert "replicas" not in spec
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_deployment_labels_and_selector_agree(name: str) -> None:
+    deployment = DEPLOYMENTS[name]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for labels in (deployment["metadata"]["labels"], pod_labels):
+        for key in REQUIRED_LABELS:
+            assert labels.get(key), f"{name}: label {key}"
+        assert labels["app.kubernetes.io/name"] == name
+        assert labels["app.kubernetes.io/part-of"] == "postwire"
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    # A label whose value changes between releases must not be in an immutable selector.
+    assert "app.kubernetes.io/version" not in selector
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_deployment_wires_shared_config_and_secrets(name: str) -> None:
+    (container,) = _containers(DEPLOYMENTS[name])
+    env = _env(container)
+    assert {"configMapRef": {"name": "postwire-config"}} in container["envFrom"]
+    assert env["POSTWIRE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "postwire-database",
+        "key": "url",
+    }
+    if name in PEPPER_READERS:
+        assert env["POSTWIRE_API_KEY_PEPPER"]["valueFrom"]["secretKeyRef"] == {
+            "name": "postwire-secrets",
+            "key": "api-key-pepper",
+        }
+    else:
+        # Least privilege: template runs tenant-supplied Jinja, and nothing but policy hashes keys.
+        assert "POSTWIRE_API_KEY_PEPPER" not in env
+    assert env["OTEL_SERVICE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['app.kubernetes.io/name']"
+    )
+    # Secrets must come from Secrets, never as literals in a manifest.
+    for var in ("POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER"):
+        assert "value" not in env.get(var, {})
+
+
+def test_grace_period_covers_the_smtp_final_dot_reply_for_mta_worker_only() -> None:
+    grace = {
+        name: d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        for name, d in DEPLOYMENTS.items()
+    }
+    assert grace["mta-worker"] > SMTP_FINAL_DOT_TIMEOUT
+    for name, seconds in grace.items():
+        if name != "mta-worker":
+            assert seconds == 30, name
+
+
+# --- Services, HPAs, PDBs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_service_selects_its_deployment_on_the_grpc_port(name: str) -> None:
+    service = SERVICES_BY_NAME[name]
+    pod_labels = DEPLOYMENTS[name]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == GRPC_PORT
+    assert port["targetPort"] in ("grpc", GRPC_PORT)
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_grpc_services_are_headless_except_edge(name: str) -> None:
+    spec = SERVICES_BY_NAME[name]["spec"]
+    if name == "edge":
+        assert spec.get("clusterIP") != "None"
+        assert spec.get("type", "ClusterIP") in ("ClusterIP", "LoadBalancer")
+    else:
+        # A ClusterIP would pin each client's HTTP/2 connection to one pod.
+        assert spec["clusterIP"] == "None"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_deployment_has_an_hpa_that_scales_in_slowly(name: str) -> None:
+    hpa = HPAS[name]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+    assert spec["minReplicas"] == 2
+    assert spec["maxReplicas"] == (20 if name == "mta-worker" else 10)
+    (metric,) = spec["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    scale_down = spec["behavior"]["scaleDown"]
+    assert scale_down["stabilizationWindowSeconds"] >= 300
+    assert {"type": "Pods", "value": 1, "periodSeconds": 60} in scale_down["policies"]
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_deployment_has_a_pdb(name: str) -> None:
+    pdb = PDBS[name]
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["maxUnavailable"] == 1
+    # A PDB only protects availability when more than one replica is guaranteed.
+    assert HPAS[name]["spec"]["minReplicas"] > 1
+    pod_labels = DEPLOYMENTS[name]["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_no_orphan_services_hpas_or_pdbs() -> None:
+    for kind in (SERVICES_BY_NAME, HPAS, PDBS):
+        assert set(kind) == set(SERVICES)
+
+
+# --- shared config and the migration Job ------------------------------------------------------
+
+
+def test_config_map_holds_the_shared_settings_and_no_secrets() -> None:
+    (config,) = _load(BASE / "config.yaml")
+    assert config["kind"] == "ConfigMap"
+    assert config["metadata"]["name"] == "postwire-config"
+    data = config["data"]
+    assert set(data) >= CONFIG_KEYS
+    assert all(isinstance(v, str) for v in data.values())
+    assert not {"POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER"} & set(data)
+    for key in (
+        "POSTWIRE_POLICY_ADDR",
+        "POSTWIRE_TEMPLATE_ADDR",
+        "POSTWIRE_SUBMISSION_ADDR",
+        "POSTWIRE_EVENTS_ADDR",
+    ):
+        # Client-side balancing needs the dns resolver and a headless Service behind it.
+        host_port = data[key].removeprefix("dns:///")
+        assert host_port != data[key], f"{key} must use the dns:/// resolver"
+        host, port = host_port.split(":")
+        assert int(port) == GRPC_PORT
+        assert SERVICES_BY_NAME[host]["spec"]["clusterIP"] == "None"
+
+
+def test_migration_job_runs_postwire_migrate_hardened() -> None:
+    (job,) = _load(BASE / "migrate-job.yaml")
+    assert job["kind"] == "Job"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] in ("Never", "OnFailure")
+    (container,) = pod["containers"]
+    assert container["command"] == ["postwire", "migrate"]
+    assert container["image"].rsplit(":", 1)[0] == IMAGE
+    assert (
+        _env(container)["POSTWIRE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "postwire-database"
+    )
+    ctx = container["securityContext"]
+    assert ctx["readOnlyRootFilesystem"] is True
+    assert ctx["allowPrivilegeEscalation"] is False
+    assert ctx["capabilities"]["drop"] == ["ALL"]
+    assert {"requests", "limits"} <= set(container["resources"])
+    # The common egress policy selects on this label; without it the Job cannot reach PostgreSQL.
+    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "postwire"
+
+
+def test_readme_documents_the_migration_job_and_the_secrets() -> None:
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    for needle in (
+        "kubectl apply -k deploy/k8s/overlays/dev",
+        "postwire-migrate",
+        "postwire-database",
+        "postwire-secrets",
+        "api-key-pepper",
+        "JetStream",
+        "POSTWIRE_SMARTHOST",
+    ):
+        assert needle in readme, needle
+
+
+# --- network policies -------------------------------------------------------------------------
+
+
+def _selected_service(selector: Doc) -> str | None:
+    name: str | None = selector.get("matchLabels", {}).get("app.kubernetes.io/name")
+    return name
+
+
+def _ports(rule: Doc) -> set[tuple[str, int]]:
+    return {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
+
+
+def _policies_for(service: str) -> list[Doc]:
+    """NetworkPolicies whose podSelector matches the service's pods."""
+    pod_labels = DEPLOYMENTS[service]["spec"]["template"]["metadata"]["labels"]
+    return [
+        p
+        for p in NETWORK_POLICIES.values()
+        if p["spec"]["podSelector"].get("matchLabels", {}).items() <= pod_labels.items()
+    ]
+
+
+def test_default_deny_covers_ingress_and_egress_for_the_whole_namespace() -> None:
+    deny = NETWORK_POLICIES["default-deny"]["spec"]
+    assert deny["podSelector"] == {}
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert not deny.get("ingress")
+    assert not deny.get("egress")
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_service_may_reach_dns_nats_postgres_and_otlp(name: str) -> None:
+    egress = [rule for p in _policies_for(name) for rule in p["spec"].get("egress", [])]
+    dns = [r for r in egress if _ports(r) >= {("UDP", 53), ("TCP", 53)}]
+    assert dns, f"{name}: no DNS egress"
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels", {}).get("k8s-app") == "kube-dns"
+        for r in dns
+        for peer in r["to"]
+    )
+    reachable = {port for r in egress for _, port in _ports(r)}
+    assert reachable >= COMMON_EGRESS_PORTS, name
+
+
+def _grpc_graph() -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+    """(caller, callee) pairs allowed on GRPC_PORT, once by egress rules and once by ingress rules."""
+    by_egress: set[tuple[str, str]] = set()
+    by_ingress: set[tuple[str, str]] = set()
+    for service in SERVICES:
+        for policy in _policies_for(service):
+            for rule in policy["spec"].get("egress", []):
+                if ("TCP", GRPC_PORT) in _ports(rule):
+                    for peer in rule["to"]:
+                        callee = _selected_service(peer["podSelector"])
+                        assert callee in SERVICES, f"{service}: egress to an unknown peer {peer}"
+                        by_egress.add((service, callee))
+            for rule in policy["spec"].get("ingress", []):
+                if ("TCP", GRPC_PORT) in _ports(rule) and "from" in rule:
+                    for peer in rule["from"]:
+                        caller = _selected_service(peer["podSelector"])
+                        assert caller in SERVICES, f"{service}: ingress from an unknown peer {peer}"
+                        by_ingress.add((caller, service))
+    return by_egress, by_ingress
+
+
+def test_grpc_calls_are_allowed_only_along_the_documented_edges() -> None:
+    by_egress, by_ingress = _grpc_graph()
+    assert by_egress == GRPC_EDGES
+    assert by_ingress == GRPC_EDGES
+
+
+def test_only_edge_accepts_grpc_from_anywhere() -> None:
+    open_to_all = set()
+    for service in SERVICES:
+        for policy in _policies_for(service):
+            for rule in policy["spec"].get("ingress", []):
+                if "from" not in rule:
+                    assert _ports(rule) == {("TCP", GRPC_PORT)}, service
+                    open_to_all.add(service)
+    assert open_to_all == {"edge"}
+
+
+def test_only_mta_worker_speaks_smtp_and_only_to_public_addresses() -> None:
+    for service in SERVICES:
+        for policy in _policies_for(service):
+            for rule in policy["spec"].get("egress", []):
+                smtp = {port for _, port in _ports(rule)} & SMTP_PORTS
+                if not smtp:
+                    continue
+                assert service == "mta-worker", f"{service} may not open SMTP connections"
+                assert smtp == SMTP_PORTS
+                blocks = [peer["ipBlock"] for peer in rule["to"]]
+                assert len(blocks) == len(rule["to"]), "SMTP egress must be by ipBlock only"
+                v4 = [b for b in blocks if b["cidr"] == "0.0.0.0/0"]
+                assert v4 and PRIVATE_RANGES <= set(v4[0]["except"])
+                for block in blocks:
+                    assert block.get("except"), f"{block['cidr']} without private-range exceptions"
+    smtp_rules = [
+        rule
+        for policy in _policies_for("mta-worker")
+        for rule in policy["spec"].get("egress", [])
+        if {port for _, port in _ports(rule)} & SMTP_PORTS
+    ]
+    assert smtp_rules
+
+
+def test_no_egress_rule_is_unrestricted() -> None:
+    for name, policy in NETWORK_POLICIES.items():
+        for rule in policy["spec"].get("egress", []):
+            # A rule without ports opens every port to its peers; one without peers and
+            # without ports would open everything.
+            assert rule.get("ports"), f"{name}: egress rule without ports"
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def _render(overlay: str) -> list[Doc]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl (with built-in kustomize) not installed")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d is not None]
+
+
+@pytest.mark.parametrize(
+    ("overlay", "namespace", "min_replicas", "with_policies"),
+    [("dev", "postwire-dev", 1, False), ("prod", "postwire", 2, True)],
+)
+def test_overlay_renders(overlay: str, namespace: str, min_replicas: int, with_policies: bool) -> None:
+    docs = _render(overlay)
+    kinds = [d["kind"] for d in docs]
+    assert kinds.count("Deployment") == len(SERVICES)
+    assert ("NetworkPolicy" in kinds) is with_policies
+    for doc in docs:
+        assert doc["metadata"]["namespace"] == namespace, doc["metadata"]["name"]
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "postwire"
+        if doc["kind"] == "HorizontalPodAutoscaler":
+            assert doc["spec"]["minReplicas"] == min_replicas
+        if doc["kind"] in ("Deployment", "Job"):
+            for container in doc["spec"]["template"]["spec"]["containers"]:
+                assert container["image"].startswith(IMAGE + ":")
