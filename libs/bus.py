@@ -25,9 +25,9 @@ from libs.errors import Unavailable
 from libs.telemetry import consume_span, publish_span
 
 __all__ = [
+    "DELIVER_SUBJECT",
     "EVENTS_STREAM",
     "ROUTE_SUBJECT",
-    "DELIVER_SUBJECT",
     "WORK_STREAM",
     "Bus",
     "Outcome",
@@ -156,7 +156,7 @@ class Bus:
                 # Fetch only as many as there are free slots, so nothing sits unacked in memory.
                 try:
                     msgs = await sub.fetch(concurrency - len(in_flight), timeout=1.0)
-                except NatsTimeoutError:
+                except (NatsTimeoutError, TimeoutError):
                     continue
                 for msg in msgs:
                     task = asyncio.create_task(self._handle(msg, handler))

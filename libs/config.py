@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 __all__ = [
-    "ConfigError",
     "CommonConfig",
+    "ConfigError",
     "env_float",
     "env_host_port",
     "env_int",

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
-
-from libs.bus import Bus, event_subject
 from postwire.internal.v1 import bus_pb2
 from postwire.v1 import event_pb2, message_pb2
+
+from libs.bus import Bus, event_subject
 
 __all__ = ["EventContext", "insert_events", "new_event", "publish_events"]
 

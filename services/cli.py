@@ -31,7 +31,6 @@ def _migrate() -> None:
 async def _dev_key(policy_addr: str, key_file: Path) -> str:
     """Reuse the key saved by an earlier `up` if it still works; else create the dev tenant."""
     import grpc
-
     from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
     async with grpc.aio.insecure_channel(policy_addr) as channel:

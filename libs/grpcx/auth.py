@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 
 import grpc
+from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
 from libs.errors import PermissionDenied, Unauthenticated
 from libs.grpcx.status import error_from_rpc
-from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
 __all__ = ["Caller", "KeyResolver", "bearer_token"]
 

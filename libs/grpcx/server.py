@@ -12,7 +12,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from libs.grpcx.status import abort_for
 
-__all__ = ["MAX_MESSAGE_BYTES", "GrpcServer", "ErrorInterceptor"]
+__all__ = ["MAX_MESSAGE_BYTES", "ErrorInterceptor", "GrpcServer"]
 
 # 25 MB of message after encoding, plus base64/proto overhead headroom.
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024

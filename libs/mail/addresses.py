@@ -5,7 +5,6 @@ from __future__ import annotations
 import unicodedata
 
 import idna
-
 from email_validator import EmailNotValidError, validate_email
 
 __all__ = ["AddressError", "has_unsafe_chars", "normalize_address", "to_ascii_address"]

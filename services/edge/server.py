@@ -6,11 +6,11 @@ import asyncio
 import os
 from collections.abc import Mapping
 
-from libs.grpcx.server import GrpcServer
-from libs.service_main import Service, serve
-
 # Imported for their descriptors: reflection and the forwarder read them from the default pool.
 from postwire.v1 import event_service_pb2, mail_service_pb2, template_service_pb2  # noqa: F401
+
+from libs.grpcx.server import GrpcServer
+from libs.service_main import Service, serve
 from services.edge.config import EdgeConfig
 from services.edge.forwarder import Forwarder
 

@@ -10,12 +10,12 @@ from datetime import UTC
 
 import grpc
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from postwire.internal.v1 import bus_pb2
+from postwire.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 from libs.bus import Bus, event_subject
 from libs.errors import InvalidArgument, RateLimited
 from libs.grpcx.auth import KeyResolver
-from postwire.internal.v1 import bus_pb2
-from postwire.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from services.events.pagination import decode_token, encode_token, page_size
 from services.events.store import EventQuery, EventsStore
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from nats.aio.msg import Msg
+from postwire.internal.v1 import bus_pb2
 
 from libs.bus import Bus, Outcome
-from postwire.internal.v1 import bus_pb2
 from services.events.store import EventsStore
 
 __all__ = ["EventRecorder"]

@@ -7,6 +7,8 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
+from postwire.v1 import event_service_pb2, event_service_pb2_grpc
+
 from libs.bus import EVENTS_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
@@ -14,7 +16,6 @@ from libs.grpcx.channel import open_channel
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
 from libs.sweeper import Periodic
-from postwire.v1 import event_service_pb2, event_service_pb2_grpc
 from services.events.api import EventApi
 from services.events.config import EventsConfig
 from services.events.consumer import EventRecorder

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-
 from postwire.internal.v1 import bus_pb2
 
 __all__ = ["EventQuery", "EventsStore"]

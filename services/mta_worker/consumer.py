@@ -9,13 +9,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
+from postwire.internal.v1 import bus_pb2
+from postwire.v1 import event_pb2, message_pb2
 
 from libs.bus import DELIVER_SUBJECT, Bus
 from libs.bus import Outcome as BusOutcome
 from libs.event_outbox import EventContext, new_event, publish_events
+from libs.mail.addresses import to_ascii_address
 from libs.telemetry import tracer
-from postwire.internal.v1 import bus_pb2
-from postwire.v1 import event_pb2, message_pb2
 from services.mta_worker.retry_schedule import RetryPolicy
 from services.mta_worker.smtp_delivery import Relay, send_transaction
 from services.mta_worker.smtp_outcome import Reply, Verdict, classify
@@ -57,7 +58,8 @@ class Worker:
                 span.set_attribute("server.address", self._relay.host)
                 span.set_attribute("server.port", self._relay.port)
                 span.set_attribute("postwire.recipients", len(claim.recipients))
-                addresses = [r.address for r in claim.recipients]
+                # IDN domains go out as A-labels, so SMTPUTF8 is needed only for non-ASCII local parts.
+                addresses = [to_ascii_address(r.address) for r in claim.recipients]
                 replies = await send_transaction(
                     self._relay,
                     envelope_from=claim.envelope_from,
@@ -90,7 +92,7 @@ class Worker:
         outcomes: list[Outcome] = []
         events: list[bus_pb2.EventEnvelope] = []
         for recipient in claim.recipients:
-            reply = replies[recipient.address]
+            reply = replies[to_ascii_address(recipient.address)]
             verdict = classify(reply)
             attempt = recipient.attempts + 1
             first = recipient.first_attempt_time or now

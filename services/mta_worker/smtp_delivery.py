@@ -51,7 +51,8 @@ async def send_transaction(
             return dict.fromkeys(recipients, parse_reply(exc.code, exc.message))
         except (aiosmtplib.SMTPException, OSError) as exc:
             return dict.fromkeys(recipients, _failure_reply(exc))
-        accepted = parse_reply(response.code, response.message)
+        # sendmail returns the final DATA reply's text; reaching here means it was a 2xx.
+        accepted = parse_reply(250, response)
         replies = dict.fromkeys(recipients, accepted)
         for recipient, reply in refused.items():
             replies[recipient] = parse_reply(reply.code, reply.message)

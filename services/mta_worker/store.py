@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+from postwire.internal.v1 import bus_pb2
 
 from libs.event_outbox import insert_events
-from postwire.internal.v1 import bus_pb2
 
 __all__ = ["Claim", "ClaimedRecipient", "Outcome", "WorkerStore"]
 

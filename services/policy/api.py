@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import grpc
+from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
 from libs.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 from services.policy.api_keys import DEFAULT_SCOPES, generate_key, hash_key
 from services.policy.store import KeyRecord, PolicyStore
 

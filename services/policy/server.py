@@ -6,10 +6,11 @@ import asyncio
 import os
 from collections.abc import Mapping
 
+from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
+
 from libs.db import connect_pool
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
-from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 from services.policy.api import PolicyApi
 from services.policy.config import PolicyConfig
 from services.policy.store import PolicyStore

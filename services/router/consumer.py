@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from nats.aio.msg import Msg
+from postwire.internal.v1 import bus_pb2, render_service_pb2, render_service_pb2_grpc
+from postwire.v1 import event_pb2, mail_service_pb2
 
 from libs.bus import DELIVER_SUBJECT, ROUTE_SUBJECT, Bus, Outcome
 from libs.event_outbox import EventContext, new_event, publish_events
-from postwire.internal.v1 import bus_pb2, render_service_pb2, render_service_pb2_grpc
-from postwire.v1 import event_pb2, mail_service_pb2
 from services.router.mime import Content, build_mime
 from services.router.store import RouteRow, RouterStore
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import datetime
 from email import encoders
 from email.charset import QP, Charset
 from email.generator import BytesGenerator
@@ -19,10 +20,10 @@ from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
-from datetime import datetime
+
+from postwire.v1 import mail_service_pb2, message_pb2
 
 from libs.mail.addresses import to_ascii_address
-from postwire.v1 import mail_service_pb2, message_pb2
 
 __all__ = ["BuiltMessage", "Content", "build_mime"]
 

@@ -7,13 +7,14 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
+from postwire.internal.v1 import render_service_pb2_grpc
+
 from libs.bus import ROUTE_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
 from libs.grpcx.channel import open_channel
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
 from libs.sweeper import Periodic
-from postwire.internal.v1 import render_service_pb2_grpc
 from services.router.config import RouterConfig
 from services.router.consumer import Router
 from services.router.store import RouterStore

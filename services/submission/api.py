@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
+from postwire.internal.v1 import bus_pb2, policy_service_pb2, policy_service_pb2_grpc
+from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2
 
 from libs.bus import ROUTE_SUBJECT, Bus
 from libs.db import unavailable_from
@@ -18,8 +20,6 @@ from libs.event_outbox import EventContext, new_event, publish_events
 from libs.grpcx.auth import KeyResolver, bearer_token
 from libs.grpcx.status import error_from_rpc
 from libs.mail.states import state_to_proto
-from postwire.internal.v1 import bus_pb2, policy_service_pb2, policy_service_pb2_grpc
-from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2
 from services.submission.store import MessageRow, NewMessage, SubmissionStore
 from services.submission.validation import validate_send
 

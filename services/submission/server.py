@@ -7,14 +7,15 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
+from postwire.internal.v1 import policy_service_pb2_grpc
+from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
+
 from libs.bus import Bus
 from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
 from libs.grpcx.channel import open_channel
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
-from postwire.internal.v1 import policy_service_pb2_grpc
-from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 from services.submission.api import MailApi
 from services.submission.config import SubmissionConfig
 from services.submission.store import SubmissionStore

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from google.protobuf import struct_pb2
+from postwire.v1 import mail_service_pb2, message_pb2
 
 from libs.errors import InvalidArgument
 from libs.mail.addresses import AddressError, has_unsafe_chars, normalize_address
 from libs.mail.headers import header_name_problem
-from postwire.v1 import mail_service_pb2, message_pb2
 
 __all__ = ["LIMITS", "ValidatedSend", "validate_send"]
 

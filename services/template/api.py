@@ -7,11 +7,11 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
+from postwire.internal.v1 import render_service_pb2, render_service_pb2_grpc
+from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2_grpc
 
 from libs.errors import InvalidArgument, Unimplemented
 from libs.grpcx.auth import KeyResolver
-from postwire.internal.v1 import render_service_pb2, render_service_pb2_grpc
-from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2_grpc
 from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
 from services.template.store import StoredTemplate, TemplateStore
 

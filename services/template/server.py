@@ -6,13 +6,14 @@ import asyncio
 import os
 from collections.abc import Mapping
 
+from postwire.internal.v1 import render_service_pb2, render_service_pb2_grpc
+from postwire.v1 import template_service_pb2, template_service_pb2_grpc
+
 from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
 from libs.grpcx.channel import open_channel
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
-from postwire.internal.v1 import render_service_pb2, render_service_pb2_grpc
-from postwire.v1 import template_service_pb2, template_service_pb2_grpc
 from services.template.api import RenderApi, TemplateApi, TemplateCore
 from services.template.config import TemplateConfig
 from services.template.store import TemplateStore
