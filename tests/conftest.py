@@ -38,7 +38,9 @@ TEST_ENV = {
 def data_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="postwire-test-"))
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    # POSTWIRE_KEEP_TEST_DATA=1 keeps the services' logs for a post-mortem.
+    if not os.environ.get("POSTWIRE_KEEP_TEST_DATA"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

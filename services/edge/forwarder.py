@@ -60,7 +60,7 @@ class Forwarder(grpc.GenericRpcHandler):
             try:
                 response: bytes = await call
             except grpc.aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata())
+                await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
             return response
 
         return forward
@@ -77,7 +77,7 @@ class Forwarder(grpc.GenericRpcHandler):
                 async for item in call:
                     yield item
             except grpc.aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata())
+                await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
             finally:
                 call.cancel()
 

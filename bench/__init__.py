@@ -1,0 +1,1 @@
+"""End-to-end send-path benchmark: `python -m bench` (see bench/README.md)."""
