@@ -1,0 +1,142 @@
+"""Create a template, send with it, and see the rendered parts arrive with the right escaping."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import uuid
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+
+from postwire.v1 import event_pb2, mail_service_pb2_grpc, template_service_pb2, template_service_pb2_grpc
+from tests.integration.helpers import bad_request_fields, mail, unique, wait_for_events, wait_for_mail
+
+
+def _vars(**values: object) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(values)
+    return s
+
+
+async def _create(edge, tenant, **fields) -> template_service_pb2.Template:
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    template = {
+        "name": f"welcome-{uuid.uuid4().hex[:8]}",
+        "subject": "Welcome, {{ name }}",
+        "html_body": "<p>Hi {{ name }}, you have {{ count }} items</p>",
+        "text_body": "Hi {{ name }}, you have {{ count }} items",
+        **fields,
+    }
+    answer = await stub.CreateTemplate(
+        template_service_pb2.CreateTemplateRequest(template=template), metadata=tenant.metadata
+    )
+    return answer.template
+
+
+async def test_send_by_template_renders_each_part_with_its_escaping(edge, tenant, smtp_sink) -> None:
+    created = await _create(edge, tenant)
+    assert created.version == 1 and created.id
+    rcpt = unique()
+    stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    await stub.SendEmail(
+        mail(
+            to=[{"address": rcpt}],
+            subject="",
+            text_body="",
+            template={"name": created.name, "variables": _vars(name="<Ada>", count=3)},
+        ),
+        metadata=tenant.metadata,
+    )
+    (received,) = await wait_for_mail(smtp_sink, rcpt)
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert parsed["Subject"] == "Welcome, <Ada>"
+    assert "<p>Hi &lt;Ada&gt;, you have 3 items</p>" in parsed.get_body(("html",)).get_content()
+    assert "Hi <Ada>, you have 3 items" in parsed.get_body(("plain",)).get_content()
+
+
+async def test_template_that_cannot_render_fails_the_message_with_an_event(edge, tenant, smtp_sink) -> None:
+    created = await _create(edge, tenant)
+    rcpt = unique()
+    stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    answer = await stub.SendEmail(
+        mail(to=[{"address": rcpt}], subject="", text_body="", template={"id": created.id, "variables": _vars()}),
+        metadata=tenant.metadata,
+    )
+    events = await wait_for_events(edge, tenant.metadata, answer.message_id, [event_pb2.EVENT_TYPE_FAILED])
+    (failed,) = [e for e in events if e.type == event_pb2.EVENT_TYPE_FAILED]
+    assert "name" in failed.reason and "undefined" in failed.reason
+    assert not [m for m in smtp_sink.messages() if rcpt in m.rcpt_tos]
+
+
+async def test_render_preview_and_errors(edge, tenant) -> None:
+    created = await _create(edge, tenant)
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    preview = await stub.RenderTemplate(
+        template_service_pb2.RenderTemplateRequest(template=created.name, variables=_vars(name="Bo", count=1)),
+        metadata=tenant.metadata,
+    )
+    assert (preview.subject, preview.text_body, preview.version) == ("Welcome, Bo", "Hi Bo, you have 1 items", 1)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RenderTemplate(
+            template_service_pb2.RenderTemplateRequest(template=created.name, variables=_vars(count=1)),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(caught.value) == ["template.variables"]
+    assert "name" in (caught.value.details() or "")
+
+    evil = await _create(edge, tenant, html_body="<p>{{ ''.__class__.__mro__[1].__subclasses__() }}</p>")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RenderTemplate(
+            template_service_pb2.RenderTemplateRequest(template=evil.id, variables=_vars(name="a", count=1)),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "subclasses" not in (caught.value.details() or "").replace("__subclasses__", "")
+
+
+async def test_create_rejects_syntax_errors_with_the_line_and_duplicate_names(edge, tenant) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _create(edge, tenant, text_body="line one\n{% if %}")
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(caught.value) == ["template.text_body"]
+    assert "line 2" in (caught.value.details() or "")
+
+    created = await _create(edge, tenant)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _create(edge, tenant, name=created.name)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_sandbox_refuses_python_internals(edge, tenant) -> None:
+    created = await _create(edge, tenant, html_body="<p>{{ cycler.__init__.__globals__ }}</p>")
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RenderTemplate(
+            template_service_pb2.RenderTemplateRequest(template=created.id, variables=_vars(name="a", count=1)),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "globals" not in (caught.value.details() or "").replace("__globals__", "")
+
+
+async def test_templates_are_invisible_to_other_tenants(suite, edge, tenant) -> None:
+    from tests.conftest import create_tenant
+
+    created = await _create(edge, tenant)
+    other = await create_tenant(suite)
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    for ref in (created.id, created.name):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetTemplate(template_service_pb2.GetTemplateRequest(template=ref), metadata=other.metadata)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_unbuilt_template_methods_are_unimplemented(edge, tenant) -> None:
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListTemplates(template_service_pb2.ListTemplatesRequest(), metadata=tenant.metadata)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED

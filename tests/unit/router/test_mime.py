@@ -1,0 +1,283 @@
+"""build_mime: what a receiving mail client parses out of the bytes Postwire sends."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from datetime import UTC, datetime
+from email.message import EmailMessage
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from postwire.v1 import mail_service_pb2
+from services.router.mime import BuiltMessage, Content, build_mime
+
+NOW = datetime(2025, 6, 1, 12, 30, 15, tzinfo=UTC)
+MESSAGE_ID = "msg_01HZX3K8"
+HOSTNAME = "mx.postwire.test"
+
+PDF = b"%PDF-1.7\n" + bytes(range(256)) * 4
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(255, -1, -1)) * 3
+TEXT = "Hello Ada,\n\nYour order #42 has shipped.\nGrüße — 你好 ✓\n"
+HTML = "<html><body><p>Hello <b>Ada</b>,</p><p>Grüße — 你好 ✓</p></body></html>"
+
+
+def make_request() -> mail_service_pb2.SendEmailRequest:
+    request = mail_service_pb2.SendEmailRequest()
+    sender = getattr(request, "from")
+    sender.address = "billing@example.com"
+    sender.name = "Acme Billing"
+    request.to.add(address="ada@example.org", name="Ada Lovelace")
+    request.to.add(address="zoe@example.net", name="Zoë Müller")
+    request.cc.add(address="carol@example.org")
+    request.bcc.add(address="hidden-audit@example.org", name="Hidden Auditor")
+    request.reply_to.add(address="support@example.com", name="Acme Support")
+    request.headers["X-Campaign"] = "spring"
+    request.headers["X-Season"] = "Frühling"
+    return request
+
+
+def build(
+    request: mail_service_pb2.SendEmailRequest | None = None,
+    *,
+    subject: str = "Your receipt — Grüße ✓",
+    text: str = TEXT,
+    html: str = HTML,
+) -> BuiltMessage:
+    return build_mime(
+        make_request() if request is None else request,
+        Content(subject=subject, text_body=text, html_body=html),
+        message_id=MESSAGE_ID,
+        hostname=HOSTNAME,
+        now=NOW,
+    )
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def decoded_text(part: EmailMessage) -> str:
+    # The wire form uses CRLF line ends; a client hands the text over with plain newlines.
+    return part.get_content().replace("\r\n", "\n")
+
+
+def test_address_headers() -> None:
+    message = parse(build().data)
+    sender = message["From"].addresses
+    assert [(a.display_name, a.addr_spec) for a in sender] == [("Acme Billing", "billing@example.com")]
+    assert [(a.display_name, a.addr_spec) for a in message["To"].addresses] == [
+        ("Ada Lovelace", "ada@example.org"),
+        ("Zoë Müller", "zoe@example.net"),
+    ]
+    assert [a.addr_spec for a in message["Cc"].addresses] == ["carol@example.org"]
+    assert [(a.display_name, a.addr_spec) for a in message["Reply-To"].addresses] == [
+        ("Acme Support", "support@example.com")
+    ]
+
+
+def test_bcc_never_appears_in_the_message() -> None:
+    built = build()
+    assert b"bcc" not in built.data.lower()
+    assert b"hidden-audit" not in built.data
+    assert b"Hidden Auditor" not in built.data
+    assert parse(built.data)["Bcc"] is None
+
+
+def test_bcc_only_message_has_no_recipient_headers() -> None:
+    request = make_request()
+    request.ClearField("to")
+    request.ClearField("cc")
+    built = build(request)
+    message = parse(built.data)
+    assert message["To"] is None
+    assert message["Cc"] is None
+    assert b"hidden-audit" not in built.data
+
+
+def test_subject_round_trips_unicode() -> None:
+    subject = "Your receipt — Grüße, 你好 ✓ 🎉"
+    assert parse(build(subject=subject).data)["Subject"] == subject
+
+
+def test_long_subject_with_spaces_round_trips() -> None:
+    subject = " ".join(f"word{i}" for i in range(150))
+    built = build(subject=subject)
+    assert parse(built.data)["Subject"] == subject
+    assert max(len(line) for line in built.data.split(b"\r\n")) <= 78
+
+
+def test_date_and_ids() -> None:
+    built = build()
+    message = parse(built.data)
+    assert message["Date"].datetime == NOW
+    assert message["Message-ID"] == f"<{MESSAGE_ID}@{HOSTNAME}>"
+    assert built.rfc822_message_id == f"<{MESSAGE_ID}@{HOSTNAME}>"
+    assert message["X-Postwire-Message-Id"] == MESSAGE_ID
+    assert message["MIME-Version"] == "1.0"
+    assert built.envelope_from == "billing@example.com"
+
+
+def test_custom_headers_are_present() -> None:
+    message = parse(build().data)
+    assert message["X-Campaign"] == "spring"
+    assert message["X-Season"] == "Frühling"
+
+
+def test_text_and_html_alternatives() -> None:
+    message = parse(build().data)
+    assert message.get_content_type() == "multipart/alternative"
+    plain, html = message.iter_parts()
+    assert plain.get_content_type() == "text/plain"
+    assert html.get_content_type() == "text/html"
+    assert decoded_text(plain) == TEXT
+    assert decoded_text(html) == HTML
+
+
+def test_text_only_and_html_only_are_single_parts() -> None:
+    text_only = parse(build(html="").data)
+    assert text_only.get_content_type() == "text/plain"
+    assert decoded_text(text_only) == TEXT
+    html_only = parse(build(text="").data)
+    assert html_only.get_content_type() == "text/html"
+    assert decoded_text(html_only) == HTML
+
+
+def test_attachments() -> None:
+    request = make_request()
+    request.attachments.add(filename="report.pdf", content_type="application/pdf", content=PDF)
+    request.attachments.add(filename="résumé 2025.pdf", content_type="application/pdf", content=b"%PDF-1.4 r")
+    request.attachments.add(filename="data.bin", content=b"\x00\x01\x02")
+    message = parse(build(request).data)
+
+    assert message.get_content_type() == "multipart/mixed"
+    body = next(message.iter_parts())
+    assert body.get_content_type() == "multipart/alternative"
+    attachments = list(message.iter_attachments())
+    assert [(a.get_filename(), a.get_content_type(), a.get_content_disposition()) for a in attachments] == [
+        ("report.pdf", "application/pdf", "attachment"),
+        ("résumé 2025.pdf", "application/pdf", "attachment"),
+        ("data.bin", "application/octet-stream", "attachment"),
+    ]
+    assert [a.get_content() for a in attachments] == [PDF, b"%PDF-1.4 r", b"\x00\x01\x02"]
+
+
+def test_inline_image_sits_in_multipart_related() -> None:
+    request = make_request()
+    request.attachments.add(filename="logo.png", content_type="image/png", content=PNG, content_id="logo@acme")
+    html = '<p>Hi</p><img src="cid:logo@acme">'
+    message = parse(build(request, html=html).data)
+
+    assert message.get_content_type() == "multipart/related"
+    alternative, image = message.iter_parts()
+    assert alternative.get_content_type() == "multipart/alternative"
+    assert [decoded_text(p) for p in alternative.iter_parts()] == [TEXT, html]
+    assert image.get_content_type() == "image/png"
+    assert image["Content-ID"] == "<logo@acme>"
+    assert image.get_content_disposition() == "inline"
+    assert image.get_filename() == "logo.png"
+    assert image.get_content() == PNG
+
+
+def test_inline_image_and_attachment_together() -> None:
+    request = make_request()
+    request.attachments.add(filename="logo.png", content_type="image/png", content=PNG, content_id="logo@acme")
+    request.attachments.add(filename="report.pdf", content_type="application/pdf", content=PDF)
+    message = parse(build(request).data)
+    assert message.get_content_type() == "multipart/mixed"
+    related, attachment = message.iter_parts()
+    assert related.get_content_type() == "multipart/related"
+    assert [p.get_content_type() for p in related.iter_parts()] == ["multipart/alternative", "image/png"]
+    assert attachment.get_filename() == "report.pdf"
+    assert attachment.get_content() == PDF
+
+
+def test_wire_format_line_ends_and_lengths() -> None:
+    text = "lone CR\rhere\r\nCRLF\nLF\n" + "long line " * 300 + "\n" + "x" * 2500 + "\n"
+    html = "<p>" + "<span>html</span>" * 200 + "</p>\r<p>after lone CR</p>"
+    request = make_request()
+    request.attachments.add(filename="report.pdf", content_type="application/pdf", content=PDF * 20)
+    built = build(request, subject=" ".join(["Grüße"] * 60), text=text, html=html)
+    data = built.data
+
+    assert re.search(rb"\r(?!\n)", data) is None, "lone CR on the wire"
+    assert re.search(rb"(?<!\r)\n", data) is None, "bare LF on the wire"
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    assert data.isascii(), "8-bit data needs SMTPUTF8/8BITMIME; everything must be encoded"
+
+    plain, html_part = next(parse(data).iter_parts()).iter_parts()
+    assert decoded_text(plain) == text.replace("\r\n", "\n").replace("\r", "\n")
+    assert decoded_text(html_part) == html.replace("\r", "\n")
+
+
+def test_body_lines_starting_with_a_dot_round_trip() -> None:
+    text = ".\n..\n.hidden line\nnormal\n. \nFrom the start\n"
+    plain, _ = parse(build(text=text).data).iter_parts()
+    assert decoded_text(plain) == text
+
+
+def test_idn_sender_domain_is_sent_as_a_labels() -> None:
+    request = make_request()
+    getattr(request, "from").address = "noreply@bücher.example"
+    request.to[0].address = "ada@münchen.example"
+    built = build(request)
+    message = parse(built.data)
+    assert [a.addr_spec for a in message["From"].addresses] == ["noreply@xn--bcher-kva.example"]
+    assert message["To"].addresses[0].addr_spec == "ada@xn--mnchen-3ya.example"
+    assert built.envelope_from == "noreply@xn--bcher-kva.example"
+    assert b"xn--bcher-kva.example" in built.data
+
+
+def test_top_level_headers_are_exactly_the_expected_set() -> None:
+    message = parse(build().data)
+    assert sorted(message.keys()) == sorted(
+        [
+            "From",
+            "To",
+            "Cc",
+            "Reply-To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "X-Postwire-Message-Id",
+            "X-Campaign",
+            "X-Season",
+            "MIME-Version",
+            "Content-Type",
+        ]
+    )
+    assert message.defects == []
+
+
+# --- property: no header injection, subject round trip -------------------------------------------------------
+
+_PRINTABLE = st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
+# Leading/trailing whitespace is not significant in an unstructured header and is not kept by parsers.
+_SUBJECT = st.text(_PRINTABLE, min_size=1, max_size=60).filter(lambda s: s == s.strip() and s != "")
+_NAME = st.text(_PRINTABLE, max_size=60)
+_EXPECTED_HEADERS = sorted(
+    ["From", "To", "Subject", "Date", "Message-ID", "X-Postwire-Message-Id", "MIME-Version", "Content-Type"]
+)
+
+
+@settings(max_examples=250, deadline=None, database=None)
+@given(subject=_SUBJECT, sender_name=_NAME, rcpt_name=_NAME)
+def test_unicode_subject_and_names_never_inject_headers(subject: str, sender_name: str, rcpt_name: str) -> None:
+    request = mail_service_pb2.SendEmailRequest()
+    sender = getattr(request, "from")
+    sender.address = "billing@example.com"
+    sender.name = sender_name
+    request.to.add(address="ada@example.org", name=rcpt_name)
+
+    built = build(request, subject=subject, text="hi", html="<p>hi</p>")
+    message = parse(built.data)
+
+    assert sorted(message.keys()) == _EXPECTED_HEADERS
+    assert message["Subject"] == subject
+    assert [a.addr_spec for a in message["From"].addresses] == ["billing@example.com"]
+    assert [a.addr_spec for a in message["To"].addresses] == ["ada@example.org"]
+    assert re.search(rb"(?<!\r)\n|\r(?!\n)", built.data) is None
