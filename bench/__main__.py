@@ -153,6 +153,11 @@ def cpu_snapshot(suite: Suite) -> dict[str, float]:
     return {name: cpu_seconds(proc.pid) for name, proc in suite.processes.items()}
 
 
+def total_cpu(report: Report) -> float:
+    # A service that died mid-run has NaN CPU; leave it out of the sums rather than blank them.
+    return sum(u.cpu_seconds for u in report.usage.values() if not math.isnan(u.cpu_seconds))
+
+
 def service_usage(suite: Suite, before: dict[str, float]) -> dict[str, ServiceUsage]:
     usage = {}
     for name, proc in suite.processes.items():
@@ -397,6 +402,10 @@ def ms(seconds: float | None) -> str:
     return "n/a" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.1f}"
 
 
+def secs(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds:.2f}"
+
+
 def rate(count: int, seconds: float) -> str:
     return f"{count / seconds:.1f}" if seconds > 0 and count else "n/a"
 
@@ -435,15 +444,15 @@ def results_table(report: Report) -> list[str]:
 def usage_table(report: Report) -> list[str]:
     per = max(1, len(report.phase.sent))  # CPU per accepted message: failed calls do little work
     rows = [
-        [name, ms(use.cpu_seconds / per), f"{use.cpu_seconds:.2f}",
+        [name, ms(use.cpu_seconds / per), secs(use.cpu_seconds),
          "n/a" if use.rss_mb is None else f"{use.rss_mb:.0f}"]
         for name, use in report.usage.items()
     ]
-    total_cpu = sum(u.cpu_seconds for u in report.usage.values())
-    total_rss = sum(u.rss_mb or 0.0 for u in report.usage.values())
-    rows.append(["**all services**", ms(total_cpu / per), f"{total_cpu:.2f}", f"{total_rss:.0f}"])
+    cpu = total_cpu(report)
+    rss = sum(u.rss_mb or 0.0 for u in report.usage.values())
+    rows.append(["**all services**", ms(cpu / per), secs(cpu), f"{rss:.0f}"])
     rows.append(["(bench client + sink)", ms(report.client_cpu_seconds / per),
-                 f"{report.client_cpu_seconds:.2f}", "n/a"])
+                 secs(report.client_cpu_seconds), "n/a"])
     return table(["service", "CPU ms/msg", "CPU s", "RSS MB"], rows)
 
 
@@ -455,7 +464,7 @@ def machine_line(report: Report) -> str:
     """
     machine = report.machine
     capacity = max(1, machine.total) / CLOCK_TICKS  # core-seconds available in the window
-    services = sum(u.cpu_seconds for u in report.usage.values()) / capacity
+    services = total_cpu(report) / capacity
     client = report.client_cpu_seconds / capacity
     busy = machine.busy / CLOCK_TICKS / capacity
     return (
