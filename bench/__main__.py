@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -560,8 +561,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    # Python's default for SIGTERM is to die on the spot, skipping `finally`; the services run in
+    # their own sessions, so they, NATS and PostgreSQL would outlive us. Exit through cleanup instead.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     report = run(args.messages, args.concurrency)
     text = render(report)
     print(text)

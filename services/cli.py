@@ -97,7 +97,7 @@ def _up() -> None:
         print(f"\n  dev API key: {key}\n")
         print(
             "  try: grpcurl -plaintext -H \"authorization: Bearer $(cat "
-            f"{key_file})\" -d '{{\"from\":{{\"address\":\"dev@postwire.localhost\"}},\"to\":[{{\"address\":"
+            f"{key_file})\" -d '{{\"from\":{{\"address\":\"dev@example.com\"}},\"to\":[{{\"address\":"
             "\"you@example.com\"}],\"subject\":\"Hello\",\"text_body\":\"It works.\"}' "
             f"{suite.ports.addr('edge')} postwire.v1.MailService/SendEmail\n"
         )

@@ -19,6 +19,10 @@ def open_channel(target: str) -> grpc.aio.Channel:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.enable_retries", 1),
+            # A restarted peer is back within a second or two; don't let backoff stretch the gap.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ],
         interceptors=aio_client_interceptors(),
     )

@@ -17,6 +17,7 @@ from libs.grpcx.channel import open_channel
 __all__ = ["Forwarder"]
 
 # Set by gRPC itself or re-created by the client interceptor for the next hop.
+DEFAULT_DEADLINE = 60.0
 _DROP = {"user-agent", "content-type", "te", "traceparent", "tracestate", "baggage"}
 
 
@@ -54,8 +55,13 @@ class Forwarder(grpc.GenericRpcHandler):
         multicallable = channel.unary_unary(path)
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            # wait_for_ready rides out a backend restart (rolling deploy) within the deadline
+            # instead of failing the caller at once.
             call = multicallable(
-                request, metadata=_forwardable(context.invocation_metadata()), timeout=context.time_remaining()
+                request,
+                metadata=_forwardable(context.invocation_metadata()),
+                timeout=context.time_remaining() or DEFAULT_DEADLINE,
+                wait_for_ready=True,
             )
             try:
                 response: bytes = await call

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2
@@ -25,8 +25,9 @@ class EventRecorder:
 
     async def sweep(self) -> int:
         rows = await self._store.claim_lingering(stall=self._stall)
+        stamp = f"{datetime.now(UTC).timestamp():.0f}"
         for event_id, subject, payload in rows:
-            # Same id as the first publish: inside the dedupe window the stream keeps one copy,
-            # after it the events table's unique event_id does.
-            await self._bus.publish(subject, payload, msg_id=event_id)
+            # A fresh dedupe id: the stream may still remember the first one although it lost the
+            # message (purged or restored store). The events table's unique event_id dedupes.
+            await self._bus.publish(subject, payload, msg_id=f"{event_id}:{stamp}")
         return len(rows)

@@ -66,6 +66,7 @@ class Router:
                         variables=ref.variables,
                     ),
                     timeout=10,
+                    wait_for_ready=True,
                 )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _PERMANENT:

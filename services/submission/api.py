@@ -82,6 +82,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
                     api_key=api_key, stream=validated.stream, recipients=[a for a, _ in validated.recipients]
                 ),
                 timeout=5,
+                wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
             # Fail closed: without an answer from policy nothing is admitted.
