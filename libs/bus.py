@@ -141,7 +141,9 @@ class Bus:
             max_ack_pending=spec.max_ack_pending,
             filter_subject=spec.subject,
         )
-        return await self.js.pull_subscribe(spec.subject, durable=spec.durable, stream=spec.stream, config=config)
+        return await self.js.pull_subscribe(
+            spec.subject, durable=spec.durable, stream=spec.stream, config=config
+        )
 
     async def _consume(self, spec: ConsumerSpec, handler: Handler, concurrency: int) -> None:
         in_flight: set[asyncio.Task[None]] = set()

@@ -24,7 +24,9 @@ def _migrate() -> None:
     from libs.config import DEFAULT_DATABASE_URL, env_str
     from libs.db import apply_migrations
 
-    applied = asyncio.run(apply_migrations(env_str(os.environ, "POSTWIRE_DATABASE_URL", DEFAULT_DATABASE_URL)))
+    applied = asyncio.run(
+        apply_migrations(env_str(os.environ, "POSTWIRE_DATABASE_URL", DEFAULT_DATABASE_URL))
+    )
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
@@ -65,8 +67,12 @@ def _up() -> None:
         smarthost=os.environ.get("POSTWIRE_SMARTHOST") or "127.0.0.1:1025",
         nats_url=os.environ.get("POSTWIRE_NATS_URL"),
         database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
-        extra_env={k: v for k, v in os.environ.items() if k.startswith(("POSTWIRE_", "OTEL_"))
-                   and k not in ("POSTWIRE_NATS_URL", "POSTWIRE_DATABASE_URL", "POSTWIRE_DATA_DIR")},
+        extra_env={
+            k: v
+            for k, v in os.environ.items()
+            if k.startswith(("POSTWIRE_", "OTEL_"))
+            and k not in ("POSTWIRE_NATS_URL", "POSTWIRE_DATABASE_URL", "POSTWIRE_DATA_DIR")
+        },
         nats_port=4222,
         postgres_port=54329,
     )
@@ -96,9 +102,9 @@ def _up() -> None:
             print(f"  {label.ljust(width)}  {value}")
         print(f"\n  dev API key: {key}\n")
         print(
-            "  try: grpcurl -plaintext -H \"authorization: Bearer $(cat "
-            f"{key_file})\" -d '{{\"from\":{{\"address\":\"dev@example.com\"}},\"to\":[{{\"address\":"
-            "\"you@example.com\"}],\"subject\":\"Hello\",\"text_body\":\"It works.\"}' "
+            '  try: grpcurl -plaintext -H "authorization: Bearer $(cat '
+            f'{key_file})" -d \'{{"from":{{"address":"dev@example.com"}},"to":[{{"address":'
+            '"you@example.com"}],"subject":"Hello","text_body":"It works."}\' '
             f"{suite.ports.addr('edge')} postwire.v1.MailService/SendEmail\n"
         )
         print("Ctrl-C stops everything.", flush=True)
@@ -106,7 +112,9 @@ def _up() -> None:
             stop.wait(1.0)
             dead = [n for n, p in suite.processes.items() if not p.running()]
             if dead:
-                print(f"service(s) exited unexpectedly: {', '.join(dead)}; see {data / 'logs'}", file=sys.stderr)
+                print(
+                    f"service(s) exited unexpectedly: {', '.join(dead)}; see {data / 'logs'}", file=sys.stderr
+                )
                 break
     finally:
         print("\nstopping…", flush=True)

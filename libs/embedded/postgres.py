@@ -69,8 +69,16 @@ def start_postgres(data_dir: Path, *, port: int = 0, host: str = "127.0.0.1") ->
         if user is not None:
             os.chown(pgdata, entry.pw_uid, entry.pw_gid)
         subprocess.run(
-            [str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
-             "--no-instructions"],
+            [
+                str(bindir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
             check=True,
             user=user,
             capture_output=True,
@@ -79,8 +87,21 @@ def start_postgres(data_dir: Path, *, port: int = 0, host: str = "127.0.0.1") ->
     log = data_dir / "postgres.log"
     proc = ManagedProcess(
         "postgres",
-        [str(bindir / "postgres"), "-D", str(pgdata), "-h", host, "-p", str(port), "-k", "",
-         "-c", "max_connections=300", "-c", "shared_buffers=128MB"],
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(pgdata),
+            "-h",
+            host,
+            "-p",
+            str(port),
+            "-k",
+            "",
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=128MB",
+        ],
         log_path=log,
         user=user,
         cwd=data_dir,
@@ -88,11 +109,18 @@ def start_postgres(data_dir: Path, *, port: int = 0, host: str = "127.0.0.1") ->
     proc.start(ready=r"database system is ready to accept connections", timeout=60)
     base = f"postgresql://postgres@{host}:{port}"
     exists = subprocess.run(
-        [str(bindir / "psql"), f"{base}/postgres", "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'postwire'"],
+        [
+            str(bindir / "psql"),
+            f"{base}/postgres",
+            "-tAc",
+            "SELECT 1 FROM pg_database WHERE datname = 'postwire'",
+        ],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
     if exists != "1":
-        subprocess.run([str(bindir / "createdb"), "-h", host, "-p", str(port), "-U", "postgres", "postwire"], check=True)
+        subprocess.run(
+            [str(bindir / "createdb"), "-h", host, "-p", str(port), "-U", "postgres", "postwire"], check=True
+        )
     return proc, f"{base}/postwire"

@@ -76,7 +76,9 @@ class ManagedProcess:
                         return match
                 seen = len(lines)
                 if self.proc.poll() is not None:
-                    raise ProcessFailed(f"{self.name} exited with {self.proc.returncode}:\n" + "\n".join(lines[-30:]))
+                    raise ProcessFailed(
+                        f"{self.name} exited with {self.proc.returncode}:\n" + "\n".join(lines[-30:])
+                    )
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ProcessFailed(f"{self.name} not ready after {timeout}s:\n" + "\n".join(lines[-30:]))

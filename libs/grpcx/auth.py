@@ -60,7 +60,9 @@ class KeyResolver:
         if hit is not None and hit[0] > now:
             return hit[1]
         try:
-            answer = await self._stub.Authenticate(policy_service_pb2.AuthenticateRequest(api_key=token), timeout=5, wait_for_ready=True)
+            answer = await self._stub.Authenticate(
+                policy_service_pb2.AuthenticateRequest(api_key=token), timeout=5, wait_for_ready=True
+            )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, what="policy service") from None
         caller = Caller(answer.tenant_id, frozenset(answer.scopes), answer.key_prefix)

@@ -61,13 +61,17 @@ def to_status(exc: PostwireError) -> grpc.Status:
                 details.append(
                     error_details_pb2.BadRequest(
                         field_violations=[
-                            error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.message)
+                            error_details_pb2.BadRequest.FieldViolation(
+                                field=exc.field, description=exc.message
+                            )
                         ]
                     )
                 )
             if exc.existing_id:
                 details.append(
-                    error_details_pb2.ResourceInfo(resource_type="postwire.v1.Message", resource_name=exc.existing_id)
+                    error_details_pb2.ResourceInfo(
+                        resource_type="postwire.v1.Message", resource_name=exc.existing_id
+                    )
                 )
         case FailedPrecondition():
             code = code_pb2.FAILED_PRECONDITION
@@ -76,7 +80,9 @@ def to_status(exc: PostwireError) -> grpc.Status:
             details.append(_retry_info(exc.retry_after))
             details.append(
                 error_details_pb2.QuotaFailure(
-                    violations=[error_details_pb2.QuotaFailure.Violation(subject=exc.subject, description=exc.message)]
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(subject=exc.subject, description=exc.message)
+                    ]
                 )
             )
         case Unavailable():

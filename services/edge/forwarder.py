@@ -77,7 +77,9 @@ class Forwarder(grpc.GenericRpcHandler):
 
         async def forward(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
             call = multicallable(
-                request, metadata=_forwardable(context.invocation_metadata()), timeout=context.time_remaining()
+                request,
+                metadata=_forwardable(context.invocation_metadata()),
+                timeout=context.time_remaining(),
             )
             try:
                 async for item in call:

@@ -21,7 +21,9 @@ from services.events.store import EventQuery, EventsStore
 
 
 class EventApi(event_service_pb2_grpc.EventServiceServicer):
-    def __init__(self, store: EventsStore, bus: Bus, keys: KeyResolver, *, max_streams_per_tenant: int) -> None:
+    def __init__(
+        self, store: EventsStore, bus: Bus, keys: KeyResolver, *, max_streams_per_tenant: int
+    ) -> None:
         self._store = store
         self._bus = bus
         self._keys = keys

@@ -43,7 +43,9 @@ async def run(env: Mapping[str, str]) -> None:
         )
         sweeper = Periodic("event-outbox-sweeper", config.common.sweep_interval_seconds, recorder.sweep)
         sweeper.start()
-        return Service(stop_intake=[sweeper.stop, bus.stop_consumers], close=[bus.close, policy.close, pool.close])
+        return Service(
+            stop_intake=[sweeper.stop, bus.stop_consumers], close=[bus.close, policy.close, pool.close]
+        )
 
     await serve(config.common, env, wire)
 

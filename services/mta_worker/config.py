@@ -28,7 +28,9 @@ class WorkerConfig:
             retry=RetryPolicy(
                 base_seconds=env_float(env, "POSTWIRE_RETRY_BASE_SECONDS", 60.0, minimum=0.1),
                 max_seconds=env_float(env, "POSTWIRE_RETRY_MAX_SECONDS", 3600.0, minimum=0.1),
-                give_up_after=timedelta(seconds=env_float(env, "POSTWIRE_RETRY_GIVE_UP_SECONDS", 5 * 86400.0)),
+                give_up_after=timedelta(
+                    seconds=env_float(env, "POSTWIRE_RETRY_GIVE_UP_SECONDS", 5 * 86400.0)
+                ),
             ),
             ack_wait=env_float(env, "POSTWIRE_ACK_WAIT_SECONDS", 30.0, minimum=1.0),
             concurrency=env_int(env, "POSTWIRE_WORKER_CONCURRENCY", 32, minimum=1),

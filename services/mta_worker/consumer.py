@@ -88,7 +88,9 @@ class Worker:
 
     async def _record(self, claim: Claim, replies: dict[str, Reply]) -> None:
         now = datetime.now(UTC)
-        ctx = EventContext(claim.tenant_id, claim.message_id, claim.stream, claim.tags, json.loads(claim.metadata))
+        ctx = EventContext(
+            claim.tenant_id, claim.message_id, claim.stream, claim.tags, json.loads(claim.metadata)
+        )
         outcomes: list[Outcome] = []
         events: list[bus_pb2.EventEnvelope] = []
         for recipient in claim.recipients:
@@ -107,9 +109,7 @@ class Worker:
                 state, event_type, reason = "deferred", event_pb2.EVENT_TYPE_DEFERRED, ""
                 next_time = now + timedelta(seconds=self._retry.delay(attempt))
             outcomes.append(
-                Outcome(
-                    recipient.position, state, first, next_time, reply.code, reply.enhanced, reply.text
-                )
+                Outcome(recipient.position, state, first, next_time, reply.code, reply.enhanced, reply.text)
             )
             events.append(
                 new_event(

@@ -34,7 +34,9 @@ async def run(env: Mapping[str, str]) -> None:
             stall=timedelta(seconds=config.common.stall_seconds),
         )
         bus.start_consumer(
-            ConsumerSpec(stream=WORK_STREAM, durable="mta_worker", subject=DELIVER_SUBJECT, ack_wait=config.ack_wait),
+            ConsumerSpec(
+                stream=WORK_STREAM, durable="mta_worker", subject=DELIVER_SUBJECT, ack_wait=config.ack_wait
+            ),
             worker.handle,
             concurrency=config.concurrency,
         )

@@ -44,7 +44,9 @@ async def send_transaction(
             refused, response = await client.sendmail(envelope_from, recipients, data, mail_options=options)
         except aiosmtplib.SMTPNotSupported:
             # The relay cannot carry an internationalised address: retrying will not change that.
-            return dict.fromkeys(recipients, Reply(553, "5.6.7", "SMTPUTF8 not supported by the receiving server"))
+            return dict.fromkeys(
+                recipients, Reply(553, "5.6.7", "SMTPUTF8 not supported by the receiving server")
+            )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             return {r.recipient: parse_reply(r.code, r.message) for r in exc.recipients}
         except aiosmtplib.SMTPResponseException as exc:

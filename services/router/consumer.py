@@ -20,7 +20,11 @@ __all__ = ["Router"]
 
 _log = logging.getLogger(__name__)
 # Errors that mean "this template will never render for this message", as opposed to an outage.
-_PERMANENT = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION}
+_PERMANENT = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.FAILED_PRECONDITION,
+}
 
 
 class Router:
@@ -95,7 +99,9 @@ class Router:
     async def _fail(self, message_id: str, row: RouteRow, reason: str) -> None:
         ctx = EventContext(row.tenant_id, row.id, row.stream, row.tags, json.loads(row.metadata))
         events = [
-            new_event(ctx, event_pb2.EVENT_TYPE_FAILED, address, discriminator=str(position), reason=reason[:512])
+            new_event(
+                ctx, event_pb2.EVENT_TYPE_FAILED, address, discriminator=str(position), reason=reason[:512]
+            )
             for position, address, state in row.recipients
             if state in ("accepted", "scheduled")
         ]

@@ -68,7 +68,9 @@ def _attachment(att: message_pb2.Attachment) -> MIMEBase:
     part = MIMEBase(maintype, subtype)
     part.set_payload(att.content)
     encoders.encode_base64(part)
-    filename: str | tuple[str, str, str] = att.filename if att.filename.isascii() else ("utf-8", "", att.filename)
+    filename: str | tuple[str, str, str] = (
+        att.filename if att.filename.isascii() else ("utf-8", "", att.filename)
+    )
     part.add_header("Content-Disposition", "inline" if att.content_id else "attachment", filename=filename)
     if att.content_id:
         part.add_header("Content-ID", f"<{att.content_id}>")

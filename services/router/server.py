@@ -41,7 +41,9 @@ async def run(env: Mapping[str, str]) -> None:
         )
         sweeper = Periodic("route-sweeper", config.common.sweep_interval_seconds, router.sweep)
         sweeper.start()
-        return Service(stop_intake=[sweeper.stop, bus.stop_consumers], close=[bus.close, template.close, pool.close])
+        return Service(
+            stop_intake=[sweeper.stop, bus.stop_consumers], close=[bus.close, template.close, pool.close]
+        )
 
     await serve(config.common, env, wire)
 

@@ -86,7 +86,8 @@ class RouterStore:
         mid = uuid.UUID(message_id)
         async with self._pool.acquire() as conn, conn.transaction():
             done = await conn.execute(
-                "UPDATE messages SET state = 'failed', update_time = now() WHERE id = $1 AND state = 'accepted'", mid
+                "UPDATE messages SET state = 'failed', update_time = now() WHERE id = $1 AND state = 'accepted'",
+                mid,
             )
             if done != "UPDATE 1":
                 return False

@@ -41,7 +41,10 @@ def _recipient_statuses(row: MessageRow) -> list[message_pb2.RecipientStatus]:
     out = []
     for r in row.recipients:
         status = message_pb2.RecipientStatus(
-            address=r.address, kind=r.kind, state=state_to_proto(r.state), attempts=r.attempts  # type: ignore[arg-type]
+            address=r.address,
+            kind=r.kind,
+            state=state_to_proto(r.state),
+            attempts=r.attempts,  # type: ignore[arg-type]
         )
         if r.last_code is not None:
             status.last_reply.code = r.last_code
@@ -168,7 +171,9 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
                 field="idempotency_key",
                 existing_id=existing.id,
             )
-        return mail_service_pb2.SendEmailResponse(message_id=existing.id, recipients=_recipient_statuses(existing))
+        return mail_service_pb2.SendEmailResponse(
+            message_id=existing.id, recipients=_recipient_statuses(existing)
+        )
 
     async def GetMessage(
         self, request: mail_service_pb2.GetMessageRequest, context: grpc.aio.ServicerContext

@@ -88,7 +88,10 @@ class SubmissionStore:
                 return None
             await conn.executemany(
                 "INSERT INTO recipients (message_id, position, address, kind, state) VALUES ($1, $2, $3, $4, $5)",
-                [(message.id, i, addr, kind, state) for i, (addr, kind, state) in enumerate(message.recipients)],
+                [
+                    (message.id, i, addr, kind, state)
+                    for i, (addr, kind, state) in enumerate(message.recipients)
+                ],
             )
             await insert_events(conn, events)
         return str(message.id)

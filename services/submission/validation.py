@@ -52,7 +52,22 @@ _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][
 _CONTENT_ID = re.compile(r"^[A-Za-z0-9._\-@$]{1,128}$")
 _IDEMPOTENCY = re.compile(r"^[\x20-\x7e]+$")
 _BLOCKED_EXTENSIONS = frozenset(
-    {".exe", ".bat", ".cmd", ".com", ".js", ".jse", ".vbs", ".vbe", ".scr", ".msi", ".ps1", ".jar", ".pif", ".cpl"}
+    {
+        ".exe",
+        ".bat",
+        ".cmd",
+        ".com",
+        ".js",
+        ".jse",
+        ".vbs",
+        ".vbe",
+        ".scr",
+        ".msi",
+        ".ps1",
+        ".jar",
+        ".pif",
+        ".cpl",
+    }
 )
 
 
@@ -88,7 +103,9 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
     out = mail_service_pb2.SendEmailRequest()
     out.CopyFrom(request)
 
-    def check_mailbox(field: str, box: message_pb2.EmailAddress, target: message_pb2.EmailAddress) -> str | None:
+    def check_mailbox(
+        field: str, box: message_pb2.EmailAddress, target: message_pb2.EmailAddress
+    ) -> str | None:
         problem = _text_problem(box.name, limit=LIMITS.max_name)
         if problem:
             v.append((f"{field}.name", f"display name {problem}"))
@@ -177,7 +194,9 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
 
     size = len(request.text_body.encode()) + len(request.html_body.encode())
     if len(request.attachments) > LIMITS.max_attachments:
-        v.append(("attachments", f"at most {LIMITS.max_attachments} attachments (got {len(request.attachments)})"))
+        v.append(
+            ("attachments", f"at most {LIMITS.max_attachments} attachments (got {len(request.attachments)})")
+        )
     for i, att in enumerate(request.attachments):
         field = f"attachments[{i}]"
         if not att.filename:
@@ -196,7 +215,10 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
         size += (len(att.content) + 2) // 3 * 4
     if size > LIMITS.max_message_bytes:
         v.append(
-            ("attachments", f"message is {size} bytes after encoding; the limit is {LIMITS.max_message_bytes}")
+            (
+                "attachments",
+                f"message is {size} bytes after encoding; the limit is {LIMITS.max_message_bytes}",
+            )
         )
 
     if len(request.tags) > LIMITS.max_tags:

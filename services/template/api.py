@@ -21,7 +21,12 @@ MAX_PART_CHARS = 512 * 1024
 
 def _to_proto(t: StoredTemplate) -> template_pb2.Template:
     out = template_pb2.Template(
-        id=t.id, name=t.name, version=t.version, subject=t.subject, html_body=t.html_body, text_body=t.text_body
+        id=t.id,
+        name=t.name,
+        version=t.version,
+        subject=t.subject,
+        html_body=t.html_body,
+        text_body=t.text_body,
     )
     out.create_time.FromDatetime(t.create_time)
     out.update_time.FromDatetime(t.update_time)
@@ -39,9 +44,9 @@ class TemplateCore:
         self.store = store
         self.renderer = Renderer()
 
-    async def render(self, tenant_id: str, id_or_name: str, version: int, variables: dict[str, Any]) -> tuple[
-        StoredTemplate, Parts
-    ]:
+    async def render(
+        self, tenant_id: str, id_or_name: str, version: int, variables: dict[str, Any]
+    ) -> tuple[StoredTemplate, Parts]:
         stored = await self.store.get(tenant_id, id_or_name, version)
         parts = Parts(stored.subject, stored.html_body, stored.text_body)
         return stored, self.renderer.render((stored.id, stored.version), parts, variables)
@@ -95,7 +100,10 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
             caller.tenant_id, request.template, request.version, _variables(request.variables)
         )
         return template_service_pb2.RenderTemplateResponse(
-            subject=parts.subject, html_body=parts.html_body, text_body=parts.text_body, version=stored.version
+            subject=parts.subject,
+            html_body=parts.html_body,
+            text_body=parts.text_body,
+            version=stored.version,
         )
 
     async def ListTemplates(self, request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -8,10 +8,10 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from postwire.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc, mail_service_pb2
 
 from libs.capture import ReceivedMessage, SmtpSink
 from libs.testing.polling import poll_until
-from postwire.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc, mail_service_pb2
 
 __all__ = [
     "bad_request_fields",
@@ -53,7 +53,9 @@ def bad_request_fields(exc: grpc.aio.AioRpcError) -> list[str]:
     return fields
 
 
-async def wait_for_mail(sink: SmtpSink, recipient: str, *, count: int = 1, timeout: float = 30) -> list[ReceivedMessage]:
+async def wait_for_mail(
+    sink: SmtpSink, recipient: str, *, count: int = 1, timeout: float = 30
+) -> list[ReceivedMessage]:
     async def probe() -> list[ReceivedMessage]:
         found = [m for m in sink.messages() if recipient in m.rcpt_tos]
         return found if len(found) >= count else []

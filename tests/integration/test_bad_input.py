@@ -7,8 +7,8 @@ import uuid
 import asyncpg
 import grpc
 import pytest
-
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
+
 from tests.integration.helpers import bad_request_fields, mail, unique
 
 CASES = [
@@ -16,7 +16,11 @@ CASES = [
     ("malformed from", {"from_": {"address": "@example.com"}}, "from.address"),
     ("CRLF in subject", {"subject": "Hi\r\nBcc: victim@example.com"}, "subject"),
     ("bare LF in subject", {"subject": "Hi\nthere"}, "subject"),
-    ("CRLF in display name", {"from_": {"address": "a@example.com", "name": "Evil\r\nX-Injected: 1"}}, "from.name"),
+    (
+        "CRLF in display name",
+        {"from_": {"address": "a@example.com", "name": "Evil\r\nX-Injected: 1"}},
+        "from.name",
+    ),
     ("CRLF in recipient", {"to": [{"address": "a@example.com\r\nRCPT TO:<b@example.com>"}]}, "to[0].address"),
     ("CRLF in header value", {"headers": {"X-Foo": "a\r\nBcc: victim@example.com"}}, 'headers["X-Foo"]'),
     ("reserved header", {"headers": {"bCc": "victim@example.com"}}, 'headers["bCc"]'),
@@ -27,9 +31,16 @@ CASES = [
     ("IP literal", {"to": [{"address": "me@[127.0.0.1]"}]}, "to[0].address"),
     ("quoted local part", {"to": [{"address": '"a b"@example.com'}]}, "to[0].address"),
     ("51 recipients", {"to": [{"address": f"r{i}@example.com"} for i in range(51)]}, "to"),
-    ("attachment filename CRLF", {"attachments": [{"filename": "a.pdf\r\nContent-Type: text/html", "content": b"x"}]},
-     "attachments[0].filename"),
-    ("executable attachment", {"attachments": [{"filename": "run.exe", "content": b"MZ"}]}, "attachments[0].filename"),
+    (
+        "attachment filename CRLF",
+        {"attachments": [{"filename": "a.pdf\r\nContent-Type: text/html", "content": b"x"}]},
+        "attachments[0].filename",
+    ),
+    (
+        "executable attachment",
+        {"attachments": [{"filename": "run.exe", "content": b"MZ"}]},
+        "attachments[0].filename",
+    ),
     ("bidi in stream", {"stream": "transactional\u202e"}, "stream"),
     ("long idempotency key", {"idempotency_key": "k" * 257}, "idempotency_key"),
 ]
@@ -69,8 +80,12 @@ async def test_invalid_request_names_the_field_and_stores_nothing(
 
 @pytest.mark.parametrize(
     "metadata",
-    [(), (("authorization", "Bearer "),), (("authorization", "Basic dXNlcjpwYXNz"),),
-     (("authorization", "Bearer pw_00000000_not-a-real-key"),)],
+    [
+        (),
+        (("authorization", "Bearer "),),
+        (("authorization", "Basic dXNlcjpwYXNz"),),
+        (("authorization", "Bearer pw_00000000_not-a-real-key"),),
+    ],
     ids=["missing", "empty bearer", "basic", "unknown key"],
 )
 async def test_missing_or_wrong_key_is_unauthenticated(suite, edge, tenant, metadata) -> None:
@@ -87,7 +102,9 @@ async def test_missing_or_wrong_key_is_unauthenticated(suite, edge, tenant, meta
 async def test_unknown_message_is_not_found(edge, tenant) -> None:
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.GetMessage(mail_service_pb2.GetMessageRequest(message_id=str(uuid.uuid4())), metadata=tenant.metadata)
+        await stub.GetMessage(
+            mail_service_pb2.GetMessageRequest(message_id=str(uuid.uuid4())), metadata=tenant.metadata
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 

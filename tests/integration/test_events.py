@@ -9,8 +9,14 @@ import uuid
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+from postwire.v1 import (
+    event_pb2,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    mail_service_pb2,
+    mail_service_pb2_grpc,
+)
 
-from postwire.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc
 from tests.conftest import create_tenant
 from tests.integration.helpers import bad_request_fields, events_of, mail, unique, wait_for_events
 
@@ -22,7 +28,9 @@ async def test_stream_events_tails_a_message_from_accepted_to_delivered(edge, te
     # start_time replays from just before the send, so the tail cannot miss an early event.
     start = timestamp_pb2.Timestamp()
     start.FromSeconds(int(time.time()) - 1)
-    stream = events.StreamEvents(event_service_pb2.StreamEventsRequest(start_time=start), metadata=tenant.metadata)
+    stream = events.StreamEvents(
+        event_service_pb2.StreamEventsRequest(start_time=start), metadata=tenant.metadata
+    )
     answer = await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(mail(), metadata=tenant.metadata)
     seen: list[int] = []
 
@@ -43,14 +51,17 @@ async def test_list_events_filters_and_pages(edge, tenant) -> None:
     target = unique()
     ids = []
     for _ in range(3):
-        answer = await stub.SendEmail(mail(to=[{"address": target}, {"address": unique()}]), metadata=tenant.metadata)
+        answer = await stub.SendEmail(
+            mail(to=[{"address": target}, {"address": unique()}]), metadata=tenant.metadata
+        )
         ids.append(answer.message_id)
     for message_id in ids:
         await wait_for_events(edge, tenant.metadata, message_id, [ACCEPTED, ACCEPTED, DELIVERED, DELIVERED])
 
     events = event_service_pb2_grpc.EventServiceStub(edge)
     by_recipient = await events.ListEvents(
-        event_service_pb2.ListEventsRequest(recipient=target.upper(), types=[DELIVERED]), metadata=tenant.metadata
+        event_service_pb2.ListEventsRequest(recipient=target.upper(), types=[DELIVERED]),
+        metadata=tenant.metadata,
     )
     assert sorted(e.message_id for e in by_recipient.events) == sorted(ids)
     assert all(e.recipient == target for e in by_recipient.events)
@@ -70,11 +81,15 @@ async def test_list_events_filters_and_pages(edge, tenant) -> None:
 
     future = timestamp_pb2.Timestamp()
     future.FromSeconds(int(time.time()) + 3600)
-    none_yet = await events.ListEvents(event_service_pb2.ListEventsRequest(start_time=future), metadata=tenant.metadata)
+    none_yet = await events.ListEvents(
+        event_service_pb2.ListEventsRequest(start_time=future), metadata=tenant.metadata
+    )
     assert list(none_yet.events) == []
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await events.ListEvents(event_service_pb2.ListEventsRequest(page_token="garbage!"), metadata=tenant.metadata)
+        await events.ListEvents(
+            event_service_pb2.ListEventsRequest(page_token="garbage!"), metadata=tenant.metadata
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request_fields(caught.value) == ["page_token"]
 
@@ -88,7 +103,9 @@ async def test_another_tenant_sees_nothing_of_a_message(suite, edge, tenant) -> 
     responses = []
     for message_id in (answer.message_id, str(uuid.uuid4())):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetMessage(mail_service_pb2.GetMessageRequest(message_id=message_id), metadata=other.metadata)
+            await stub.GetMessage(
+                mail_service_pb2.GetMessageRequest(message_id=message_id), metadata=other.metadata
+            )
         responses.append((caught.value.code(), (caught.value.details() or "").replace(message_id, "<id>")))
     # Another tenant's id and a nonexistent id answer identically: no existence oracle.
     assert responses[0] == responses[1] == (grpc.StatusCode.NOT_FOUND, "message '<id>' not found")

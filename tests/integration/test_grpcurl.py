@@ -23,8 +23,12 @@ async def _grpcurl(*args: str) -> str:
 
 async def test_reflection_lists_the_public_services(suite) -> None:
     listed = (await _grpcurl("-plaintext", suite.ports.addr("edge"), "list")).split()
-    for name in ("postwire.v1.MailService", "postwire.v1.TemplateService", "postwire.v1.EventService",
-                 "grpc.health.v1.Health"):
+    for name in (
+        "postwire.v1.MailService",
+        "postwire.v1.TemplateService",
+        "postwire.v1.EventService",
+        "grpc.health.v1.Health",
+    ):
         assert name in listed
     described = await _grpcurl("-plaintext", suite.ports.addr("edge"), "describe", "postwire.v1.EventService")
     assert "StreamEvents" in described and "stream .postwire.v1.StreamEventsResponse" in described
@@ -32,11 +36,20 @@ async def test_reflection_lists_the_public_services(suite) -> None:
 
 async def test_send_with_grpcurl(suite, tenant, smtp_sink) -> None:
     rcpt = unique()
-    body = {"from": {"address": "dev@example.com"}, "to": [{"address": rcpt}],
-            "subject": "From grpcurl", "text_body": "It works."}
+    body = {
+        "from": {"address": "dev@example.com"},
+        "to": [{"address": rcpt}],
+        "subject": "From grpcurl",
+        "text_body": "It works.",
+    }
     out = await _grpcurl(
-        "-plaintext", "-H", f"authorization: Bearer {tenant.api_key}", "-d", json.dumps(body),
-        suite.ports.addr("edge"), "postwire.v1.MailService/SendEmail",
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {tenant.api_key}",
+        "-d",
+        json.dumps(body),
+        suite.ports.addr("edge"),
+        "postwire.v1.MailService/SendEmail",
     )
     answer = json.loads(out)
     message_id = answer.get("messageId") or answer["message_id"]

@@ -7,8 +7,8 @@ import uuid
 
 import grpc
 import pytest
-
 from postwire.v1 import mail_service_pb2_grpc
+
 from tests.conftest import create_tenant
 from tests.integration.helpers import bad_request_fields, mail, unique, wait_for_mail
 

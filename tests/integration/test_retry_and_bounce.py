@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2
+
 from tests.integration.helpers import events_of, mail, unique, wait_for_events, wait_for_mail
 
 DEFERRED, DELIVERED, BOUNCED = (
@@ -19,7 +20,9 @@ async def test_greylisted_recipient_is_retried_and_delivered_later(edge, tenant,
 
     (received,) = await wait_for_mail(smtp_sink, rcpt, timeout=40)
     assert received.header("X-Postwire-Message-Id") == answer.message_id
-    rcpt_replies = [code for address, phase, code in smtp_sink.attempts() if address == rcpt and phase == "RCPT"]
+    rcpt_replies = [
+        code for address, phase, code in smtp_sink.attempts() if address == rcpt and phase == "RCPT"
+    ]
     assert rcpt_replies == ["451", "451", "250"]
 
     events = await wait_for_events(edge, tenant.metadata, answer.message_id, [DEFERRED, DEFERRED, DELIVERED])
@@ -30,7 +33,9 @@ async def test_greylisted_recipient_is_retried_and_delivered_later(edge, tenant,
     (delivered,) = [e for e in events if e.type == DELIVERED]
     assert delivered.attempt == 3
 
-    got = await stub.GetMessage(mail_service_pb2.GetMessageRequest(message_id=answer.message_id), metadata=tenant.metadata)
+    got = await stub.GetMessage(
+        mail_service_pb2.GetMessageRequest(message_id=answer.message_id), metadata=tenant.metadata
+    )
     (status,) = got.message.recipients
     assert status.state == message_pb2.RECIPIENT_STATE_DELIVERED and status.attempts == 3
 
@@ -58,7 +63,9 @@ async def test_permanent_failure_is_a_bounce_with_the_reply_and_no_retry(edge, t
     assert (bounce.smtp_reply.code, bounce.smtp_reply.enhanced_code) == (550, "5.1.1")
     assert "User unknown" in bounce.smtp_reply.text
 
-    got = await stub.GetMessage(mail_service_pb2.GetMessageRequest(message_id=answer.message_id), metadata=tenant.metadata)
+    got = await stub.GetMessage(
+        mail_service_pb2.GetMessageRequest(message_id=answer.message_id), metadata=tenant.metadata
+    )
     states = {r.address: r.state for r in got.message.recipients}
     assert states == {bad: message_pb2.RECIPIENT_STATE_BOUNCED, good: message_pb2.RECIPIENT_STATE_DELIVERED}
     # A bounce is final: one RCPT attempt only, and no DEFERRED ever.

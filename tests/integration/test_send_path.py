@@ -6,6 +6,7 @@ import email
 import email.policy
 
 from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2
+
 from tests.integration.helpers import mail, unique, wait_for_events, wait_for_mail
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 4
@@ -70,7 +71,9 @@ async def test_message_arrives_with_envelope_headers_parts_and_attachments(edge,
     assert all(e.smtp_reply.code == 250 and e.attempt == 1 for e in delivered)
     assert all(list(e.tags) == ["receipt"] and dict(e.metadata) == {"order": "42"} for e in events)
 
-    got = await stub.GetMessage(mail_service_pb2.GetMessageRequest(message_id=answer.message_id), metadata=tenant.metadata)
+    got = await stub.GetMessage(
+        mail_service_pb2.GetMessageRequest(message_id=answer.message_id), metadata=tenant.metadata
+    )
     assert got.message.id == answer.message_id
     assert got.message.subject == "Your receipt №42"
     assert getattr(got.message, "from").address == "billing@example.com"

@@ -9,8 +9,8 @@ import uuid
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-
 from postwire.v1 import event_pb2, mail_service_pb2_grpc, template_service_pb2, template_service_pb2_grpc
+
 from tests.integration.helpers import bad_request_fields, mail, unique, wait_for_events, wait_for_mail
 
 
@@ -61,7 +61,12 @@ async def test_template_that_cannot_render_fails_the_message_with_an_event(edge,
     rcpt = unique()
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
     answer = await stub.SendEmail(
-        mail(to=[{"address": rcpt}], subject="", text_body="", template={"id": created.id, "variables": _vars()}),
+        mail(
+            to=[{"address": rcpt}],
+            subject="",
+            text_body="",
+            template={"id": created.id, "variables": _vars()},
+        ),
         metadata=tenant.metadata,
     )
     events = await wait_for_events(edge, tenant.metadata, answer.message_id, [event_pb2.EVENT_TYPE_FAILED])
@@ -74,10 +79,16 @@ async def test_render_preview_and_errors(edge, tenant) -> None:
     created = await _create(edge, tenant)
     stub = template_service_pb2_grpc.TemplateServiceStub(edge)
     preview = await stub.RenderTemplate(
-        template_service_pb2.RenderTemplateRequest(template=created.name, variables=_vars(name="Bo", count=1)),
+        template_service_pb2.RenderTemplateRequest(
+            template=created.name, variables=_vars(name="Bo", count=1)
+        ),
         metadata=tenant.metadata,
     )
-    assert (preview.subject, preview.text_body, preview.version) == ("Welcome, Bo", "Hi Bo, you have 1 items", 1)
+    assert (preview.subject, preview.text_body, preview.version) == (
+        "Welcome, Bo",
+        "Hi Bo, you have 1 items",
+        1,
+    )
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.RenderTemplate(
@@ -116,7 +127,9 @@ async def test_sandbox_refuses_python_internals(edge, tenant) -> None:
     stub = template_service_pb2_grpc.TemplateServiceStub(edge)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.RenderTemplate(
-            template_service_pb2.RenderTemplateRequest(template=created.id, variables=_vars(name="a", count=1)),
+            template_service_pb2.RenderTemplateRequest(
+                template=created.id, variables=_vars(name="a", count=1)
+            ),
             metadata=tenant.metadata,
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -131,7 +144,9 @@ async def test_templates_are_invisible_to_other_tenants(suite, edge, tenant) -> 
     stub = template_service_pb2_grpc.TemplateServiceStub(edge)
     for ref in (created.id, created.name):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.GetTemplate(template_service_pb2.GetTemplateRequest(template=ref), metadata=other.metadata)
+            await stub.GetTemplate(
+                template_service_pb2.GetTemplateRequest(template=ref), metadata=other.metadata
+            )
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 

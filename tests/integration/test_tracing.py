@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from google.protobuf import struct_pb2
+from postwire.v1 import event_pb2, mail_service_pb2_grpc, template_service_pb2, template_service_pb2_grpc
 
 from libs.testing.polling import poll_until
-from postwire.v1 import event_pb2, mail_service_pb2_grpc, template_service_pb2, template_service_pb2_grpc
 from tests.integration.helpers import mail, unique, wait_for_events
 
 
 async def test_one_trace_with_edges_between_services(edge, tenant, otlp) -> None:
     template = await template_service_pb2_grpc.TemplateServiceStub(edge).CreateTemplate(
         template_service_pb2.CreateTemplateRequest(
-            template={"name": f"traced-{unique('t').split('+')[1][:8]}", "subject": "Hi {{ n }}", "text_body": "x"}
+            template={
+                "name": f"traced-{unique('t').split('+')[1][:8]}",
+                "subject": "Hi {{ n }}",
+                "text_body": "x",
+            }
         ),
         metadata=tenant.metadata,
     )
@@ -26,8 +30,11 @@ async def test_one_trace_with_edges_between_services(edge, tenant, otlp) -> None
 
     def trace_of_send() -> list:
         roots = [
-            s for s in otlp.spans()
-            if s.service == "postwire-edge" and s.name.endswith("MailService/SendEmail") and not s.parent_span_id
+            s
+            for s in otlp.spans()
+            if s.service == "postwire-edge"
+            and s.name.endswith("MailService/SendEmail")
+            and not s.parent_span_id
         ]
         return roots
 

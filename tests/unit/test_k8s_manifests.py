@@ -8,8 +8,6 @@ kustomize.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -557,40 +555,3 @@ def test_no_egress_rule_is_unrestricted() -> None:
             # A rule without ports opens every port to its peers; one without peers and
             # without ports would open everything.
             assert rule.get("ports"), f"{name}: egress rule without ports"
-
-
-# --- rendering --------------------------------------------------------------------------------
-
-
-def _render(overlay: str) -> list[Doc]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl (with built-in kustomize) not installed")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(K8S / "overlays" / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d is not None]
-
-
-@pytest.mark.parametrize(
-    ("overlay", "namespace", "min_replicas", "with_policies"),
-    [("dev", "postwire-dev", 1, False), ("prod", "postwire", 2, True)],
-)
-def test_overlay_renders(overlay: str, namespace: str, min_replicas: int, with_policies: bool) -> None:
-    docs = _render(overlay)
-    kinds = [d["kind"] for d in docs]
-    assert kinds.count("Deployment") == len(SERVICES)
-    assert ("NetworkPolicy" in kinds) is with_policies
-    for doc in docs:
-        assert doc["metadata"]["namespace"] == namespace, doc["metadata"]["name"]
-        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "postwire"
-        if doc["kind"] == "HorizontalPodAutoscaler":
-            assert doc["spec"]["minReplicas"] == min_replicas
-        if doc["kind"] in ("Deployment", "Job"):
-            for container in doc["spec"]["template"]["spec"]["containers"]:
-                assert container["image"].startswith(IMAGE + ":")
