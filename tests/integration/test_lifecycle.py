@@ -71,3 +71,25 @@ async def test_events_lost_by_jetstream_are_republished_from_the_outbox(
     )
     assert sorted(e.type for e in events) == [event_pb2.EVENT_TYPE_ACCEPTED, event_pb2.EVENT_TYPE_DELIVERED]
     assert len(await events_of(edge, tenant.metadata, answer.message_id)) == 2
+
+
+async def test_send_fails_closed_while_policy_is_down(suite, edge, tenant, smtp_sink) -> None:
+    import asyncpg
+    import grpc
+
+    assert suite.processes["policy"].stop(timeout=20) == 0
+    rcpt = unique()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
+                mail(to=[{"address": rcpt}]), metadata=tenant.metadata, timeout=30
+            )
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        conn = await asyncpg.connect(suite.database_url)
+        try:
+            stored = await conn.fetchval("SELECT count(*) FROM recipients WHERE address = $1", rcpt)
+        finally:
+            await conn.close()
+        assert stored == 0
+    finally:
+        suite.start_service("policy")
