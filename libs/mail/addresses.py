@@ -44,7 +44,9 @@ def normalize_address(address: str) -> str:
             allow_quoted_local=False,
             allow_domain_literal=False,
             allow_display_name=False,
-            allow_smtputf8=True,
+            # Internationalised local parts need SMTPUTF8 end to end (headers included), which the
+            # MIME builder does not do yet; refuse them up front rather than fail after accepting.
+            allow_smtputf8=False,
         )
     except EmailNotValidError as exc:
         raise AddressError(str(exc)) from None

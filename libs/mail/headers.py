@@ -47,7 +47,7 @@ _RESERVED_PREFIXES = ("arc-", "x-postwire-", "content-")
 
 
 def header_name_problem(name: str) -> str | None:
-    if not _FTEXT.match(name):
+    if not _FTEXT.fullmatch(name):
         return "header names must be 1-76 printable ASCII characters without spaces or ':'"
     lowered = name.lower()
     if lowered in RESERVED_HEADERS or lowered.startswith(_RESERVED_PREFIXES):

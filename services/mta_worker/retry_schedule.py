@@ -22,7 +22,8 @@ class RetryPolicy:
 
     def delay(self, attempt: int, *, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1 = the first attempt)."""
-        raw = min(self.max_seconds, self.base_seconds * 2 ** max(0, attempt - 1))
+        # The exponent is capped first: 2**1024 would overflow a float long before the cap applies.
+        raw = min(self.max_seconds, self.base_seconds * 2.0 ** min(max(0, attempt - 1), 60))
         spread = (rng or random).uniform(-self.jitter, self.jitter)
         return max(0.0, raw * (1 + spread))
 

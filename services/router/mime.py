@@ -8,6 +8,7 @@ control characters by submission, so the stricter policy would buy nothing here.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import encoders
@@ -51,12 +52,25 @@ def _normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def _mailbox(box: message_pb2.EmailAddress) -> str:
-    return formataddr((box.name, to_ascii_address(box.address)), charset="utf-8")
+def _needs_encoding(value: str) -> bool:
+    """Non-ASCII text, words too long to fold within 998 octets, and text that a client would
+    mistake for an RFC 2047 encoded-word all go out as (several, short) encoded-words."""
+    return not value.isascii() or "=?" in value or any(len(word) > 70 for word in value.split())
 
 
 def _header_text(value: str) -> str | Header:
-    return value if value.isascii() else Header(value, "utf-8")
+    return Header(value, "utf-8") if _needs_encoding(value) else value
+
+
+def _mailboxes(boxes: Sequence[message_pb2.EmailAddress]) -> str | Header:
+    if not any(_needs_encoding(b.name) for b in boxes):
+        return ", ".join(formataddr((b.name, to_ascii_address(b.address))) for b in boxes)
+    header = Header(charset="utf-8")
+    for i, box in enumerate(boxes):
+        if box.name:
+            header.append(box.name, "utf-8")
+        header.append(f"<{to_ascii_address(box.address)}>{',' if i < len(boxes) - 1 else ''}", "us-ascii")
+    return header
 
 
 def _text_part(text: str, subtype: str) -> MIMENonMultipart:
@@ -111,14 +125,14 @@ def build_mime(
     sender = getattr(request, "from")
     rfc822_id = f"<{message_id}@{hostname}>"
     headers: list[tuple[str, str | Header]] = [
-        ("From", _mailbox(sender)),
+        ("From", _mailboxes([sender])),
     ]
     if request.to:
-        headers.append(("To", ", ".join(_mailbox(b) for b in request.to)))
+        headers.append(("To", _mailboxes(request.to)))
     if request.cc:
-        headers.append(("Cc", ", ".join(_mailbox(b) for b in request.cc)))
+        headers.append(("Cc", _mailboxes(request.cc)))
     if request.reply_to:
-        headers.append(("Reply-To", ", ".join(_mailbox(b) for b in request.reply_to)))
+        headers.append(("Reply-To", _mailboxes(request.reply_to)))
     headers += [
         ("Subject", _header_text(content.subject)),
         ("Date", format_datetime(now)),

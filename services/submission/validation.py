@@ -207,9 +207,9 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
                 v.append((f"{field}.filename", f"filename {problem}"))
             elif any(att.filename.lower().endswith(ext) for ext in _BLOCKED_EXTENSIONS):
                 v.append((f"{field}.filename", "executable attachments are not allowed"))
-        if att.content_type and not _CONTENT_TYPE.match(att.content_type):
+        if att.content_type and not _CONTENT_TYPE.fullmatch(att.content_type):
             v.append((f"{field}.content_type", "must be a MIME type 'type/subtype' without parameters"))
-        if att.content_id and not _CONTENT_ID.match(att.content_id):
+        if att.content_id and not _CONTENT_ID.fullmatch(att.content_id):
             v.append((f"{field}.content_id", "letters, digits and '._-@$' only, at most 128 characters"))
         # Base64 grows content by 4/3 on the wire; the limit is on the encoded message.
         size += (len(att.content) + 2) // 3 * 4
@@ -224,12 +224,12 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
     if len(request.tags) > LIMITS.max_tags:
         v.append(("tags", f"at most {LIMITS.max_tags} tags"))
     for i, tag in enumerate(request.tags):
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             v.append((f"tags[{i}]", "1-64 characters: letters, digits and '_.:-'"))
     if len(request.metadata) > LIMITS.max_metadata:
         v.append(("metadata", f"at most {LIMITS.max_metadata} entries"))
     for key, value in request.metadata.items():
-        if not _META_KEY.match(key):
+        if not _META_KEY.fullmatch(key):
             v.append((f'metadata["{key}"]', "keys are 1-64 characters: letters, digits and '_.-'"))
             continue
         problem = _text_problem(value, limit=LIMITS.max_metadata_value)
@@ -237,7 +237,7 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
             v.append((f'metadata["{key}"]', f"value {problem}"))
 
     stream = request.stream or DEFAULT_STREAM
-    if not _STREAM.match(stream):
+    if not _STREAM.fullmatch(stream):
         v.append(("stream", "1-64 characters: lowercase letters, digits, '-' and '_'"))
     out.stream = stream
 
@@ -252,7 +252,7 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
         key = request.idempotency_key
         if len(key) > LIMITS.max_idempotency_key:
             v.append(("idempotency_key", f"at most {LIMITS.max_idempotency_key} characters"))
-        elif not _IDEMPOTENCY.match(key):
+        elif not _IDEMPOTENCY.fullmatch(key):
             v.append(("idempotency_key", "printable ASCII characters only"))
 
     if v:

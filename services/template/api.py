@@ -64,7 +64,7 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         caller.require("templates:write")
         t = request.template
         violations = []
-        if not _NAME.match(t.name):
+        if not _NAME.fullmatch(t.name):
             violations.append(("template.name", "1-128 characters: letters, digits, '-', '_' and '.'"))
         if not t.subject:
             violations.append(("template.subject", "a subject template is required"))

@@ -23,8 +23,27 @@ __all__ = ["MAX_OUTPUT_CHARS", "Parts", "Renderer", "check_syntax"]
 MAX_OUTPUT_CHARS = 2 * 1024 * 1024
 MAX_SUBJECT_CHARS = 998
 
-_HTML_ENV = ImmutableSandboxedEnvironment(autoescape=True, undefined=StrictUndefined)
-_TEXT_ENV = ImmutableSandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+MAX_EXPONENT = 64
+
+
+class _BoundedSandbox(ImmutableSandboxedEnvironment):
+    """Also bounds `*` and `**`, which the stock sandbox leaves alone: `'x' * 10**12` would
+    allocate before any output cap could see it. Intercepting also stops compile-time folding."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
+            raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_OUTPUT_CHARS:
+                    raise SecurityError(f"repetition larger than {MAX_OUTPUT_CHARS} items")
+        return super().call_binop(context, operator, left, right)
+
+
+_HTML_ENV = _BoundedSandbox(autoescape=True, undefined=StrictUndefined)
+_TEXT_ENV = _BoundedSandbox(autoescape=False, undefined=StrictUndefined)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +53,7 @@ class Parts:
     text_body: str
 
 
-def _env(part: str) -> ImmutableSandboxedEnvironment:
+def _env(part: str) -> _BoundedSandbox:
     return _HTML_ENV if part == "html_body" else _TEXT_ENV
 
 
@@ -64,7 +83,7 @@ def _render(template: Template, variables: Mapping[str, Any], part: str) -> str:
         raise InvalidArgument([("template.variables", f"{part}: {exc.message}")]) from None
     except SecurityError as exc:
         raise InvalidArgument([(part, f"not allowed in a template: {exc}")]) from None
-    except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as exc:
+    except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError, MemoryError) as exc:
         # Show the class only: a Python repr could carry internals into the caller's error.
         raise InvalidArgument([(part, f"cannot render: {type(exc).__name__}")]) from None
     return "".join(out)

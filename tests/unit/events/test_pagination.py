@@ -60,7 +60,9 @@ def test_page_size_default() -> None:
     assert page_size(0) == 100
 
 
-@pytest.mark.parametrize(("requested", "expected"), [(1, 1), (250, 250), (1000, 1000), (1001, 1000), (5000, 1000)])
+@pytest.mark.parametrize(
+    ("requested", "expected"), [(1, 1), (250, 250), (1000, 1000), (1001, 1000), (5000, 1000)]
+)
 def test_page_size_is_capped(requested: int, expected: int) -> None:
     assert MAX_PAGE_SIZE == 1000
     assert page_size(requested) == expected

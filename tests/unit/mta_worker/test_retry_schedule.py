@@ -70,3 +70,8 @@ def test_expired_at_exactly_give_up_after() -> None:
     assert policy.expired(first, first + timedelta(days=5, microseconds=-1)) is False
     assert policy.expired(first, first + timedelta(days=6)) is True
     assert policy.expired(first, first) is False
+
+
+def test_delay_is_capped_for_very_large_attempt_numbers() -> None:
+    assert RetryPolicy(base_seconds=1.0, max_seconds=2.0, jitter=0.0).delay(1025) == 2.0
+    assert 1.6 <= RetryPolicy(base_seconds=1.0, max_seconds=2.0).delay(5000, rng=random.Random(1)) <= 2.4

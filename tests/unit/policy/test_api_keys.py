@@ -29,7 +29,15 @@ def test_key_shape_and_prefix_is_recoverable() -> None:
 
 @pytest.mark.parametrize(
     "presented",
-    ["", "pw_", "pw_abcd1234", "pw_short_secret", "sk_abcd1234_secret", "Bearer pw_abcd1234_x", "PW_abcd1234_x"],
+    [
+        "",
+        "pw_",
+        "pw_abcd1234",
+        "pw_short_secret",
+        "sk_abcd1234_secret",
+        "Bearer pw_abcd1234_x",
+        "PW_abcd1234_x",
+    ],
 )
 def test_key_prefix_of_something_not_shaped_like_a_key_is_empty(presented: str) -> None:
     assert key_prefix(presented) == ""

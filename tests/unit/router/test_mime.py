@@ -10,8 +10,8 @@ from email.message import EmailMessage
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from postwire.v1 import mail_service_pb2
+
 from services.router.mime import BuiltMessage, Content, build_mime
 
 NOW = datetime(2025, 6, 1, 12, 30, 15, tzinfo=UTC)
@@ -168,7 +168,9 @@ def test_attachments() -> None:
 
 def test_inline_image_sits_in_multipart_related() -> None:
     request = make_request()
-    request.attachments.add(filename="logo.png", content_type="image/png", content=PNG, content_id="logo@acme")
+    request.attachments.add(
+        filename="logo.png", content_type="image/png", content=PNG, content_id="logo@acme"
+    )
     html = '<p>Hi</p><img src="cid:logo@acme">'
     message = parse(build(request, html=html).data)
 
@@ -185,7 +187,9 @@ def test_inline_image_sits_in_multipart_related() -> None:
 
 def test_inline_image_and_attachment_together() -> None:
     request = make_request()
-    request.attachments.add(filename="logo.png", content_type="image/png", content=PNG, content_id="logo@acme")
+    request.attachments.add(
+        filename="logo.png", content_type="image/png", content=PNG, content_id="logo@acme"
+    )
     request.attachments.add(filename="report.pdf", content_type="application/pdf", content=PDF)
     message = parse(build(request).data)
     assert message.get_content_type() == "multipart/mixed"
@@ -266,7 +270,9 @@ _EXPECTED_HEADERS = sorted(
 
 @settings(max_examples=250, deadline=None, database=None)
 @given(subject=_SUBJECT, sender_name=_NAME, rcpt_name=_NAME)
-def test_unicode_subject_and_names_never_inject_headers(subject: str, sender_name: str, rcpt_name: str) -> None:
+def test_unicode_subject_and_names_never_inject_headers(
+    subject: str, sender_name: str, rcpt_name: str
+) -> None:
     request = mail_service_pb2.SendEmailRequest()
     sender = getattr(request, "from")
     sender.address = "billing@example.com"
@@ -281,3 +287,19 @@ def test_unicode_subject_and_names_never_inject_headers(subject: str, sender_nam
     assert [a.addr_spec for a in message["From"].addresses] == ["billing@example.com"]
     assert [a.addr_spec for a in message["To"].addresses] == ["ada@example.org"]
     assert re.search(rb"(?<!\r)\n|\r(?!\n)", built.data) is None
+
+
+def test_long_unbroken_header_text_stays_within_998_octets_and_round_trips() -> None:
+    request = make_request()
+    request.headers["X-Ref"] = "r" * 998
+    request.to[0].name = "😀" * 256
+    built = build(request, subject="a" * 998)
+    assert max(len(line) for line in built.data.split(b"\r\n")) <= 998
+    parsed = parse(built.data)
+    assert parsed["Subject"] == "a" * 998
+    assert parsed["X-Ref"] == "r" * 998
+
+
+def test_subject_with_a_long_word_and_encoded_word_lookalike_round_trip() -> None:
+    for subject in ("x" * 100 + " " + "y" * 100, "=?utf-8?q?hi?="):
+        assert parse(build(subject=subject).data)["Subject"] == subject

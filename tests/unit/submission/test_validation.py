@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from postwire.v1 import mail_service_pb2, message_pb2
 
 from libs.errors import InvalidArgument
-from postwire.v1 import mail_service_pb2, message_pb2
 from services.submission.validation import LIMITS, ValidatedSend, validate_send
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -131,7 +131,8 @@ def test_fifty_headers_are_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "filename", ["invoice.pdf\r\nContent-Type: text/html", "invoice\0.pdf", "invoice.exe", "INVOICE.EXE", "a.ps1"]
+    "filename",
+    ["invoice.pdf\r\nContent-Type: text/html", "invoice\0.pdf", "invoice.exe", "INVOICE.EXE", "a.ps1"],
 )
 def test_bad_attachment_filename_is_rejected(filename: str) -> None:
     request = make_request()
@@ -147,11 +148,15 @@ def test_attachment_without_filename_is_rejected() -> None:
 
 def test_bad_content_id_is_rejected() -> None:
     request = make_request()
-    request.attachments.add(filename="logo.png", content_type="image/png", content=b"png", content_id="x>\r\n")
+    request.attachments.add(
+        filename="logo.png", content_type="image/png", content=b"png", content_id="x>\r\n"
+    )
     assert fields_of(request) == ["attachments[0].content_id"]
 
 
-@pytest.mark.parametrize("content_type", ["text/html; charset=x\r\nX: y", "not a type", "text/html; charset=utf-8"])
+@pytest.mark.parametrize(
+    "content_type", ["text/html; charset=x\r\nX: y", "not a type", "text/html; charset=utf-8"]
+)
 def test_bad_content_type_is_rejected(content_type: str) -> None:
     request = make_request()
     request.attachments.add(filename="page.html", content_type=content_type, content=b"<p>")
@@ -168,7 +173,9 @@ def test_problems_in_a_later_attachment_name_its_index() -> None:
 def test_valid_attachment_and_inline_image_are_accepted() -> None:
     request = make_request(html_body='<img src="cid:logo@postwire">')
     request.attachments.add(filename="report.pdf", content_type="application/pdf", content=b"%PDF")
-    request.attachments.add(filename="logo.png", content_type="image/png", content=b"png", content_id="logo@postwire")
+    request.attachments.add(
+        filename="logo.png", content_type="image/png", content=b"png", content_id="logo@postwire"
+    )
     validate_send(request, now=NOW)
 
 
@@ -473,7 +480,9 @@ def test_invalid_argument_message_names_the_first_violation() -> None:
 
 
 def test_valid_request_is_normalised() -> None:
-    request = mail_service_pb2.SendEmailRequest(subject="Receipt", text_body="Thanks", html_body="<p>Thanks</p>")
+    request = mail_service_pb2.SendEmailRequest(
+        subject="Receipt", text_body="Thanks", html_body="<p>Thanks</p>"
+    )
     sender = getattr(request, "from")
     sender.address = "Billing@EXAMPLE.COM"
     sender.name = "Billing — Acme"
@@ -517,3 +526,38 @@ def test_any_subject_with_cr_or_lf_is_rejected(before: str, brk: str, after: str
 @given(subject=st.text(_PRINTABLE, min_size=1, max_size=LIMITS.max_subject))
 def test_any_printable_subject_up_to_998_characters_is_accepted(subject: str) -> None:
     assert validate_send(make_request(subject=subject), now=NOW).request.subject == subject
+
+
+# --- a trailing LF must not slip past `$` ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r.headers.__setitem__("X-Campaign\n", "spring"), 'headers["X-Campaign\n"]'),
+        (lambda r: r.tags.append("receipt\n"), "tags[0]"),
+        (lambda r: r.metadata.__setitem__("order\n", "42"), 'metadata["order\n"]'),
+        (lambda r: setattr(r, "stream", "transactional\n"), "stream"),
+        (lambda r: setattr(r, "idempotency_key", "order-42\n"), "idempotency_key"),
+        (
+            lambda r: r.attachments.add(filename="a.png", content_type="image/png\n", content=b"png"),
+            "attachments[0].content_type",
+        ),
+        (
+            lambda r: r.attachments.add(
+                filename="l.png", content_type="image/png", content=b"p", content_id="logo\n"
+            ),
+            "attachments[0].content_id",
+        ),
+    ],
+)
+def test_trailing_newline_is_rejected(mutate, field) -> None:
+    request = make_request()
+    mutate(request)
+    assert fields_of(request) == [field]
+
+
+def test_internationalised_local_part_is_refused_until_smtputf8_headers_exist() -> None:
+    request = make_request()
+    request.to[0].address = "üser@example.com"
+    assert fields_of(request) == ["to[0].address"]
