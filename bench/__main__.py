@@ -365,24 +365,25 @@ def run(messages: int, concurrency: int) -> Report:
     data_dir = Path(tempfile.mkdtemp(prefix="postwire-bench-"))
     sink = SmtpSink("127.0.0.1", 0, scripted=False)
     suite: Suite | None = None
-    ok = False
+    keep_logs = False
     try:
         sink.start()
         suite = make_suite(data_dir, sink)
         log("starting NATS, PostgreSQL and the services…")
         suite.start_infrastructure()
         spawn_services(suite)
-        report = asyncio.run(measure(suite, sink, messages, concurrency))
-        ok = True
-        return report
+        return asyncio.run(measure(suite, sink, messages, concurrency))
+    except Exception:
+        keep_logs = True  # a failure is worth its service logs; an interrupt (Ctrl-C, SIGTERM) is not
+        raise
     finally:
         if suite is not None:
             suite.stop()
         sink.stop()
-        if ok:
-            shutil.rmtree(data_dir, ignore_errors=True)
-        else:
+        if keep_logs:
             log(f"run failed; service logs kept in {data_dir / 'logs'}")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # -- report --------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ TEST_ENV = {
     "POSTWIRE_STALL_SECONDS": "3",
     "POSTWIRE_SHUTDOWN_GRACE_SECONDS": "3",
     "POSTWIRE_SMTP_TIMEOUT_SECONDS": "10",
+    # Short AckWait (and so lease) makes recovery after a killed worker quick enough to test.
+    "POSTWIRE_ACK_WAIT_SECONDS": "6",
     "OTEL_EXPORTER_OTLP_INSECURE": "true",
     "OTEL_BSP_SCHEDULE_DELAY": "200",
     "POSTWIRE_LOG_LEVEL": "INFO",
