@@ -32,10 +32,11 @@ $(PROTO_OUT)/.generated: $(BIN)/.installed $(PROTOS)
 
 gen: $(PROTO_OUT)/.generated ## Generate Python code from protos/
 
-lint: gen ## buf lint + buf format + ruff
+lint: gen ## buf lint + buf format + ruff + import contracts
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/ruff check services libs tests bench
+	$(BIN)/lint-imports
 
 test: lint ## Install, generate, lint and run every test (what CI runs)
 	$(BIN)/python -m pytest -q tests
