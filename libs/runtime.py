@@ -8,9 +8,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
 
-__all__ = ["configure_logging", "run_service", "wait_for_stop_signal"]
+__all__ = ["configure_logging", "wait_for_stop_signal"]
 
 
 class _JsonFormatter(logging.Formatter):
@@ -42,8 +41,3 @@ async def wait_for_stop_signal() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-
-
-def run_service(main: Callable[[], Awaitable[None]]) -> None:
-    """Run a service's async main; exit status 0 after a clean, signal-initiated shutdown."""
-    asyncio.run(main())
