@@ -32,7 +32,11 @@ def configure_logging(service: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("postwire").info("starting %s", service)
+    # Lifecycle lines (starting, serving on, stopping) are always written: launchers and
+    # operators read readiness from them whatever POSTWIRE_LOG_LEVEL says.
+    lifecycle = logging.getLogger("postwire")
+    lifecycle.setLevel(logging.INFO)
+    lifecycle.info("starting %s", service)
 
 
 async def wait_for_stop_signal() -> None:
