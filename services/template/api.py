@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -10,13 +11,32 @@ from google.protobuf import json_format, struct_pb2
 from postwire.internal.v1 import render_service_pb2, render_service_pb2_grpc
 from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2_grpc
 
-from libs.errors import InvalidArgument, Unimplemented
+from libs.errors import InvalidArgument
 from libs.grpcx.auth import KeyResolver
 from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
-from services.template.store import StoredTemplate, TemplateStore
+from services.template.store import StoredTemplate, TemplateStore, TemplateVersions
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_PART_CHARS = 512 * 1024
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_WRITABLE = ("subject", "html_body", "text_body")
+
+
+def _encode_page_token(last_name: str) -> str:
+    return base64.urlsafe_b64encode(f"v1:{last_name}".encode()).decode()
+
+
+def _decode_page_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        version, _, name = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        version, name = "", ""
+    if version != "v1" or not name:
+        raise InvalidArgument([("page_token", "not a token returned by ListTemplates")])
+    return name
 
 
 def _to_proto(t: StoredTemplate) -> template_pb2.Template:
@@ -40,8 +60,9 @@ def _variables(struct: struct_pb2.Struct) -> dict[str, Any]:
 class TemplateCore:
     """Shared by both servicers: fetch, render with the cache."""
 
-    def __init__(self, store: TemplateStore) -> None:
+    def __init__(self, store: TemplateStore, versions: TemplateVersions) -> None:
         self.store = store
+        self.versions = versions
         self.renderer = Renderer()
 
     async def render(
@@ -106,17 +127,74 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
             version=stored.version,
         )
 
-    async def ListTemplates(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._keys.resolve(context)
-        raise Unimplemented("ListTemplates is not built yet (see issue 3)")
+    async def ListTemplates(
+        self, request: template_service_pb2.ListTemplatesRequest, context: grpc.aio.ServicerContext
+    ) -> template_service_pb2.ListTemplatesResponse:
+        caller = await self._keys.resolve(context)
+        caller.require("templates:read")
+        if request.page_size < 0:
+            raise InvalidArgument([("page_size", "must not be negative")])
+        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = _decode_page_token(request.page_token)
+        rows = await self._core.versions.list(
+            caller.tenant_id, name_prefix=request.name_prefix, after_name=after, limit=size + 1
+        )
+        response = template_service_pb2.ListTemplatesResponse(templates=[_to_proto(t) for t in rows[:size]])
+        if len(rows) > size:
+            response.next_page_token = _encode_page_token(rows[size - 1].name)
+        return response
 
-    async def UpdateTemplate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._keys.resolve(context)
-        raise Unimplemented("UpdateTemplate is not built yet (see issue 3)")
+    async def UpdateTemplate(
+        self, request: template_service_pb2.UpdateTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> template_service_pb2.UpdateTemplateResponse:
+        caller = await self._keys.resolve(context)
+        caller.require("templates:write")
+        t = request.template
+        ref = t.id or t.name
+        if not ref:
+            raise InvalidArgument([("template.id", "the id (or name) of the template to update is required")])
+        paths = list(request.update_mask.paths) or list(_WRITABLE)
+        unknown = [p for p in paths if p not in _WRITABLE]
+        if unknown:
+            raise InvalidArgument(
+                [
+                    ("update_mask", f"'{p}' cannot be updated; writable: {', '.join(_WRITABLE)}")
+                    for p in unknown
+                ]
+            )
+        changes = {p: getattr(t, p) for p in paths}
+        violations = [
+            (f"template.{p}", f"at most {MAX_PART_CHARS} characters")
+            for p, v in changes.items()
+            if len(v) > MAX_PART_CHARS
+        ]
+        if "subject" in changes and not changes["subject"]:
+            violations.append(("template.subject", "a subject template is required"))
+        if violations:
+            raise InvalidArgument(violations)
+        current = await self._core.store.get(caller.tenant_id, ref, 0)
+        merged = Parts(
+            changes.get("subject", current.subject),
+            changes.get("html_body", current.html_body),
+            changes.get("text_body", current.text_body),
+        )
+        if not merged.html_body and not merged.text_body:
+            raise InvalidArgument(
+                [("template.html_body", "at least one of html_body and text_body is required")]
+            )
+        check_syntax(merged)
+        stored = await self._core.versions.add_version(caller.tenant_id, current.id, changes)
+        return template_service_pb2.UpdateTemplateResponse(template=_to_proto(stored))
 
-    async def DeleteTemplate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._keys.resolve(context)
-        raise Unimplemented("DeleteTemplate is not built yet (see issue 3)")
+    async def DeleteTemplate(
+        self, request: template_service_pb2.DeleteTemplateRequest, context: grpc.aio.ServicerContext
+    ) -> template_service_pb2.DeleteTemplateResponse:
+        caller = await self._keys.resolve(context)
+        caller.require("templates:write")
+        if not request.template:
+            raise InvalidArgument([("template", "a template id or name is required")])
+        await self._core.versions.delete(caller.tenant_id, request.template)
+        return template_service_pb2.DeleteTemplateResponse()
 
 
 class RenderApi(render_service_pb2_grpc.RenderServiceServicer):

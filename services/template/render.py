@@ -37,7 +37,11 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
             raise SecurityError(f"exponent larger than {MAX_EXPONENT}")
         if operator == "*":
             for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(times, int) and len(seq) * times > MAX_OUTPUT_CHARS:
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > MAX_OUTPUT_CHARS
+                ):
                     raise SecurityError(f"repetition larger than {MAX_OUTPUT_CHARS} items")
         return super().call_binop(context, operator, left, right)
 

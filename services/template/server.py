@@ -16,7 +16,7 @@ from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
 from services.template.api import RenderApi, TemplateApi, TemplateCore
 from services.template.config import TemplateConfig
-from services.template.store import TemplateStore
+from services.template.store import TemplateStore, TemplateVersions
 
 
 async def run(env: Mapping[str, str]) -> None:
@@ -25,7 +25,7 @@ async def run(env: Mapping[str, str]) -> None:
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
         policy = open_channel(config.policy_addr)
-        core = TemplateCore(TemplateStore(pool))
+        core = TemplateCore(TemplateStore(pool), TemplateVersions(pool))
         server.add(
             template_service_pb2_grpc.add_TemplateServiceServicer_to_server,
             TemplateApi(core, KeyResolver(policy)),

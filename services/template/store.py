@@ -83,3 +83,86 @@ class TemplateStore:
             create_time=row["create_time"],
             update_time=row["update_time"],
         )
+
+
+_SELECT_LATEST = (
+    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, t.create_time,"
+    " v.create_time AS update_time FROM templates t"
+    " JOIN template_versions v ON v.template_id = t.id AND v.version = t.latest_version"
+)
+
+
+def _row_to_template(row: asyncpg.Record) -> StoredTemplate:
+    return StoredTemplate(
+        id=str(row["id"]),
+        name=row["name"],
+        version=row["version"],
+        subject=row["subject"],
+        html_body=row["html_body"],
+        text_body=row["text_body"],
+        create_time=row["create_time"],
+        update_time=row["update_time"],
+    )
+
+
+class TemplateVersions:
+    """New versions, listing and soft deletion; versions already written never change."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def add_version(self, tenant_id: str, id_or_name: str, changes: dict[str, str]) -> StoredTemplate:
+        template_uuid = _parse_uuid(id_or_name)
+        async with self._pool.acquire() as conn, conn.transaction():
+            # FOR UPDATE serialises concurrent updates so version numbers never collide.
+            row = await conn.fetchrow(
+                _SELECT_LATEST + " WHERE t.tenant_id = $1 AND t.delete_time IS NULL"
+                " AND (t.id = $2 OR ($2 IS NULL AND t.name = $3)) FOR UPDATE OF t",
+                uuid.UUID(tenant_id),
+                template_uuid,
+                id_or_name,
+            )
+            if row is None:
+                raise NotFound(f"template '{id_or_name}' not found")
+            current = _row_to_template(row)
+            version = current.version + 1
+            parts = {
+                "subject": changes.get("subject", current.subject),
+                "html_body": changes.get("html_body", current.html_body),
+                "text_body": changes.get("text_body", current.text_body),
+            }
+            await conn.execute(
+                "INSERT INTO template_versions (template_id, version, subject, html_body, text_body)"
+                " VALUES ($1, $2, $3, $4, $5)",
+                row["id"],
+                version,
+                parts["subject"],
+                parts["html_body"],
+                parts["text_body"],
+            )
+            await conn.execute("UPDATE templates SET latest_version = $2 WHERE id = $1", row["id"], version)
+        return await TemplateStore(self._pool).get(tenant_id, current.id, version)
+
+    async def list(
+        self, tenant_id: str, *, name_prefix: str, after_name: str, limit: int
+    ) -> list[StoredTemplate]:
+        rows = await self._pool.fetch(
+            _SELECT_LATEST + " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND t.name > $2"
+            " AND left(t.name, length($3)) = $3 ORDER BY t.name LIMIT $4",
+            uuid.UUID(tenant_id),
+            after_name,
+            name_prefix,
+            limit,
+        )
+        return [_row_to_template(r) for r in rows]
+
+    async def delete(self, tenant_id: str, id_or_name: str) -> None:
+        done = await self._pool.execute(
+            "UPDATE templates SET delete_time = now() WHERE tenant_id = $1 AND delete_time IS NULL"
+            " AND (id = $2 OR ($2 IS NULL AND name = $3))",
+            uuid.UUID(tenant_id),
+            _parse_uuid(id_or_name),
+            id_or_name,
+        )
+        if done == "UPDATE 0":
+            raise NotFound(f"template '{id_or_name}' not found")

@@ -150,8 +150,113 @@ async def test_templates_are_invisible_to_other_tenants(suite, edge, tenant) -> 
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_unbuilt_template_methods_are_unimplemented(edge, tenant) -> None:
+async def test_update_makes_immutable_versions_and_old_ones_stay_sendable(edge, tenant, smtp_sink) -> None:
+    from google.protobuf import field_mask_pb2
+
+    created = await _create(edge, tenant)
     stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    updated = await stub.UpdateTemplate(
+        template_service_pb2.UpdateTemplateRequest(
+            template={"id": created.id, "subject": "Version two for {{ name }}"},
+            update_mask=field_mask_pb2.FieldMask(paths=["subject"]),
+        ),
+        metadata=tenant.metadata,
+    )
+    assert updated.template.version == 2 and updated.template.text_body == created.text_body
+    latest = await stub.GetTemplate(
+        template_service_pb2.GetTemplateRequest(template=created.name), metadata=tenant.metadata
+    )
+    first = await stub.GetTemplate(
+        template_service_pb2.GetTemplateRequest(template=created.name, version=1), metadata=tenant.metadata
+    )
+    assert (latest.template.version, latest.template.subject) == (2, "Version two for {{ name }}")
+    assert (first.template.version, first.template.subject) == (1, "Welcome, {{ name }}")
+
+    pinned, current = unique(), unique()
+    mail_stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    for rcpt, version in ((pinned, 1), (current, 0)):
+        await mail_stub.SendEmail(
+            mail(
+                to=[{"address": rcpt}],
+                subject="",
+                text_body="",
+                template={"id": created.id, "version": version, "variables": _vars(name="Ann", count=1)},
+            ),
+            metadata=tenant.metadata,
+        )
+    (old,) = await wait_for_mail(smtp_sink, pinned)
+    (new,) = await wait_for_mail(smtp_sink, current)
+    assert old.header("Subject") == "Welcome, Ann"
+    assert new.header("Subject") == "Version two for Ann"
+
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.ListTemplates(template_service_pb2.ListTemplatesRequest(), metadata=tenant.metadata)
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        await stub.UpdateTemplate(
+            template_service_pb2.UpdateTemplateRequest(
+                template={"id": created.id, "text_body": "{% for %}"},
+                update_mask=field_mask_pb2.FieldMask(paths=["text_body"]),
+            ),
+            metadata=tenant.metadata,
+        )
+    assert bad_request_fields(caught.value) == ["template.text_body"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.UpdateTemplate(
+            template_service_pb2.UpdateTemplateRequest(
+                template={"id": created.id}, update_mask=field_mask_pb2.FieldMask(paths=["name"])
+            ),
+            metadata=tenant.metadata,
+        )
+    assert bad_request_fields(caught.value) == ["update_mask"]
+
+
+async def test_list_pages_by_name_with_a_prefix_and_delete_is_soft(suite, edge, tenant, smtp_sink) -> None:
+    from tests.conftest import create_tenant
+
+    prefix = f"p{uuid.uuid4().hex[:6]}-"
+    names = [f"{prefix}{i}" for i in range(5)]
+    for name in names:
+        await _create(edge, tenant, name=name)
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    seen, token = [], ""
+    while True:
+        page = await stub.ListTemplates(
+            template_service_pb2.ListTemplatesRequest(page_size=2, page_token=token, name_prefix=prefix),
+            metadata=tenant.metadata,
+        )
+        seen.append([t.name for t in page.templates])
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [names[0:2], names[2:4], names[4:5]]
+    other = await create_tenant(suite)
+    empty = await stub.ListTemplates(
+        template_service_pb2.ListTemplatesRequest(name_prefix=prefix), metadata=other.metadata
+    )
+    assert list(empty.templates) == []
+
+    await stub.DeleteTemplate(
+        template_service_pb2.DeleteTemplateRequest(template=names[0]), metadata=tenant.metadata
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetTemplate(
+            template_service_pb2.GetTemplateRequest(template=names[0]), metadata=tenant.metadata
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.DeleteTemplate(
+            template_service_pb2.DeleteTemplateRequest(template=names[0]), metadata=other.metadata
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    remaining = await stub.ListTemplates(
+        template_service_pb2.ListTemplatesRequest(name_prefix=prefix), metadata=tenant.metadata
+    )
+    assert [t.name for t in remaining.templates] == names[1:]
+
+    # A send naming the deleted template fails with an event; the name can be taken again.
+    answer = await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
+        mail(subject="", text_body="", template={"name": names[0], "variables": _vars(name="a", count=1)}),
+        metadata=tenant.metadata,
+    )
+    events = await wait_for_events(edge, tenant.metadata, answer.message_id, [event_pb2.EVENT_TYPE_FAILED])
+    assert "not found" in events[-1].reason
+    reborn = await _create(edge, tenant, name=names[0])
+    assert reborn.version == 1
