@@ -10,7 +10,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
-from postwire.internal.v1 import bus_pb2, policy_service_pb2, policy_service_pb2_grpc
+from postwire.internal.v1 import (
+    bus_pb2,
+    policy_service_pb2,
+    policy_service_pb2_grpc,
+    render_service_pb2,
+    render_service_pb2_grpc,
+)
 from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2
 
 from libs.bus import ROUTE_SUBJECT, Bus
@@ -64,10 +70,12 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         bus: Bus,
         policy: policy_service_pb2_grpc.PolicyServiceStub,
         keys: KeyResolver,
+        render: render_service_pb2_grpc.RenderServiceStub,
         *,
         stall: timedelta,
     ) -> None:
         self._stall = stall
+        self._render = render
         self._store = store
         self._bus = bus
         self._policy = policy
@@ -99,6 +107,8 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             if existing is not None:
                 return self._replay(existing, request_hash)
 
+        if request.HasField("template"):
+            await self._check_template(tenant_id, validated.request)
         send_time = request.send_time.ToDatetime(tzinfo=UTC) if request.HasField("send_time") else None
         scheduled = send_time is not None and send_time > now
         message_id = uuid.uuid4()
@@ -163,6 +173,35 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         for address, kind, state in recipients:
             response.recipients.add(address=address, kind=kind, state=state_to_proto(state))  # type: ignore[arg-type]
         return response
+
+    async def _check_template(self, tenant_id: str, request: mail_service_pb2.SendEmailRequest) -> None:
+        """Render once now, so a template that cannot render for these variables is the caller's
+        error rather than a FAILED event later; then pin the exact version that rendered, so the
+        router builds what was checked even if the template changes in between."""
+        ref = request.template
+        try:
+            rendered = await self._render.RenderMessage(
+                render_service_pb2.RenderMessageRequest(
+                    tenant_id=tenant_id,
+                    template_id=ref.id,
+                    template_name=ref.name,
+                    version=ref.version,
+                    variables=ref.variables,
+                ),
+                timeout=10,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            error = error_from_rpc(exc, what="template service")
+            if isinstance(error, InvalidArgument):
+                # The template service names fields relative to the template; place them in the request.
+                error = InvalidArgument(
+                    [(f if f.startswith("template") else f"template.{f}", d) for f, d in error.violations]
+                )
+            raise error from None
+        ref.id = rendered.template_id
+        ref.name = ""
+        ref.version = rendered.version
 
     def _replay(self, existing: MessageRow, request_hash: bytes) -> mail_service_pb2.SendEmailResponse:
         if existing.request_hash != request_hash:

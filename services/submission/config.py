@@ -10,10 +10,12 @@ from libs.config import CommonConfig, env_str
 class SubmissionConfig:
     common: CommonConfig
     policy_addr: str
+    template_addr: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SubmissionConfig:
         return cls(
             common=CommonConfig.from_env(env, service="submission", default_port=50061),
             policy_addr=env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
+            template_addr=env_str(env, "POSTWIRE_TEMPLATE_ADDR", "127.0.0.1:50062"),
         )

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
-from postwire.internal.v1 import policy_service_pb2_grpc
+from postwire.internal.v1 import policy_service_pb2_grpc, render_service_pb2_grpc
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 
 from libs.bus import Bus
@@ -28,6 +28,7 @@ async def run(env: Mapping[str, str]) -> None:
         pool = await connect_pool(config.common.database_url, max_size=20)
         bus = await Bus.connect(config.common.nats_url, name="postwire-submission")
         policy = open_channel(config.policy_addr)
+        template = open_channel(config.template_addr)
         server.add(
             mail_service_pb2_grpc.add_MailServiceServicer_to_server,
             MailApi(
@@ -35,11 +36,12 @@ async def run(env: Mapping[str, str]) -> None:
                 bus,
                 policy_service_pb2_grpc.PolicyServiceStub(policy),
                 KeyResolver(policy),
+                render_service_pb2_grpc.RenderServiceStub(template),
                 stall=timedelta(seconds=config.common.stall_seconds),
             ),
             mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name,
         )
-        return Service(close=[policy.close, bus.close, pool.close])
+        return Service(close=[policy.close, template.close, bus.close, pool.close])
 
     await serve(config.common, env, wire)
 

@@ -6,6 +6,7 @@ import email
 import email.policy
 import uuid
 
+import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
@@ -56,22 +57,62 @@ async def test_send_by_template_renders_each_part_with_its_escaping(edge, tenant
     assert "Hi <Ada>, you have 3 items" in parsed.get_body(("plain",)).get_content()
 
 
-async def test_template_that_cannot_render_fails_the_message_with_an_event(edge, tenant, smtp_sink) -> None:
+async def test_send_whose_variables_do_not_fit_is_refused_before_anything_is_queued(
+    suite, edge, tenant, smtp_sink
+) -> None:
     created = await _create(edge, tenant)
     rcpt = unique()
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
-    answer = await stub.SendEmail(
-        mail(
-            to=[{"address": rcpt}],
-            subject="",
-            text_body="",
-            template={"id": created.id, "variables": _vars()},
-        ),
-        metadata=tenant.metadata,
-    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SendEmail(
+            mail(
+                to=[{"address": rcpt}],
+                subject="",
+                text_body="",
+                template={"id": created.id, "variables": _vars()},
+            ),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(caught.value) == ["template.variables"]
+    assert "name" in (caught.value.details() or "")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.SendEmail(
+            mail(to=[{"address": rcpt}], subject="", text_body="", template={"name": "no-such-template"}),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    conn = await asyncpg.connect(suite.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM recipients WHERE address = $1", rcpt) == 0
+    finally:
+        await conn.close()
+
+
+async def test_template_deleted_after_acceptance_fails_the_message_with_an_event(
+    suite, edge, tenant, smtp_sink
+) -> None:
+    created = await _create(edge, tenant)
+    rcpt = unique()
+    assert suite.processes["router"].stop(timeout=20) == 0
+    try:
+        answer = await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
+            mail(
+                to=[{"address": rcpt}],
+                subject="",
+                text_body="",
+                template={"name": created.name, "variables": _vars(name="a", count=1)},
+            ),
+            metadata=tenant.metadata,
+        )
+        await template_service_pb2_grpc.TemplateServiceStub(edge).DeleteTemplate(
+            template_service_pb2.DeleteTemplateRequest(template=created.id), metadata=tenant.metadata
+        )
+    finally:
+        suite.start_service("router")
     events = await wait_for_events(edge, tenant.metadata, answer.message_id, [event_pb2.EVENT_TYPE_FAILED])
     (failed,) = [e for e in events if e.type == event_pb2.EVENT_TYPE_FAILED]
-    assert "name" in failed.reason and "undefined" in failed.reason
+    assert "not found" in failed.reason
     assert not [m for m in smtp_sink.messages() if rcpt in m.rcpt_tos]
 
 
@@ -251,12 +292,14 @@ async def test_list_pages_by_name_with_a_prefix_and_delete_is_soft(suite, edge, 
     )
     assert [t.name for t in remaining.templates] == names[1:]
 
-    # A send naming the deleted template fails with an event; the name can be taken again.
-    answer = await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
-        mail(subject="", text_body="", template={"name": names[0], "variables": _vars(name="a", count=1)}),
-        metadata=tenant.metadata,
-    )
-    events = await wait_for_events(edge, tenant.metadata, answer.message_id, [event_pb2.EVENT_TYPE_FAILED])
-    assert "not found" in events[-1].reason
+    # A send naming the deleted template is NOT_FOUND; the name can be taken again.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
+            mail(
+                subject="", text_body="", template={"name": names[0], "variables": _vars(name="a", count=1)}
+            ),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     reborn = await _create(edge, tenant, name=names[0])
     assert reborn.version == 1

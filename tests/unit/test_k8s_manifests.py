@@ -37,6 +37,7 @@ GRPC_EDGES = {
     ("edge", "events"),
     ("edge", "policy"),
     ("submission", "policy"),
+    ("submission", "template"),
     ("template", "policy"),
     ("events", "policy"),
     ("router", "template"),
