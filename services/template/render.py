@@ -11,12 +11,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import css_inline
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from libs.errors import InvalidArgument
 from libs.mail.addresses import has_unsafe_chars
+from services.template.html_text import html_to_text
 
 __all__ = ["MAX_OUTPUT_CHARS", "Parts", "Renderer", "check_syntax"]
 
@@ -45,6 +47,9 @@ class _BoundedSandbox(ImmutableSandboxedEnvironment):
                     raise SecurityError(f"repetition larger than {MAX_OUTPUT_CHARS} items")
         return super().call_binop(context, operator, left, right)
 
+
+# Remote stylesheets are never fetched: a template must not make the server open URLs (SSRF).
+_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=True)
 
 _HTML_ENV = _BoundedSandbox(autoescape=True, undefined=StrictUndefined)
 _TEXT_ENV = _BoundedSandbox(autoescape=False, undefined=StrictUndefined)
@@ -125,6 +130,16 @@ class Renderer:
             raise InvalidArgument([("subject", f"rendered subject is longer than {MAX_SUBJECT_CHARS}")])
         html = _render(html_t, variables, "html_body") if parts.html_body else ""
         text = _render(text_t, variables, "text_body") if parts.text_body else ""
+        if html:
+            # Many clients drop <style>; inline it, keeping the tags for @media rules. Without a
+            # <style> there is nothing to inline, and the part is left byte for byte as rendered.
+            if "<style" in html.lower():
+                try:
+                    html = _INLINER.inline(html)
+                except (css_inline.InlineError, ValueError):
+                    raise InvalidArgument([("html_body", "the stylesheet could not be inlined")]) from None
+            if not text:
+                text = html_to_text(html)
         return Parts(subject=subject, html_body=html, text_body=text)
 
 

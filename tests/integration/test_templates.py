@@ -303,3 +303,28 @@ async def test_list_pages_by_name_with_a_prefix_and_delete_is_soft(suite, edge, 
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     reborn = await _create(edge, tenant, name=names[0])
     assert reborn.version == 1
+
+
+async def test_html_only_template_arrives_inlined_with_a_generated_text_part(edge, tenant, smtp_sink) -> None:
+    created = await _create(
+        edge,
+        tenant,
+        html_body="<html><head><style>p { color: #c00 }</style></head><body><p>Hi {{ name }}, "
+        "<a href='https://example.com/reset?u={{ count }}'>reset your password</a></p></body></html>",
+        text_body="",
+    )
+    rcpt = unique()
+    await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
+        mail(
+            to=[{"address": rcpt}],
+            subject="",
+            text_body="",
+            template={"id": created.id, "variables": _vars(name="Ann", count=7)},
+        ),
+        metadata=tenant.metadata,
+    )
+    (received,) = await wait_for_mail(smtp_sink, rcpt)
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert '<p style="color: #c00;">Hi Ann' in parsed.get_body(("html",)).get_content()
+    text = parsed.get_body(("plain",)).get_content().replace("\r\n", "\n")
+    assert text.strip() == "Hi Ann, reset your password [https://example.com/reset?u=7]"
