@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from typing import Any
 
@@ -15,12 +16,13 @@ from libs.errors import InvalidArgument
 from libs.grpcx.auth import KeyResolver
 from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
 from services.template.store import StoredTemplate, TemplateStore, TemplateVersions
+from services.template.variables_schema import SchemaCache, check_schema
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_PART_CHARS = 512 * 1024
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-_WRITABLE = ("subject", "html_body", "text_body")
+_WRITABLE = ("subject", "html_body", "text_body", "variables_schema")
 
 
 def _encode_page_token(last_name: str) -> str:
@@ -50,7 +52,18 @@ def _to_proto(t: StoredTemplate) -> template_pb2.Template:
     )
     out.create_time.FromDatetime(t.create_time)
     out.update_time.FromDatetime(t.update_time)
+    if t.variables_schema:
+        json_format.Parse(t.variables_schema, out.variables_schema)
     return out
+
+
+def _schema_json(t: template_pb2.Template) -> str:
+    """The schema as JSON text ('' when absent), checked to be a valid JSON Schema."""
+    if not t.HasField("variables_schema"):
+        return ""
+    text = json.dumps(json_format.MessageToDict(t.variables_schema), sort_keys=True)
+    check_schema(text)
+    return text
 
 
 def _variables(struct: struct_pb2.Struct) -> dict[str, Any]:
@@ -64,11 +77,13 @@ class TemplateCore:
         self.store = store
         self.versions = versions
         self.renderer = Renderer()
+        self.schemas = SchemaCache()
 
     async def render(
         self, tenant_id: str, id_or_name: str, version: int, variables: dict[str, Any]
     ) -> tuple[StoredTemplate, Parts]:
         stored = await self.store.get(tenant_id, id_or_name, version)
+        self.schemas.validate((stored.id, stored.version), stored.variables_schema, variables)
         parts = Parts(stored.subject, stored.html_body, stored.text_body)
         return stored, self.renderer.render((stored.id, stored.version), parts, variables)
 
@@ -97,7 +112,9 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         check_syntax(Parts(t.subject, t.html_body, t.text_body))
-        stored = await self._core.store.create(caller.tenant_id, t.name, t.subject, t.html_body, t.text_body)
+        stored = await self._core.store.create(
+            caller.tenant_id, t.name, t.subject, t.html_body, t.text_body, _schema_json(t)
+        )
         return template_service_pb2.CreateTemplateResponse(template=_to_proto(stored))
 
     async def GetTemplate(
@@ -162,7 +179,7 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
                     for p in unknown
                 ]
             )
-        changes = {p: getattr(t, p) for p in paths}
+        changes = {p: _schema_json(t) if p == "variables_schema" else getattr(t, p) for p in paths}
         violations = [
             (f"template.{p}", f"at most {MAX_PART_CHARS} characters")
             for p, v in changes.items()

@@ -23,6 +23,7 @@ class StoredTemplate:
     text_body: str
     create_time: datetime
     update_time: datetime
+    variables_schema: str = ""
 
 
 def _parse_uuid(value: str) -> uuid.UUID | None:
@@ -36,7 +37,9 @@ class TemplateStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def create(self, tenant_id: str, name: str, subject: str, html: str, text: str) -> StoredTemplate:
+    async def create(
+        self, tenant_id: str, name: str, subject: str, html: str, text: str, variables_schema: str = ""
+    ) -> StoredTemplate:
         template_id = uuid.uuid4()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
@@ -47,12 +50,13 @@ class TemplateStore:
                     name,
                 )
                 await conn.execute(
-                    "INSERT INTO template_versions (template_id, version, subject, html_body, text_body)"
-                    " VALUES ($1, 1, $2, $3, $4)",
+                    "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
+                    " variables_schema) VALUES ($1, 1, $2, $3, $4, $5)",
                     template_id,
                     subject,
                     html,
                     text,
+                    variables_schema,
                 )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a template named '{name}' already exists", field="template.name") from None
@@ -62,7 +66,7 @@ class TemplateStore:
         """By id or name, the pinned version or the latest; NOT_FOUND across tenants alike."""
         template_uuid = _parse_uuid(id_or_name)
         row = await self._pool.fetchrow(
-            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, t.create_time,"
+            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, t.create_time,"
             " v.create_time AS update_time FROM templates t JOIN template_versions v ON v.template_id = t.id"
             " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND (t.id = $2 OR ($2 IS NULL AND t.name = $3))"
             " AND v.version = CASE WHEN $4 > 0 THEN $4 ELSE t.latest_version END",
@@ -82,11 +86,12 @@ class TemplateStore:
             text_body=row["text_body"],
             create_time=row["create_time"],
             update_time=row["update_time"],
+            variables_schema=row["variables_schema"],
         )
 
 
 _SELECT_LATEST = (
-    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, t.create_time,"
+    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, t.create_time,"
     " v.create_time AS update_time FROM templates t"
     " JOIN template_versions v ON v.template_id = t.id AND v.version = t.latest_version"
 )
@@ -102,6 +107,7 @@ def _row_to_template(row: asyncpg.Record) -> StoredTemplate:
         text_body=row["text_body"],
         create_time=row["create_time"],
         update_time=row["update_time"],
+        variables_schema=row["variables_schema"],
     )
 
 
@@ -130,15 +136,17 @@ class TemplateVersions:
                 "subject": changes.get("subject", current.subject),
                 "html_body": changes.get("html_body", current.html_body),
                 "text_body": changes.get("text_body", current.text_body),
+                "variables_schema": changes.get("variables_schema", current.variables_schema),
             }
             await conn.execute(
-                "INSERT INTO template_versions (template_id, version, subject, html_body, text_body)"
-                " VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
+                " variables_schema) VALUES ($1, $2, $3, $4, $5, $6)",
                 row["id"],
                 version,
                 parts["subject"],
                 parts["html_body"],
                 parts["text_body"],
+                parts["variables_schema"],
             )
             await conn.execute("UPDATE templates SET latest_version = $2 WHERE id = $1", row["id"], version)
         return await TemplateStore(self._pool).get(tenant_id, current.id, version)

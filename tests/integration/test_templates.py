@@ -328,3 +328,40 @@ async def test_html_only_template_arrives_inlined_with_a_generated_text_part(edg
     assert '<p style="color: #c00;">Hi Ann' in parsed.get_body(("html",)).get_content()
     text = parsed.get_body(("plain",)).get_content().replace("\r\n", "\n")
     assert text.strip() == "Hi Ann, reset your password [https://example.com/reset?u=7]"
+
+
+async def test_variables_schema_refuses_bad_sends_naming_the_variable(edge, tenant) -> None:
+    schema = struct_pb2.Struct()
+    schema.update(
+        {
+            "type": "object",
+            "required": ["name", "count"],
+            "properties": {"name": {"type": "string"}, "count": {"type": "integer", "minimum": 1}},
+        }
+    )
+    created = await _create(edge, tenant, variables_schema=schema)
+    assert created.variables_schema == schema
+    stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    for variables, field in (
+        (_vars(count=2), "template.variables.name"),
+        (_vars(name="Ann", count=0), "template.variables.count"),
+        (_vars(name="Ann", count="many"), "template.variables.count"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SendEmail(
+                mail(subject="", text_body="", template={"id": created.id, "variables": variables}),
+                metadata=tenant.metadata,
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert bad_request_fields(caught.value) == [field]
+    ok = await stub.SendEmail(
+        mail(subject="", text_body="", template={"id": created.id, "variables": _vars(name="Ann", count=2)}),
+        metadata=tenant.metadata,
+    )
+    assert ok.message_id
+
+    bad_schema = struct_pb2.Struct()
+    bad_schema.update({"type": "no-such-type"})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _create(edge, tenant, variables_schema=bad_schema)
+    assert bad_request_fields(caught.value) == ["template.variables_schema"]
