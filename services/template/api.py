@@ -49,6 +49,7 @@ def _to_proto(t: StoredTemplate) -> template_pb2.Template:
         subject=t.subject,
         html_body=t.html_body,
         text_body=t.text_body,
+        draft=t.draft,
     )
     out.create_time.FromDatetime(t.create_time)
     out.update_time.FromDatetime(t.update_time)
@@ -80,9 +81,15 @@ class TemplateCore:
         self.schemas = SchemaCache()
 
     async def render(
-        self, tenant_id: str, id_or_name: str, version: int, variables: dict[str, Any]
+        self,
+        tenant_id: str,
+        id_or_name: str,
+        version: int,
+        variables: dict[str, Any],
+        *,
+        include_drafts: bool,
     ) -> tuple[StoredTemplate, Parts]:
-        stored = await self.store.get(tenant_id, id_or_name, version)
+        stored = await self.store.get(tenant_id, id_or_name, version, include_drafts=include_drafts)
         self.schemas.validate((stored.id, stored.version), stored.variables_schema, variables)
         parts = Parts(stored.subject, stored.html_body, stored.text_body)
         return stored, self.renderer.render((stored.id, stored.version), parts, variables)
@@ -113,7 +120,7 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
             raise InvalidArgument(violations)
         check_syntax(Parts(t.subject, t.html_body, t.text_body))
         stored = await self._core.store.create(
-            caller.tenant_id, t.name, t.subject, t.html_body, t.text_body, _schema_json(t)
+            caller.tenant_id, t.name, t.subject, t.html_body, t.text_body, _schema_json(t), draft=t.draft
         )
         return template_service_pb2.CreateTemplateResponse(template=_to_proto(stored))
 
@@ -124,7 +131,9 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         caller.require("templates:read")
         if not request.template:
             raise InvalidArgument([("template", "a template id or name is required")])
-        stored = await self._core.store.get(caller.tenant_id, request.template, request.version)
+        stored = await self._core.store.get(
+            caller.tenant_id, request.template, request.version, include_drafts=True
+        )
         return template_service_pb2.GetTemplateResponse(template=_to_proto(stored))
 
     async def RenderTemplate(
@@ -134,8 +143,13 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         caller.require("templates:read")
         if not request.template:
             raise InvalidArgument([("template", "a template id or name is required")])
+        # A preview: drafts included, so authors can check a version before publishing it.
         stored, parts = await self._core.render(
-            caller.tenant_id, request.template, request.version, _variables(request.variables)
+            caller.tenant_id,
+            request.template,
+            request.version,
+            _variables(request.variables),
+            include_drafts=True,
         )
         return template_service_pb2.RenderTemplateResponse(
             subject=parts.subject,
@@ -189,7 +203,7 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
             violations.append(("template.subject", "a subject template is required"))
         if violations:
             raise InvalidArgument(violations)
-        current = await self._core.store.get(caller.tenant_id, ref, 0)
+        current = await self._core.store.get(caller.tenant_id, ref, 0, include_drafts=True)
         merged = Parts(
             changes.get("subject", current.subject),
             changes.get("html_body", current.html_body),
@@ -200,7 +214,7 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
                 [("template.html_body", "at least one of html_body and text_body is required")]
             )
         check_syntax(merged)
-        stored = await self._core.versions.add_version(caller.tenant_id, current.id, changes)
+        stored = await self._core.versions.add_version(caller.tenant_id, current.id, changes, draft=t.draft)
         return template_service_pb2.UpdateTemplateResponse(template=_to_proto(stored))
 
     async def DeleteTemplate(
@@ -226,6 +240,8 @@ class RenderApi(render_service_pb2_grpc.RenderServiceServicer):
             request.template_id or request.template_name,
             request.version,
             _variables(request.variables),
+            # The send path: drafts never go out.
+            include_drafts=False,
         )
         return render_service_pb2.RenderMessageResponse(
             subject=parts.subject,

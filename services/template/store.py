@@ -24,6 +24,7 @@ class StoredTemplate:
     create_time: datetime
     update_time: datetime
     variables_schema: str = ""
+    draft: bool = False
 
 
 def _parse_uuid(value: str) -> uuid.UUID | None:
@@ -38,45 +39,67 @@ class TemplateStore:
         self._pool = pool
 
     async def create(
-        self, tenant_id: str, name: str, subject: str, html: str, text: str, variables_schema: str = ""
+        self,
+        tenant_id: str,
+        name: str,
+        subject: str,
+        html: str,
+        text: str,
+        variables_schema: str = "",
+        *,
+        draft: bool = False,
     ) -> StoredTemplate:
         template_id = uuid.uuid4()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(
-                    "INSERT INTO templates (id, tenant_id, name) VALUES ($1, $2, $3)",
+                    "INSERT INTO templates (id, tenant_id, name, latest_version, head_version)"
+                    " VALUES ($1, $2, $3, $4, 1)",
                     template_id,
                     uuid.UUID(tenant_id),
                     name,
+                    0 if draft else 1,
                 )
                 await conn.execute(
                     "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
-                    " variables_schema) VALUES ($1, 1, $2, $3, $4, $5)",
+                    " variables_schema, draft) VALUES ($1, 1, $2, $3, $4, $5, $6)",
                     template_id,
                     subject,
                     html,
                     text,
                     variables_schema,
+                    draft,
                 )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a template named '{name}' already exists", field="template.name") from None
-        return await self.get(tenant_id, str(template_id), 0)
+        return await self.get(tenant_id, str(template_id), 0, include_drafts=True)
 
-    async def get(self, tenant_id: str, id_or_name: str, version: int) -> StoredTemplate:
-        """By id or name, the pinned version or the latest; NOT_FOUND across tenants alike."""
+    async def get(
+        self, tenant_id: str, id_or_name: str, version: int, *, include_drafts: bool = False
+    ) -> StoredTemplate:
+        """By id or name, the pinned version or the latest; NOT_FOUND across tenants alike.
+
+        Without `include_drafts` (the send path) drafts are invisible: version 0 means the newest
+        published version and a pinned draft is not found. With it (previews), version 0 is the
+        newest version of any kind.
+        """
         template_uuid = _parse_uuid(id_or_name)
         row = await self._pool.fetchrow(
-            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, t.create_time,"
-            " v.create_time AS update_time FROM templates t JOIN template_versions v ON v.template_id = t.id"
+            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft,"
+            " t.create_time, v.create_time AS update_time FROM templates t"
+            " JOIN template_versions v ON v.template_id = t.id"
             " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND (t.id = $2 OR ($2 IS NULL AND t.name = $3))"
-            " AND v.version = CASE WHEN $4 > 0 THEN $4 ELSE t.latest_version END",
+            " AND v.version = CASE WHEN $4 > 0 THEN $4 WHEN $5 THEN t.head_version ELSE t.latest_version END"
+            " AND ($5 OR NOT v.draft)",
             uuid.UUID(tenant_id),
             template_uuid,
             id_or_name,
             version,
+            include_drafts,
         )
         if row is None:
-            raise NotFound(f"template '{id_or_name}' not found")
+            what = f"version {version} of template" if version else "a published version of template"
+            raise NotFound(f"{what} '{id_or_name}' not found")
         return StoredTemplate(
             id=str(row["id"]),
             name=row["name"],
@@ -87,13 +110,14 @@ class TemplateStore:
             create_time=row["create_time"],
             update_time=row["update_time"],
             variables_schema=row["variables_schema"],
+            draft=row["draft"],
         )
 
 
 _SELECT_LATEST = (
-    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, t.create_time,"
-    " v.create_time AS update_time FROM templates t"
-    " JOIN template_versions v ON v.template_id = t.id AND v.version = t.latest_version"
+    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft,"
+    " t.create_time, v.create_time AS update_time FROM templates t"
+    " JOIN template_versions v ON v.template_id = t.id AND v.version = t.head_version"
 )
 
 
@@ -108,6 +132,7 @@ def _row_to_template(row: asyncpg.Record) -> StoredTemplate:
         create_time=row["create_time"],
         update_time=row["update_time"],
         variables_schema=row["variables_schema"],
+        draft=row["draft"],
     )
 
 
@@ -117,7 +142,9 @@ class TemplateVersions:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def add_version(self, tenant_id: str, id_or_name: str, changes: dict[str, str]) -> StoredTemplate:
+    async def add_version(
+        self, tenant_id: str, id_or_name: str, changes: dict[str, str], *, draft: bool = False
+    ) -> StoredTemplate:
         template_uuid = _parse_uuid(id_or_name)
         async with self._pool.acquire() as conn, conn.transaction():
             # FOR UPDATE serialises concurrent updates so version numbers never collide.
@@ -140,16 +167,24 @@ class TemplateVersions:
             }
             await conn.execute(
                 "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
-                " variables_schema) VALUES ($1, $2, $3, $4, $5, $6)",
+                " variables_schema, draft) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 row["id"],
                 version,
                 parts["subject"],
                 parts["html_body"],
                 parts["text_body"],
                 parts["variables_schema"],
+                draft,
             )
-            await conn.execute("UPDATE templates SET latest_version = $2 WHERE id = $1", row["id"], version)
-        return await TemplateStore(self._pool).get(tenant_id, current.id, version)
+            # A draft moves only the head; publishing moves what sends use too.
+            await conn.execute(
+                "UPDATE templates SET head_version = $2,"
+                " latest_version = CASE WHEN $3 THEN latest_version ELSE $2 END WHERE id = $1",
+                row["id"],
+                version,
+                draft,
+            )
+        return await TemplateStore(self._pool).get(tenant_id, current.id, version, include_drafts=True)
 
     async def list(
         self, tenant_id: str, *, name_prefix: str, after_name: str, limit: int

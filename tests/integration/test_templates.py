@@ -365,3 +365,70 @@ async def test_variables_schema_refuses_bad_sends_naming_the_variable(edge, tena
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _create(edge, tenant, variables_schema=bad_schema)
     assert bad_request_fields(caught.value) == ["template.variables_schema"]
+
+
+async def test_drafts_preview_without_affecting_sends_until_published(edge, tenant, smtp_sink) -> None:
+    from google.protobuf import field_mask_pb2
+
+    created = await _create(edge, tenant)
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    mail_stub = mail_service_pb2_grpc.MailServiceStub(edge)
+
+    def update(subject: str, *, draft: bool) -> template_service_pb2.UpdateTemplateRequest:
+        return template_service_pb2.UpdateTemplateRequest(
+            template={"id": created.id, "subject": subject, "draft": draft},
+            update_mask=field_mask_pb2.FieldMask(paths=["subject"]),
+        )
+
+    async def send_subject(**ref: object) -> str:
+        rcpt = unique()
+        await mail_stub.SendEmail(
+            mail(
+                to=[{"address": rcpt}],
+                subject="",
+                text_body="",
+                template={"id": created.id, "variables": _vars(name="Ann", count=1), **ref},
+            ),
+            metadata=tenant.metadata,
+        )
+        (received,) = await wait_for_mail(smtp_sink, rcpt)
+        return str(received.header("Subject"))
+
+    draft = (
+        await stub.UpdateTemplate(update("Draft for {{ name }}", draft=True), metadata=tenant.metadata)
+    ).template
+    assert (draft.version, draft.draft) == (2, True)
+    preview = await stub.RenderTemplate(
+        template_service_pb2.RenderTemplateRequest(template=created.id, variables=_vars(name="Ann", count=1)),
+        metadata=tenant.metadata,
+    )
+    assert (preview.subject, preview.version) == ("Draft for Ann", 2)
+    assert await send_subject() == "Welcome, Ann"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mail_stub.SendEmail(
+            mail(
+                subject="",
+                text_body="",
+                template={"id": created.id, "version": 2, "variables": _vars(name="A", count=1)},
+            ),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+    published = (
+        await stub.UpdateTemplate(update("Final for {{ name }}", draft=False), metadata=tenant.metadata)
+    ).template
+    assert (published.version, published.draft) == (3, False)
+    assert await send_subject() == "Final for Ann"
+
+    only_draft = await _create(edge, tenant, draft=True)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mail_stub.SendEmail(
+            mail(
+                subject="",
+                text_body="",
+                template={"id": only_draft.id, "variables": _vars(name="A", count=1)},
+            ),
+            metadata=tenant.metadata,
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
