@@ -68,6 +68,7 @@ class Router:
                         template_name=ref.name,
                         version=ref.version,
                         variables=ref.variables,
+                        locale=ref.locale,
                     ),
                     timeout=10,
                     wait_for_ready=True,

@@ -187,6 +187,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
                     template_name=ref.name,
                     version=ref.version,
                     variables=ref.variables,
+                    locale=ref.locale,
                 ),
                 timeout=10,
                 wait_for_ready=True,

@@ -15,6 +15,7 @@ from google.protobuf import struct_pb2
 from postwire.v1 import mail_service_pb2, message_pb2
 
 from libs.errors import InvalidArgument
+from libs.locales import locale_problem
 from libs.mail.addresses import AddressError, has_unsafe_chars, normalize_address
 from libs.mail.headers import header_name_problem
 
@@ -162,6 +163,8 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
             v.append(("template.id", "template id or name is required"))
         if ref.version < 0:
             v.append(("template.version", "must be 0 (latest) or a positive version"))
+        if ref.locale and locale_problem(ref.locale):
+            v.append(("template.locale", str(locale_problem(ref.locale))))
         if ref.HasField("variables"):
             size = ref.variables.ByteSize()
             if size > LIMITS.max_variables_bytes:

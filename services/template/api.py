@@ -14,6 +14,7 @@ from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2
 
 from libs.errors import InvalidArgument
 from libs.grpcx.auth import KeyResolver
+from libs.locales import closest_locale, locale_problem
 from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
 from services.template.store import StoredTemplate, TemplateStore, TemplateVersions
 from services.template.variables_schema import SchemaCache, check_schema
@@ -22,7 +23,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_PART_CHARS = 512 * 1024
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-_WRITABLE = ("subject", "html_body", "text_body", "variables_schema")
+_WRITABLE = ("subject", "html_body", "text_body", "variables_schema", "locales")
+MAX_LOCALES = 50
 
 
 def _encode_page_token(last_name: str) -> str:
@@ -55,7 +57,40 @@ def _to_proto(t: StoredTemplate) -> template_pb2.Template:
     out.update_time.FromDatetime(t.update_time)
     if t.variables_schema:
         json_format.Parse(t.variables_schema, out.variables_schema)
+    for tag, parts in json.loads(t.locales).items():
+        out.locales[tag].CopyFrom(template_pb2.LocalizedContent(**parts))
     return out
+
+
+def _locales_json(t: template_pb2.Template) -> str:
+    """Locale variants as JSON text, each checked like the default parts."""
+    if len(t.locales) > MAX_LOCALES:
+        raise InvalidArgument([("template.locales", f"at most {MAX_LOCALES} locale variants")])
+    variants: dict[str, dict[str, str]] = {}
+    violations: list[tuple[str, str]] = []
+    for tag, content in t.locales.items():
+        field = f'template.locales["{tag}"]'
+        problem = locale_problem(tag)
+        if problem:
+            violations.append((field, problem))
+            continue
+        if not content.subject:
+            violations.append((f"{field}.subject", "a subject template is required"))
+        if not content.html_body and not content.text_body:
+            violations.append((f"{field}.html_body", "at least one of html_body and text_body is required"))
+        for part in ("subject", "html_body", "text_body"):
+            if len(getattr(content, part)) > MAX_PART_CHARS:
+                violations.append((f"{field}.{part}", f"at most {MAX_PART_CHARS} characters"))
+        variants[tag] = {
+            "subject": content.subject,
+            "html_body": content.html_body,
+            "text_body": content.text_body,
+        }
+    if violations:
+        raise InvalidArgument(violations)
+    for tag, parts in variants.items():
+        check_syntax(Parts(**parts), field_prefix=f'template.locales["{tag}"]')
+    return json.dumps(variants, sort_keys=True)
 
 
 def _schema_json(t: template_pb2.Template) -> str:
@@ -88,11 +123,16 @@ class TemplateCore:
         variables: dict[str, Any],
         *,
         include_drafts: bool,
-    ) -> tuple[StoredTemplate, Parts]:
+        locale: str = "",
+    ) -> tuple[StoredTemplate, Parts, str]:
+        """Render the closest locale variant; returns the template, the parts and the variant used."""
         stored = await self.store.get(tenant_id, id_or_name, version, include_drafts=include_drafts)
         self.schemas.validate((stored.id, stored.version), stored.variables_schema, variables)
-        parts = Parts(stored.subject, stored.html_body, stored.text_body)
-        return stored, self.renderer.render((stored.id, stored.version), parts, variables)
+        variants = json.loads(stored.locales)
+        tag = closest_locale(variants, locale)
+        parts = Parts(**variants[tag]) if tag else Parts(stored.subject, stored.html_body, stored.text_body)
+        rendered = self.renderer.render((f"{stored.id}:{tag}", stored.version), parts, variables)
+        return stored, rendered, tag
 
 
 class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
@@ -120,7 +160,14 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
             raise InvalidArgument(violations)
         check_syntax(Parts(t.subject, t.html_body, t.text_body))
         stored = await self._core.store.create(
-            caller.tenant_id, t.name, t.subject, t.html_body, t.text_body, _schema_json(t), draft=t.draft
+            caller.tenant_id,
+            t.name,
+            t.subject,
+            t.html_body,
+            t.text_body,
+            _schema_json(t),
+            draft=t.draft,
+            locales=_locales_json(t),
         )
         return template_service_pb2.CreateTemplateResponse(template=_to_proto(stored))
 
@@ -144,18 +191,22 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         if not request.template:
             raise InvalidArgument([("template", "a template id or name is required")])
         # A preview: drafts included, so authors can check a version before publishing it.
-        stored, parts = await self._core.render(
+        if request.locale and locale_problem(request.locale):
+            raise InvalidArgument([("locale", str(locale_problem(request.locale)))])
+        stored, parts, tag = await self._core.render(
             caller.tenant_id,
             request.template,
             request.version,
             _variables(request.variables),
             include_drafts=True,
+            locale=request.locale,
         )
         return template_service_pb2.RenderTemplateResponse(
             subject=parts.subject,
             html_body=parts.html_body,
             text_body=parts.text_body,
             version=stored.version,
+            locale=tag,
         )
 
     async def ListTemplates(
@@ -193,11 +244,12 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
                     for p in unknown
                 ]
             )
-        changes = {p: _schema_json(t) if p == "variables_schema" else getattr(t, p) for p in paths}
+        special = {"variables_schema": _schema_json, "locales": _locales_json}
+        changes = {p: special[p](t) if p in special else getattr(t, p) for p in paths}
         violations = [
             (f"template.{p}", f"at most {MAX_PART_CHARS} characters")
             for p, v in changes.items()
-            if len(v) > MAX_PART_CHARS
+            if p in ("subject", "html_body", "text_body") and len(v) > MAX_PART_CHARS
         ]
         if "subject" in changes and not changes["subject"]:
             violations.append(("template.subject", "a subject template is required"))
@@ -235,18 +287,20 @@ class RenderApi(render_service_pb2_grpc.RenderServiceServicer):
     async def RenderMessage(
         self, request: render_service_pb2.RenderMessageRequest, context: grpc.aio.ServicerContext
     ) -> render_service_pb2.RenderMessageResponse:
-        stored, parts = await self._core.render(
+        stored, parts, tag = await self._core.render(
             request.tenant_id,
             request.template_id or request.template_name,
             request.version,
             _variables(request.variables),
             # The send path: drafts never go out.
             include_drafts=False,
+            locale=request.locale,
         )
         return render_service_pb2.RenderMessageResponse(
             subject=parts.subject,
             html_body=parts.html_body,
             text_body=parts.text_body,
             version=stored.version,
+            locale=tag,
             template_id=stored.id,
         )

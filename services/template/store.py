@@ -25,6 +25,7 @@ class StoredTemplate:
     update_time: datetime
     variables_schema: str = ""
     draft: bool = False
+    locales: str = "{}"
 
 
 def _parse_uuid(value: str) -> uuid.UUID | None:
@@ -48,6 +49,7 @@ class TemplateStore:
         variables_schema: str = "",
         *,
         draft: bool = False,
+        locales: str = "{}",
     ) -> StoredTemplate:
         template_id = uuid.uuid4()
         try:
@@ -62,13 +64,14 @@ class TemplateStore:
                 )
                 await conn.execute(
                     "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
-                    " variables_schema, draft) VALUES ($1, 1, $2, $3, $4, $5, $6)",
+                    " variables_schema, draft, locales) VALUES ($1, 1, $2, $3, $4, $5, $6, $7)",
                     template_id,
                     subject,
                     html,
                     text,
                     variables_schema,
                     draft,
+                    locales,
                 )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a template named '{name}' already exists", field="template.name") from None
@@ -85,7 +88,7 @@ class TemplateStore:
         """
         template_uuid = _parse_uuid(id_or_name)
         row = await self._pool.fetchrow(
-            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft,"
+            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales,"
             " t.create_time, v.create_time AS update_time FROM templates t"
             " JOIN template_versions v ON v.template_id = t.id"
             " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND (t.id = $2 OR ($2 IS NULL AND t.name = $3))"
@@ -111,11 +114,12 @@ class TemplateStore:
             update_time=row["update_time"],
             variables_schema=row["variables_schema"],
             draft=row["draft"],
+            locales=row["locales"],
         )
 
 
 _SELECT_LATEST = (
-    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft,"
+    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales,"
     " t.create_time, v.create_time AS update_time FROM templates t"
     " JOIN template_versions v ON v.template_id = t.id AND v.version = t.head_version"
 )
@@ -133,6 +137,7 @@ def _row_to_template(row: asyncpg.Record) -> StoredTemplate:
         update_time=row["update_time"],
         variables_schema=row["variables_schema"],
         draft=row["draft"],
+        locales=row["locales"],
     )
 
 
@@ -164,10 +169,11 @@ class TemplateVersions:
                 "html_body": changes.get("html_body", current.html_body),
                 "text_body": changes.get("text_body", current.text_body),
                 "variables_schema": changes.get("variables_schema", current.variables_schema),
+                "locales": changes.get("locales", current.locales),
             }
             await conn.execute(
                 "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
-                " variables_schema, draft) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                " variables_schema, draft, locales) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 row["id"],
                 version,
                 parts["subject"],
@@ -175,6 +181,7 @@ class TemplateVersions:
                 parts["text_body"],
                 parts["variables_schema"],
                 draft,
+                parts["locales"],
             )
             # A draft moves only the head; publishing moves what sends use too.
             await conn.execute(

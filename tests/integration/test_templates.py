@@ -432,3 +432,54 @@ async def test_drafts_preview_without_affecting_sends_until_published(edge, tena
             metadata=tenant.metadata,
         )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_locale_variants_fall_back_from_region_to_language_to_default(edge, tenant, smtp_sink) -> None:
+    created = await _create(
+        edge,
+        tenant,
+        locales={
+            "fr": {"subject": "Bienvenue, {{ name }}", "text_body": "Salut {{ name }}"},
+            "fr-CA": {"subject": "Bienvenue au Canada, {{ name }}", "text_body": "Allô {{ name }}"},
+        },
+    )
+    assert set(created.locales) == {"fr", "fr-CA"}
+    mail_stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    for locale, subject in (
+        ("fr-CA", "Bienvenue au Canada, Ann"),
+        ("fr-BE", "Bienvenue, Ann"),
+        ("de", "Welcome, Ann"),
+    ):
+        rcpt = unique()
+        await mail_stub.SendEmail(
+            mail(
+                to=[{"address": rcpt}],
+                subject="",
+                text_body="",
+                template={"id": created.id, "locale": locale, "variables": _vars(name="Ann", count=1)},
+            ),
+            metadata=tenant.metadata,
+        )
+        (received,) = await wait_for_mail(smtp_sink, rcpt)
+        assert received.header("Subject") == subject
+
+    preview = await template_service_pb2_grpc.TemplateServiceStub(edge).RenderTemplate(
+        template_service_pb2.RenderTemplateRequest(
+            template=created.name, locale="FR", variables=_vars(name="Bo", count=1)
+        ),
+        metadata=tenant.metadata,
+    )
+    assert (preview.subject, preview.text_body, preview.locale) == ("Bienvenue, Bo", "Salut Bo", "fr")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _create(edge, tenant, locales={"fr_CA": {"subject": "x", "text_body": "y"}})
+    assert bad_request_fields(caught.value) == ['template.locales["fr_CA"]']
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _create(edge, tenant, locales={"fr": {"subject": "x", "text_body": "{% if %}"}})
+    assert bad_request_fields(caught.value) == ['template.locales["fr"].text_body']
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mail_stub.SendEmail(
+            mail(subject="", text_body="", template={"id": created.id, "locale": "fr CA"}),
+            metadata=tenant.metadata,
+        )
+    assert bad_request_fields(caught.value) == ["template.locale"]
