@@ -23,7 +23,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_PART_CHARS = 512 * 1024
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-_WRITABLE = ("subject", "html_body", "text_body", "variables_schema", "locales")
+_WRITABLE = ("subject", "html_body", "text_body", "mjml_body", "variables_schema", "locales")
 MAX_LOCALES = 50
 
 
@@ -52,6 +52,7 @@ def _to_proto(t: StoredTemplate) -> template_pb2.Template:
         html_body=t.html_body,
         text_body=t.text_body,
         draft=t.draft,
+        mjml_body=t.mjml_body,
     )
     out.create_time.FromDatetime(t.create_time)
     out.update_time.FromDatetime(t.update_time)
@@ -60,6 +61,17 @@ def _to_proto(t: StoredTemplate) -> template_pb2.Template:
     for tag, parts in json.loads(t.locales).items():
         out.locales[tag].CopyFrom(template_pb2.LocalizedContent(**parts))
     return out
+
+
+def _check_parts_syntax(subject: str, html: str, text: str, mjml: str) -> None:
+    check_syntax(Parts(subject, html, text))
+    if mjml:
+        try:
+            check_syntax(Parts("", mjml, ""))
+        except InvalidArgument as exc:
+            raise InvalidArgument(
+                [(f.replace("template.html_body", "template.mjml_body"), d) for f, d in exc.violations]
+            ) from None
 
 
 def _locales_json(t: template_pb2.Template) -> str:
@@ -130,8 +142,10 @@ class TemplateCore:
         self.schemas.validate((stored.id, stored.version), stored.variables_schema, variables)
         variants = json.loads(stored.locales)
         tag = closest_locale(variants, locale)
-        parts = Parts(**variants[tag]) if tag else Parts(stored.subject, stored.html_body, stored.text_body)
-        rendered = self.renderer.render((f"{stored.id}:{tag}", stored.version), parts, variables)
+        mjml = bool(stored.mjml_body) and not tag
+        html_source = stored.mjml_body or stored.html_body
+        parts = Parts(**variants[tag]) if tag else Parts(stored.subject, html_source, stored.text_body)
+        rendered = self.renderer.render((f"{stored.id}:{tag}", stored.version), parts, variables, mjml=mjml)
         return stored, rendered, tag
 
 
@@ -151,14 +165,16 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
             violations.append(("template.name", "1-128 characters: letters, digits, '-', '_' and '.'"))
         if not t.subject:
             violations.append(("template.subject", "a subject template is required"))
-        if not t.html_body and not t.text_body:
+        if t.html_body and t.mjml_body:
+            violations.append(("template.mjml_body", "give html_body or mjml_body, not both"))
+        if not t.html_body and not t.text_body and not t.mjml_body:
             violations.append(("template.html_body", "at least one of html_body and text_body is required"))
         for part in ("subject", "html_body", "text_body"):
             if len(getattr(t, part)) > MAX_PART_CHARS:
                 violations.append((f"template.{part}", f"at most {MAX_PART_CHARS} characters"))
         if violations:
             raise InvalidArgument(violations)
-        check_syntax(Parts(t.subject, t.html_body, t.text_body))
+        _check_parts_syntax(t.subject, t.html_body, t.text_body, t.mjml_body)
         stored = await self._core.store.create(
             caller.tenant_id,
             t.name,
@@ -168,6 +184,7 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
             _schema_json(t),
             draft=t.draft,
             locales=_locales_json(t),
+            mjml_body=t.mjml_body,
         )
         return template_service_pb2.CreateTemplateResponse(template=_to_proto(stored))
 
@@ -249,23 +266,23 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         violations = [
             (f"template.{p}", f"at most {MAX_PART_CHARS} characters")
             for p, v in changes.items()
-            if p in ("subject", "html_body", "text_body") and len(v) > MAX_PART_CHARS
+            if p in ("subject", "html_body", "text_body", "mjml_body") and len(v) > MAX_PART_CHARS
         ]
         if "subject" in changes and not changes["subject"]:
             violations.append(("template.subject", "a subject template is required"))
         if violations:
             raise InvalidArgument(violations)
         current = await self._core.store.get(caller.tenant_id, ref, 0, include_drafts=True)
-        merged = Parts(
-            changes.get("subject", current.subject),
-            changes.get("html_body", current.html_body),
-            changes.get("text_body", current.text_body),
-        )
-        if not merged.html_body and not merged.text_body:
+        merged = {
+            p: changes.get(p, getattr(current, p)) for p in ("subject", "html_body", "text_body", "mjml_body")
+        }
+        if merged["html_body"] and merged["mjml_body"]:
+            raise InvalidArgument([("template.mjml_body", "give html_body or mjml_body, not both")])
+        if not merged["html_body"] and not merged["text_body"] and not merged["mjml_body"]:
             raise InvalidArgument(
-                [("template.html_body", "at least one of html_body and text_body is required")]
+                [("template.html_body", "at least one of html_body, mjml_body and text_body is required")]
             )
-        check_syntax(merged)
+        _check_parts_syntax(merged["subject"], merged["html_body"], merged["text_body"], merged["mjml_body"])
         stored = await self._core.versions.add_version(caller.tenant_id, current.id, changes, draft=t.draft)
         return template_service_pb2.UpdateTemplateResponse(template=_to_proto(stored))
 

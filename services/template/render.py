@@ -15,6 +15,7 @@ import css_inline
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from mjml import mjml2html
 
 from libs.errors import InvalidArgument
 from libs.mail.addresses import has_unsafe_chars
@@ -120,7 +121,10 @@ class Renderer:
             self._cache.popitem(last=False)
         return compiled
 
-    def render(self, key: tuple[str, int], parts: Parts, variables: Mapping[str, Any]) -> Parts:
+    def render(
+        self, key: tuple[str, int], parts: Parts, variables: Mapping[str, Any], *, mjml: bool = False
+    ) -> Parts:
+        """Render all parts; with `mjml`, html_body is MJML, compiled after Jinja has run."""
         subject_t, html_t, text_t = self._compiled(key, parts)
         subject = _render(subject_t, variables, "subject").strip()
         problem = has_unsafe_chars(subject)
@@ -130,6 +134,11 @@ class Renderer:
             raise InvalidArgument([("subject", f"rendered subject is longer than {MAX_SUBJECT_CHARS}")])
         html = _render(html_t, variables, "html_body") if parts.html_body else ""
         text = _render(text_t, variables, "text_body") if parts.text_body else ""
+        if html and mjml:
+            try:
+                html = mjml2html(html)
+            except Exception as exc:  # the compiler's error types are not part of its API
+                raise InvalidArgument([("mjml_body", f"not valid MJML: {type(exc).__name__}")]) from None
         if html:
             # Many clients drop <style>; inline it, keeping the tags for @media rules. Without a
             # <style> there is nothing to inline, and the part is left byte for byte as rendered.

@@ -26,6 +26,7 @@ class StoredTemplate:
     variables_schema: str = ""
     draft: bool = False
     locales: str = "{}"
+    mjml_body: str = ""
 
 
 def _parse_uuid(value: str) -> uuid.UUID | None:
@@ -50,6 +51,7 @@ class TemplateStore:
         *,
         draft: bool = False,
         locales: str = "{}",
+        mjml_body: str = "",
     ) -> StoredTemplate:
         template_id = uuid.uuid4()
         try:
@@ -64,7 +66,7 @@ class TemplateStore:
                 )
                 await conn.execute(
                     "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
-                    " variables_schema, draft, locales) VALUES ($1, 1, $2, $3, $4, $5, $6, $7)",
+                    " variables_schema, draft, locales, mjml_body) VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8)",
                     template_id,
                     subject,
                     html,
@@ -72,6 +74,7 @@ class TemplateStore:
                     variables_schema,
                     draft,
                     locales,
+                    mjml_body,
                 )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a template named '{name}' already exists", field="template.name") from None
@@ -88,7 +91,7 @@ class TemplateStore:
         """
         template_uuid = _parse_uuid(id_or_name)
         row = await self._pool.fetchrow(
-            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales,"
+            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales, v.mjml_body,"
             " t.create_time, v.create_time AS update_time FROM templates t"
             " JOIN template_versions v ON v.template_id = t.id"
             " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND (t.id = $2 OR ($2 IS NULL AND t.name = $3))"
@@ -115,11 +118,12 @@ class TemplateStore:
             variables_schema=row["variables_schema"],
             draft=row["draft"],
             locales=row["locales"],
+            mjml_body=row["mjml_body"],
         )
 
 
 _SELECT_LATEST = (
-    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales,"
+    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales, v.mjml_body,"
     " t.create_time, v.create_time AS update_time FROM templates t"
     " JOIN template_versions v ON v.template_id = t.id AND v.version = t.head_version"
 )
@@ -138,6 +142,7 @@ def _row_to_template(row: asyncpg.Record) -> StoredTemplate:
         variables_schema=row["variables_schema"],
         draft=row["draft"],
         locales=row["locales"],
+        mjml_body=row["mjml_body"],
     )
 
 
@@ -170,10 +175,11 @@ class TemplateVersions:
                 "text_body": changes.get("text_body", current.text_body),
                 "variables_schema": changes.get("variables_schema", current.variables_schema),
                 "locales": changes.get("locales", current.locales),
+                "mjml_body": changes.get("mjml_body", current.mjml_body),
             }
             await conn.execute(
                 "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
-                " variables_schema, draft, locales) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                " variables_schema, draft, locales, mjml_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 row["id"],
                 version,
                 parts["subject"],
@@ -182,6 +188,7 @@ class TemplateVersions:
                 parts["variables_schema"],
                 draft,
                 parts["locales"],
+                parts["mjml_body"],
             )
             # A draft moves only the head; publishing moves what sends use too.
             await conn.execute(

@@ -483,3 +483,44 @@ async def test_locale_variants_fall_back_from_region_to_language_to_default(edge
             metadata=tenant.metadata,
         )
     assert bad_request_fields(caught.value) == ["template.locale"]
+
+
+async def test_mjml_template_is_compiled_to_responsive_html_after_jinja(edge, tenant, smtp_sink) -> None:
+    created = await _create(
+        edge,
+        tenant,
+        html_body="",
+        text_body="",
+        mjml_body=(
+            "<mjml><mj-body>{% for item in items %}<mj-section><mj-column>"
+            "<mj-text>{{ item }} for {{ name }}</mj-text></mj-column></mj-section>{% endfor %}"
+            "<mj-section><mj-column><mj-button href='https://example.com/go'>Go</mj-button>"
+            "</mj-column></mj-section></mj-body></mjml>"
+        ),
+    )
+    rcpt = unique()
+    variables = struct_pb2.Struct()
+    variables.update({"name": "<Ann>", "items": ["tea", "cake"], "count": 1})
+    await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
+        mail(
+            to=[{"address": rcpt}],
+            subject="",
+            text_body="",
+            template={"id": created.id, "variables": variables},
+        ),
+        metadata=tenant.metadata,
+    )
+    (received,) = await wait_for_mail(smtp_sink, rcpt)
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    html = parsed.get_body(("html",)).get_content()
+    assert "<mj-" not in html and "@media" in html
+    assert "tea for &lt;Ann&gt;" in html and "cake for &lt;Ann&gt;" in html
+    text = parsed.get_body(("plain",)).get_content()
+    assert "tea for <Ann>" in text and "Go [https://example.com/go]" in text
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _create(edge, tenant, mjml_body="<mjml></mjml>")
+    assert bad_request_fields(caught.value) == ["template.mjml_body"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _create(edge, tenant, html_body="", mjml_body="<mjml>{% if %}</mjml>")
+    assert bad_request_fields(caught.value) == ["template.mjml_body"]

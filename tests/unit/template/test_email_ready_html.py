@@ -41,3 +41,18 @@ def test_remote_stylesheets_are_not_fetched() -> None:
 def test_html_to_text_drops_scripts_and_keeps_entities_decoded() -> None:
     assert html_to_text("<p>a &amp; b</p><script>x()</script><style>p{}</style>") == "a & b\n"
     assert html_to_text('<a href="javascript:alert(1)">click</a>') == "click\n"
+
+
+def test_mjml_is_compiled_after_rendering_and_broken_mjml_names_the_field() -> None:
+    from libs.errors import InvalidArgument
+
+    source = "<mjml><mj-body><mj-section><mj-column><mj-text>Hi {{ name }}</mj-text></mj-column></mj-section></mj-body></mjml>"
+    out = Renderer().render(("m", 1), Parts("s", source, ""), {"name": "<b>"}, mjml=True)
+    assert "<mj-" not in out.html_body and "Hi &lt;b&gt;" in out.html_body
+    assert out.text_body.strip() == "Hi <b>"
+    try:
+        Renderer().render(("m", 2), Parts("s", "<mjml><mj-body><mj-text>x</mj-body>", ""), {}, mjml=True)
+    except InvalidArgument as exc:
+        assert [f for f, _ in exc.violations] == ["mjml_body"]
+    else:
+        raise AssertionError("broken MJML was accepted")
