@@ -73,7 +73,8 @@ def check_syntax(parts: Parts, *, field_prefix: str = "template") -> None:
     for part in ("subject", "html_body", "text_body"):
         source = getattr(parts, part)
         try:
-            _env(part).parse(source)
+            # Compiling (not just parsing) also catches unknown filters and tests at save time.
+            _env(part).compile(source)
         except TemplateSyntaxError as exc:
             violations.append((f"{field_prefix}.{part}", f"line {exc.lineno}: {exc.message}"))
     if violations:

@@ -56,3 +56,15 @@ def test_mjml_is_compiled_after_rendering_and_broken_mjml_names_the_field() -> N
         assert [f for f, _ in exc.violations] == ["mjml_body"]
     else:
         raise AssertionError("broken MJML was accepted")
+
+
+def test_unknown_filters_are_rejected_when_saved_with_the_line() -> None:
+    from libs.errors import InvalidArgument
+    from services.template.render import check_syntax
+
+    try:
+        check_syntax(Parts("s", "<p>ok</p>\n<p>{{ name|nosuchfilter }}</p>", ""))
+    except InvalidArgument as exc:
+        assert exc.violations == [("template.html_body", "line 2: No filter named 'nosuchfilter'.")]
+    else:
+        raise AssertionError("an unknown filter was accepted")
