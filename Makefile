@@ -46,6 +46,7 @@ up: gen ## Run the whole suite locally (embedded NATS + PostgreSQL + capture inb
 
 bench: gen ## Benchmark the send path end to end; prints and writes a table
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.render
 
 clean: ## Remove the venv, generated code and local data
 	rm -rf $(VENV) $(PROTO_OUT) .postwire bench/results

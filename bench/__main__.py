@@ -245,8 +245,10 @@ def build_request(run: str, index: int) -> mail_service_pb2.SendEmailRequest:
 
 
 async def send_one(
-    stub: mail_service_pb2_grpc.MailServiceStub, request: mail_service_pb2.SendEmailRequest,
-    metadata: tuple[tuple[str, str], ...], phase: SendPhase,
+    stub: mail_service_pb2_grpc.MailServiceStub,
+    request: mail_service_pb2.SendEmailRequest,
+    metadata: tuple[tuple[str, str], ...],
+    phase: SendPhase,
 ) -> None:
     started_at, start = time.time(), time.perf_counter()
     try:
@@ -322,8 +324,9 @@ def delivery_cap(count: int) -> float:
     return DELIVERY_CAP_BASE_SECONDS + DELIVERY_CAP_PER_MESSAGE_SECONDS * count
 
 
-async def warm_up(stub: mail_service_pb2_grpc.MailServiceStub, api_key: str, sink: SmtpSink,
-                  concurrency: int) -> None:
+async def warm_up(
+    stub: mail_service_pb2_grpc.MailServiceStub, api_key: str, sink: SmtpSink, concurrency: int
+) -> None:
     """Open connections, fill pools and caches, and prime JetStream consumers before measuring."""
     phase = await send_many(stub, api_key, WARMUP_MESSAGES, concurrency)
     if not phase.sent:
@@ -428,17 +431,32 @@ def results_table(report: Report) -> list[str]:
     after_accept = [at - by_id[mid].accepted_at for mid, at in found.received_at.items()]
     end = max(found.received_at.values(), default=phase.started_at)
     header = [
-        "messages", "concurrency", "send errors", "not delivered", "SendEmail accepted/s",
-        "delivered/s e2e", "accept p50 ms", "accept p99 ms", "send→delivered p50 ms",
-        "send→delivered p99 ms", "accepted→delivered p50 ms", "accepted→delivered p99 ms",
+        "messages",
+        "concurrency",
+        "send errors",
+        "not delivered",
+        "SendEmail accepted/s",
+        "delivered/s e2e",
+        "accept p50 ms",
+        "accept p99 ms",
+        "send→delivered p50 ms",
+        "send→delivered p99 ms",
+        "accepted→delivered p50 ms",
+        "accepted→delivered p99 ms",
     ]
     row = [
-        str(report.messages), str(report.concurrency), str(sum(phase.errors.values())),
+        str(report.messages),
+        str(report.concurrency),
+        str(sum(phase.errors.values())),
         str(len(phase.sent) - len(found.received_at)),
-        rate(len(phase.sent), phase.wall_seconds), rate(len(found.received_at), end - phase.started_at),
-        ms(percentile(accept, 50)), ms(percentile(accept, 99)),
-        ms(percentile(e2e, 50)), ms(percentile(e2e, 99)),
-        ms(percentile(after_accept, 50)), ms(percentile(after_accept, 99)),
+        rate(len(phase.sent), phase.wall_seconds),
+        rate(len(found.received_at), end - phase.started_at),
+        ms(percentile(accept, 50)),
+        ms(percentile(accept, 99)),
+        ms(percentile(e2e, 50)),
+        ms(percentile(e2e, 99)),
+        ms(percentile(after_accept, 50)),
+        ms(percentile(after_accept, 99)),
     ]
     return table(header, [row])
 
@@ -446,15 +464,20 @@ def results_table(report: Report) -> list[str]:
 def usage_table(report: Report) -> list[str]:
     per = max(1, len(report.phase.sent))  # CPU per accepted message: failed calls do little work
     rows = [
-        [name, ms(use.cpu_seconds / per), secs(use.cpu_seconds),
-         "n/a" if use.rss_mb is None else f"{use.rss_mb:.0f}"]
+        [
+            name,
+            ms(use.cpu_seconds / per),
+            secs(use.cpu_seconds),
+            "n/a" if use.rss_mb is None else f"{use.rss_mb:.0f}",
+        ]
         for name, use in report.usage.items()
     ]
     cpu = total_cpu(report)
     rss = sum(u.rss_mb or 0.0 for u in report.usage.values())
     rows.append(["**all services**", ms(cpu / per), secs(cpu), f"{rss:.0f}"])
-    rows.append(["(bench client + sink)", ms(report.client_cpu_seconds / per),
-                 secs(report.client_cpu_seconds), "n/a"])
+    rows.append(
+        ["(bench client + sink)", ms(report.client_cpu_seconds / per), secs(report.client_cpu_seconds), "n/a"]
+    )
     return table(["service", "CPU ms/msg", "CPU s", "RSS MB"], rows)
 
 
@@ -485,8 +508,10 @@ def problems(report: Report) -> list[str]:
         lines.append(f"- **SendEmail errors**: {counts}")
         lines += [f"  - e.g. `{sample}`" for sample in phase.error_samples]
     if found.timed_out:
-        lines.append(f"- **Delivery timed out**: {len(phase.sent) - len(found.received_at)} accepted "
-                     "message(s) never reached the sink")
+        lines.append(
+            f"- **Delivery timed out**: {len(phase.sent) - len(found.received_at)} accepted "
+            "message(s) never reached the sink"
+        )
     if found.duplicates:
         lines.append(f"- **Duplicate deliveries**: {found.duplicates}")
     if found.strays:
