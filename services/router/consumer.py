@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from nats.aio.msg import Msg
-from postwire.internal.v1 import bus_pb2, render_service_pb2, render_service_pb2_grpc
+from postwire.internal.v1 import bus_pb2, render_service_pb2_grpc
 from postwire.v1 import event_pb2, mail_service_pb2
 
 from libs.bus import DELIVER_SUBJECT, ROUTE_SUBJECT, Bus, Outcome
 from libs.event_outbox import EventContext, new_event, publish_events
+from libs.render_request import render_request
 from services.router.mime import Content, build_mime
 from services.router.store import RouteRow, RouterStore
 
@@ -62,14 +63,7 @@ class Router:
             ref = request.template
             try:
                 rendered = await self._render.RenderMessage(
-                    render_service_pb2.RenderMessageRequest(
-                        tenant_id=row.tenant_id,
-                        template_id=ref.id,
-                        template_name=ref.name,
-                        version=ref.version,
-                        variables=ref.variables,
-                        locale=ref.locale,
-                    ),
+                    render_request(row.tenant_id, ref),
                     timeout=10,
                     wait_for_ready=True,
                 )

@@ -14,7 +14,6 @@ from postwire.internal.v1 import (
     bus_pb2,
     policy_service_pb2,
     policy_service_pb2_grpc,
-    render_service_pb2,
     render_service_pb2_grpc,
 )
 from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2
@@ -26,6 +25,7 @@ from libs.event_outbox import EventContext, new_event, publish_events
 from libs.grpcx.auth import KeyResolver, bearer_token
 from libs.grpcx.status import error_from_rpc
 from libs.mail.states import state_to_proto
+from libs.render_request import render_request
 from services.submission.store import MessageRow, NewMessage, SubmissionStore
 from services.submission.validation import validate_send
 
@@ -181,14 +181,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         ref = request.template
         try:
             rendered = await self._render.RenderMessage(
-                render_service_pb2.RenderMessageRequest(
-                    tenant_id=tenant_id,
-                    template_id=ref.id,
-                    template_name=ref.name,
-                    version=ref.version,
-                    variables=ref.variables,
-                    locale=ref.locale,
-                ),
+                render_request(tenant_id, ref),
                 timeout=10,
                 wait_for_ready=True,
             )
