@@ -106,20 +106,7 @@ class TemplateStore:
         if row is None:
             what = f"version {version} of template" if version else "a published version of template"
             raise NotFound(f"{what} '{id_or_name}' not found")
-        return StoredTemplate(
-            id=str(row["id"]),
-            name=row["name"],
-            version=row["version"],
-            subject=row["subject"],
-            html_body=row["html_body"],
-            text_body=row["text_body"],
-            create_time=row["create_time"],
-            update_time=row["update_time"],
-            variables_schema=row["variables_schema"],
-            draft=row["draft"],
-            locales=row["locales"],
-            mjml_body=row["mjml_body"],
-        )
+        return _row_to_template(row)
 
 
 _SELECT_LATEST = (
