@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from typing import Any
@@ -15,6 +14,7 @@ from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2
 from libs.errors import InvalidArgument
 from libs.grpcx.auth import KeyResolver
 from libs.locales import closest_locale, locale_problem
+from libs.page_tokens import decode_page_token, encode_page_token, page_size
 from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
 from services.template.store import StoredTemplate, TemplateStore, TemplateVersions
 from services.template.variables_schema import SchemaCache, check_schema
@@ -25,22 +25,6 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _WRITABLE = ("subject", "html_body", "text_body", "mjml_body", "variables_schema", "locales")
 MAX_LOCALES = 50
-
-
-def _encode_page_token(last_name: str) -> str:
-    return base64.urlsafe_b64encode(f"v1:{last_name}".encode()).decode()
-
-
-def _decode_page_token(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        version, _, name = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        version, name = "", ""
-    if version != "v1" or not name:
-        raise InvalidArgument([("page_token", "not a token returned by ListTemplates")])
-    return name
 
 
 def _to_proto(t: StoredTemplate) -> template_pb2.Template:
@@ -231,16 +215,14 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
     ) -> template_service_pb2.ListTemplatesResponse:
         caller = await self._keys.resolve(context)
         caller.require("templates:read")
-        if request.page_size < 0:
-            raise InvalidArgument([("page_size", "must not be negative")])
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = _decode_page_token(request.page_token)
+        size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        after = decode_page_token(request.page_token, method="ListTemplates")
         rows = await self._core.versions.list(
             caller.tenant_id, name_prefix=request.name_prefix, after_name=after, limit=size + 1
         )
         response = template_service_pb2.ListTemplatesResponse(templates=[_to_proto(t) for t in rows[:size]])
         if len(rows) > size:
-            response.next_page_token = _encode_page_token(rows[size - 1].name)
+            response.next_page_token = encode_page_token(rows[size - 1].name)
         return response
 
     async def UpdateTemplate(
