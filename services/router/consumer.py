@@ -13,7 +13,7 @@ from postwire.v1 import event_pb2, mail_service_pb2
 
 from libs.bus import DELIVER_SUBJECT, ROUTE_SUBJECT, Bus, Outcome
 from libs.event_outbox import EventContext, new_event, publish_events
-from libs.render_request import render_request
+from libs.render_request import render_request, versions_from_json
 from services.router.mime import Content, build_mime
 from services.router.store import RouteRow, RouterStore
 
@@ -63,7 +63,7 @@ class Router:
             ref = request.template
             try:
                 rendered = await self._render.RenderMessage(
-                    render_request(row.tenant_id, ref),
+                    render_request(row.tenant_id, ref, versions_from_json(row.template_versions)),
                     timeout=10,
                     wait_for_ready=True,
                 )

@@ -26,6 +26,7 @@ class RouteRow:
     metadata: str
     send_time: datetime | None
     recipients: list[tuple[int, str, str]]  # (position, address, state)
+    template_versions: str | None = None  # JSON, see libs.render_request
 
 
 class RouterStore:
@@ -35,8 +36,8 @@ class RouterStore:
     async def load(self, message_id: str) -> RouteRow | None:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT id, tenant_id, state, request, stream, tags, metadata::text AS metadata, send_time"
-                " FROM messages WHERE id = $1",
+                "SELECT id, tenant_id, state, request, stream, tags, metadata::text AS metadata, send_time,"
+                " template_versions::text AS template_versions FROM messages WHERE id = $1",
                 uuid.UUID(message_id),
             )
             if row is None:
@@ -55,6 +56,7 @@ class RouterStore:
             metadata=row["metadata"],
             send_time=row["send_time"],
             recipients=[(r["position"], r["address"], r["state"]) for r in recipients],
+            template_versions=row["template_versions"],
         )
 
     async def mark_routed(

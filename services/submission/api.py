@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -16,7 +16,7 @@ from postwire.internal.v1 import (
     policy_service_pb2_grpc,
     render_service_pb2_grpc,
 )
-from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2
+from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2, template_pb2
 
 from libs.bus import ROUTE_SUBJECT, Bus
 from libs.db import unavailable_from
@@ -25,7 +25,7 @@ from libs.event_outbox import EventContext, new_event, publish_events
 from libs.grpcx.auth import KeyResolver, bearer_token
 from libs.grpcx.status import error_from_rpc
 from libs.mail.states import state_to_proto
-from libs.render_request import render_request
+from libs.render_request import render_request, versions_from_json, versions_to_json
 from services.submission.store import MessageRow, NewMessage, SubmissionStore
 from services.submission.validation import validate_send
 
@@ -107,8 +107,9 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             if existing is not None:
                 return self._replay(existing, request_hash)
 
+        template_versions = None
         if request.HasField("template"):
-            await self._check_template(tenant_id, validated.request)
+            template_versions = versions_to_json(await self._check_template(tenant_id, validated.request))
         send_time = request.send_time.ToDatetime(tzinfo=UTC) if request.HasField("send_time") else None
         scheduled = send_time is not None and send_time > now
         message_id = uuid.uuid4()
@@ -147,6 +148,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             route_due_time=send_time if scheduled and send_time else now + self._stall,
             state="accepted" if admitted else "done",
             recipients=recipients,
+            template_versions=template_versions,
         )
         stored_id = await _db(lambda: self._store.accept(new, events))
         if stored_id is None:
@@ -174,7 +176,9 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             response.recipients.add(address=address, kind=kind, state=state_to_proto(state))  # type: ignore[arg-type]
         return response
 
-    async def _check_template(self, tenant_id: str, request: mail_service_pb2.SendEmailRequest) -> None:
+    async def _check_template(
+        self, tenant_id: str, request: mail_service_pb2.SendEmailRequest
+    ) -> Sequence[template_pb2.TemplateVersionUsed]:
         """Render once now, so a template that cannot render for these variables is the caller's
         error rather than a FAILED event later; then pin the exact version that rendered, so the
         router builds what was checked even if the template changes in between."""
@@ -196,6 +200,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         ref.id = rendered.template_id
         ref.name = ""
         ref.version = rendered.version
+        return rendered.template_versions
 
     def _replay(self, existing: MessageRow, request_hash: bytes) -> mail_service_pb2.SendEmailResponse:
         if existing.request_hash != request_hash:
@@ -227,6 +232,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             metadata=dict(stored.metadata),
             recipients=_recipient_statuses(row),
             rfc822_message_id=row.rfc822_message_id or "",
+            template_versions=versions_from_json(row.template_versions),
         )
         getattr(message, "from").CopyFrom(getattr(stored, "from"))
         message.create_time.FromDatetime(row.create_time)

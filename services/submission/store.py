@@ -30,6 +30,7 @@ class NewMessage:
     route_due_time: datetime
     state: str
     recipients: Sequence[tuple[str, int, str]]  # (address, kind, state)
+    template_versions: str | None = None  # JSON, see libs.render_request
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class MessageRow:
     send_time: datetime | None
     rfc822_message_id: str | None
     recipients: list[RecipientRow]
+    template_versions: str | None = None
 
 
 class SubmissionStore:
@@ -69,8 +71,8 @@ class SubmissionStore:
         async with self._pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO messages (id, tenant_id, idempotency_key, request_hash, request, stream, tags,"
-                " metadata, state, send_time, route_due_time) VALUES ($1, $2::uuid, $3, $4, $5, $6, $7, $8, $9,"
-                " $10, $11) ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
+                " metadata, state, send_time, route_due_time, template_versions) VALUES ($1, $2::uuid, $3, $4, $5,"
+                " $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
                 " DO NOTHING RETURNING id",
                 message.id,
                 message.tenant_id,
@@ -83,6 +85,7 @@ class SubmissionStore:
                 message.state,
                 message.send_time,
                 message.route_due_time,
+                message.template_versions,
             )
             if inserted is None:
                 return None
@@ -109,7 +112,8 @@ class SubmissionStore:
             return None
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT id, request, request_hash, stream, create_time, send_time, rfc822_message_id"
+                "SELECT id, request, request_hash, stream, create_time, send_time, rfc822_message_id,"
+                " template_versions::text AS template_versions"
                 " FROM messages WHERE id = $1 AND tenant_id = $2::uuid",
                 mid,
                 tenant_id,
@@ -130,4 +134,5 @@ class SubmissionStore:
             send_time=row["send_time"],
             rfc822_message_id=row["rfc822_message_id"],
             recipients=[RecipientRow(**dict(r)) for r in recipients],
+            template_versions=row["template_versions"],
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -15,6 +18,7 @@ from libs.errors import InvalidArgument
 from libs.grpcx.auth import KeyResolver
 from libs.locales import closest_locale, locale_problem
 from libs.page_tokens import decode_page_token, encode_page_token, page_size
+from services.template.references import Kind, Reference, check_references, find_cycle, references_in, reject
 from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
 from services.template.store import StoredTemplate, TemplateStore, TemplateVersions
 from services.template.variables_schema import SchemaCache, check_schema
@@ -25,6 +29,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 _WRITABLE = ("subject", "html_body", "text_body", "mjml_body", "variables_schema", "locales")
 MAX_LOCALES = 50
+MAX_BATCH = 10_000
 
 
 def _to_proto(t: StoredTemplate) -> template_pb2.Template:
@@ -37,6 +42,8 @@ def _to_proto(t: StoredTemplate) -> template_pb2.Template:
         text_body=t.text_body,
         draft=t.draft,
         mjml_body=t.mjml_body,
+        kind=t.kind,  # type: ignore[arg-type]
+        references=t.refs,
     )
     out.create_time.FromDatetime(t.create_time)
     out.update_time.FromDatetime(t.update_time)
@@ -58,7 +65,7 @@ def _check_parts_syntax(subject: str, html: str, text: str, mjml: str) -> None:
             ) from None
 
 
-def _locales_json(t: template_pb2.Template) -> str:
+def _locales_json(t: template_pb2.Template, kind: Kind = Kind.MESSAGE) -> str:
     """Locale variants as JSON text, each checked like the default parts."""
     if len(t.locales) > MAX_LOCALES:
         raise InvalidArgument([("template.locales", f"at most {MAX_LOCALES} locale variants")])
@@ -70,8 +77,10 @@ def _locales_json(t: template_pb2.Template) -> str:
         if problem:
             violations.append((field, problem))
             continue
-        if not content.subject:
+        if kind is Kind.MESSAGE and not content.subject:
             violations.append((f"{field}.subject", "a subject template is required"))
+        elif kind is not Kind.MESSAGE and content.subject:
+            violations.append((f"{field}.subject", f"a {kind.name.lower()} has no subject"))
         if not content.html_body and not content.text_body:
             violations.append((f"{field}.html_body", "at least one of html_body and text_body is required"))
         for part in ("subject", "html_body", "text_body"):
@@ -102,6 +111,31 @@ def _variables(struct: struct_pb2.Struct) -> dict[str, Any]:
     return struct_to_variables(json_format.MessageToDict(struct))  # type: ignore[no-any-return]
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A template version and the layout and partial versions it uses, fetched once per render
+    call (once for a whole batch)."""
+
+    template: StoredTemplate
+    deps: dict[str, StoredTemplate]
+
+    def versions_used(self) -> list[template_pb2.TemplateVersionUsed]:
+        used = [self.template, *(self.deps[n] for n in sorted(self.deps))]
+        return [
+            template_pb2.TemplateVersionUsed(id=t.id, name=t.name, version=t.version, kind=t.kind)  # type: ignore[arg-type]
+            for t in used
+        ]
+
+
+def _variant(t: StoredTemplate, locale: str) -> tuple[str, Parts]:
+    """The closest locale variant's parts, MJML standing in for HTML when the version has it."""
+    variants = json.loads(t.locales)
+    tag = closest_locale(variants, locale)
+    if tag:
+        return tag, Parts(**variants[tag])
+    return "", Parts(t.subject, t.mjml_body or t.html_body, t.text_body)
+
+
 class TemplateCore:
     """Shared by both servicers: fetch, render with the cache."""
 
@@ -110,6 +144,46 @@ class TemplateCore:
         self.versions = versions
         self.renderer = Renderer()
         self.schemas = SchemaCache()
+
+    async def prepare(
+        self,
+        tenant_id: str,
+        id_or_name: str,
+        version: int,
+        *,
+        include_drafts: bool,
+        pinned: Mapping[str, int] | None = None,
+        for_send: bool = False,
+    ) -> Prepared:
+        stored = await self.store.get(tenant_id, id_or_name, version, include_drafts=include_drafts)
+        if for_send and stored.kind != Kind.MESSAGE:
+            kind = Kind(stored.kind).name.lower()
+            raise InvalidArgument(
+                [("template", f"'{stored.name}' is a {kind}; a send names a message template")]
+            )
+        deps = (
+            await self.store.dependencies(tenant_id, stored.refs, pinned or {}, include_drafts=include_drafts)
+            if stored.refs
+            else {}
+        )
+        return Prepared(stored, deps)
+
+    def render_prepared(
+        self, prepared: Prepared, variables: dict[str, Any], locale: str
+    ) -> tuple[Parts, str]:
+        """Render the closest locale variant; returns the parts and the variant used."""
+        stored = prepared.template
+        self.schemas.validate((stored.id, stored.version), stored.variables_schema, variables)
+        tag, parts = _variant(stored, locale)
+        dep_parts: dict[str, Parts] = {}
+        signature: list[tuple[str, int, str]] = []
+        for name in sorted(prepared.deps):
+            dep = prepared.deps[name]
+            dep_tag, dep_parts[name] = _variant(dep, locale)
+            signature.append((dep.id, dep.version, dep_tag))
+        key = (stored.id, tag, stored.version, tuple(signature))
+        mjml = bool(stored.mjml_body) and not tag
+        return self.renderer.render(key, parts, variables, mjml=mjml, deps=dep_parts), tag
 
     async def render(
         self,
@@ -120,17 +194,43 @@ class TemplateCore:
         *,
         include_drafts: bool,
         locale: str = "",
-    ) -> tuple[StoredTemplate, Parts, str]:
-        """Render the closest locale variant; returns the template, the parts and the variant used."""
-        stored = await self.store.get(tenant_id, id_or_name, version, include_drafts=include_drafts)
-        self.schemas.validate((stored.id, stored.version), stored.variables_schema, variables)
-        variants = json.loads(stored.locales)
-        tag = closest_locale(variants, locale)
-        mjml = bool(stored.mjml_body) and not tag
-        html_source = stored.mjml_body or stored.html_body
-        parts = Parts(**variants[tag]) if tag else Parts(stored.subject, html_source, stored.text_body)
-        rendered = self.renderer.render((f"{stored.id}:{tag}", stored.version), parts, variables, mjml=mjml)
-        return stored, rendered, tag
+        pinned: Mapping[str, int] | None = None,
+        for_send: bool = False,
+    ) -> tuple[Prepared, Parts, str]:
+        prepared = await self.prepare(
+            tenant_id, id_or_name, version, include_drafts=include_drafts, pinned=pinned, for_send=for_send
+        )
+        parts, tag = self.render_prepared(prepared, variables, locale)
+        return prepared, parts, tag
+
+    async def check_references(
+        self, tenant_id: str, name: str, kind: Kind, sources: dict[str, str]
+    ) -> list[str]:
+        """Reject a version naming a missing layout or partial, one of the wrong kind, or one that
+        would make a cycle; returns the names it references, to be stored with it."""
+        part_refs: dict[str, list[Reference]] = {}
+        violations: list[tuple[str, str]] = []
+        for field, source in sources.items():
+            part_refs[field], problems = references_in(source, field)
+            violations += problems
+        names = sorted({r.name for refs in part_refs.values() for r in refs})
+        if names:
+            targets, edges = await self.store.dependency_graph(tenant_id, names)
+            violations += check_references(kind, part_refs, targets)
+            edges[name] = set(names)
+            cycle = find_cycle(name, edges)
+            if cycle:
+                violations.append(("template", f"includes itself: {' -> '.join(cycle)}"))
+        reject(violations)
+        return names
+
+
+def _sources(prefix: str, parts: Mapping[str, str], locales_json: str) -> dict[str, str]:
+    """Every template source of a version by its field path, locale variants included."""
+    sources = {f"{prefix}.{p}": v for p, v in parts.items() if v}
+    for tag, variant in json.loads(locales_json).items():
+        sources.update({f'{prefix}.locales["{tag}"].{p}': v for p, v in variant.items() if v})
+    return sources
 
 
 class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
@@ -144,11 +244,18 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         caller = await self._keys.resolve(context)
         caller.require("templates:write")
         t = request.template
+        if t.kind not in tuple(Kind) and t.kind != 0:
+            raise InvalidArgument([("template.kind", "must be TEMPLATE_KIND_MESSAGE, _LAYOUT or _PARTIAL")])
+        kind = Kind(t.kind or Kind.MESSAGE)
         violations = []
         if not _NAME.fullmatch(t.name):
             violations.append(("template.name", "1-128 characters: letters, digits, '-', '_' and '.'"))
-        if not t.subject:
+        if kind is Kind.MESSAGE and not t.subject:
             violations.append(("template.subject", "a subject template is required"))
+        elif kind is not Kind.MESSAGE and t.subject:
+            violations.append(
+                ("template.subject", f"a {kind.name.lower()} has no subject; the message template gives it")
+            )
         if t.html_body and t.mjml_body:
             violations.append(("template.mjml_body", "give html_body or mjml_body, not both"))
         if not t.html_body and not t.text_body and not t.mjml_body:
@@ -159,6 +266,22 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         if violations:
             raise InvalidArgument(violations)
         _check_parts_syntax(t.subject, t.html_body, t.text_body, t.mjml_body)
+        locales = _locales_json(t, kind)
+        refs = await self._core.check_references(
+            caller.tenant_id,
+            t.name,
+            kind,
+            _sources(
+                "template",
+                {
+                    "subject": t.subject,
+                    "html_body": t.html_body,
+                    "text_body": t.text_body,
+                    "mjml_body": t.mjml_body,
+                },
+                locales,
+            ),
+        )
         stored = await self._core.store.create(
             caller.tenant_id,
             t.name,
@@ -167,8 +290,10 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
             t.text_body,
             _schema_json(t),
             draft=t.draft,
-            locales=_locales_json(t),
+            locales=locales,
             mjml_body=t.mjml_body,
+            kind=kind,
+            refs=refs,
         )
         return template_service_pb2.CreateTemplateResponse(template=_to_proto(stored))
 
@@ -194,7 +319,7 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         # A preview: drafts included, so authors can check a version before publishing it.
         if request.locale and locale_problem(request.locale):
             raise InvalidArgument([("locale", str(locale_problem(request.locale)))])
-        stored, parts, tag = await self._core.render(
+        prepared, parts, tag = await self._core.render(
             caller.tenant_id,
             request.template,
             request.version,
@@ -206,8 +331,9 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
             subject=parts.subject,
             html_body=parts.html_body,
             text_body=parts.text_body,
-            version=stored.version,
+            version=prepared.template.version,
             locale=tag,
+            template_versions=prepared.versions_used(),
         )
 
     async def ListTemplates(
@@ -243,18 +369,21 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
                     for p in unknown
                 ]
             )
-        special = {"variables_schema": _schema_json, "locales": _locales_json}
+        current = await self._core.store.get(caller.tenant_id, ref, 0, include_drafts=True)
+        kind = Kind(current.kind)
+        special = {"variables_schema": _schema_json, "locales": lambda t: _locales_json(t, kind)}
         changes = {p: special[p](t) if p in special else getattr(t, p) for p in paths}
         violations = [
             (f"template.{p}", f"at most {MAX_PART_CHARS} characters")
             for p, v in changes.items()
             if p in ("subject", "html_body", "text_body", "mjml_body") and len(v) > MAX_PART_CHARS
         ]
-        if "subject" in changes and not changes["subject"]:
+        if "subject" in changes and kind is Kind.MESSAGE and not changes["subject"]:
             violations.append(("template.subject", "a subject template is required"))
+        elif "subject" in changes and kind is not Kind.MESSAGE and changes["subject"]:
+            violations.append(("template.subject", f"a {kind.name.lower()} has no subject"))
         if violations:
             raise InvalidArgument(violations)
-        current = await self._core.store.get(caller.tenant_id, ref, 0, include_drafts=True)
         merged = {
             p: changes.get(p, getattr(current, p)) for p in ("subject", "html_body", "text_body", "mjml_body")
         }
@@ -265,7 +394,15 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
                 [("template.html_body", "at least one of html_body, mjml_body and text_body is required")]
             )
         _check_parts_syntax(merged["subject"], merged["html_body"], merged["text_body"], merged["mjml_body"])
-        stored = await self._core.versions.add_version(caller.tenant_id, current.id, changes, draft=t.draft)
+        refs = await self._core.check_references(
+            caller.tenant_id,
+            current.name,
+            kind,
+            _sources("template", merged, changes.get("locales", current.locales)),
+        )
+        stored = await self._core.versions.add_version(
+            caller.tenant_id, current.id, changes, refs=refs, draft=t.draft
+        )
         return template_service_pb2.UpdateTemplateResponse(template=_to_proto(stored))
 
     async def DeleteTemplate(
@@ -286,7 +423,7 @@ class RenderApi(render_service_pb2_grpc.RenderServiceServicer):
     async def RenderMessage(
         self, request: render_service_pb2.RenderMessageRequest, context: grpc.aio.ServicerContext
     ) -> render_service_pb2.RenderMessageResponse:
-        stored, parts, tag = await self._core.render(
+        prepared, parts, tag = await self._core.render(
             request.tenant_id,
             request.template_id or request.template_name,
             request.version,
@@ -294,12 +431,53 @@ class RenderApi(render_service_pb2_grpc.RenderServiceServicer):
             # The send path: drafts never go out.
             include_drafts=False,
             locale=request.locale,
+            pinned=request.dependency_versions,
+            for_send=True,
         )
         return render_service_pb2.RenderMessageResponse(
             subject=parts.subject,
             html_body=parts.html_body,
             text_body=parts.text_body,
-            version=stored.version,
+            version=prepared.template.version,
             locale=tag,
-            template_id=stored.id,
+            template_id=prepared.template.id,
+            template_versions=prepared.versions_used(),
         )
+
+    async def RenderMessages(
+        self, request: render_service_pb2.RenderMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> render_service_pb2.RenderMessagesResponse:
+        if len(request.recipients) > MAX_BATCH:
+            raise InvalidArgument([("recipients", f"at most {MAX_BATCH} recipients per call")])
+        prepared = await self._core.prepare(
+            request.tenant_id,
+            request.template_id or request.template_name,
+            request.version,
+            include_drafts=False,
+            pinned=request.dependency_versions,
+            for_send=True,
+        )
+        response = render_service_pb2.RenderMessagesResponse(
+            template_id=prepared.template.id,
+            version=prepared.template.version,
+            template_versions=prepared.versions_used(),
+        )
+        for i, recipient in enumerate(request.recipients):
+            try:
+                parts, tag = self._core.render_prepared(
+                    prepared, _variables(recipient.variables), recipient.locale
+                )
+            except InvalidArgument as exc:
+                response.results.add(
+                    violations=[
+                        render_service_pb2.RenderViolation(field=f, description=d) for f, d in exc.violations
+                    ]
+                )
+            else:
+                response.results.add(
+                    subject=parts.subject, html_body=parts.html_body, text_body=parts.text_body, locale=tag
+                )
+            if i % 50 == 49:
+                # A big batch is CPU-bound; let the server's other calls (health checks) run between chunks.
+                await asyncio.sleep(0)
+        return response

@@ -7,12 +7,19 @@ Rendering is streamed so a runaway template is stopped at the output cap instead
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import css_inline
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
+from jinja2 import (
+    DictLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+)
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from mjml import mjml2html
@@ -90,6 +97,8 @@ def _render(template: Template, variables: Mapping[str, Any], part: str) -> str:
             if size > MAX_OUTPUT_CHARS:
                 raise InvalidArgument([(part, f"rendered output exceeds {MAX_OUTPUT_CHARS} characters")])
             out.append(chunk)
+    except TemplateNotFound as exc:
+        raise InvalidArgument([(part, f"unknown layout or partial '{exc.name}'")]) from None
     except UndefinedError as exc:
         raise InvalidArgument([("template.variables", f"{part}: {exc.message}")]) from None
     except SecurityError as exc:
@@ -101,21 +110,32 @@ def _render(template: Template, variables: Mapping[str, Any], part: str) -> str:
 
 
 class Renderer:
-    """Compiles on first use and caches by (template id, version); versions are immutable."""
+    """Compiles on first use and caches by key: (template id and locale, version, and the versions
+    of the layouts and partials it uses). Versions are immutable, so an entry never goes stale;
+    a new version of a layout is a new key."""
 
     def __init__(self, max_entries: int = 512) -> None:
-        self._cache: OrderedDict[tuple[str, int], tuple[Template, Template, Template]] = OrderedDict()
+        self._cache: OrderedDict[Hashable, tuple[Template, Template, Template]] = OrderedDict()
         self._max = max_entries
 
-    def _compiled(self, key: tuple[str, int], parts: Parts) -> tuple[Template, Template, Template]:
+    def _compiled(
+        self, key: Hashable, parts: Parts, deps: Mapping[str, Parts]
+    ) -> tuple[Template, Template, Template]:
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
+        html_env, text_env = _HTML_ENV, _TEXT_ENV
+        if deps:
+            # An overlay per entry: its loader sees only this tenant's pinned dependency sources
+            # (never a file system), and its own cache keeps each included template compiled
+            # for the rest of the batch.
+            html_env = _HTML_ENV.overlay(loader=DictLoader({n: p.html_body for n, p in deps.items()}))
+            text_env = _TEXT_ENV.overlay(loader=DictLoader({n: p.text_body for n, p in deps.items()}))
         compiled = (
             _TEXT_ENV.from_string(parts.subject),
-            _HTML_ENV.from_string(parts.html_body),
-            _TEXT_ENV.from_string(parts.text_body),
+            html_env.from_string(parts.html_body),
+            text_env.from_string(parts.text_body),
         )
         self._cache[key] = compiled
         if len(self._cache) > self._max:
@@ -123,10 +143,17 @@ class Renderer:
         return compiled
 
     def render(
-        self, key: tuple[str, int], parts: Parts, variables: Mapping[str, Any], *, mjml: bool = False
+        self,
+        key: Hashable,
+        parts: Parts,
+        variables: Mapping[str, Any],
+        *,
+        mjml: bool = False,
+        deps: Mapping[str, Parts] | None = None,
     ) -> Parts:
-        """Render all parts; with `mjml`, html_body is MJML, compiled after Jinja has run."""
-        subject_t, html_t, text_t = self._compiled(key, parts)
+        """Render all parts; with `mjml`, html_body is MJML, compiled after Jinja has run. `deps`
+        are the layouts and partials by name; `key` must change whenever they do."""
+        subject_t, html_t, text_t = self._compiled(key, parts, deps or {})
         subject = _render(subject_t, variables, "subject").strip()
         problem = has_unsafe_chars(subject)
         if problem:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
-from libs.errors import AlreadyExists, NotFound
+from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.template.references import MAX_DEPENDENCIES, MAX_DEPTH, Kind, Target
 
 __all__ = ["StoredTemplate", "TemplateStore"]
 
@@ -27,6 +30,8 @@ class StoredTemplate:
     draft: bool = False
     locales: str = "{}"
     mjml_body: str = ""
+    kind: int = 1
+    refs: tuple[str, ...] = ()
 
 
 def _parse_uuid(value: str) -> uuid.UUID | None:
@@ -52,21 +57,25 @@ class TemplateStore:
         draft: bool = False,
         locales: str = "{}",
         mjml_body: str = "",
+        kind: int = 1,
+        refs: Sequence[str] = (),
     ) -> StoredTemplate:
         template_id = uuid.uuid4()
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 await conn.execute(
-                    "INSERT INTO templates (id, tenant_id, name, latest_version, head_version)"
-                    " VALUES ($1, $2, $3, $4, 1)",
+                    "INSERT INTO templates (id, tenant_id, name, latest_version, head_version, kind)"
+                    " VALUES ($1, $2, $3, $4, 1, $5)",
                     template_id,
                     uuid.UUID(tenant_id),
                     name,
                     0 if draft else 1,
+                    kind,
                 )
                 await conn.execute(
                     "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
-                    " variables_schema, draft, locales, mjml_body) VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8)",
+                    " variables_schema, draft, locales, mjml_body, refs)"
+                    " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     template_id,
                     subject,
                     html,
@@ -75,6 +84,7 @@ class TemplateStore:
                     draft,
                     locales,
                     mjml_body,
+                    list(refs),
                 )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a template named '{name}' already exists", field="template.name") from None
@@ -92,7 +102,7 @@ class TemplateStore:
         template_uuid = _parse_uuid(id_or_name)
         row = await self._pool.fetchrow(
             "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales, v.mjml_body,"
-            " t.create_time, v.create_time AS update_time FROM templates t"
+            " t.kind, v.refs, t.create_time, v.create_time AS update_time FROM templates t"
             " JOIN template_versions v ON v.template_id = t.id"
             " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND (t.id = $2 OR ($2 IS NULL AND t.name = $3))"
             " AND v.version = CASE WHEN $4 > 0 THEN $4 WHEN $5 THEN t.head_version ELSE t.latest_version END"
@@ -108,10 +118,80 @@ class TemplateStore:
             raise NotFound(f"{what} '{id_or_name}' not found")
         return _row_to_template(row)
 
+    async def dependencies(
+        self, tenant_id: str, names: Sequence[str], pinned: Mapping[str, int], *, include_drafts: bool
+    ) -> dict[str, StoredTemplate]:
+        """Every layout and partial reachable from `names`, at the pinned version or else the
+        newest published one (the newest of any kind with `include_drafts`). One query per level."""
+        found: dict[str, StoredTemplate] = {}
+        wanted = set(names)
+        for _ in range(MAX_DEPTH):
+            missing = sorted(wanted - found.keys())
+            if not missing:
+                return found
+            rows = await self._pool.fetch(
+                "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft,"
+                " v.locales, v.mjml_body, t.kind, v.refs, t.create_time, v.create_time AS update_time"
+                " FROM templates t JOIN template_versions v ON v.template_id = t.id"
+                " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND t.kind <> 1 AND t.name = ANY($2::text[])"
+                " AND v.version = COALESCE(($3::jsonb ->> t.name)::int,"
+                " CASE WHEN $4 THEN t.head_version ELSE t.latest_version END)",
+                uuid.UUID(tenant_id),
+                missing,
+                json.dumps(dict(pinned)),
+                include_drafts,
+            )
+            for row in rows:
+                dep = _row_to_template(row)
+                found[dep.name] = dep
+                wanted.update(dep.refs)
+            absent = sorted(set(missing) - found.keys())
+            if absent:
+                raise NotFound(f"layout or partial '{absent[0]}' not found (or it has no published version)")
+            if len(found) > MAX_DEPENDENCIES:
+                raise InvalidArgument(
+                    [("template", f"uses more than {MAX_DEPENDENCIES} layouts and partials")]
+                )
+        if wanted - found.keys():
+            raise InvalidArgument(
+                [("template", f"layouts and partials nested deeper than {MAX_DEPTH} levels")]
+            )
+        return found
+
+    async def dependency_graph(
+        self, tenant_id: str, names: Sequence[str]
+    ) -> tuple[dict[str, Target], dict[str, set[str]]]:
+        """For a save: what each name reachable from `names` is (at its newest version), and the
+        edges of both its newest and published versions, so a cycle through either is seen."""
+        targets: dict[str, Target] = {}
+        edges: dict[str, set[str]] = {}
+        wanted = set(names)
+        for _ in range(MAX_DEPTH + 1):
+            missing = sorted(wanted - targets.keys())
+            if not missing:
+                break
+            rows = await self._pool.fetch(
+                "SELECT t.name, t.kind, (h.html_body <> '' OR h.mjml_body <> '') AS has_html,"
+                " h.text_body <> '' AS has_text, h.refs AS head_refs, COALESCE(l.refs, '{}') AS latest_refs"
+                " FROM templates t JOIN template_versions h ON h.template_id = t.id AND h.version = t.head_version"
+                " LEFT JOIN template_versions l ON l.template_id = t.id AND l.version = t.latest_version"
+                " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND t.name = ANY($2::text[])",
+                uuid.UUID(tenant_id),
+                missing,
+            )
+            for row in rows:
+                targets[row["name"]] = Target(Kind(row["kind"]), row["has_html"], row["has_text"])
+                edges[row["name"]] = set(row["head_refs"]) | set(row["latest_refs"])
+                wanted |= edges[row["name"]]
+            # Names with no template are reported by check_references; stop looking for them.
+            for name in set(missing) - targets.keys():
+                wanted.discard(name)
+        return targets, edges
+
 
 _SELECT_LATEST = (
     "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales, v.mjml_body,"
-    " t.create_time, v.create_time AS update_time FROM templates t"
+    " t.kind, v.refs, t.create_time, v.create_time AS update_time FROM templates t"
     " JOIN template_versions v ON v.template_id = t.id AND v.version = t.head_version"
 )
 
@@ -130,6 +210,8 @@ def _row_to_template(row: asyncpg.Record) -> StoredTemplate:
         draft=row["draft"],
         locales=row["locales"],
         mjml_body=row["mjml_body"],
+        kind=row["kind"],
+        refs=tuple(row["refs"]),
     )
 
 
@@ -140,18 +222,29 @@ class TemplateVersions:
         self._pool = pool
 
     async def add_version(
-        self, tenant_id: str, id_or_name: str, changes: dict[str, str], *, draft: bool = False
+        self,
+        tenant_id: str,
+        id_or_name: str,
+        changes: dict[str, str],
+        *,
+        refs: Sequence[str],
+        draft: bool = False,
     ) -> StoredTemplate:
         template_uuid = _parse_uuid(id_or_name)
         async with self._pool.acquire() as conn, conn.transaction():
-            # FOR UPDATE serialises concurrent updates so version numbers never collide.
-            row = await conn.fetchrow(
-                _SELECT_LATEST + " WHERE t.tenant_id = $1 AND t.delete_time IS NULL"
-                " AND (t.id = $2 OR ($2 IS NULL AND t.name = $3)) FOR UPDATE OF t",
+            # Lock the template row first, then read its head: one locking join would, after waiting
+            # for a concurrent update, recheck the new head against the old version row and find
+            # nothing. The lock serialises updates so version numbers never collide.
+            locked = await conn.fetchval(
+                "SELECT id FROM templates WHERE tenant_id = $1 AND delete_time IS NULL"
+                " AND (id = $2 OR ($2 IS NULL AND name = $3)) FOR UPDATE",
                 uuid.UUID(tenant_id),
                 template_uuid,
                 id_or_name,
             )
+            row = None
+            if locked is not None:
+                row = await conn.fetchrow(_SELECT_LATEST + " WHERE t.id = $1", locked)
             if row is None:
                 raise NotFound(f"template '{id_or_name}' not found")
             current = _row_to_template(row)
@@ -166,7 +259,8 @@ class TemplateVersions:
             }
             await conn.execute(
                 "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
-                " variables_schema, draft, locales, mjml_body) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                " variables_schema, draft, locales, mjml_body, refs)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 row["id"],
                 version,
                 parts["subject"],
@@ -176,6 +270,7 @@ class TemplateVersions:
                 draft,
                 parts["locales"],
                 parts["mjml_body"],
+                list(refs),
             )
             # A draft moves only the head; publishing moves what sends use too.
             await conn.execute(
@@ -201,12 +296,26 @@ class TemplateVersions:
         return [_row_to_template(r) for r in rows]
 
     async def delete(self, tenant_id: str, id_or_name: str) -> None:
-        done = await self._pool.execute(
-            "UPDATE templates SET delete_time = now() WHERE tenant_id = $1 AND delete_time IS NULL"
-            " AND (id = $2 OR ($2 IS NULL AND name = $3))",
-            uuid.UUID(tenant_id),
-            _parse_uuid(id_or_name),
-            id_or_name,
-        )
-        if done == "UPDATE 0":
-            raise NotFound(f"template '{id_or_name}' not found")
+        """Soft delete; refused while a live template's newest or published version still extends or
+        includes it, because every send of that template would then fail."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE templates SET delete_time = now() WHERE tenant_id = $1 AND delete_time IS NULL"
+                " AND (id = $2 OR ($2 IS NULL AND name = $3)) RETURNING id, name",
+                uuid.UUID(tenant_id),
+                _parse_uuid(id_or_name),
+                id_or_name,
+            )
+            if row is None:
+                raise NotFound(f"template '{id_or_name}' not found")
+            users = await conn.fetch(
+                "SELECT DISTINCT t.name FROM templates t JOIN template_versions v ON v.template_id = t.id"
+                " AND v.version IN (t.head_version, t.latest_version)"
+                " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND $2 = ANY(v.refs) ORDER BY t.name LIMIT 10",
+                uuid.UUID(tenant_id),
+                row["name"],
+            )
+            if users:
+                names = ", ".join(f"'{u['name']}'" for u in users)
+                # Raising rolls the delete back.
+                raise FailedPrecondition(f"'{row['name']}' is still used by {names}; update those first")
