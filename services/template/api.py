@@ -139,10 +139,12 @@ def _variant(t: StoredTemplate, locale: str) -> tuple[str, Parts]:
 class TemplateCore:
     """Shared by both servicers: fetch, render with the cache."""
 
-    def __init__(self, store: TemplateStore, versions: TemplateVersions) -> None:
+    def __init__(
+        self, store: TemplateStore, versions: TemplateVersions, *, render_time_limit: float = 2.0
+    ) -> None:
         self.store = store
         self.versions = versions
-        self.renderer = Renderer()
+        self.renderer = Renderer(time_limit_seconds=render_time_limit)
         self.schemas = SchemaCache()
 
     async def prepare(

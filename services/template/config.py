@@ -3,17 +3,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from libs.config import CommonConfig, env_str
+from libs.config import CommonConfig, env_float, env_str
 
 
 @dataclass(frozen=True, slots=True)
 class TemplateConfig:
     common: CommonConfig
     policy_addr: str
+    render_time_limit_seconds: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TemplateConfig:
         return cls(
             common=CommonConfig.from_env(env, service="template", default_port=50062),
             policy_addr=env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
+            render_time_limit_seconds=env_float(env, "POSTWIRE_RENDER_TIME_LIMIT_SECONDS", 2.0, minimum=0.01),
         )

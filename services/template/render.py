@@ -27,6 +27,7 @@ from mjml import mjml2html
 from libs.errors import InvalidArgument
 from libs.mail.addresses import has_unsafe_chars
 from services.template.html_text import html_to_text
+from services.template.time_limit import RenderTimedOut, time_limit
 
 __all__ = ["MAX_OUTPUT_CHARS", "Parts", "Renderer", "check_syntax"]
 
@@ -34,6 +35,7 @@ MAX_OUTPUT_CHARS = 2 * 1024 * 1024
 MAX_SUBJECT_CHARS = 998
 
 MAX_EXPONENT = 64
+DEFAULT_TIME_LIMIT_SECONDS = 2.0
 
 
 class _BoundedSandbox(ImmutableSandboxedEnvironment):
@@ -114,9 +116,12 @@ class Renderer:
     of the layouts and partials it uses). Versions are immutable, so an entry never goes stale;
     a new version of a layout is a new key."""
 
-    def __init__(self, max_entries: int = 512) -> None:
+    def __init__(
+        self, max_entries: int = 512, *, time_limit_seconds: float = DEFAULT_TIME_LIMIT_SECONDS
+    ) -> None:
         self._cache: OrderedDict[Hashable, tuple[Template, Template, Template]] = OrderedDict()
         self._max = max_entries
+        self._time_limit = time_limit_seconds
 
     def _compiled(
         self, key: Hashable, parts: Parts, deps: Mapping[str, Parts]
@@ -152,8 +157,20 @@ class Renderer:
         deps: Mapping[str, Parts] | None = None,
     ) -> Parts:
         """Render all parts; with `mjml`, html_body is MJML, compiled after Jinja has run. `deps`
-        are the layouts and partials by name; `key` must change whenever they do."""
-        subject_t, html_t, text_t = self._compiled(key, parts, deps or {})
+        are the layouts and partials by name; `key` must change whenever they do. The whole
+        render, compile to text generation, is bounded by the time limit."""
+        try:
+            with time_limit(self._time_limit):
+                return self._render_parts(key, parts, variables, mjml, deps or {})
+        except RenderTimedOut:
+            raise InvalidArgument(
+                [("template", f"rendering took longer than {self._time_limit:g} s and was stopped")]
+            ) from None
+
+    def _render_parts(
+        self, key: Hashable, parts: Parts, variables: Mapping[str, Any], mjml: bool, deps: Mapping[str, Parts]
+    ) -> Parts:
+        subject_t, html_t, text_t = self._compiled(key, parts, deps)
         subject = _render(subject_t, variables, "subject").strip()
         problem = has_unsafe_chars(subject)
         if problem:

@@ -25,7 +25,9 @@ async def run(env: Mapping[str, str]) -> None:
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
         policy = open_channel(config.policy_addr)
-        core = TemplateCore(TemplateStore(pool), TemplateVersions(pool))
+        core = TemplateCore(
+            TemplateStore(pool), TemplateVersions(pool), render_time_limit=config.render_time_limit_seconds
+        )
         server.add(
             template_service_pb2_grpc.add_TemplateServiceServicer_to_server,
             TemplateApi(core, KeyResolver(policy)),

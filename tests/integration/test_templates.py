@@ -524,3 +524,28 @@ async def test_mjml_template_is_compiled_to_responsive_html_after_jinja(edge, te
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _create(edge, tenant, html_body="", mjml_body="<mjml>{% if %}</mjml>")
     assert bad_request_fields(caught.value) == ["template.mjml_body"]
+
+
+async def test_a_template_that_spins_is_stopped_and_the_service_keeps_answering(edge, tenant) -> None:
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    spin = await _create(
+        edge,
+        tenant,
+        html_body="{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+        text_body="",
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RenderTemplate(
+            template_service_pb2.RenderTemplateRequest(template=spin.name, variables=_vars(name="a", count=1)),
+            metadata=tenant.metadata,
+            timeout=30,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "rendering took longer than" in caught.value.details()
+    ok = await _create(edge, tenant)
+    answer = await stub.RenderTemplate(
+        template_service_pb2.RenderTemplateRequest(template=ok.name, variables=_vars(name="Bo", count=2)),
+        metadata=tenant.metadata,
+        timeout=10,
+    )
+    assert answer.subject == "Welcome, Bo"

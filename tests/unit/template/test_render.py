@@ -196,3 +196,35 @@ def test_huge_intermediate_values_are_refused(source: str) -> None:
 def test_small_arithmetic_still_works() -> None:
     out = Renderer().render(("tpl_2", 1), Parts("s", "", "{{ 2 * 3 }} {{ 'ab' * 2 }} {{ 2 ** 10 }}"), {})
     assert out.text_body == "6 abab 1024"
+
+
+def test_loops_that_spin_without_output_are_stopped_by_the_clock() -> None:
+    renderer = Renderer(time_limit_seconds=0.2)
+    spin = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    with pytest.raises(InvalidArgument) as caught:
+        renderer.render(("spin", 1), Parts("s", spin, ""), {})
+    assert caught.value.violations == [("template", "rendering took longer than 0.2 s and was stopped")]
+    # Over a caller's own list, too: the output cap alone would never see these.
+    many = {"rows": list(range(100000))}
+    with pytest.raises(InvalidArgument):
+        renderer.render(
+            ("spin2", 1),
+            Parts("s", "", "{% for a in rows %}{% for b in rows %}{% endfor %}{% endfor %}"),
+            many,
+        )
+
+
+def test_after_a_stopped_render_the_next_one_works_and_no_timer_is_left_behind() -> None:
+    import signal
+    import time
+
+    renderer = Renderer(time_limit_seconds=0.2)
+    with pytest.raises(InvalidArgument):
+        renderer.render(
+            ("spin", 1),
+            Parts("s", "{% for a in range(100000) %}{% for b in range(99999) %}{% endfor %}{% endfor %}", ""),
+            {},
+        )
+    assert renderer.render(("ok", 1), Parts("Hi {{ n }}", "", "x"), {"n": 1}).subject == "Hi 1"
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+    time.sleep(0.3)  # a stray alarm would raise here
