@@ -6,6 +6,7 @@ Rendering is streamed so a runaway template is stopped at the output cap instead
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
@@ -76,6 +77,22 @@ def _env(part: str) -> _BoundedSandbox:
     return _HTML_ENV if part == "html_body" else _TEXT_ENV
 
 
+_QUOTED = re.compile(r"'([^']+)'")
+
+
+def syntax_error_column(source: str, lineno: int, message: str) -> int:
+    """Best 1-based column for a Jinja syntax error, which reports only its line: where the token
+    the message quotes appears on that line, else the last tag or expression opened before it."""
+    lines = source.splitlines() or [""]
+    line = lines[min(max(lineno, 1), len(lines)) - 1]
+    for token in _QUOTED.findall(message):
+        at = line.find(token)
+        if at >= 0:
+            return at + 1
+    opened = max(line.rfind("{%"), line.rfind("{{"))
+    return opened + 1 if opened >= 0 else 1
+
+
 def check_syntax(parts: Parts, *, field_prefix: str = "template") -> None:
     """Raise InvalidArgument with the line of every syntax error."""
     violations = []
@@ -85,7 +102,8 @@ def check_syntax(parts: Parts, *, field_prefix: str = "template") -> None:
             # Compiling (not just parsing) also catches unknown filters and tests at save time.
             _env(part).compile(source)
         except TemplateSyntaxError as exc:
-            violations.append((f"{field_prefix}.{part}", f"line {exc.lineno}: {exc.message}"))
+            column = syntax_error_column(source, exc.lineno, exc.message or "")
+            violations.append((f"{field_prefix}.{part}", f"line {exc.lineno}, column {column}: {exc.message}"))
     if violations:
         raise InvalidArgument(violations)
 

@@ -58,13 +58,13 @@ def test_mjml_is_compiled_after_rendering_and_broken_mjml_names_the_field() -> N
         raise AssertionError("broken MJML was accepted")
 
 
-def test_unknown_filters_are_rejected_when_saved_with_the_line() -> None:
+def test_unknown_filters_are_rejected_when_saved_with_line_and_column() -> None:
     from libs.errors import InvalidArgument
     from services.template.render import check_syntax
 
     try:
         check_syntax(Parts("s", "<p>ok</p>\n<p>{{ name|nosuchfilter }}</p>", ""))
     except InvalidArgument as exc:
-        assert exc.violations == [("template.html_body", "line 2: No filter named 'nosuchfilter'.")]
+        assert exc.violations == [("template.html_body", "line 2, column 12: No filter named 'nosuchfilter'.")]
     else:
         raise AssertionError("an unknown filter was accepted")

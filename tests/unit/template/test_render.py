@@ -104,20 +104,20 @@ def test_rendered_subject_over_998_characters_is_rejected() -> None:
     assert [field for field, _ in error.violations] == ["subject"]
 
 
-def test_syntax_errors_are_reported_with_their_line() -> None:
+def test_syntax_errors_are_reported_with_line_and_column() -> None:
     with pytest.raises(InvalidArgument) as info:
         check_syntax(Parts("Hi {{ name }}", "<p>\n\n{{ name </p>", "{% for x in y %}\n{% endif %}"))
     violations = info.value.violations
     assert [field for field, _ in violations] == ["template.html_body", "template.text_body"]
-    assert violations[0][1].startswith("line 3: ")
-    assert violations[1][1].startswith("line 2: ")
+    assert violations[0][1] == "line 3, column 10: unexpected '/'"
+    assert violations[1][1].startswith("line 2, column 4: Encountered unknown tag 'endif'.")
 
 
 def test_syntax_error_in_subject_uses_the_field_prefix() -> None:
     with pytest.raises(InvalidArgument) as info:
         check_syntax(Parts("Hi {{", "", ""), field_prefix="html")
     assert [field for field, _ in info.value.violations] == ["html.subject"]
-    assert info.value.violations[0][1].startswith("line 1: ")
+    assert info.value.violations[0][1] == "line 1, column 4: unexpected 'end of template'"
 
 
 def test_valid_syntax_passes_check() -> None:
@@ -228,3 +228,19 @@ def test_after_a_stopped_render_the_next_one_works_and_no_timer_is_left_behind()
     assert renderer.render(("ok", 1), Parts("Hi {{ n }}", "", "x"), {"n": 1}).subject == "Hi 1"
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     time.sleep(0.3)  # a stray alarm would raise here
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("Hi {{ x | nosuch }}", (1, 11)),
+        ("a\n  {% if %}", (2, 3)),
+        ("ok\nok\n   {% endfor %}", (3, 7)),
+        ("{{ a b }}", (1, 6)),
+    ],
+)
+def test_syntax_error_columns_point_into_the_line(source: str, expected: tuple[int, int]) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        check_syntax(Parts("s", source, ""))
+    line, column = expected
+    assert info.value.violations[0][1].startswith(f"line {line}, column {column}: ")
