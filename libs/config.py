@@ -80,6 +80,9 @@ class CommonConfig:
     # stall_seconds (a lost publish, a crashed consumer, a wiped JetStream store).
     sweep_interval_seconds: float
     stall_seconds: float
+    # How long an API key's answer (and a tenant's limits) may be served from memory: the bound on
+    # how late a revocation or a limit change takes effect on a replica.
+    key_cache_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, service: str, default_port: int) -> CommonConfig:
@@ -95,4 +98,5 @@ class CommonConfig:
             log_level=env_str(env, "POSTWIRE_LOG_LEVEL", "info").upper(),
             sweep_interval_seconds=env_float(env, "POSTWIRE_SWEEP_INTERVAL_SECONDS", 5.0, minimum=0.05),
             stall_seconds=env_float(env, "POSTWIRE_STALL_SECONDS", 30.0, minimum=0.1),
+            key_cache_seconds=env_float(env, "POSTWIRE_KEY_CACHE_SECONDS", 5.0),
         )

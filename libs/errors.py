@@ -59,10 +59,14 @@ class FailedPrecondition(PostwireError):
 
 
 class RateLimited(PostwireError):
-    def __init__(self, message: str, *, retry_after: float, subject: str) -> None:
+    """A limit or quota refused the call. `subject` and `description` become the QuotaFailure;
+    `retry_after` (0: retrying the same call will never pass) the RetryInfo."""
+
+    def __init__(self, message: str, *, retry_after: float, subject: str, description: str = "") -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.subject = subject
+        self.description = description or message
 
 
 class Unavailable(PostwireError, ConnectionError):

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -28,6 +29,16 @@ def _migrate() -> None:
         apply_migrations(env_str(os.environ, "POSTWIRE_DATABASE_URL", DEFAULT_DATABASE_URL))
     )
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def _dev_admin_token(path: Path) -> str:
+    """The local admin credential: made once, kept beside the dev key, readable only by its owner."""
+    if path.exists():
+        return path.read_text().strip()
+    token = "pwadmin_" + secrets.token_urlsafe(32)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
 
 
 async def _dev_key(policy_addr: str, key_file: Path) -> str:
@@ -61,6 +72,7 @@ def _up() -> None:
     inbox.start()
     web = InboxWebServer(inbox, "127.0.0.1", 8025)
     web.start()
+    admin_token = os.environ.get("POSTWIRE_ADMIN_TOKEN") or _dev_admin_token(data / "admin-token")
     suite = Suite(
         data_dir=data,
         ports=SuitePorts.defaults(),
@@ -72,7 +84,8 @@ def _up() -> None:
             for k, v in os.environ.items()
             if k.startswith(("POSTWIRE_", "OTEL_"))
             and k not in ("POSTWIRE_NATS_URL", "POSTWIRE_DATABASE_URL", "POSTWIRE_DATA_DIR")
-        },
+        }
+        | {"POSTWIRE_ADMIN_TOKEN": admin_token},
         nats_port=4222,
         postgres_port=54329,
     )
@@ -95,6 +108,7 @@ def _up() -> None:
             ("PostgreSQL", suite.database_url or ""),
             ("logs", str(data / "logs")),
             ("dev API key file", str(key_file)),
+            ("admin token file (AdminService)", str(data / "admin-token")),
         ] + [(f"service {name}", suite.ports.addr(name)) for name in SERVICES if name != "edge"]
         width = max(len(r[0]) for r in rows)
         print("\nPostwire is up.\n")

@@ -20,6 +20,8 @@ from libs.capture import SmtpSink
 from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.otlp_receiver import OtlpReceiver
 
+ADMIN_TOKEN = "pwadmin_test_" + uuid.uuid4().hex
+
 # Short timings so retries, sweeps and span exports happen within a test's patience.
 TEST_ENV = {
     "POSTWIRE_RETRY_BASE_SECONDS": "1",
@@ -33,6 +35,9 @@ TEST_ENV = {
     "OTEL_EXPORTER_OTLP_INSECURE": "true",
     "OTEL_BSP_SCHEDULE_DELAY": "200",
     "POSTWIRE_LOG_LEVEL": "INFO",
+    "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
+    # Revocations and limit changes reach every replica within this; short, so tests need not wait.
+    "POSTWIRE_KEY_CACHE_SECONDS": "1",
 }
 
 

@@ -77,11 +77,15 @@ def to_status(exc: PostwireError) -> grpc.Status:
             code = code_pb2.FAILED_PRECONDITION
         case RateLimited():
             code = code_pb2.RESOURCE_EXHAUSTED
-            details.append(_retry_info(exc.retry_after))
+            # No RetryInfo means the same call will never pass (say, more recipients than the burst).
+            if exc.retry_after > 0:
+                details.append(_retry_info(exc.retry_after))
             details.append(
                 error_details_pb2.QuotaFailure(
                     violations=[
-                        error_details_pb2.QuotaFailure.Violation(subject=exc.subject, description=exc.message)
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=exc.subject, description=exc.description
+                        )
                     ]
                 )
             )
@@ -125,6 +129,21 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> PostwireError:
         return AlreadyExists(message)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return FailedPrecondition(message)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        # Pass the limit's numbers on unchanged: the caller needs the same RetryInfo and QuotaFailure.
+        retry_after, subject, description = 0.0, "", ""
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        for detail in status.details if status else []:
+            if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                info = error_details_pb2.RetryInfo()
+                detail.Unpack(info)
+                retry_after = info.retry_delay.ToTimedelta().total_seconds()
+            elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+                quota = error_details_pb2.QuotaFailure()
+                detail.Unpack(quota)
+                if quota.violations:
+                    subject, description = quota.violations[0].subject, quota.violations[0].description
+        return RateLimited(message, retry_after=retry_after, subject=subject, description=description)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         violations: list[tuple[str, str]] = []
         status = rpc_status.from_call(exc)  # type: ignore[arg-type]

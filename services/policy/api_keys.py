@@ -11,9 +11,42 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_SCOPES", "NewKey", "generate_key", "hash_key", "key_prefix"]
+__all__ = [
+    "DEFAULT_SCOPES",
+    "KNOWN_SCOPES",
+    "NewKey",
+    "generate_key",
+    "hash_key",
+    "key_prefix",
+    "scope_violations",
+]
 
-DEFAULT_SCOPES = ("send", "messages:read", "templates:read", "templates:write", "events:read")
+KNOWN_SCOPES = (
+    "send",
+    "messages:read",
+    "templates:read",
+    "templates:write",
+    "events:read",
+    "suppressions:read",
+    "suppressions:write",
+    "domains:read",
+    "domains:write",
+)
+# The bootstrap key of the internal CreateTenant (local runs and tests) gets every scope.
+DEFAULT_SCOPES = KNOWN_SCOPES
+
+
+def scope_violations(scopes: list[str], field: str = "scopes") -> list[tuple[str, str]]:
+    if not scopes:
+        return [(field, f"at least one scope is required; known scopes: {', '.join(KNOWN_SCOPES)}")]
+    violations = [
+        (f"{field}[{i}]", f"unknown scope '{scope}'; known scopes: {', '.join(KNOWN_SCOPES)}")
+        for i, scope in enumerate(scopes)
+        if scope not in KNOWN_SCOPES
+    ]
+    if len(set(scopes)) != len(scopes):
+        violations.append((field, "a scope is listed twice"))
+    return violations
 
 
 @dataclass(frozen=True, slots=True)

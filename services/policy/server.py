@@ -7,11 +7,13 @@ import os
 from collections.abc import Mapping
 
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
+from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 from libs.db import connect_pool
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
-from services.policy.api import PolicyApi
+from services.policy.admin_api import AdminApi
+from services.policy.api import PolicyApi, PolicyCore
 from services.policy.config import PolicyConfig
 from services.policy.store import PolicyStore
 
@@ -21,10 +23,18 @@ async def run(env: Mapping[str, str]) -> None:
 
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
+        core = PolicyCore(
+            PolicyStore(pool), config.api_key_pepper, cache_seconds=config.common.key_cache_seconds
+        )
         server.add(
             policy_service_pb2_grpc.add_PolicyServiceServicer_to_server,
-            PolicyApi(PolicyStore(pool), config.api_key_pepper),
+            PolicyApi(core),
             policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+        )
+        server.add(
+            admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
+            AdminApi(core, config.admin_token),
+            admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
         )
         return Service(close=[pool.close])
 

@@ -1,13 +1,18 @@
-"""PostgreSQL access for tenants and API keys."""
+"""PostgreSQL access for tenants, API keys and limits."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
-__all__ = ["KeyRecord", "PolicyStore"]
+from libs.errors import NotFound
+from services.policy.limits import Limits, Refusal, oversize_refusal, quota_refusal, rate_refusal
+
+__all__ = ["KeyRecord", "KeyRow", "PolicyStore", "TenantRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +21,48 @@ class KeyRecord:
     scopes: tuple[str, ...]
     prefix: str
     sandbox: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRow:
+    id: str
+    name: str
+    sandbox: bool
+    create_time: datetime
+    limits: tuple[Limits, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    id: str
+    tenant_id: str
+    prefix: str
+    scopes: tuple[str, ...]
+    display_name: str
+    create_time: datetime
+    revoke_time: datetime | None
+
+
+def _uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _key_row(row: asyncpg.Record) -> KeyRow:
+    return KeyRow(
+        id=str(row["id"]),
+        tenant_id=str(row["tenant_id"]),
+        prefix=row["prefix"],
+        scopes=tuple(row["scopes"]),
+        display_name=row["display_name"],
+        create_time=row["create_time"],
+        revoke_time=row["revoke_time"],
+    )
+
+
+_KEY_COLUMNS = "id, tenant_id, prefix, scopes, display_name, create_time, revoke_time"
 
 
 class PolicyStore:
@@ -32,16 +79,247 @@ class PolicyStore:
             return None
         return KeyRecord(str(row["tenant_id"]), tuple(row["scopes"]), row["prefix"], row["sandbox"])
 
-    async def create_tenant(self, name: str, *, prefix: str, key_hash: bytes, scopes: tuple[str, ...]) -> str:
+    async def create_tenant(
+        self,
+        name: str,
+        *,
+        prefix: str = "",
+        key_hash: bytes = b"",
+        scopes: tuple[str, ...] = (),
+        sandbox: bool = False,
+        limits: Sequence[Limits] = (),
+    ) -> str:
+        """A tenant, with its limits and (when `key_hash` is given) a first key."""
         tenant_id = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO tenants (id, name) VALUES ($1, $2)", tenant_id, name)
             await conn.execute(
-                "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, scopes) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO tenants (id, name, sandbox) VALUES ($1, $2, $3)", tenant_id, name, sandbox
+            )
+            await _write_limits(conn, tenant_id, limits)
+            if key_hash:
+                await conn.execute(
+                    "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, scopes) VALUES ($1, $2, $3, $4, $5)",
+                    uuid.uuid4(),
+                    tenant_id,
+                    prefix,
+                    key_hash,
+                    list(scopes),
+                )
+        return str(tenant_id)
+
+    async def get_tenant(self, tenant_id: str) -> TenantRow:
+        tid = _uuid(tenant_id)
+        row = None
+        if tid is not None:
+            row = await self._pool.fetchrow(
+                "SELECT id, name, sandbox, create_time FROM tenants WHERE id = $1", tid
+            )
+        if row is None:
+            raise NotFound(f"tenant '{tenant_id}' not found")
+        return TenantRow(
+            id=str(row["id"]),
+            name=row["name"],
+            sandbox=row["sandbox"],
+            create_time=row["create_time"],
+            limits=tuple(await self.limits(str(row["id"]))),
+        )
+
+    async def list_tenants(self, *, after: str, limit: int) -> list[TenantRow]:
+        """Oldest first; `after` is the previous page's last (create_time, id) as 'iso|id'."""
+        if after:
+            stamp, _, last_id = after.partition("|")
+            rows = await self._pool.fetch(
+                "SELECT id FROM tenants WHERE (create_time, id) > ($1::timestamptz, $2::uuid)"
+                " ORDER BY create_time, id LIMIT $3",
+                datetime.fromisoformat(stamp),
+                uuid.UUID(last_id),
+                limit,
+            )
+        else:
+            rows = await self._pool.fetch("SELECT id FROM tenants ORDER BY create_time, id LIMIT $1", limit)
+        return [await self.get_tenant(str(r["id"])) for r in rows]
+
+    async def update_tenant(
+        self,
+        tenant_id: str,
+        *,
+        name: str | None = None,
+        sandbox: bool | None = None,
+        limits: Sequence[Limits] | None = None,
+    ) -> TenantRow:
+        tid = _uuid(tenant_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            found = tid is not None and await conn.fetchval(
+                "UPDATE tenants SET name = COALESCE($2, name), sandbox = COALESCE($3, sandbox)"
+                " WHERE id = $1 RETURNING true",
+                tid,
+                name,
+                sandbox,
+            )
+            if not found:
+                raise NotFound(f"tenant '{tenant_id}' not found")
+            if limits is not None:
+                await conn.execute("DELETE FROM tenant_limits WHERE tenant_id = $1", tid)
+                await _write_limits(conn, tid, limits)
+        return await self.get_tenant(tenant_id)
+
+    async def limits(self, tenant_id: str) -> list[Limits]:
+        rows = await self._pool.fetch(
+            "SELECT stream, recipients_per_second, burst, recipients_per_day, recipients_per_month"
+            " FROM tenant_limits WHERE tenant_id = $1 ORDER BY stream",
+            uuid.UUID(tenant_id),
+        )
+        return [Limits(**dict(r)) for r in rows]
+
+    async def create_key(
+        self, tenant_id: str, *, prefix: str, key_hash: bytes, scopes: Sequence[str], display_name: str
+    ) -> KeyRow:
+        tid = _uuid(tenant_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            exists = tid is not None and await conn.fetchval("SELECT true FROM tenants WHERE id = $1", tid)
+            if not exists:
+                raise NotFound(f"tenant '{tenant_id}' not found")
+            row = await conn.fetchrow(
+                "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, scopes, display_name)"
+                f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_KEY_COLUMNS}",
                 uuid.uuid4(),
-                tenant_id,
+                tid,
                 prefix,
                 key_hash,
                 list(scopes),
+                display_name,
             )
-        return str(tenant_id)
+        return _key_row(row)
+
+    async def list_keys(self, tenant_id: str, *, show_revoked: bool, after: str, limit: int) -> list[KeyRow]:
+        """Newest first; `after` is the previous page's last (create_time, id) as 'iso|id'."""
+        tid = _uuid(tenant_id)
+        if tid is None or not await self._pool.fetchval("SELECT true FROM tenants WHERE id = $1", tid):
+            raise NotFound(f"tenant '{tenant_id}' not found")
+        stamp, _, last_id = after.partition("|")
+        rows = await self._pool.fetch(
+            f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND ($2 OR revoke_time IS NULL)"
+            " AND ($3::timestamptz IS NULL OR (create_time, id) < ($3::timestamptz, $4::uuid))"
+            " ORDER BY create_time DESC, id DESC LIMIT $5",
+            tid,
+            show_revoked,
+            datetime.fromisoformat(stamp) if stamp else None,
+            uuid.UUID(last_id) if last_id else None,
+            limit,
+        )
+        return [_key_row(r) for r in rows]
+
+    async def revoke_key(self, id_or_prefix: str) -> KeyRow:
+        row = await self._pool.fetchrow(
+            "UPDATE api_keys SET revoke_time = COALESCE(revoke_time, now())"
+            f" WHERE id = $1 OR ($1 IS NULL AND prefix = $2) RETURNING {_KEY_COLUMNS}",
+            _uuid(id_or_prefix),
+            id_or_prefix,
+        )
+        if row is None:
+            raise NotFound(f"API key '{id_or_prefix}' not found")
+        return _key_row(row)
+
+    async def consume(self, tenant_id: str, limits: Sequence[Limits], recipients: int) -> Refusal | None:
+        """Take `recipients` from every limit in one transaction, or from none.
+
+        Each limit is one conditional upsert that PostgreSQL serialises on its row, so replicas
+        asking at once are decided one after the other against the same state.
+        """
+        tid = uuid.UUID(tenant_id)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                now: datetime = await conn.fetchval("SELECT now()")
+                for limit in limits:
+                    refusal = await _take(conn, tid, limit, recipients, now)
+                    if refusal is not None:
+                        # Leaving the transaction by raising rolls back what earlier limits took.
+                        raise _Refused(refusal)
+        except _Refused as refused:
+            return refused.refusal
+        return None
+
+
+class _Refused(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.description)
+        self.refusal = refusal
+
+
+async def _write_limits(conn: asyncpg.Connection, tenant_id: uuid.UUID, limits: Sequence[Limits]) -> None:
+    await conn.executemany(
+        "INSERT INTO tenant_limits (tenant_id, stream, recipients_per_second, burst, recipients_per_day,"
+        " recipients_per_month) VALUES ($1, $2, $3, $4, $5, $6)",
+        [
+            (
+                tenant_id,
+                lim.stream,
+                lim.recipients_per_second,
+                lim.burst,
+                lim.recipients_per_day,
+                lim.recipients_per_month,
+            )
+            for lim in limits
+        ],
+    )
+
+
+async def _take(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, limit: Limits, n: int, now: datetime
+) -> Refusal | None:
+    if limit.recipients_per_second > 0:
+        burst = limit.effective_burst
+        if n > burst:
+            return oversize_refusal(limit, n)
+        cost = n * limit.emission_interval
+        window = burst * limit.emission_interval
+        # GCRA: admit while the theoretical arrival time, pushed on by this send, stays within
+        # one burst of now.
+        tat = await conn.fetchval(
+            "INSERT INTO rate_state (tenant_id, stream, tat)"
+            " VALUES ($1, $2, $3::timestamptz + make_interval(secs => $4::float8))"
+            " ON CONFLICT (tenant_id, stream) DO UPDATE"
+            " SET tat = GREATEST(rate_state.tat, $3::timestamptz) + make_interval(secs => $4::float8)"
+            " WHERE GREATEST(rate_state.tat, $3::timestamptz) + make_interval(secs => $4::float8)"
+            " <= $3::timestamptz + make_interval(secs => $5::float8)"
+            " RETURNING tat",
+            tenant_id,
+            limit.stream,
+            now,
+            cost,
+            window,
+        )
+        if tat is None:
+            current = await conn.fetchval(
+                "SELECT tat FROM rate_state WHERE tenant_id = $1 AND stream = $2", tenant_id, limit.stream
+            )
+            wait = (max(current, now) - now).total_seconds() + cost - window
+            return rate_refusal(limit, n, max(wait, limit.emission_interval))
+    for period, quota in (("day", limit.recipients_per_day), ("month", limit.recipients_per_month)):
+        if quota <= 0:
+            continue
+        start = now.date() if period == "day" else now.date().replace(day=1)
+        if n > quota:
+            return quota_refusal(limit, period, quota, 0, n, now)
+        used = await conn.fetchval(
+            "INSERT INTO quota_usage (tenant_id, stream, period, period_start, used) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (tenant_id, stream, period, period_start) DO UPDATE"
+            " SET used = quota_usage.used + $5 WHERE quota_usage.used + $5 <= $6 RETURNING used",
+            tenant_id,
+            limit.stream,
+            period,
+            start,
+            n,
+            quota,
+        )
+        if used is None:
+            current = await conn.fetchval(
+                "SELECT used FROM quota_usage WHERE tenant_id = $1 AND stream = $2 AND period = $3"
+                " AND period_start = $4",
+                tenant_id,
+                limit.stream,
+                period,
+                start,
+            )
+            return quota_refusal(limit, period, quota, current or 0, n, now)
+    return None

@@ -35,7 +35,7 @@ async def run(env: Mapping[str, str]) -> None:
                 SubmissionStore(pool),
                 bus,
                 policy_service_pb2_grpc.PolicyServiceStub(policy),
-                KeyResolver(policy),
+                KeyResolver(policy, ttl=config.common.key_cache_seconds),
                 render_service_pb2_grpc.RenderServiceStub(template),
                 stall=timedelta(seconds=config.common.stall_seconds),
             ),

@@ -30,7 +30,7 @@ async def run(env: Mapping[str, str]) -> None:
         )
         server.add(
             template_service_pb2_grpc.add_TemplateServiceServicer_to_server,
-            TemplateApi(core, KeyResolver(policy)),
+            TemplateApi(core, KeyResolver(policy, ttl=config.common.key_cache_seconds)),
             template_service_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
         )
         server.add(

@@ -307,14 +307,20 @@ def test_deployment_wires_shared_config_and_secrets(name: str) -> None:
             "name": "postwire-secrets",
             "key": "api-key-pepper",
         }
+        assert env["POSTWIRE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": "postwire-secrets",
+            "key": "admin-token",
+        }
     else:
-        # Least privilege: template runs tenant-supplied Jinja, and nothing but policy hashes keys.
+        # Least privilege: template runs tenant-supplied Jinja, and nothing but policy hashes keys
+        # or serves AdminService.
         assert "POSTWIRE_API_KEY_PEPPER" not in env
+        assert "POSTWIRE_ADMIN_TOKEN" not in env
     assert env["OTEL_SERVICE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['app.kubernetes.io/name']"
     )
     # Secrets must come from Secrets, never as literals in a manifest.
-    for var in ("POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER"):
+    for var in ("POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER", "POSTWIRE_ADMIN_TOKEN"):
         assert "value" not in env.get(var, {})
 
 
@@ -395,7 +401,7 @@ def test_config_map_holds_the_shared_settings_and_no_secrets() -> None:
     data = config["data"]
     assert set(data) >= CONFIG_KEYS
     assert all(isinstance(v, str) for v in data.values())
-    assert not {"POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER"} & set(data)
+    assert not {"POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER", "POSTWIRE_ADMIN_TOKEN"} & set(data)
     for key in (
         "POSTWIRE_POLICY_ADDR",
         "POSTWIRE_TEMPLATE_ADDR",
