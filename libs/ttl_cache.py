@@ -38,3 +38,6 @@ class TtlCache(Generic[V]):
 
     def drop(self, key: Hashable) -> None:
         self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()

@@ -20,5 +20,6 @@ class EdgeConfig:
                 "postwire.v1.TemplateService": env_str(env, "POSTWIRE_TEMPLATE_ADDR", "127.0.0.1:50062"),
                 "postwire.v1.EventService": env_str(env, "POSTWIRE_EVENTS_ADDR", "127.0.0.1:50066"),
                 "postwire.v1.AdminService": env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
+                "postwire.v1.SuppressionService": env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
             },
         )

@@ -7,7 +7,13 @@ import os
 from collections.abc import Mapping
 
 # Imported for their descriptors: reflection and the forwarder read them from the default pool.
-from postwire.v1 import admin_service_pb2, event_service_pb2, mail_service_pb2, template_service_pb2  # noqa: F401
+from postwire.v1 import (  # noqa: F401
+    admin_service_pb2,
+    event_service_pb2,
+    mail_service_pb2,
+    suppression_service_pb2,
+    template_service_pb2,
+)
 
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve

@@ -13,8 +13,8 @@ from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 from libs.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from libs.grpcx.auth import bearer_token
 from libs.page_tokens import decode_page_token, encode_page_token, page_size
-from services.policy.api import PolicyCore
 from services.policy.api_keys import generate_key, hash_key, key_prefix, scope_violations
+from services.policy.core import PolicyCore
 from services.policy.limits import Limits, check_limits
 from services.policy.store import KeyRow, TenantRow
 

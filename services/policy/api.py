@@ -5,49 +5,19 @@ from __future__ import annotations
 import grpc
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
-from libs.errors import InvalidArgument, PermissionDenied, RateLimited, Unauthenticated
-from libs.ttl_cache import TtlCache
+from libs.errors import InvalidArgument, PermissionDenied, RateLimited
 from services.policy.api_keys import DEFAULT_SCOPES, generate_key, hash_key
-from services.policy.limits import Limits, applicable
-from services.policy.store import KeyRecord, PolicyStore
-
-
-class PolicyCore:
-    """Key and limit lookups with bounded staleness, shared by the internal and admin APIs."""
-
-    def __init__(self, store: PolicyStore, pepper: bytes, *, cache_seconds: float = 5.0) -> None:
-        self.store = store
-        self.pepper = pepper
-        self._keys: TtlCache[KeyRecord] = TtlCache(cache_seconds)
-        self._limits: TtlCache[list[Limits]] = TtlCache(cache_seconds)
-
-    async def key(self, api_key: str, *, cached: bool) -> KeyRecord:
-        digest = hash_key(api_key, self.pepper) if api_key else b""
-        record = self._keys.get(digest) if cached else None
-        if record is None and digest:
-            record = await self.store.find_key(digest)
-            if record is not None:
-                self._keys.put(digest, record)
-        if record is None:
-            # One message for unknown, revoked and malformed keys: no oracle for guessing.
-            raise Unauthenticated("unknown or revoked API key")
-        return record
-
-    async def limits(self, tenant_id: str) -> list[Limits]:
-        found = self._limits.get(tenant_id)
-        if found is None:
-            found = await self.store.limits(tenant_id)
-            self._limits.put(tenant_id, found)
-        return found
-
-    def forget_tenant(self, tenant_id: str) -> None:
-        """This replica applies a limit change at once; the others within the cache time."""
-        self._limits.drop(tenant_id)
+from services.policy.core import PolicyCore
+from services.policy.limits import applicable
+from services.policy.suppression_api import entries_from
+from services.policy.suppression_lookup import Suppressions
+from services.policy.suppressions import GROUP
 
 
 class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
-    def __init__(self, core: PolicyCore) -> None:
+    def __init__(self, core: PolicyCore, suppressions: Suppressions) -> None:
         self._core = core
+        self._suppressions = suppressions
 
     async def Authenticate(
         self, request: policy_service_pb2.AuthenticateRequest, context: grpc.aio.ServicerContext
@@ -65,7 +35,19 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
         record = await self._core.key(request.api_key, cached=True)
         if "send" not in record.scopes:
             raise PermissionDenied("this API key lacks the 'send' scope")
-        decisions = [policy_service_pb2.DECISION_ADMIT] * len(request.recipients)
+        if request.unsubscribe_group and not GROUP.fullmatch(request.unsubscribe_group):
+            raise InvalidArgument(
+                [("unsubscribe_group", "lowercase letters, digits, '-' and '_', at most 64")]
+            )
+        suppressed = await self._suppressions.suppressed(
+            record.tenant_id, request.recipients, request.unsubscribe_group
+        )
+        decisions = [
+            policy_service_pb2.DECISION_SUPPRESS
+            if address in suppressed
+            else policy_service_pb2.DECISION_ADMIT
+            for address in request.recipients
+        ]
         admitted = sum(d == policy_service_pb2.DECISION_ADMIT for d in decisions)
         limits = applicable(await self._core.limits(record.tenant_id), request.stream)
         if limits and admitted:
@@ -95,3 +77,10 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
             name, prefix=new.prefix, key_hash=hash_key(new.key, self._core.pepper), scopes=DEFAULT_SCOPES
         )
         return policy_service_pb2.CreateTenantResponse(tenant_id=tenant_id, api_key=new.key)
+
+    async def RecordSuppressions(
+        self, request: policy_service_pb2.RecordSuppressionsRequest, context: grpc.aio.ServicerContext
+    ) -> policy_service_pb2.RecordSuppressionsResponse:
+        await self._core.store.get_tenant(request.tenant_id)
+        await self._suppressions.record(request.tenant_id, entries_from(request.suppressions, "suppressions"))
+        return policy_service_pb2.RecordSuppressionsResponse()

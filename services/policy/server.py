@@ -7,15 +7,24 @@ import os
 from collections.abc import Mapping
 
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
-from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
+from postwire.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    suppression_service_pb2,
+    suppression_service_pb2_grpc,
+)
 
 from libs.db import connect_pool
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
 from services.policy.admin_api import AdminApi
-from services.policy.api import PolicyApi, PolicyCore
+from services.policy.api import PolicyApi
 from services.policy.config import PolicyConfig
+from services.policy.core import PolicyCore
 from services.policy.store import PolicyStore
+from services.policy.suppression_api import SuppressionApi
+from services.policy.suppression_lookup import Suppressions
+from services.policy.suppression_store import SuppressionStore
 
 
 async def run(env: Mapping[str, str]) -> None:
@@ -23,13 +32,19 @@ async def run(env: Mapping[str, str]) -> None:
 
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
+        suppressions = Suppressions(SuppressionStore(pool), cache_seconds=config.common.key_cache_seconds)
         core = PolicyCore(
             PolicyStore(pool), config.api_key_pepper, cache_seconds=config.common.key_cache_seconds
         )
         server.add(
             policy_service_pb2_grpc.add_PolicyServiceServicer_to_server,
-            PolicyApi(core),
+            PolicyApi(core, suppressions),
             policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
+        )
+        server.add(
+            suppression_service_pb2_grpc.add_SuppressionServiceServicer_to_server,
+            SuppressionApi(core, suppressions),
+            suppression_service_pb2.DESCRIPTOR.services_by_name["SuppressionService"].full_name,
         )
         server.add(
             admin_service_pb2_grpc.add_AdminServiceServicer_to_server,

@@ -90,7 +90,10 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         try:
             admission = await self._policy.AdmitMessage(
                 policy_service_pb2.AdmitMessageRequest(
-                    api_key=api_key, stream=validated.stream, recipients=[a for a, _ in validated.recipients]
+                    api_key=api_key,
+                    stream=validated.stream,
+                    recipients=[a for a, _ in validated.recipients],
+                    unsubscribe_group=request.unsubscribe_group,
                 ),
                 timeout=5,
                 wait_for_ready=True,

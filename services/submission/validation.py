@@ -243,6 +243,8 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
     if not _STREAM.fullmatch(stream):
         v.append(("stream", "1-64 characters: lowercase letters, digits, '-' and '_'"))
     out.stream = stream
+    if request.unsubscribe_group and not _STREAM.fullmatch(request.unsubscribe_group):
+        v.append(("unsubscribe_group", "1-64 characters: lowercase letters, digits, '-' and '_'"))
 
     if request.HasField("send_time"):
         when = request.send_time.ToDatetime(tzinfo=now.tzinfo)

@@ -1,0 +1,44 @@
+"""Key and limit lookups with bounded staleness, shared by the policy service's APIs."""
+
+from __future__ import annotations
+
+from libs.errors import Unauthenticated
+from libs.ttl_cache import TtlCache
+from services.policy.api_keys import hash_key
+from services.policy.limits import Limits
+from services.policy.store import KeyRecord, PolicyStore
+
+__all__ = ["PolicyCore"]
+
+
+class PolicyCore:
+    """Key and limit lookups with bounded staleness, shared by the internal and admin APIs."""
+
+    def __init__(self, store: PolicyStore, pepper: bytes, *, cache_seconds: float = 5.0) -> None:
+        self.store = store
+        self.pepper = pepper
+        self._keys: TtlCache[KeyRecord] = TtlCache(cache_seconds)
+        self._limits: TtlCache[list[Limits]] = TtlCache(cache_seconds)
+
+    async def key(self, api_key: str, *, cached: bool) -> KeyRecord:
+        digest = hash_key(api_key, self.pepper) if api_key else b""
+        record = self._keys.get(digest) if cached else None
+        if record is None and digest:
+            record = await self.store.find_key(digest)
+            if record is not None:
+                self._keys.put(digest, record)
+        if record is None:
+            # One message for unknown, revoked and malformed keys: no oracle for guessing.
+            raise Unauthenticated("unknown or revoked API key")
+        return record
+
+    async def limits(self, tenant_id: str) -> list[Limits]:
+        found = self._limits.get(tenant_id)
+        if found is None:
+            found = await self.store.limits(tenant_id)
+            self._limits.put(tenant_id, found)
+        return found
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        """This replica applies a limit change at once; the others within the cache time."""
+        self._limits.drop(tenant_id)

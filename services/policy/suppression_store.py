@@ -1,0 +1,96 @@
+"""PostgreSQL access for suppression lists."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from services.policy.suppressions import Entry
+
+__all__ = ["SuppressionStore"]
+
+_COLUMNS = "address, reason, grp, source_message_id, expire_time, create_time"
+
+
+def _entry(row: asyncpg.Record) -> Entry:
+    return Entry(
+        address=row["address"],
+        reason=row["reason"],
+        group=row["grp"],
+        source_message_id=row["source_message_id"],
+        expire_time=row["expire_time"],
+        create_time=row["create_time"],
+    )
+
+
+class SuppressionStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def upsert(self, tenant_id: str, entries: Sequence[Entry]) -> list[Entry]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "INSERT INTO suppressions (tenant_id, address, grp, reason, source_message_id, expire_time)"
+                " SELECT $1, e.address, e.grp, e.reason, e.source, e.expire"
+                " FROM unnest($2::text[], $3::text[], $4::smallint[], $5::uuid[], $6::timestamptz[])"
+                " AS e(address, grp, reason, source, expire)"
+                " ON CONFLICT (tenant_id, address, grp) DO UPDATE SET reason = excluded.reason,"
+                " source_message_id = excluded.source_message_id, expire_time = excluded.expire_time,"
+                f" create_time = now() RETURNING {_COLUMNS}",
+                uuid.UUID(tenant_id),
+                [e.address for e in entries],
+                [e.group for e in entries],
+                [e.reason for e in entries],
+                [e.source_message_id for e in entries],
+                [e.expire_time for e in entries],
+            )
+        stored = {(r["address"], r["grp"]): _entry(r) for r in rows}
+        return [stored[(e.address, e.group)] for e in entries]
+
+    async def get(self, tenant_id: str, address: str, group: str) -> Entry | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM suppressions WHERE tenant_id = $1 AND address = $2 AND grp = $3"
+            " AND (expire_time IS NULL OR expire_time > now())",
+            uuid.UUID(tenant_id),
+            address,
+            group,
+        )
+        return None if row is None else _entry(row)
+
+    async def list(
+        self, tenant_id: str, *, reason: int, group: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[Entry]:
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM suppressions WHERE tenant_id = $1 AND ($2 = 0 OR reason = $2)"
+            " AND ($3::text IS NULL OR grp = $3) AND ($4::text IS NULL OR (address, grp) > ($4, $5))"
+            " AND (expire_time IS NULL OR expire_time > now()) ORDER BY address, grp LIMIT $6",
+            uuid.UUID(tenant_id),
+            reason,
+            group,
+            after[0] if after else None,
+            after[1] if after else "",
+            limit,
+        )
+        return [_entry(r) for r in rows]
+
+    async def delete(self, tenant_id: str, address: str, group: str) -> bool:
+        done = await self._pool.execute(
+            "DELETE FROM suppressions WHERE tenant_id = $1 AND address = $2 AND grp = $3",
+            uuid.UUID(tenant_id),
+            address,
+            group,
+        )
+        return done != "DELETE 0"
+
+    async def suppressed(self, tenant_id: str, addresses: Sequence[str], group: str) -> set[str]:
+        """Which of these (normalised) addresses may not get this send: one indexed lookup."""
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT address FROM suppressions WHERE tenant_id = $1 AND address = ANY($2::text[])"
+            " AND (grp = '' OR grp = $3) AND (expire_time IS NULL OR expire_time > now())",
+            uuid.UUID(tenant_id),
+            list(addresses),
+            group,
+        )
+        return {r["address"] for r in rows}

@@ -1,0 +1,71 @@
+"""Suppression entries: validation and normalisation; pure."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+__all__ = ["ALL_MAIL_ONLY", "GROUP", "MAX_BATCH", "Entry", "check_entry", "normalise_address"]
+
+MAX_BATCH = 10_000
+GROUP = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# postwire.v1.SuppressionReason values whose suppression covers all mail, never one group.
+ALL_MAIL_ONLY = {1, 2}
+_REASONS = {1, 2, 3, 4}
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    address: str
+    reason: int
+    group: str
+    source_message_id: uuid.UUID | None
+    expire_time: datetime | None
+    create_time: datetime | None = None
+
+
+def normalise_address(address: str) -> str:
+    """Suppression matches case-insensitively: mailbox providers treat local parts that way, and
+    a bounce for Ada@x.com must stop mail to ada@x.com."""
+    return address.strip().lower()
+
+
+def check_entry(
+    field: str,
+    address: str,
+    reason: int,
+    group: str,
+    source_message_id: str,
+    expire_time: datetime | None,
+    now: datetime,
+) -> tuple[Entry | None, list[tuple[str, str]]]:
+    violations: list[tuple[str, str]] = []
+    addr = normalise_address(address)
+    local, at, domain = addr.rpartition("@")
+    if not at or not local or not domain or len(addr) > 254 or any(c.isspace() or ord(c) < 32 for c in addr):
+        violations.append((f"{field}.address", "an email address is required"))
+    if reason not in _REASONS:
+        violations.append(
+            (f"{field}.reason", "a reason is required: HARD_BOUNCE, COMPLAINT, UNSUBSCRIBE or MANUAL")
+        )
+    if group and not GROUP.fullmatch(group):
+        violations.append(
+            (f"{field}.unsubscribe_group", "lowercase letters, digits, '-' and '_', at most 64")
+        )
+    elif group and reason in ALL_MAIL_ONLY:
+        violations.append(
+            (f"{field}.unsubscribe_group", "bounces and complaints apply to all mail, not one group")
+        )
+    source: uuid.UUID | None = None
+    if source_message_id:
+        try:
+            source = uuid.UUID(source_message_id)
+        except ValueError:
+            violations.append((f"{field}.source_message_id", "a message id is a UUID"))
+    if expire_time is not None and expire_time <= now:
+        violations.append((f"{field}.expire_time", "must be in the future"))
+    if violations:
+        return None, violations
+    return Entry(addr, reason, group, source, expire_time), []
