@@ -25,6 +25,8 @@ from services.mta_worker.store import Claim, Outcome, WorkerStore
 __all__ = ["Worker"]
 
 _log = logging.getLogger(__name__)
+# What a sandboxed recipient "receives": a success that says plainly nothing left.
+SANDBOX_REPLY = Reply(code=250, enhanced="2.0.0", text="sandbox: accepted by Postwire, not delivered")
 
 
 class Worker:
@@ -52,6 +54,10 @@ class Worker:
         claim = await self._store.claim(task.message_id, lease=self._lease)
         if claim is None:
             return BusOutcome.ACK  # nothing queued: already done, or another worker holds it
+        if claim.sandbox:
+            # Everything up to here ran for real; only the SMTP transaction is left out.
+            await self._record(claim, {to_ascii_address(r.address): SANDBOX_REPLY for r in claim.recipients})
+            return BusOutcome.ACK
         beat = asyncio.create_task(self._keep_alive(msg, claim))
         try:
             with tracer().start_as_current_span("smtp transaction") as span:
@@ -101,6 +107,8 @@ class Worker:
             next_time: datetime | None = None
             if verdict is Verdict.DELIVERED:
                 state, event_type, reason = "delivered", event_pb2.EVENT_TYPE_DELIVERED, ""
+                if claim.sandbox:
+                    reason = "sandbox: nothing was sent to the recipient"
             elif verdict is Verdict.BOUNCED:
                 state, event_type, reason = "bounced", event_pb2.EVENT_TYPE_BOUNCED, ""
             elif self._retry.expired(first, now):

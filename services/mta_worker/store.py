@@ -33,6 +33,7 @@ class Claim:
     mime: bytes
     envelope_from: str
     recipients: list[ClaimedRecipient]
+    sandbox: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class WorkerStore:
             if not rows:
                 return None
             message = await conn.fetchrow(
-                "SELECT tenant_id, stream, tags, metadata::text AS metadata, mime, envelope_from"
+                "SELECT tenant_id, stream, tags, metadata::text AS metadata, mime, envelope_from, sandbox"
                 " FROM messages WHERE id = $1",
                 mid,
             )
@@ -77,6 +78,7 @@ class WorkerStore:
             metadata=message["metadata"],
             mime=message["mime"],
             envelope_from=message["envelope_from"],
+            sandbox=message["sandbox"],
             recipients=[
                 ClaimedRecipient(r["position"], r["address"], r["attempts"], r["first_attempt_time"])
                 for r in sorted(rows, key=lambda r: r["position"])

@@ -40,5 +40,7 @@ class PolicyCore:
         return found
 
     def forget_tenant(self, tenant_id: str) -> None:
-        """This replica applies a limit change at once; the others within the cache time."""
+        """This replica applies a tenant change (limits, sandbox) at once; the others within the
+        cache time. Keys are cached by digest, not tenant, so all of them go: admin changes are rare."""
         self._limits.drop(tenant_id)
+        self._keys.clear()

@@ -152,6 +152,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             state="accepted" if admitted else "done",
             recipients=recipients,
             template_versions=template_versions,
+            sandbox=admission.sandbox or request.sandbox,
         )
         stored_id = await _db(lambda: self._store.accept(new, events))
         if stored_id is None:
@@ -236,6 +237,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             recipients=_recipient_statuses(row),
             rfc822_message_id=row.rfc822_message_id or "",
             template_versions=versions_from_json(row.template_versions),
+            sandbox=row.sandbox,
         )
         getattr(message, "from").CopyFrom(getattr(stored, "from"))
         message.create_time.FromDatetime(row.create_time)

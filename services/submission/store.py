@@ -31,6 +31,7 @@ class NewMessage:
     state: str
     recipients: Sequence[tuple[str, int, str]]  # (address, kind, state)
     template_versions: str | None = None  # JSON, see libs.render_request
+    sandbox: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class MessageRow:
     rfc822_message_id: str | None
     recipients: list[RecipientRow]
     template_versions: str | None = None
+    sandbox: bool = False
 
 
 class SubmissionStore:
@@ -71,8 +73,8 @@ class SubmissionStore:
         async with self._pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 "INSERT INTO messages (id, tenant_id, idempotency_key, request_hash, request, stream, tags,"
-                " metadata, state, send_time, route_due_time, template_versions) VALUES ($1, $2::uuid, $3, $4, $5,"
-                " $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
+                " metadata, state, send_time, route_due_time, template_versions, sandbox) VALUES ($1, $2::uuid, $3, $4,"
+                " $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
                 " DO NOTHING RETURNING id",
                 message.id,
                 message.tenant_id,
@@ -86,6 +88,7 @@ class SubmissionStore:
                 message.send_time,
                 message.route_due_time,
                 message.template_versions,
+                message.sandbox,
             )
             if inserted is None:
                 return None
@@ -113,7 +116,7 @@ class SubmissionStore:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT id, request, request_hash, stream, create_time, send_time, rfc822_message_id,"
-                " template_versions::text AS template_versions"
+                " template_versions::text AS template_versions, sandbox"
                 " FROM messages WHERE id = $1 AND tenant_id = $2::uuid",
                 mid,
                 tenant_id,
@@ -135,4 +138,5 @@ class SubmissionStore:
             rfc822_message_id=row["rfc822_message_id"],
             recipients=[RecipientRow(**dict(r)) for r in recipients],
             template_versions=row["template_versions"],
+            sandbox=row["sandbox"],
         )
