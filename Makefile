@@ -47,6 +47,7 @@ up: gen ## Run the whole suite locally (embedded NATS + PostgreSQL + capture inb
 bench: gen ## Benchmark the send path end to end; prints and writes a table
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.render
+	$(BIN)/python -m bench.admission
 
 clean: ## Remove the venv, generated code and local data
 	rm -rf $(VENV) $(PROTO_OUT) .postwire bench/results
