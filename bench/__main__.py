@@ -182,7 +182,7 @@ def make_suite(data_dir: Path, sink: SmtpSink) -> Suite:
         nats_url=os.environ.get("POSTWIRE_NATS_URL"),
         database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
         # INFO logs a line per message per service; that would be a large part of what we measure.
-        extra_env={"POSTWIRE_LOG_LEVEL": "WARNING"},
+        extra_env={"POSTWIRE_LOG_LEVEL": "WARNING", "POSTWIRE_DEV_FROM_DOMAINS": "example.com"},
     )
 
 

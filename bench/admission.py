@@ -49,6 +49,7 @@ async def _run_case(
     request = policy_service_pb2.AdmitMessageRequest(
         api_key=api_key,
         stream="transactional",
+        from_domain="example.com",
         recipients=[f"user{i}@example.com" for i in range(recipients)],
     )
     latencies: list[float] = []
@@ -135,7 +136,11 @@ def main() -> None:
             data_dir=Path(tmp),
             ports=SuitePorts.free(),
             smarthost="127.0.0.1:9",
-            extra_env={"POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN, "POSTWIRE_LOG_LEVEL": "WARNING"},
+            extra_env={
+                "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "POSTWIRE_LOG_LEVEL": "WARNING",
+                "POSTWIRE_DEV_FROM_DOMAINS": "example.com",
+            },
         )
         try:
             suite.start_infrastructure()

@@ -55,7 +55,12 @@ class AlreadyExists(PostwireError):
 
 
 class FailedPrecondition(PostwireError):
-    pass
+    """The system is not in a state that allows the call. Each violation is (type, subject,
+    description), sent as google.rpc.PreconditionFailure."""
+
+    def __init__(self, message: str, *, violations: Sequence[tuple[str, str, str]] = ()) -> None:
+        super().__init__(message)
+        self.violations = list(violations)
 
 
 class RateLimited(PostwireError):

@@ -85,7 +85,9 @@ def _up() -> None:
             if k.startswith(("POSTWIRE_", "OTEL_"))
             and k not in ("POSTWIRE_NATS_URL", "POSTWIRE_DATABASE_URL", "POSTWIRE_DATA_DIR")
         }
-        | {"POSTWIRE_ADMIN_TOKEN": admin_token},
+        | {"POSTWIRE_ADMIN_TOKEN": admin_token}
+        # The README's examples send from example.com; real domains go through DomainService.
+        | {"POSTWIRE_DEV_FROM_DOMAINS": os.environ.get("POSTWIRE_DEV_FROM_DOMAINS", "example.com")},
         nats_port=4222,
         postgres_port=54329,
     )

@@ -18,6 +18,7 @@ import pytest
 
 from libs.capture import SmtpSink
 from libs.embedded.suite import Suite, SuitePorts
+from libs.testing.dns_server import LoopbackDns
 from libs.testing.otlp_receiver import OtlpReceiver
 
 ADMIN_TOKEN = "pwadmin_test_" + uuid.uuid4().hex
@@ -38,6 +39,8 @@ TEST_ENV = {
     "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
     # Revocations and limit changes reach every replica within this; short, so tests need not wait.
     "POSTWIRE_KEY_CACHE_SECONDS": "1",
+    # Tests send from example.com without registering it; every other From domain is checked.
+    "POSTWIRE_DEV_FROM_DOMAINS": "example.com",
 }
 
 
@@ -65,8 +68,22 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture(scope="session")
-def suite(data_dir: Path, smtp_sink: SmtpSink, otlp: OtlpReceiver) -> Iterator[Suite]:
-    env = dict(TEST_ENV, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp.port}")
+def dns() -> Iterator[LoopbackDns]:
+    """The resolver the policy service asks when verifying domains; tests publish records here."""
+    server = LoopbackDns()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def suite(data_dir: Path, smtp_sink: SmtpSink, otlp: OtlpReceiver, dns: LoopbackDns) -> Iterator[Suite]:
+    env = dict(
+        TEST_ENV,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{otlp.port}",
+        POSTWIRE_DNS_RESOLVER=dns.address,
+        POSTWIRE_DNS_TIMEOUT_SECONDS="2",
+    )
     suite = Suite(
         data_dir=data_dir,
         ports=SuitePorts.free(),

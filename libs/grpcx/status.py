@@ -75,6 +75,15 @@ def to_status(exc: PostwireError) -> grpc.Status:
                 )
         case FailedPrecondition():
             code = code_pb2.FAILED_PRECONDITION
+            if exc.violations:
+                details.append(
+                    error_details_pb2.PreconditionFailure(
+                        violations=[
+                            error_details_pb2.PreconditionFailure.Violation(type=t, subject=s, description=d)
+                            for t, s, d in exc.violations
+                        ]
+                    )
+                )
         case RateLimited():
             code = code_pb2.RESOURCE_EXHAUSTED
             # No RetryInfo means the same call will never pass (say, more recipients than the burst).
@@ -128,7 +137,14 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> PostwireError:
     if code == grpc.StatusCode.ALREADY_EXISTS:
         return AlreadyExists(message)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(message)
+        preconditions: list[tuple[str, str, str]] = []
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        for detail in status.details if status else []:
+            if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+                failure = error_details_pb2.PreconditionFailure()
+                detail.Unpack(failure)
+                preconditions += [(v.type, v.subject, v.description) for v in failure.violations]
+        return FailedPrecondition(message, violations=preconditions)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         # Pass the limit's numbers on unchanged: the caller needs the same RetryInfo and QuotaFailure.
         retry_after, subject, description = 0.0, "", ""

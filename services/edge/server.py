@@ -9,6 +9,7 @@ from collections.abc import Mapping
 # Imported for their descriptors: reflection and the forwarder read them from the default pool.
 from postwire.v1 import (  # noqa: F401
     admin_service_pb2,
+    domain_service_pb2,
     event_service_pb2,
     mail_service_pb2,
     suppression_service_pb2,

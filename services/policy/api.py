@@ -8,6 +8,7 @@ from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 from libs.errors import InvalidArgument, PermissionDenied, RateLimited
 from services.policy.api_keys import DEFAULT_SCOPES, generate_key, hash_key
 from services.policy.core import PolicyCore
+from services.policy.domain_api import Domains
 from services.policy.limits import applicable
 from services.policy.suppression_api import entries_from
 from services.policy.suppression_lookup import Suppressions
@@ -15,9 +16,10 @@ from services.policy.suppressions import GROUP
 
 
 class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
-    def __init__(self, core: PolicyCore, suppressions: Suppressions) -> None:
+    def __init__(self, core: PolicyCore, suppressions: Suppressions, domains: Domains) -> None:
         self._core = core
         self._suppressions = suppressions
+        self._domains = domains
 
     async def Authenticate(
         self, request: policy_service_pb2.AuthenticateRequest, context: grpc.aio.ServicerContext
@@ -35,6 +37,7 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
         record = await self._core.key(request.api_key, cached=True)
         if "send" not in record.scopes:
             raise PermissionDenied("this API key lacks the 'send' scope")
+        await self._domains.check_from(record.tenant_id, request.from_domain)
         if request.unsubscribe_group and not GROUP.fullmatch(request.unsubscribe_group):
             raise InvalidArgument(
                 [("unsubscribe_group", "lowercase letters, digits, '-' and '_', at most 64")]

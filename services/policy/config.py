@@ -3,9 +3,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from libs.config import CommonConfig, env_str
+from libs.config import CommonConfig, env_float, env_host_port, env_str
 
 DEV_PEPPER = "postwire-dev-pepper-change-me"
+DEV_SECRET_KEY = "postwire-dev-secret-key-change-me"
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +16,15 @@ class PolicyConfig:
     api_key_pepper: bytes
     # Empty disables AdminService (every call UNAUTHENTICATED).
     admin_token: str
+    # Encrypts DKIM private keys at rest. Changing it makes stored keys unreadable.
+    secret_key: str
+    dns_resolver: tuple[str, int] | None
+    dns_timeout_seconds: float
+    spf_include: str
+    return_path_host: str
+    return_path_label: str
+    # From domains accepted without verification: only for local runs and tests.
+    dev_from_domains: frozenset[str]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PolicyConfig:
@@ -22,4 +32,17 @@ class PolicyConfig:
             common=CommonConfig.from_env(env, service="policy", default_port=50063),
             api_key_pepper=env_str(env, "POSTWIRE_API_KEY_PEPPER", DEV_PEPPER).encode(),
             admin_token=env_str(env, "POSTWIRE_ADMIN_TOKEN", ""),
+            secret_key=env_str(env, "POSTWIRE_SECRET_KEY", DEV_SECRET_KEY),
+            dns_resolver=env_host_port(env, "POSTWIRE_DNS_RESOLVER", "")
+            if env.get("POSTWIRE_DNS_RESOLVER")
+            else None,
+            dns_timeout_seconds=env_float(env, "POSTWIRE_DNS_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+            spf_include=env_str(env, "POSTWIRE_SPF_INCLUDE", "_spf.postwire.localhost"),
+            return_path_host=env_str(env, "POSTWIRE_RETURN_PATH_HOST", "bounces.postwire.localhost"),
+            return_path_label=env_str(env, "POSTWIRE_RETURN_PATH_LABEL", "pw-bounces"),
+            dev_from_domains=frozenset(
+                d.strip().lower()
+                for d in env_str(env, "POSTWIRE_DEV_FROM_DOMAINS", "").split(",")
+                if d.strip()
+            ),
         )

@@ -10,6 +10,8 @@ from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 from postwire.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    domain_service_pb2,
+    domain_service_pb2_grpc,
     suppression_service_pb2,
     suppression_service_pb2_grpc,
 )
@@ -21,6 +23,10 @@ from services.policy.admin_api import AdminApi
 from services.policy.api import PolicyApi
 from services.policy.config import PolicyConfig
 from services.policy.core import PolicyCore
+from services.policy.dns_lookup import DnsLookup
+from services.policy.domain_api import DnsSettings, DomainApi, Domains
+from services.policy.domain_store import DomainStore
+from services.policy.domains import Sealer
 from services.policy.store import PolicyStore
 from services.policy.suppression_api import SuppressionApi
 from services.policy.suppression_lookup import Suppressions
@@ -33,18 +39,31 @@ async def run(env: Mapping[str, str]) -> None:
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
         suppressions = Suppressions(SuppressionStore(pool), cache_seconds=config.common.key_cache_seconds)
+        domains = Domains(
+            DomainStore(pool),
+            Sealer(config.secret_key),
+            DnsLookup(config.dns_resolver, timeout=config.dns_timeout_seconds),
+            DnsSettings(config.spf_include, config.return_path_host, config.return_path_label),
+            dev_from_domains=config.dev_from_domains,
+            cache_seconds=config.common.key_cache_seconds,
+        )
         core = PolicyCore(
             PolicyStore(pool), config.api_key_pepper, cache_seconds=config.common.key_cache_seconds
         )
         server.add(
             policy_service_pb2_grpc.add_PolicyServiceServicer_to_server,
-            PolicyApi(core, suppressions),
+            PolicyApi(core, suppressions, domains),
             policy_service_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,
         )
         server.add(
             suppression_service_pb2_grpc.add_SuppressionServiceServicer_to_server,
             SuppressionApi(core, suppressions),
             suppression_service_pb2.DESCRIPTOR.services_by_name["SuppressionService"].full_name,
+        )
+        server.add(
+            domain_service_pb2_grpc.add_DomainServiceServicer_to_server,
+            DomainApi(core, domains),
+            domain_service_pb2.DESCRIPTOR.services_by_name["DomainService"].full_name,
         )
         server.add(
             admin_service_pb2_grpc.add_AdminServiceServicer_to_server,

@@ -24,6 +24,7 @@ from libs.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
 from libs.event_outbox import EventContext, new_event, publish_events
 from libs.grpcx.auth import KeyResolver, bearer_token
 from libs.grpcx.status import error_from_rpc
+from libs.mail.addresses import to_ascii_address
 from libs.mail.states import state_to_proto
 from libs.render_request import render_request, versions_from_json, versions_to_json
 from services.submission.store import MessageRow, NewMessage, SubmissionStore
@@ -94,6 +95,9 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
                     stream=validated.stream,
                     recipients=[a for a, _ in validated.recipients],
                     unsubscribe_group=request.unsubscribe_group,
+                    from_domain=to_ascii_address(getattr(validated.request, "from").address)
+                    .rpartition("@")[2]
+                    .lower(),
                 ),
                 timeout=5,
                 wait_for_ready=True,

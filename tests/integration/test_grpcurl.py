@@ -29,6 +29,7 @@ async def test_reflection_lists_the_public_services(suite) -> None:
         "postwire.v1.EventService",
         "postwire.v1.AdminService",
         "postwire.v1.SuppressionService",
+        "postwire.v1.DomainService",
         "grpc.health.v1.Health",
     ):
         assert name in listed

@@ -311,16 +311,23 @@ def test_deployment_wires_shared_config_and_secrets(name: str) -> None:
             "name": "postwire-secrets",
             "key": "admin-token",
         }
+        assert env["POSTWIRE_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "postwire-secrets",
+            "key": "secret-key",
+        }
     else:
         # Least privilege: template runs tenant-supplied Jinja, and nothing but policy hashes keys
         # or serves AdminService.
         assert "POSTWIRE_API_KEY_PEPPER" not in env
         assert "POSTWIRE_ADMIN_TOKEN" not in env
+        assert "POSTWIRE_SECRET_KEY" not in env
+    # Dev shortcuts never reach a cluster.
+    assert "POSTWIRE_DEV_FROM_DOMAINS" not in env
     assert env["OTEL_SERVICE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['app.kubernetes.io/name']"
     )
     # Secrets must come from Secrets, never as literals in a manifest.
-    for var in ("POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER", "POSTWIRE_ADMIN_TOKEN"):
+    for var in ("POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER", "POSTWIRE_ADMIN_TOKEN", "POSTWIRE_SECRET_KEY"):
         assert "value" not in env.get(var, {})
 
 

@@ -31,8 +31,12 @@ def test_every_problem_is_named() -> None:
 def test_bounces_and_complaints_cannot_be_group_scoped() -> None:
     for reason in (1, 2):
         _, problems = check_entry("s", "a@b.c", reason, "news", "", None, NOW)
-        assert problems == [("s.unsubscribe_group", "bounces and complaints apply to all mail, not one group")]
-    entry, problems = check_entry("s", "a@b.c", 3, "news", str(uuid.UUID(int=1)), NOW + timedelta(days=1), NOW)
+        assert problems == [
+            ("s.unsubscribe_group", "bounces and complaints apply to all mail, not one group")
+        ]
+    entry, problems = check_entry(
+        "s", "a@b.c", 3, "news", str(uuid.UUID(int=1)), NOW + timedelta(days=1), NOW
+    )
     assert problems == [] and entry is not None and entry.group == "news"
 
 
