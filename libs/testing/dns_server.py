@@ -63,6 +63,8 @@ class LoopbackDns:
     def stop(self) -> None:
         for server in self._servers:
             server.stop()
+            # dnslib's stop() shuts the loop down but leaves the socket open.
+            server.server.server_close()
 
     def set(self, rtype: str, name: str, *values: str) -> None:
         with self._zones.lock:

@@ -240,3 +240,25 @@ async def test_a_revoked_key_stops_working_within_seconds_everywhere(admin, edge
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await admin.RevokeApiKey(admin_service_pb2.RevokeApiKeyRequest(api_key=secret), metadata=ADMIN)
     assert bad_request_fields(caught.value) == ["api_key"]
+
+
+async def test_keys_and_the_admin_credential_never_reach_the_logs(suite, admin, edge) -> None:
+    _, secret = await _tenant_with_key(admin, ["send"])
+    stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    await stub.SendEmail(mail(), metadata=_auth(secret))
+    # Failure paths too: a revoked key, a wrong admin token, a tenant key on the admin API.
+    with pytest.raises(grpc.aio.AioRpcError):
+        await admin.ListTenants(admin_service_pb2.ListTenantsRequest(), metadata=_auth(secret))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await admin.ListTenants(admin_service_pb2.ListTenantsRequest(), metadata=_auth(secret + "x"))
+    await admin.RevokeApiKey(
+        admin_service_pb2.RevokeApiKeyRequest(api_key="_".join(secret.split("_")[:2])), metadata=ADMIN
+    )
+    await asyncio.sleep(1.5)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.SendEmail(mail(), metadata=_auth(secret))
+    secret_part = secret.split("_", 2)[2]
+    for log in (suite.data_dir / "logs").glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert secret_part not in text, log.name
+        assert ADMIN_TOKEN not in text, log.name

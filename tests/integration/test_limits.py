@@ -187,10 +187,11 @@ async def test_the_limit_holds_across_two_policy_replicas(suite, edge, second_po
     ):
         stubs = [policy_service_pb2_grpc.PolicyServiceStub(c) for c in (one, two)]
         request = policy_service_pb2.AdmitMessageRequest(
-            api_key=api_key, stream="transactional", recipients=["a@example.com"]
+            api_key=api_key, stream="transactional", recipients=["a@example.com"], from_domain="example.com"
         )
         admitted = {0: 0, 1: 0}
         refused = 0
+        other_codes: list[grpc.StatusCode] = []
         started = time.monotonic()
 
         async def ask(i: int) -> None:
@@ -199,14 +200,19 @@ async def test_the_limit_holds_across_two_policy_replicas(suite, edge, second_po
                 await stubs[i % 2].AdmitMessage(request, timeout=10)
                 admitted[i % 2] += 1
             except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
-                refused += 1
+                # Collected, not asserted here: an assertion inside gather would leave the other
+                # calls running past the test.
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    refused += 1
+                else:
+                    other_codes.append(exc.code())
 
         # 4 rounds of 30 concurrent calls, alternating replicas, over about 1.5 s.
         for _ in range(4):
             await asyncio.gather(*(ask(i) for i in range(30)))
             await asyncio.sleep(0.5)
         elapsed = time.monotonic() - started
+    assert other_codes == []
     total = admitted[0] + admitted[1]
     allowed = burst + rate * elapsed
     # GCRA in one PostgreSQL row is exact; the tolerance is only the clock between our reading of
