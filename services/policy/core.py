@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import grpc
+
 from libs.errors import Unauthenticated
+from libs.grpcx.auth import Caller, bearer_token
 from libs.ttl_cache import TtlCache
 from services.policy.api_keys import hash_key
 from services.policy.limits import Limits
@@ -31,6 +34,13 @@ class PolicyCore:
             # One message for unknown, revoked and malformed keys: no oracle for guessing.
             raise Unauthenticated("unknown or revoked API key")
         return record
+
+    async def caller(self, context: grpc.aio.ServicerContext, scope: str) -> Caller:
+        """The calling tenant key of a public policy-served RPC (suppressions, domains), with `scope`."""
+        record = await self.key(bearer_token(context), cached=True)
+        caller = Caller(record.tenant_id, frozenset(record.scopes), record.prefix)
+        caller.require(scope)
+        return caller
 
     async def limits(self, tenant_id: str) -> list[Limits]:
         found = self._limits.get(tenant_id)

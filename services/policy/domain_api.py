@@ -10,7 +10,6 @@ import grpc
 from postwire.v1 import domain_service_pb2, domain_service_pb2_grpc
 
 from libs.errors import FailedPrecondition, InvalidArgument
-from libs.grpcx.auth import Caller, bearer_token
 from libs.page_tokens import decode_page_token, encode_page_token, page_size
 from libs.ttl_cache import TtlCache
 from services.policy.core import PolicyCore
@@ -109,12 +108,6 @@ class DomainApi(domain_service_pb2_grpc.DomainServiceServicer):
         self._core = core
         self._domains = domains
 
-    async def _caller(self, context: grpc.aio.ServicerContext, scope: str) -> Caller:
-        record = await self._core.key(bearer_token(context), cached=True)
-        caller = Caller(record.tenant_id, frozenset(record.scopes), record.prefix)
-        caller.require(scope)
-        return caller
-
     def _proto(self, row: DomainRow) -> domain_service_pb2.Domain:
         out = domain_service_pb2.Domain(
             name=row.name,
@@ -143,7 +136,7 @@ class DomainApi(domain_service_pb2_grpc.DomainServiceServicer):
     async def CreateDomain(
         self, request: domain_service_pb2.CreateDomainRequest, context: grpc.aio.ServicerContext
     ) -> domain_service_pb2.CreateDomainResponse:
-        caller = await self._caller(context, "domains:write")
+        caller = await self._core.caller(context, "domains:write")
         name = _name(request.name)
         # RSA-2048 generation takes tens of milliseconds of CPU: off the event loop.
         keys = await asyncio.to_thread(generate_keys)
@@ -164,14 +157,14 @@ class DomainApi(domain_service_pb2_grpc.DomainServiceServicer):
     async def GetDomain(
         self, request: domain_service_pb2.GetDomainRequest, context: grpc.aio.ServicerContext
     ) -> domain_service_pb2.GetDomainResponse:
-        caller = await self._caller(context, "domains:read")
+        caller = await self._core.caller(context, "domains:read")
         row = await self._domains.store.get(caller.tenant_id, _name(request.name))
         return domain_service_pb2.GetDomainResponse(domain=self._proto(row))
 
     async def ListDomains(
         self, request: domain_service_pb2.ListDomainsRequest, context: grpc.aio.ServicerContext
     ) -> domain_service_pb2.ListDomainsResponse:
-        caller = await self._caller(context, "domains:read")
+        caller = await self._core.caller(context, "domains:read")
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         after = decode_page_token(request.page_token, method="ListDomains")
         rows = await self._domains.store.list(caller.tenant_id, after=after, limit=size + 1)
@@ -183,7 +176,7 @@ class DomainApi(domain_service_pb2_grpc.DomainServiceServicer):
     async def VerifyDomain(
         self, request: domain_service_pb2.VerifyDomainRequest, context: grpc.aio.ServicerContext
     ) -> domain_service_pb2.VerifyDomainResponse:
-        caller = await self._caller(context, "domains:write")
+        caller = await self._core.caller(context, "domains:write")
         row = await self._domains.store.get(caller.tenant_id, _name(request.name))
         records = self._domains.records(row)
         answers = await self._domains.lookup.answers(records)
@@ -197,7 +190,7 @@ class DomainApi(domain_service_pb2_grpc.DomainServiceServicer):
     async def DeleteDomain(
         self, request: domain_service_pb2.DeleteDomainRequest, context: grpc.aio.ServicerContext
     ) -> domain_service_pb2.DeleteDomainResponse:
-        caller = await self._caller(context, "domains:write")
+        caller = await self._core.caller(context, "domains:write")
         name = _name(request.name)
         await self._domains.store.delete(caller.tenant_id, name)
         self._domains.forget(caller.tenant_id, name)

@@ -9,7 +9,6 @@ import grpc
 from postwire.v1 import suppression_service_pb2, suppression_service_pb2_grpc
 
 from libs.errors import InvalidArgument, NotFound
-from libs.grpcx.auth import Caller, bearer_token
 from libs.page_tokens import decode_page_token, encode_page_token, page_size
 from services.policy.core import PolicyCore
 from services.policy.suppression_lookup import Suppressions
@@ -72,18 +71,12 @@ class SuppressionApi(suppression_service_pb2_grpc.SuppressionServiceServicer):
         self._core = core
         self._suppressions = suppressions
 
-    async def _caller(self, context: grpc.aio.ServicerContext, scope: str) -> Caller:
-        record = await self._core.key(bearer_token(context), cached=True)
-        caller = Caller(record.tenant_id, frozenset(record.scopes), record.prefix)
-        caller.require(scope)
-        return caller
-
     async def BatchCreateSuppressions(
         self,
         request: suppression_service_pb2.BatchCreateSuppressionsRequest,
         context: grpc.aio.ServicerContext,
     ) -> suppression_service_pb2.BatchCreateSuppressionsResponse:
-        caller = await self._caller(context, "suppressions:write")
+        caller = await self._core.caller(context, "suppressions:write")
         entries = entries_from(request.suppressions, "suppressions")
         stored = await self._suppressions.record(caller.tenant_id, entries)
         return suppression_service_pb2.BatchCreateSuppressionsResponse(
@@ -93,7 +86,7 @@ class SuppressionApi(suppression_service_pb2_grpc.SuppressionServiceServicer):
     async def GetSuppression(
         self, request: suppression_service_pb2.GetSuppressionRequest, context: grpc.aio.ServicerContext
     ) -> suppression_service_pb2.GetSuppressionResponse:
-        caller = await self._caller(context, "suppressions:read")
+        caller = await self._core.caller(context, "suppressions:read")
         address, group = _address_and_group(request.address, request.unsubscribe_group)
         found = await self._suppressions.store.get(caller.tenant_id, address, group)
         if found is None:
@@ -103,7 +96,7 @@ class SuppressionApi(suppression_service_pb2_grpc.SuppressionServiceServicer):
     async def ListSuppressions(
         self, request: suppression_service_pb2.ListSuppressionsRequest, context: grpc.aio.ServicerContext
     ) -> suppression_service_pb2.ListSuppressionsResponse:
-        caller = await self._caller(context, "suppressions:read")
+        caller = await self._core.caller(context, "suppressions:read")
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         position = decode_page_token(request.page_token, method="ListSuppressions")
         after = tuple(position.split("\n", 1)) if position else None
@@ -127,7 +120,7 @@ class SuppressionApi(suppression_service_pb2_grpc.SuppressionServiceServicer):
     async def DeleteSuppression(
         self, request: suppression_service_pb2.DeleteSuppressionRequest, context: grpc.aio.ServicerContext
     ) -> suppression_service_pb2.DeleteSuppressionResponse:
-        caller = await self._caller(context, "suppressions:write")
+        caller = await self._core.caller(context, "suppressions:write")
         address, group = _address_and_group(request.address, request.unsubscribe_group)
         if not await self._suppressions.store.delete(caller.tenant_id, address, group):
             raise NotFound(f"'{address}' is not suppressed" + (f" for group '{group}'" if group else ""))

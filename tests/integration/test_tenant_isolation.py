@@ -15,6 +15,8 @@ import pytest
 from postwire.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    domain_service_pb2,
+    domain_service_pb2_grpc,
     event_service_pb2,
     event_service_pb2_grpc,
     mail_service_pb2,
@@ -119,6 +121,30 @@ async def test_a_second_tenant_cannot_reach_anything_of_the_first(suite, edge, t
             )
         )
         assert code == grpc.StatusCode.NOT_FOUND
+
+    domains = domain_service_pb2_grpc.DomainServiceStub(edge)
+    domain = f"iso-{uuid.uuid4().hex[:8]}.example.org"
+    await domains.CreateDomain(domain_service_pb2.CreateDomainRequest(name=domain), metadata=tenant.metadata)
+    absent = f"none-{uuid.uuid4().hex[:8]}.example.org"
+    for rpc in (
+        lambda n: domains.GetDomain(domain_service_pb2.GetDomainRequest(name=n), metadata=other.metadata),
+        lambda n: domains.VerifyDomain(
+            domain_service_pb2.VerifyDomainRequest(name=n), metadata=other.metadata
+        ),
+        lambda n: domains.DeleteDomain(
+            domain_service_pb2.DeleteDomainRequest(name=n), metadata=other.metadata
+        ),
+    ):
+        code, text = await _failure(rpc(domain))
+        code_missing, text_missing = await _failure(rpc(absent))
+        assert code == code_missing == grpc.StatusCode.NOT_FOUND
+        assert text.replace(domain, "<name>") == text_missing.replace(absent, "<name>")
+    theirs = await domains.ListDomains(domain_service_pb2.ListDomainsRequest(), metadata=other.metadata)
+    assert domain not in [d.name for d in theirs.domains]
+    still_mine = await domains.GetDomain(
+        domain_service_pb2.GetDomainRequest(name=domain), metadata=tenant.metadata
+    )
+    assert still_mine.domain.name == domain
 
     # Lists show none of it.
     listed = await templates.ListTemplates(
