@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from libs.errors import InvalidArgument
 
-__all__ = ["decode_page_token", "encode_page_token", "page_size"]
+T = TypeVar("T")
+
+__all__ = ["decode_page_token", "encode_page_token", "page_of", "page_size"]
 
 
 def page_size(requested: int, *, default: int, maximum: int) -> int:
@@ -34,3 +38,11 @@ def decode_page_token(token: str, *, method: str) -> str:
     if version != "v1" or not position:
         raise InvalidArgument([("page_token", f"not a token returned by {method}")])
     return position
+
+
+def page_of(rows: Sequence[T], size: int, position: Callable[[T], str]) -> tuple[Sequence[T], str]:
+    """Split `size + 1` fetched rows into the page and the token for the next one ('' at the end);
+    `position` says where the next page starts after the page's last row."""
+    if len(rows) > size:
+        return rows[:size], encode_page_token(position(rows[size - 1]))
+    return rows, ""

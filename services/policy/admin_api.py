@@ -12,7 +12,7 @@ from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 from libs.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from libs.grpcx.auth import bearer_token
-from libs.page_tokens import decode_page_token, encode_page_token, page_size
+from libs.page_tokens import decode_page_token, page_of, page_size
 from services.policy.api_keys import generate_key, hash_key, key_prefix, scope_violations
 from services.policy.core import PolicyCore
 from services.policy.limits import Limits, check_limits
@@ -126,11 +126,10 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         after = _position(request.page_token, "ListTenants")
         rows = await self._core.store.list_tenants(after=after, limit=size + 1)
-        response = admin_service_pb2.ListTenantsResponse(tenants=[_tenant_proto(t) for t in rows[:size]])
-        if len(rows) > size:
-            last = rows[size - 1]
-            response.next_page_token = encode_page_token(f"{last.create_time.isoformat()}|{last.id}")
-        return response
+        page, token = page_of(rows, size, _after)
+        return admin_service_pb2.ListTenantsResponse(
+            tenants=[_tenant_proto(t) for t in page], next_page_token=token
+        )
 
     async def UpdateTenant(
         self, request: admin_service_pb2.UpdateTenantRequest, context: grpc.aio.ServicerContext
@@ -195,11 +194,10 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
             after=_position(request.page_token, "ListApiKeys"),
             limit=size + 1,
         )
-        response = admin_service_pb2.ListApiKeysResponse(api_keys=[_key_proto(k) for k in rows[:size]])
-        if len(rows) > size:
-            last = rows[size - 1]
-            response.next_page_token = encode_page_token(f"{last.create_time.isoformat()}|{last.id}")
-        return response
+        page, token = page_of(rows, size, _after)
+        return admin_service_pb2.ListApiKeysResponse(
+            api_keys=[_key_proto(k) for k in page], next_page_token=token
+        )
 
     async def RevokeApiKey(
         self, request: admin_service_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
@@ -215,6 +213,10 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
         return admin_service_pb2.RevokeApiKeyResponse(
             api_key=_key_proto(await self._core.store.revoke_key(request.api_key))
         )
+
+
+def _after(row: TenantRow | KeyRow) -> str:
+    return f"{row.create_time.isoformat()}|{row.id}"
 
 
 def _position(token: str, method: str) -> str:

@@ -10,7 +10,7 @@ import grpc
 from postwire.v1 import domain_service_pb2, domain_service_pb2_grpc
 
 from libs.errors import FailedPrecondition, InvalidArgument
-from libs.page_tokens import decode_page_token, encode_page_token, page_size
+from libs.page_tokens import decode_page_token, page_of, page_size
 from libs.ttl_cache import TtlCache
 from services.policy.core import PolicyCore
 from services.policy.dns_lookup import DnsLookup
@@ -168,10 +168,10 @@ class DomainApi(domain_service_pb2_grpc.DomainServiceServicer):
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         after = decode_page_token(request.page_token, method="ListDomains")
         rows = await self._domains.store.list(caller.tenant_id, after=after, limit=size + 1)
-        response = domain_service_pb2.ListDomainsResponse(domains=[self._proto(r) for r in rows[:size]])
-        if len(rows) > size:
-            response.next_page_token = encode_page_token(rows[size - 1].name)
-        return response
+        page, token = page_of(rows, size, lambda r: r.name)
+        return domain_service_pb2.ListDomainsResponse(
+            domains=[self._proto(r) for r in page], next_page_token=token
+        )
 
     async def VerifyDomain(
         self, request: domain_service_pb2.VerifyDomainRequest, context: grpc.aio.ServicerContext

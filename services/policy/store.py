@@ -125,19 +125,36 @@ class PolicyStore:
         )
 
     async def list_tenants(self, *, after: str, limit: int) -> list[TenantRow]:
-        """Oldest first; `after` is the previous page's last (create_time, id) as 'iso|id'."""
-        if after:
-            stamp, _, last_id = after.partition("|")
-            rows = await self._pool.fetch(
-                "SELECT id FROM tenants WHERE (create_time, id) > ($1::timestamptz, $2::uuid)"
-                " ORDER BY create_time, id LIMIT $3",
-                datetime.fromisoformat(stamp),
-                uuid.UUID(last_id),
-                limit,
+        """Oldest first; `after` is the previous page's last (create_time, id) as 'iso|id'.
+        Two queries per page, however many tenants are on it."""
+        stamp, _, last_id = after.partition("|")
+        rows = await self._pool.fetch(
+            "SELECT id, name, sandbox, create_time FROM tenants"
+            " WHERE $1::timestamptz IS NULL OR (create_time, id) > ($1::timestamptz, $2::uuid)"
+            " ORDER BY create_time, id LIMIT $3",
+            datetime.fromisoformat(stamp) if stamp else None,
+            uuid.UUID(last_id) if last_id else None,
+            limit,
+        )
+        limits: dict[uuid.UUID, list[Limits]] = {r["id"]: [] for r in rows}
+        for lim in await self._pool.fetch(
+            "SELECT tenant_id, stream, recipients_per_second, burst, recipients_per_day, recipients_per_month"
+            " FROM tenant_limits WHERE tenant_id = ANY($1::uuid[]) ORDER BY tenant_id, stream",
+            list(limits),
+        ):
+            limits[lim["tenant_id"]].append(
+                Limits(**{k: v for k, v in dict(lim).items() if k != "tenant_id"})
             )
-        else:
-            rows = await self._pool.fetch("SELECT id FROM tenants ORDER BY create_time, id LIMIT $1", limit)
-        return [await self.get_tenant(str(r["id"])) for r in rows]
+        return [
+            TenantRow(
+                id=str(r["id"]),
+                name=r["name"],
+                sandbox=r["sandbox"],
+                create_time=r["create_time"],
+                limits=tuple(limits[r["id"]]),
+            )
+            for r in rows
+        ]
 
     async def update_tenant(
         self,

@@ -9,7 +9,7 @@ import grpc
 from postwire.v1 import suppression_service_pb2, suppression_service_pb2_grpc
 
 from libs.errors import InvalidArgument, NotFound
-from libs.page_tokens import decode_page_token, encode_page_token, page_size
+from libs.page_tokens import decode_page_token, page_of, page_size
 from services.policy.core import PolicyCore
 from services.policy.suppression_lookup import Suppressions
 from services.policy.suppressions import GROUP, MAX_BATCH, Entry, check_entry, normalise_address
@@ -109,13 +109,10 @@ class SuppressionApi(suppression_service_pb2_grpc.SuppressionServiceServicer):
             after=after,  # type: ignore[arg-type]
             limit=size + 1,
         )
-        response = suppression_service_pb2.ListSuppressionsResponse(
-            suppressions=[to_proto(e) for e in rows[:size]]
+        page, token = page_of(rows, size, lambda e: f"{e.address}\n{e.group}")
+        return suppression_service_pb2.ListSuppressionsResponse(
+            suppressions=[to_proto(e) for e in page], next_page_token=token
         )
-        if len(rows) > size:
-            last = rows[size - 1]
-            response.next_page_token = encode_page_token(f"{last.address}\n{last.group}")
-        return response
 
     async def DeleteSuppression(
         self, request: suppression_service_pb2.DeleteSuppressionRequest, context: grpc.aio.ServicerContext

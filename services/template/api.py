@@ -17,7 +17,7 @@ from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2
 from libs.errors import InvalidArgument
 from libs.grpcx.auth import KeyResolver
 from libs.locales import closest_locale, locale_problem
-from libs.page_tokens import decode_page_token, encode_page_token, page_size
+from libs.page_tokens import decode_page_token, page_of, page_size
 from services.template.references import Kind, Reference, check_references, find_cycle, references_in, reject
 from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
 from services.template.store import StoredTemplate, TemplateStore, TemplateVersions
@@ -348,10 +348,10 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         rows = await self._core.versions.list(
             caller.tenant_id, name_prefix=request.name_prefix, after_name=after, limit=size + 1
         )
-        response = template_service_pb2.ListTemplatesResponse(templates=[_to_proto(t) for t in rows[:size]])
-        if len(rows) > size:
-            response.next_page_token = encode_page_token(rows[size - 1].name)
-        return response
+        page, token = page_of(rows, size, lambda t: t.name)
+        return template_service_pb2.ListTemplatesResponse(
+            templates=[_to_proto(t) for t in page], next_page_token=token
+        )
 
     async def UpdateTemplate(
         self, request: template_service_pb2.UpdateTemplateRequest, context: grpc.aio.ServicerContext

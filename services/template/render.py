@@ -103,7 +103,9 @@ def check_syntax(parts: Parts, *, field_prefix: str = "template") -> None:
             _env(part).compile(source)
         except TemplateSyntaxError as exc:
             column = syntax_error_column(source, exc.lineno, exc.message or "")
-            violations.append((f"{field_prefix}.{part}", f"line {exc.lineno}, column {column}: {exc.message}"))
+            violations.append(
+                (f"{field_prefix}.{part}", f"line {exc.lineno}, column {column}: {exc.message}")
+            )
     if violations:
         raise InvalidArgument(violations)
 

@@ -115,13 +115,17 @@ async def test_update_tenant_changes_only_masked_fields(admin) -> None:
 
 
 async def test_list_tenants_pages_through_all(admin) -> None:
-    ids = set()
+    ids = {}
     for i in range(3):
         made = await admin.CreateTenant(
-            admin_service_pb2.CreateTenantRequest(tenant={"name": f"page-{i}"}), metadata=ADMIN
+            admin_service_pb2.CreateTenantRequest(
+                tenant={"name": f"page-{i}", "limits": [{"stream": "*", "recipients_per_day": i + 1}]}
+            ),
+            metadata=ADMIN,
         )
-        ids.add(made.tenant.id)
+        ids[made.tenant.id] = made.tenant
     seen: list[str] = []
+    listed: dict[str, admin_service_pb2.Tenant] = {}
     token = ""
     while True:
         page = await admin.ListTenants(
@@ -129,10 +133,13 @@ async def test_list_tenants_pages_through_all(admin) -> None:
         )
         assert len(page.tenants) <= 2
         seen += [t.id for t in page.tenants]
+        listed.update({t.id: t for t in page.tenants})
         token = page.next_page_token
         if not token:
             break
-    assert ids <= set(seen) and len(seen) == len(set(seen))
+    assert set(ids) <= set(seen) and len(seen) == len(set(seen))
+    # Listed exactly as created, limits included.
+    assert all(listed[i] == tenant for i, tenant in ids.items())
 
 
 async def test_only_the_admin_credential_opens_the_admin_api(admin, tenant) -> None:
