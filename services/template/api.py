@@ -54,11 +54,36 @@ def _to_proto(t: StoredTemplate) -> template_pb2.Template:
     return out
 
 
-def _check_parts_syntax(subject: str, html: str, text: str, mjml: str) -> None:
-    check_syntax(Parts(subject, html, text))
-    if mjml:
+_PARTS = ("subject", "html_body", "text_body", "mjml_body")
+
+
+def _part_violations(kind: Kind, parts: dict[str, str]) -> list[tuple[str, str]]:
+    """The rules a version's parts must meet, on create and (after merging) on update."""
+    violations = [
+        (f"template.{p}", f"at most {MAX_PART_CHARS} characters")
+        for p in _PARTS
+        if len(parts[p]) > MAX_PART_CHARS
+    ]
+    if kind is Kind.MESSAGE and not parts["subject"]:
+        violations.append(("template.subject", "a subject template is required"))
+    elif kind is not Kind.MESSAGE and parts["subject"]:
+        violations.append(
+            ("template.subject", f"a {kind.name.lower()} has no subject; the message template gives it")
+        )
+    if parts["html_body"] and parts["mjml_body"]:
+        violations.append(("template.mjml_body", "give html_body or mjml_body, not both"))
+    if not parts["html_body"] and not parts["text_body"] and not parts["mjml_body"]:
+        violations.append(
+            ("template.html_body", "at least one of html_body, mjml_body and text_body is required")
+        )
+    return violations
+
+
+def _check_parts_syntax(subject: str, html_body: str, text_body: str, mjml_body: str) -> None:
+    check_syntax(Parts(subject, html_body, text_body))
+    if mjml_body:
         try:
-            check_syntax(Parts("", mjml, ""))
+            check_syntax(Parts("", mjml_body, ""))
         except InvalidArgument as exc:
             raise InvalidArgument(
                 [(f.replace("template.html_body", "template.mjml_body"), d) for f, d in exc.violations]
@@ -252,37 +277,14 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         violations = []
         if not _NAME.fullmatch(t.name):
             violations.append(("template.name", "1-128 characters: letters, digits, '-', '_' and '.'"))
-        if kind is Kind.MESSAGE and not t.subject:
-            violations.append(("template.subject", "a subject template is required"))
-        elif kind is not Kind.MESSAGE and t.subject:
-            violations.append(
-                ("template.subject", f"a {kind.name.lower()} has no subject; the message template gives it")
-            )
-        if t.html_body and t.mjml_body:
-            violations.append(("template.mjml_body", "give html_body or mjml_body, not both"))
-        if not t.html_body and not t.text_body and not t.mjml_body:
-            violations.append(("template.html_body", "at least one of html_body and text_body is required"))
-        for part in ("subject", "html_body", "text_body"):
-            if len(getattr(t, part)) > MAX_PART_CHARS:
-                violations.append((f"template.{part}", f"at most {MAX_PART_CHARS} characters"))
+        parts = {p: getattr(t, p) for p in _PARTS}
+        violations += _part_violations(kind, parts)
         if violations:
             raise InvalidArgument(violations)
-        _check_parts_syntax(t.subject, t.html_body, t.text_body, t.mjml_body)
+        _check_parts_syntax(**parts)
         locales = _locales_json(t, kind)
         refs = await self._core.check_references(
-            caller.tenant_id,
-            t.name,
-            kind,
-            _sources(
-                "template",
-                {
-                    "subject": t.subject,
-                    "html_body": t.html_body,
-                    "text_body": t.text_body,
-                    "mjml_body": t.mjml_body,
-                },
-                locales,
-            ),
+            caller.tenant_id, t.name, kind, _sources("template", parts, locales)
         )
         stored = await self._core.store.create(
             caller.tenant_id,
@@ -375,27 +377,11 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         kind = Kind(current.kind)
         special = {"variables_schema": _schema_json, "locales": lambda t: _locales_json(t, kind)}
         changes = {p: special[p](t) if p in special else getattr(t, p) for p in paths}
-        violations = [
-            (f"template.{p}", f"at most {MAX_PART_CHARS} characters")
-            for p, v in changes.items()
-            if p in ("subject", "html_body", "text_body", "mjml_body") and len(v) > MAX_PART_CHARS
-        ]
-        if "subject" in changes and kind is Kind.MESSAGE and not changes["subject"]:
-            violations.append(("template.subject", "a subject template is required"))
-        elif "subject" in changes and kind is not Kind.MESSAGE and changes["subject"]:
-            violations.append(("template.subject", f"a {kind.name.lower()} has no subject"))
+        merged = {p: changes.get(p, getattr(current, p)) for p in _PARTS}
+        violations = _part_violations(kind, merged)
         if violations:
             raise InvalidArgument(violations)
-        merged = {
-            p: changes.get(p, getattr(current, p)) for p in ("subject", "html_body", "text_body", "mjml_body")
-        }
-        if merged["html_body"] and merged["mjml_body"]:
-            raise InvalidArgument([("template.mjml_body", "give html_body or mjml_body, not both")])
-        if not merged["html_body"] and not merged["text_body"] and not merged["mjml_body"]:
-            raise InvalidArgument(
-                [("template.html_body", "at least one of html_body, mjml_body and text_body is required")]
-            )
-        _check_parts_syntax(merged["subject"], merged["html_body"], merged["text_body"], merged["mjml_body"])
+        _check_parts_syntax(**merged)
         refs = await self._core.check_references(
             caller.tenant_id,
             current.name,

@@ -41,6 +41,13 @@ def _parse_uuid(value: str) -> uuid.UUID | None:
         return None
 
 
+# Every column _row_to_template reads, of a template joined to one of its versions (alias v).
+_SELECT = (
+    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft,"
+    " v.locales, v.mjml_body, t.kind, v.refs, t.create_time, v.create_time AS update_time FROM templates t"
+)
+
+
 class TemplateStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -101,9 +108,7 @@ class TemplateStore:
         """
         template_uuid = _parse_uuid(id_or_name)
         row = await self._pool.fetchrow(
-            "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales, v.mjml_body,"
-            " t.kind, v.refs, t.create_time, v.create_time AS update_time FROM templates t"
-            " JOIN template_versions v ON v.template_id = t.id"
+            _SELECT + " JOIN template_versions v ON v.template_id = t.id"
             " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND (t.id = $2 OR ($2 IS NULL AND t.name = $3))"
             " AND v.version = CASE WHEN $4 > 0 THEN $4 WHEN $5 THEN t.head_version ELSE t.latest_version END"
             " AND ($5 OR NOT v.draft)",
@@ -130,9 +135,7 @@ class TemplateStore:
             if not missing:
                 return found
             rows = await self._pool.fetch(
-                "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft,"
-                " v.locales, v.mjml_body, t.kind, v.refs, t.create_time, v.create_time AS update_time"
-                " FROM templates t JOIN template_versions v ON v.template_id = t.id"
+                _SELECT + " JOIN template_versions v ON v.template_id = t.id"
                 " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND t.kind <> 1 AND t.name = ANY($2::text[])"
                 " AND v.version = COALESCE(($3::jsonb ->> t.name)::int,"
                 " CASE WHEN $4 THEN t.head_version ELSE t.latest_version END)",
@@ -189,11 +192,7 @@ class TemplateStore:
         return targets, edges
 
 
-_SELECT_LATEST = (
-    "SELECT t.id, t.name, v.version, v.subject, v.html_body, v.text_body, v.variables_schema, v.draft, v.locales, v.mjml_body,"
-    " t.kind, v.refs, t.create_time, v.create_time AS update_time FROM templates t"
-    " JOIN template_versions v ON v.template_id = t.id AND v.version = t.head_version"
-)
+_SELECT_LATEST = _SELECT + " JOIN template_versions v ON v.template_id = t.id AND v.version = t.head_version"
 
 
 def _row_to_template(row: asyncpg.Record) -> StoredTemplate:

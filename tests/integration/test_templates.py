@@ -524,6 +524,10 @@ async def test_mjml_template_is_compiled_to_responsive_html_after_jinja(edge, te
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _create(edge, tenant, html_body="", mjml_body="<mjml>{% if %}</mjml>")
     assert bad_request_fields(caught.value) == ["template.mjml_body"]
+    # MJML source is held to the same size limit as the other parts, on create as on update.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _create(edge, tenant, html_body="", mjml_body="<mjml>" + "x" * 600_000 + "</mjml>")
+    assert bad_request_fields(caught.value) == ["template.mjml_body"]
 
 
 async def test_a_template_that_spins_is_stopped_and_the_service_keeps_answering(edge, tenant) -> None:
