@@ -7,12 +7,13 @@ import time
 from dataclasses import dataclass
 
 import grpc
+from opentelemetry import trace
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
 from libs.errors import PermissionDenied, Unauthenticated
 from libs.grpcx.status import error_from_rpc
 
-__all__ = ["Caller", "KeyResolver", "bearer_token"]
+__all__ = ["Caller", "KeyResolver", "bearer_token", "tag_span"]
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str:
@@ -25,6 +26,13 @@ def bearer_token(context: grpc.aio.ServicerContext) -> str:
                 return token
             break
     raise Unauthenticated("missing or malformed 'authorization: Bearer <api key>' metadata")
+
+
+def tag_span(tenant_id: str, key_prefix: str) -> None:
+    """Name the caller on the current span: the tenant and the key's public prefix, never the key."""
+    span = trace.get_current_span()
+    span.set_attribute("postwire.tenant_id", tenant_id)
+    span.set_attribute("postwire.api_key.prefix", key_prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,7 @@ class KeyResolver:
         hit = self._cache.get(digest)
         now = time.monotonic()
         if hit is not None and hit[0] > now:
+            tag_span(hit[1].tenant_id, hit[1].key_prefix)
             return hit[1]
         try:
             answer = await self._stub.Authenticate(
@@ -66,6 +75,7 @@ class KeyResolver:
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, what="policy service") from None
         caller = Caller(answer.tenant_id, frozenset(answer.scopes), answer.key_prefix)
+        tag_span(caller.tenant_id, caller.key_prefix)
         if len(self._cache) >= self._max:
             self._cache.clear()
         self._cache[digest] = (now + self._ttl, caller)

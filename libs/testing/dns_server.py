@@ -49,7 +49,8 @@ class LoopbackDns:
         self.port = free_port()
         self._zones = _Zones()
         self._servers = [
-            DNSServer(self._zones, port=self.port, address="127.0.0.1", tcp=tcp, logger=_Quiet()) for tcp in (False, True)
+            DNSServer(self._zones, port=self.port, address="127.0.0.1", tcp=tcp, logger=_Quiet())
+            for tcp in (False, True)
         ]
 
     @property

@@ -32,7 +32,12 @@ async def run(env: Mapping[str, str]) -> None:
         store = EventsStore(pool)
         server.add(
             event_service_pb2_grpc.add_EventServiceServicer_to_server,
-            EventApi(store, bus, KeyResolver(policy, ttl=config.common.key_cache_seconds), max_streams_per_tenant=config.max_streams_per_tenant),
+            EventApi(
+                store,
+                bus,
+                KeyResolver(policy, ttl=config.common.key_cache_seconds),
+                max_streams_per_tenant=config.max_streams_per_tenant,
+            ),
             event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
         )
         recorder = EventRecorder(store, bus, stall=timedelta(seconds=config.common.stall_seconds))

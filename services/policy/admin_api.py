@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from datetime import datetime
 from uuid import UUID
 
@@ -17,6 +18,8 @@ from services.policy.api_keys import generate_key, hash_key, key_prefix, scope_v
 from services.policy.core import PolicyCore
 from services.policy.limits import Limits, check_limits
 from services.policy.store import KeyRow, TenantRow
+
+_log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -179,6 +182,10 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
             scopes=list(request.scopes),
             display_name=request.display_name,
         )
+        # The prefix names the key in logs; the secret never goes there.
+        _log.info(
+            "API key %s created for tenant %s with scopes %s", row.prefix, row.tenant_id, ",".join(row.scopes)
+        )
         return admin_service_pb2.CreateApiKeyResponse(api_key=_key_proto(row), secret=new.key)
 
     async def ListApiKeys(
@@ -210,9 +217,9 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
             raise InvalidArgument(
                 [("api_key", "give the key's id or prefix (pw_xxxxxxxx), not the key itself")]
             )
-        return admin_service_pb2.RevokeApiKeyResponse(
-            api_key=_key_proto(await self._core.store.revoke_key(request.api_key))
-        )
+        row = await self._core.store.revoke_key(request.api_key)
+        _log.info("API key %s of tenant %s revoked", row.prefix, row.tenant_id)
+        return admin_service_pb2.RevokeApiKeyResponse(api_key=_key_proto(row))
 
 
 def _after(row: TenantRow | KeyRow) -> str:

@@ -84,6 +84,6 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
     async def RecordSuppressions(
         self, request: policy_service_pb2.RecordSuppressionsRequest, context: grpc.aio.ServicerContext
     ) -> policy_service_pb2.RecordSuppressionsResponse:
-        await self._core.store.get_tenant(request.tenant_id)
-        await self._suppressions.record(request.tenant_id, entries_from(request.suppressions, "suppressions"))
+        entries = entries_from(request.suppressions, "suppressions")
+        await self._suppressions.record(request.tenant_id, entries)
         return policy_service_pb2.RecordSuppressionsResponse()

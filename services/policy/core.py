@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from libs.errors import Unauthenticated
-from libs.grpcx.auth import Caller, bearer_token
+from libs.grpcx.auth import Caller, bearer_token, tag_span
 from libs.ttl_cache import TtlCache
 from services.policy.api_keys import hash_key
 from services.policy.limits import Limits
@@ -33,6 +33,7 @@ class PolicyCore:
         if record is None:
             # One message for unknown, revoked and malformed keys: no oracle for guessing.
             raise Unauthenticated("unknown or revoked API key")
+        tag_span(record.tenant_id, record.prefix)
         return record
 
     async def caller(self, context: grpc.aio.ServicerContext, scope: str) -> Caller:

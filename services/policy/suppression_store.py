@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from libs.errors import NotFound
 from services.policy.suppressions import Entry
 
 __all__ = ["SuppressionStore"]
@@ -30,6 +31,16 @@ class SuppressionStore:
         self._pool = pool
 
     async def upsert(self, tenant_id: str, entries: Sequence[Entry]) -> list[Entry]:
+        """NOT_FOUND for an unknown tenant (the foreign key says so; no separate lookup)."""
+        try:
+            tid = uuid.UUID(tenant_id)
+            return await self._upsert(tid, entries)
+        except ValueError:
+            raise NotFound(f"tenant '{tenant_id}' not found") from None
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound(f"tenant '{tenant_id}' not found") from None
+
+    async def _upsert(self, tenant_id: uuid.UUID, entries: Sequence[Entry]) -> list[Entry]:
         async with self._pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 "INSERT INTO suppressions (tenant_id, address, grp, reason, source_message_id, expire_time)"
@@ -39,7 +50,7 @@ class SuppressionStore:
                 " ON CONFLICT (tenant_id, address, grp) DO UPDATE SET reason = excluded.reason,"
                 " source_message_id = excluded.source_message_id, expire_time = excluded.expire_time,"
                 f" create_time = now() RETURNING {_COLUMNS}",
-                uuid.UUID(tenant_id),
+                tenant_id,
                 [e.address for e in entries],
                 [e.group for e in entries],
                 [e.reason for e in entries],

@@ -22,7 +22,7 @@ from libs.bus import ROUTE_SUBJECT, Bus
 from libs.db import unavailable_from
 from libs.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
 from libs.event_outbox import EventContext, new_event, publish_events
-from libs.grpcx.auth import KeyResolver, bearer_token
+from libs.grpcx.auth import KeyResolver, bearer_token, tag_span
 from libs.grpcx.status import error_from_rpc
 from libs.mail.addresses import to_ascii_address
 from libs.mail.states import state_to_proto
@@ -106,6 +106,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             # Fail closed: without an answer from policy nothing is admitted.
             raise error_from_rpc(exc, what="policy service") from None
         tenant_id = admission.tenant_id
+        tag_span(tenant_id, admission.key_prefix)
         request_hash = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
         key = request.idempotency_key or None
 

@@ -17,6 +17,7 @@ from postwire.v1 import (
     template_service_pb2_grpc,
 )
 
+from libs.testing.polling import poll_until
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.helpers import bad_request_fields, mail
 
@@ -249,7 +250,7 @@ async def test_a_revoked_key_stops_working_within_seconds_everywhere(admin, edge
     assert bad_request_fields(caught.value) == ["api_key"]
 
 
-async def test_keys_and_the_admin_credential_never_reach_the_logs(suite, admin, edge) -> None:
+async def test_keys_and_the_admin_credential_never_reach_the_logs(suite, admin, edge, otlp) -> None:
     _, secret = await _tenant_with_key(admin, ["send"])
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
     await stub.SendEmail(mail(), metadata=_auth(secret))
@@ -265,7 +266,22 @@ async def test_keys_and_the_admin_credential_never_reach_the_logs(suite, admin, 
     with pytest.raises(grpc.aio.AioRpcError):
         await stub.SendEmail(mail(), metadata=_auth(secret))
     secret_part = secret.split("_", 2)[2]
+    prefix = "_".join(secret.split("_")[:2])
     for log in (suite.data_dir / "logs").glob("*.log"):
         text = log.read_text(errors="replace")
         assert secret_part not in text, log.name
         assert ADMIN_TOKEN not in text, log.name
+    # The prefix is what names the key: in the policy log for its creation and revocation...
+    policy_log = (suite.data_dir / "logs" / "policy.log").read_text()
+    assert f"API key {prefix} created" in policy_log and f"API key {prefix} of tenant" in policy_log
+
+    # ...and on the spans of the calls it made, where the secret never appears.
+    async def tagged() -> list[object]:
+        return [
+            s
+            for s in otlp.spans()
+            if s.attributes.get("postwire.api_key.prefix") == prefix and s.service == "postwire-submission"
+        ]
+
+    await poll_until(tagged, timeout=10, what="a submission span tagged with the key prefix")
+    assert not [s for s in otlp.spans() if any(secret_part in v for v in s.attributes.values())]

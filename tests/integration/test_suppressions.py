@@ -245,3 +245,17 @@ async def test_another_tenants_list_is_invisible_and_does_not_apply(suite, edge,
         mail(to=[{"address": rcpt}]), metadata=other.metadata
     )
     assert sent.recipients[0].state == message_pb2.RECIPIENT_STATE_ACCEPTED
+
+
+async def test_recording_for_an_unknown_tenant_is_not_found(suite) -> None:
+    async with grpc.aio.insecure_channel(suite.ports.addr("policy")) as channel:
+        stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
+        for tenant_id in (str(uuid.uuid4()), "not-a-uuid"):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.RecordSuppressions(
+                    policy_service_pb2.RecordSuppressionsRequest(
+                        tenant_id=tenant_id, suppressions=[{"address": unique(), "reason": HARD_BOUNCE}]
+                    ),
+                    timeout=10,
+                )
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
