@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -10,12 +11,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from libs.errors import InvalidArgument
 from libs.grpcx.status import abort_for
 
 __all__ = ["MAX_MESSAGE_BYTES", "ErrorInterceptor", "GrpcServer"]
 
 # 25 MB of message after encoding, plus base64/proto overhead headroom.
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024
+
+_log = logging.getLogger(__name__)
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -26,8 +30,44 @@ SERVER_OPTIONS = [
 ]
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the handler can answer
+    INVALID_ARGUMENT; gRPC itself would answer UNKNOWN and log a traceback."""
+
+    __slots__ = ("message_name",)
+
+    def __init__(self, message_name: str) -> None:
+        self.message_name = message_name
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:  # generic handlers (the edge) take raw bytes
+        return None
+    # The generated deserializer is `Message.FromString`; its class names the expected message.
+    owner = getattr(deserializer, "__self__", None)
+    name = getattr(getattr(owner, "DESCRIPTOR", None), "full_name", "the request message")
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        # DecodeError for bad wire format or invalid UTF-8 in a string field; RecursionError or
+        # others for pathological nesting. All are the caller's bytes, never our bug.
+        except Exception:
+            return _Undecodable(name)
+
+    return deserialize
+
+
+def _undecodable_error(request: _Undecodable, method: str) -> InvalidArgument:
+    _log.info("request to %s does not decode as %s", method, request.message_name)
+    return InvalidArgument(
+        [("request", f"the request bytes do not decode as {request.message_name}")],
+        f"the request bytes do not decode as {request.message_name}",
+    )
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turn domain errors into statuses with details; nothing escapes as UNKNOWN."""
+    """Turn every failure into a status with details; nothing escapes as UNKNOWN."""
 
     async def intercept_service(
         self,
@@ -37,11 +77,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
+        method = handler_call_details.method
         if handler.unary_unary is not None:
             inner_uu = handler.unary_unary
 
             async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
+                    if isinstance(request, _Undecodable):
+                        raise _undecodable_error(request, method)
                     return await inner_uu(request, context)
                 except grpc.aio.AbortError:
                     raise
@@ -50,7 +93,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 unary_unary,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -58,6 +101,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 try:
+                    if isinstance(request, _Undecodable):
+                        raise _undecodable_error(request, method)
                     async for item in inner_us(request, context):
                         yield item
                 except grpc.aio.AbortError:
@@ -67,7 +112,32 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream,
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:  # reflection
+            inner_ss = handler.stream_stream
+
+            async def stream_stream(
+                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                async def checked() -> AsyncIterator[Any]:
+                    async for request in requests:
+                        if isinstance(request, _Undecodable):
+                            raise _undecodable_error(request, method)
+                        yield request
+
+                try:
+                    async for item in inner_ss(checked(), context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await abort_for(context, exc)
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import NoReturn
 
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 
 from libs.errors import (
     AlreadyExists,
@@ -22,8 +24,9 @@ from libs.errors import (
     Unavailable,
     Unimplemented,
 )
+from libs.failures import dependency_failure
 
-__all__ = ["abort_for", "error_from_rpc", "to_status"]
+__all__ = ["abort_for", "error_from_rpc", "internal_status", "status_for", "to_status"]
 
 _log = logging.getLogger(__name__)
 
@@ -111,13 +114,51 @@ def to_status(exc: PostwireError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+ERROR_DOMAIN = "postwire.dev"
+
+
+def _trace_id() -> str:
+    """The current trace's id (hex), or a fresh random id when the call is not traced, so the
+    caller always has something to quote that appears in exactly one log line."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        return format(context.trace_id, "032x")
+    return secrets.token_hex(16)
+
+
+def internal_status(trace_id: str) -> grpc.Status:
+    """INTERNAL for a bug: no detail of the failure, only the id an operator searches the logs for."""
+    status = status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message=f"internal error (trace id {trace_id}); the operator's logs have the details",
+    )
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"trace_id": trace_id})
+    )
+    return rpc_status.to_status(status)
+
+
+def status_for(exc: BaseException) -> grpc.Status:
+    """The status a caller sees for any exception a servicer raised.
+
+    Domain errors say what they mean; a dependency that is down is UNAVAILABLE (retry); anything
+    else is a bug: INTERNAL with the trace id, and the traceback goes to the log only. Never
+    str(exc) to the caller: it can carry SQL, paths or other tenants' data.
+    """
+    if isinstance(exc, PostwireError) and type(exc) is not PostwireError:
+        return to_status(exc)
+    dependency = dependency_failure(exc)
+    if dependency is not None:
+        _log.warning("answering UNAVAILABLE: %s (%s)", dependency.message, type(exc).__name__)
+        return to_status(dependency.as_error())
+    trace_id = _trace_id()
+    _log.error("internal error, trace id %s", trace_id, exc_info=exc)
+    return internal_status(trace_id)
+
+
 async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
-    """Abort the call for any exception; unexpected ones become INTERNAL with a fixed message."""
-    if not isinstance(exc, PostwireError):
-        # Never str(exc) to the caller: it can carry SQL, paths or other tenants' data.
-        _log.error("unexpected error", exc_info=exc)
-        exc = PostwireError("internal error; the operator's logs have the details")
-    status = to_status(exc)
+    """Abort the call with the status `status_for` chooses."""
+    status = status_for(exc)
     await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("unreachable")  # context.abort always raises
 
