@@ -32,6 +32,9 @@ _DATABASE_ERRORS: tuple[type[BaseException], ...] = (
     # The client side of a lost connection: "pool is closed", "connection is closed", "cannot
     # perform operation: another operation is in progress" after the socket died mid-query.
     asyncpg.exceptions.InterfaceError,
+    # The protocol's state machine after the server ended the connection under a query:
+    # "cannot switch to state 11; another operation (2) is in progress" (seen in fault runs).
+    asyncpg.exceptions.InternalClientError,
 )
 
 _BUS_ERRORS: tuple[type[BaseException], ...] = (

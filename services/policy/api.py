@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
-from libs.errors import InvalidArgument, PermissionDenied, RateLimited
+from libs.errors import InvalidArgument, RateLimited
 from services.policy.api_keys import DEFAULT_SCOPES, generate_key, hash_key
 from services.policy.core import PolicyCore
 from services.policy.domain_api import Domains
@@ -34,17 +34,14 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
     async def AdmitMessage(
         self, request: policy_service_pb2.AdmitMessageRequest, context: grpc.aio.ServicerContext
     ) -> policy_service_pb2.AdmitMessageResponse:
-        record = await self._core.key(request.api_key, cached=True)
-        if "send" not in record.scopes:
-            raise PermissionDenied("this API key lacks the 'send' scope")
-        await self._domains.check_from(record.tenant_id, request.from_domain)
+        tenant_id = request.tenant_id
+        sandbox = await self._core.sandbox(tenant_id)
+        await self._domains.check_from(tenant_id, request.from_domain)
         if request.unsubscribe_group and not GROUP.fullmatch(request.unsubscribe_group):
             raise InvalidArgument(
                 [("unsubscribe_group", "lowercase letters, digits, '-' and '_', at most 64")]
             )
-        suppressed = await self._suppressions.suppressed(
-            record.tenant_id, request.recipients, request.unsubscribe_group
-        )
+        suppressed = await self._suppressions.suppressed(tenant_id, request.recipients, request.unsubscribe_group)
         decisions = [
             policy_service_pb2.DECISION_SUPPRESS
             if address in suppressed
@@ -52,9 +49,9 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
             for address in request.recipients
         ]
         admitted = sum(d == policy_service_pb2.DECISION_ADMIT for d in decisions)
-        limits = applicable(await self._core.limits(record.tenant_id), request.stream)
+        limits = applicable(await self._core.limits(tenant_id), request.stream)
         if limits and admitted:
-            refusal = await self._core.store.consume(record.tenant_id, limits, admitted)
+            refusal = await self._core.store.consume(tenant_id, limits, admitted)
             if refusal is not None:
                 raise RateLimited(
                     f"{refusal.subject}: {refusal.description}",
@@ -62,12 +59,7 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
                     subject=refusal.subject,
                     description=refusal.description,
                 )
-        return policy_service_pb2.AdmitMessageResponse(
-            tenant_id=record.tenant_id,
-            key_prefix=record.prefix,
-            sandbox=record.sandbox,
-            decisions=decisions,
-        )
+        return policy_service_pb2.AdmitMessageResponse(sandbox=sandbox, decisions=decisions)
 
     async def CreateTenant(
         self, request: policy_service_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext

@@ -22,6 +22,7 @@ class PolicyCore:
         self.pepper = pepper
         self._keys: TtlCache[KeyRecord] = TtlCache(cache_seconds)
         self._limits: TtlCache[list[Limits]] = TtlCache(cache_seconds)
+        self._sandbox: TtlCache[bool] = TtlCache(cache_seconds)
 
     async def key(self, api_key: str, *, cached: bool) -> KeyRecord:
         digest = hash_key(api_key, self.pepper) if api_key else b""
@@ -50,8 +51,19 @@ class PolicyCore:
             self._limits.put(tenant_id, found)
         return found
 
+    async def sandbox(self, tenant_id: str) -> bool:
+        """Whether the tenant runs in sandbox mode; an unknown tenant is an unknown key."""
+        found = self._sandbox.get(tenant_id)
+        if found is None:
+            found = await self.store.tenant_sandbox(tenant_id)
+            if found is None:
+                raise Unauthenticated("unknown or revoked API key")
+            self._sandbox.put(tenant_id, found)
+        return found
+
     def forget_tenant(self, tenant_id: str) -> None:
         """This replica applies a tenant change (limits, sandbox) at once; the others within the
         cache time. Keys are cached by digest, not tenant, so all of them go: admin changes are rare."""
         self._limits.drop(tenant_id)
+        self._sandbox.drop(tenant_id)
         self._keys.clear()

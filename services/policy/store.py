@@ -107,6 +107,14 @@ class PolicyStore:
                 )
         return str(tenant_id)
 
+    async def tenant_sandbox(self, tenant_id: str) -> bool | None:
+        """The tenant's sandbox flag, or None if there is no such tenant."""
+        tid = _uuid(tenant_id)
+        if tid is None:
+            return None
+        found: bool | None = await self._pool.fetchval("SELECT sandbox FROM tenants WHERE id = $1", tid)
+        return found
+
     async def get_tenant(self, tenant_id: str) -> TenantRow:
         tid = _uuid(tenant_id)
         row = None

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from postwire.internal.v1 import (
@@ -19,29 +19,17 @@ from postwire.internal.v1 import (
 from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2, template_pb2
 
 from libs.bus import ROUTE_SUBJECT, Bus
-from libs.db import unavailable_from
 from libs.errors import AlreadyExists, InvalidArgument, NotFound, Unimplemented
 from libs.event_outbox import EventContext, new_event, publish_events
-from libs.grpcx.auth import KeyResolver, bearer_token, tag_span
+from libs.grpcx.auth import KeyResolver, bearer_token
 from libs.grpcx.status import error_from_rpc
 from libs.mail.addresses import to_ascii_address
 from libs.mail.states import state_to_proto
 from libs.render_request import render_request, versions_from_json, versions_to_json
 from services.submission.store import MessageRow, NewMessage, SubmissionStore
-from services.submission.validation import validate_send
+from services.submission.validation import ValidatedSend, check_send_time, validate_send
 
 _log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-async def _db(call: Callable[[], Awaitable[T]]) -> T:
-    try:
-        return await call()
-    except Exception as exc:
-        mapped = unavailable_from(exc)
-        if mapped is not None:
-            raise mapped from exc
-        raise
 
 
 def _recipient_statuses(row: MessageRow) -> list[message_pb2.RecipientStatus]:
@@ -85,39 +73,27 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
     async def SendEmail(
         self, request: mail_service_pb2.SendEmailRequest, context: grpc.aio.ServicerContext
     ) -> mail_service_pb2.SendEmailResponse:
-        api_key = bearer_token(context)
+        # The order is the contract (README, "checks in this order"): a replay is answered before
+        # anything time-dependent or costly runs, so a retry never eats quota nor meets a check
+        # the first call passed.
+        bearer_token(context)
         now = datetime.now(UTC)
-        validated = validate_send(request, now=now)
-        try:
-            admission = await self._policy.AdmitMessage(
-                policy_service_pb2.AdmitMessageRequest(
-                    api_key=api_key,
-                    stream=validated.stream,
-                    recipients=[a for a, _ in validated.recipients],
-                    unsubscribe_group=request.unsubscribe_group,
-                    from_domain=to_ascii_address(getattr(validated.request, "from").address)
-                    .rpartition("@")[2]
-                    .lower(),
-                ),
-                timeout=5,
-                wait_for_ready=True,
-            )
-        except grpc.aio.AioRpcError as exc:
-            # Fail closed: without an answer from policy nothing is admitted.
-            raise error_from_rpc(exc, what="policy service") from None
-        tenant_id = admission.tenant_id
-        tag_span(tenant_id, admission.key_prefix)
+        validated = validate_send(request)
+        caller = await self._keys.resolve(context)
+        caller.require("send")
+        tenant_id = caller.tenant_id
         request_hash = hashlib.sha256(request.SerializeToString(deterministic=True)).digest()
         key = request.idempotency_key or None
-
         if key is not None:
-            existing = await _db(lambda: self._store.find_by_idempotency_key(tenant_id, key))
+            existing = await self._store.find_by_idempotency_key(tenant_id, key)
             if existing is not None:
                 return self._replay(existing, request_hash)
 
+        check_send_time(request, now=now)
         template_versions = None
         if request.HasField("template"):
             template_versions = versions_to_json(await self._check_template(tenant_id, validated.request))
+        admission = await self._admit(tenant_id, validated)
         send_time = request.send_time.ToDatetime(tzinfo=UTC) if request.HasField("send_time") else None
         scheduled = send_time is not None and send_time > now
         message_id = uuid.uuid4()
@@ -159,11 +135,11 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             template_versions=template_versions,
             sandbox=admission.sandbox or request.sandbox,
         )
-        stored_id = await _db(lambda: self._store.accept(new, events))
+        stored_id = await self._store.accept(new, events)
         if stored_id is None:
             # A concurrent call with the same key won the insert; answer as a replay.
             assert key is not None
-            existing = await _db(lambda: self._store.find_by_idempotency_key(tenant_id, key))
+            existing = await self._store.find_by_idempotency_key(tenant_id, key)
             if existing is None:
                 raise AlreadyExists("idempotency key in use", field="idempotency_key")
             return self._replay(existing, request_hash)
@@ -184,6 +160,25 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         for address, kind, state in recipients:
             response.recipients.add(address=address, kind=kind, state=state_to_proto(state))  # type: ignore[arg-type]
         return response
+
+    async def _admit(self, tenant_id: str, validated: ValidatedSend) -> policy_service_pb2.AdmitMessageResponse:
+        try:
+            return await self._policy.AdmitMessage(
+                policy_service_pb2.AdmitMessageRequest(
+                    tenant_id=tenant_id,
+                    stream=validated.stream,
+                    recipients=[a for a, _ in validated.recipients],
+                    unsubscribe_group=validated.request.unsubscribe_group,
+                    from_domain=to_ascii_address(getattr(validated.request, "from").address)
+                    .rpartition("@")[2]
+                    .lower(),
+                ),
+                timeout=5,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as exc:
+            # Fail closed: without an answer from policy nothing is admitted.
+            raise error_from_rpc(exc, what="policy service") from None
 
     async def _check_template(
         self, tenant_id: str, request: mail_service_pb2.SendEmailRequest
@@ -229,7 +224,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         caller.require("messages:read")
         if not request.message_id:
             raise InvalidArgument([("message_id", "a message id is required")])
-        row = await _db(lambda: self._store.get(caller.tenant_id, request.message_id))
+        row = await self._store.get(caller.tenant_id, request.message_id)
         if row is None:
             raise NotFound(f"message '{request.message_id}' not found")
         stored = mail_service_pb2.SendEmailRequest.FromString(row.request)

@@ -98,8 +98,29 @@ def _text_problem(value: str, *, limit: int) -> str | None:
     return has_unsafe_chars(value)
 
 
-def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) -> ValidatedSend:
-    """Return the normalised request, or raise InvalidArgument listing every violation."""
+def _send_time_problem(request: mail_service_pb2.SendEmailRequest, now: datetime) -> str | None:
+    if not request.HasField("send_time"):
+        return None
+    when = request.send_time.ToDatetime(tzinfo=now.tzinfo)
+    if when < now - LIMITS.max_schedule_behind:
+        return "is more than 5 minutes in the past"
+    if when > now + LIMITS.max_schedule_ahead:
+        return "is more than 30 days ahead"
+    return None
+
+
+def check_send_time(request: mail_service_pb2.SendEmailRequest, *, now: datetime) -> None:
+    """The time-dependent check, kept apart so that a replay (answered before it) never fails a
+    check the first call passed."""
+    problem = _send_time_problem(request, now)
+    if problem:
+        raise InvalidArgument([("send_time", problem)])
+
+
+def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime | None = None) -> ValidatedSend:
+    """Return the normalised request, or raise InvalidArgument listing every violation.
+
+    Stateless unless `now` is given, which adds the send_time window to the same list."""
     v: list[tuple[str, str]] = []
     out = mail_service_pb2.SendEmailRequest()
     out.CopyFrom(request)
@@ -246,12 +267,8 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime) 
     if request.unsubscribe_group and not _STREAM.fullmatch(request.unsubscribe_group):
         v.append(("unsubscribe_group", "1-64 characters: lowercase letters, digits, '-' and '_'"))
 
-    if request.HasField("send_time"):
-        when = request.send_time.ToDatetime(tzinfo=now.tzinfo)
-        if when < now - LIMITS.max_schedule_behind:
-            v.append(("send_time", "is more than 5 minutes in the past"))
-        elif when > now + LIMITS.max_schedule_ahead:
-            v.append(("send_time", "is more than 30 days ahead"))
+    if now is not None and (problem := _send_time_problem(request, now)):
+        v.append(("send_time", problem))
 
     if request.idempotency_key:
         key = request.idempotency_key

@@ -177,17 +177,16 @@ async def second_policy(suite) -> AsyncIterator[str]:
 
 async def test_the_limit_holds_across_two_policy_replicas(suite, edge, second_policy) -> None:
     rate, burst = 10.0, 20
-    _, auth = await _tenant(
+    tenant_id, _ = await _tenant(
         edge, [{"stream": "transactional", "recipients_per_second": rate, "burst": burst}]
     )
-    api_key = auth[0][1].removeprefix("Bearer ")
     async with (
         grpc.aio.insecure_channel(suite.ports.addr("policy")) as one,
         grpc.aio.insecure_channel(second_policy) as two,
     ):
         stubs = [policy_service_pb2_grpc.PolicyServiceStub(c) for c in (one, two)]
         request = policy_service_pb2.AdmitMessageRequest(
-            api_key=api_key, stream="transactional", recipients=["a@example.com"], from_domain="example.com"
+            tenant_id=tenant_id, stream="transactional", recipients=["a@example.com"], from_domain="example.com"
         )
         admitted = {0: 0, 1: 0}
         refused = 0

@@ -1,0 +1,231 @@
+"""A dependency that is down answers UNAVAILABLE with RetryInfo, never INTERNAL or UNKNOWN, and
+the services recover by themselves once it is back.
+
+These tests run their own copy of the API-facing services, with PostgreSQL and NATS reached
+through fault proxies, so an outage here cannot disturb the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from postwire.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    domain_service_pb2,
+    domain_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    mail_service_pb2,
+    mail_service_pb2_grpc,
+    suppression_service_pb2,
+    suppression_service_pb2_grpc,
+    template_service_pb2,
+    template_service_pb2_grpc,
+)
+
+from libs.capture import SmtpSink
+from libs.embedded.nats_server import start_nats
+from libs.embedded.suite import Suite, SuitePorts
+from libs.testing.polling import poll_until
+from libs.testing.tcp_proxy import TcpProxy
+from tests.conftest import ADMIN_TOKEN, TEST_ENV, Tenant, create_tenant
+from tests.integration.helpers import mail
+
+API_SERVICES = ("policy", "template", "events", "submission", "edge")
+ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
+@dataclass
+class Faults:
+    suite: Suite
+    database: TcpProxy
+    bus: TcpProxy
+    direct_database_url: str
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    authority = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
+    host, _, port = authority.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+@pytest.fixture(scope="module")
+def faults(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
+    data_dir: Path = tmp_path_factory.mktemp("faults")
+    assert suite.database_url
+    name = f"postwire_faults_{uuid.uuid4().hex[:8]}"
+
+    async def create_database() -> None:
+        conn = await asyncpg.connect(suite.database_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create_database())
+    direct = suite.database_url.rpartition("/")[0] + f"/{name}"
+    nats_proc, nats_url = start_nats(data_dir / "nats")
+    database = TcpProxy(*_host_port(direct)).start()
+    bus = TcpProxy(*_host_port(nats_url)).start()
+    faulty = Suite(
+        data_dir=data_dir,
+        ports=SuitePorts.free(),
+        smarthost=f"127.0.0.1:{smtp_sink.port}",
+        nats_url=bus.url_for(nats_url),
+        database_url=database.url_for(direct),
+        extra_env=dict(TEST_ENV),
+    )
+    try:
+        faulty.start_infrastructure()
+        faulty.start_services(API_SERVICES)
+        yield Faults(faulty, database, bus, direct)
+    finally:
+        database.up()
+        bus.up()
+        faulty.stop()
+        database.stop()
+        bus.stop()
+        nats_proc.stop(timeout=10)
+
+
+@pytest.fixture
+async def api(faults: Faults) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(faults.suite.ports.addr("edge")) as channel:
+        yield channel
+
+
+def _retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return info.retry_delay.ToTimedelta().total_seconds()
+    return None
+
+
+def _calls(api: grpc.aio.Channel, tenant: Tenant, message_id: str) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """Every public call that must reach PostgreSQL to answer."""
+    mail_stub = mail_service_pb2_grpc.MailServiceStub(api)
+    templates = template_service_pb2_grpc.TemplateServiceStub(api)
+    events = event_service_pb2_grpc.EventServiceStub(api)
+    admin = admin_service_pb2_grpc.AdminServiceStub(api)
+    suppressions = suppression_service_pb2_grpc.SuppressionServiceStub(api)
+    domains = domain_service_pb2_grpc.DomainServiceStub(api)
+    auth = tenant.metadata
+    return {
+        "SendEmail": lambda: mail_stub.SendEmail(mail(idempotency_key=uuid.uuid4().hex), metadata=auth),
+        "GetMessage": lambda: mail_stub.GetMessage(
+            mail_service_pb2.GetMessageRequest(message_id=message_id), metadata=auth
+        ),
+        "ListEvents": lambda: events.ListEvents(event_service_pb2.ListEventsRequest(), metadata=auth),
+        "ListTemplates": lambda: templates.ListTemplates(template_service_pb2.ListTemplatesRequest(), metadata=auth),
+        "CreateTemplate": lambda: templates.CreateTemplate(
+            template_service_pb2.CreateTemplateRequest(
+                template={"name": f"t-{uuid.uuid4().hex[:8]}", "subject": "s", "text_body": "b"}
+            ),
+            metadata=auth,
+        ),
+        "ListSuppressions": lambda: suppressions.ListSuppressions(
+            suppression_service_pb2.ListSuppressionsRequest(), metadata=auth
+        ),
+        "ListDomains": lambda: domains.ListDomains(domain_service_pb2.ListDomainsRequest(), metadata=auth),
+        "ListTenants": lambda: admin.ListTenants(admin_service_pb2.ListTenantsRequest(), metadata=ADMIN),
+    }
+
+
+async def _outcome(call: Callable[[], Awaitable[Any]]) -> grpc.aio.AioRpcError | None:
+    try:
+        await call()
+    except grpc.aio.AioRpcError as exc:
+        return exc
+    return None
+
+
+async def _all_succeed(calls: dict[str, Callable[[], Awaitable[Any]]]) -> bool:
+    for call in calls.values():
+        if await _outcome(call) is not None:
+            return False
+    return True
+
+
+async def test_calls_answer_unavailable_while_the_database_is_down_and_recover(
+    faults: Faults, api: grpc.aio.Channel
+) -> None:
+    tenant = await create_tenant(faults.suite)
+    sent = await mail_service_pb2_grpc.MailServiceStub(api).SendEmail(mail(), metadata=tenant.metadata)
+    calls = _calls(api, tenant, sent.message_id)
+    assert await _all_succeed(calls)
+
+    faults.database.down()
+    try:
+        for name, call in calls.items():
+            error = await _outcome(call)
+            assert error is not None, f"{name} answered OK without its database"
+            assert error.code() == grpc.StatusCode.UNAVAILABLE, (name, error.code(), error.details())
+            assert _retry_delay(error) is not None, f"{name}: UNAVAILABLE without RetryInfo"
+            assert "Traceback" not in (error.details() or "")
+    finally:
+        faults.database.up()
+
+    # Pools heal on their own: every call works again within seconds, no restart.
+    await poll_until(lambda: _all_succeed(calls), timeout=20, what="every call to succeed after the outage")
+
+
+async def test_connections_killed_by_the_server_are_unavailable_never_internal(
+    faults: Faults, api: grpc.aio.Channel
+) -> None:
+    """The server ends every connection (as in a restart: 57P01 admin shutdown); calls in flight
+    and just after may fail, but only with UNAVAILABLE."""
+    tenant = await create_tenant(faults.suite)
+    sent = await mail_service_pb2_grpc.MailServiceStub(api).SendEmail(mail(), metadata=tenant.metadata)
+    calls = _calls(api, tenant, sent.message_id)
+    name = faults.direct_database_url.rpartition("/")[2]
+    admin_conn = await asyncpg.connect(faults.direct_database_url.rpartition("/")[0] + "/postgres")
+    try:
+        for _ in range(3):
+            in_flight = [asyncio.ensure_future(_outcome(call)) for call in calls.values() for _ in range(3)]
+            await admin_conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                name,
+            )
+            after = [await _outcome(call) for call in calls.values()]
+            outcomes = [*(await asyncio.gather(*in_flight)), *after]
+            bad = [(e.code(), e.details()) for e in outcomes if e is not None and e.code() in NEVER]
+            assert not bad, bad
+            assert all(e is None or e.code() == grpc.StatusCode.UNAVAILABLE for e in outcomes)
+    finally:
+        await admin_conn.close()
+    await poll_until(lambda: _all_succeed(calls), timeout=20, what="every call to succeed after the kills")
+
+
+async def test_live_tail_answers_unavailable_while_the_bus_is_down(faults: Faults, api: grpc.aio.Channel) -> None:
+    tenant = await create_tenant(faults.suite)
+    events = event_service_pb2_grpc.EventServiceStub(api)
+    faults.bus.down()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in events.StreamEvents(
+                event_service_pb2.StreamEventsRequest(), metadata=tenant.metadata, timeout=15
+            ):
+                pass
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (caught.value.code(), caught.value.details())
+        assert _retry_delay(caught.value) is not None
+        # Sends still succeed: the commit is what makes them durable, the publish is swept later.
+        sent = await mail_service_pb2_grpc.MailServiceStub(api).SendEmail(mail(), metadata=tenant.metadata)
+        assert sent.message_id
+    finally:
+        faults.bus.up()
