@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from libs.errors import Unavailable
+from libs.failures import dependency_failure
 from libs.telemetry import consume_span, publish_span
 
 __all__ = [
@@ -187,8 +188,14 @@ class Bus:
             with consume_span(msg.subject, msg.headers):
                 try:
                     outcome = await handler(msg)
-                except Exception:
-                    _log.exception("handler failed for %s; will retry", msg.subject)
+                except Exception as exc:
+                    # The same line as the servicers draw: a dependency that is down is expected
+                    # and retried quietly; anything else is a bug and gets its traceback.
+                    dependency = dependency_failure(exc)
+                    if dependency is not None:
+                        _log.warning("%s on %s; will retry", dependency.message, msg.subject)
+                    else:
+                        _log.exception("handler failed for %s; will retry", msg.subject)
                     outcome = Outcome.RETRY
             if outcome is Outcome.ACK:
                 await msg.ack_sync()

@@ -1,4 +1,4 @@
-"""asyncpg pool creation, SQLSTATE mapping and the migration runner."""
+"""asyncpg pool creation and the migration runner (failures are classified in libs.failures)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from libs.errors import Unavailable
-
-__all__ = ["apply_migrations", "connect_pool", "unavailable_from"]
+__all__ = ["apply_migrations", "connect_pool"]
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -40,22 +38,6 @@ async def connect_pool(
                 raise
             _log.warning("database not reachable yet; retrying")
             await asyncio.sleep(0.5)
-
-
-def unavailable_from(exc: BaseException) -> Unavailable | None:
-    """Map connection-level database failures to Unavailable; None for anything else."""
-    if isinstance(
-        exc,
-        OSError
-        | asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.TooManyConnectionsError
-        | asyncpg.exceptions.InterfaceError
-        | asyncpg.exceptions.AdminShutdownError
-        | asyncpg.exceptions.InsufficientResourcesError,
-    ):
-        return Unavailable("database unavailable", retry_after=1.0)
-    return None
 
 
 async def apply_migrations(url: str) -> list[str]:

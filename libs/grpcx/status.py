@@ -163,11 +163,27 @@ async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> No
     raise AssertionError("unreachable")  # context.abort always raises
 
 
+def _peer_retry_after(exc: grpc.aio.AioRpcError) -> float | None:
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToTimedelta().total_seconds())
+    return None
+
+
 def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> PostwireError:
     """Translate a failed internal call into the domain error the caller should see."""
     code = exc.code()
     message = exc.details() or what
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        # Carried unchanged when a Postwire peer said it (its RetryInfo is how we know): "database
+        # unavailable" with the peer's delay. A transport failure's text names internal addresses,
+        # so the caller gets only which service did not answer.
+        peer_delay = _peer_retry_after(exc)
+        if code == grpc.StatusCode.UNAVAILABLE and peer_delay is not None:
+            return Unavailable(message, retry_after=peer_delay)
         return Unavailable(f"{what} unavailable")
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return Unauthenticated(message)
