@@ -80,7 +80,9 @@ async def _seed_templates(edge: grpc.aio.Channel, tenant: Tenant) -> Message:
 
 
 async def _list_templates(edge: grpc.aio.Channel, metadata: Any, request: Message) -> tuple[list[str], str]:
-    answer = await template_service_pb2_grpc.TemplateServiceStub(edge).ListTemplates(request, metadata=metadata)
+    answer = await template_service_pb2_grpc.TemplateServiceStub(edge).ListTemplates(
+        request, metadata=metadata
+    )
     return [t.name for t in answer.templates], answer.next_page_token
 
 
@@ -112,7 +114,9 @@ async def _seed_suppressions(edge: grpc.aio.Channel, tenant: Tenant) -> Message:
     return suppression_service_pb2.ListSuppressionsRequest()
 
 
-async def _list_suppressions(edge: grpc.aio.Channel, metadata: Any, request: Message) -> tuple[list[str], str]:
+async def _list_suppressions(
+    edge: grpc.aio.Channel, metadata: Any, request: Message
+) -> tuple[list[str], str]:
     stub = suppression_service_pb2_grpc.SuppressionServiceStub(edge)
     answer = await stub.ListSuppressions(request, metadata=metadata)
     return [f"{s.address}/{s.unsubscribe_group}" for s in answer.suppressions], answer.next_page_token
