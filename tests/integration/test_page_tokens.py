@@ -7,8 +7,10 @@ page_token with the same text, never INTERNAL and never another tenant's page.
 from __future__ import annotations
 
 import base64
+import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +32,12 @@ from postwire.v1 import (
     template_service_pb2_grpc,
 )
 
+from libs.embedded.postgres import free_port
+from libs.embedded.process import ManagedProcess
+from libs.embedded.suite import Suite
 from libs.testing.polling import poll_until
-from tests.conftest import ADMIN_TOKEN, Tenant, create_tenant
+from libs.token_keys import generate_token_keys
+from tests.conftest import ADMIN_TOKEN, TOKEN_KEYS, Tenant, create_tenant
 from tests.integration.helpers import bad_request_fields, mail, unique
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -287,3 +293,51 @@ async def test_a_token_from_another_list_method_is_refused(edge, tenant, source:
     token = await _first_token(edge, source_lister, tenant, await source_lister.seed(edge, tenant))
     request = await target_lister.seed(edge, tenant)
     await _assert_refused(edge, target_lister, target_lister.metadata(tenant), request, token)
+
+
+@contextmanager
+def _template_replicas(suite: Suite, rings: list[str]) -> Iterator[list[str]]:
+    """Extra template replicas, one per key ring, beside the suite's own (left untouched)."""
+    replicas = []
+    for n, ring in enumerate(rings):
+        addr = f"127.0.0.1:{free_port()}"
+        env = suite.service_env("template") | {"POSTWIRE_LISTEN": addr, "POSTWIRE_TOKEN_KEYS": ring}
+        proc = ManagedProcess(
+            f"template-ring{n}",
+            [sys.executable, "-m", "services.template"],
+            env=env,
+            log_path=suite.data_dir / "logs" / f"template-ring{n}-{uuid.uuid4().hex[:6]}.log",
+        )
+        proc.spawn()
+        replicas.append((addr, proc))
+    try:
+        for _, proc in replicas:
+            proc.wait_ready(r"serving on", timeout=60)
+        yield [addr for addr, _ in replicas]
+    finally:
+        for _, proc in replicas:
+            proc.stop(timeout=30)
+
+
+async def test_rotating_in_a_new_key_keeps_tokens_in_flight_until_the_old_key_is_removed(
+    edge, suite, tenant
+) -> None:
+    templates = LISTERS[0]
+    request = await templates.seed(edge, tenant)
+    in_flight = await _first_token(edge, templates, tenant, request)
+    new_key = generate_token_keys("next")
+    with _template_replicas(suite, [f"{new_key},{TOKEN_KEYS}", new_key]) as (rotated_addr, retired_addr):
+        async with (
+            grpc.aio.insecure_channel(rotated_addr) as rotated,
+            grpc.aio.insecure_channel(retired_addr) as retired,
+        ):
+            # New key first, old key second: the old token still opens, new tokens use the new key.
+            ids, fresh = await templates.call(
+                rotated, tenant.metadata, _with(request, page_size=1, page_token=in_flight)
+            )
+            assert ids and fresh.startswith("next.")
+            # Old key removed: its tokens are refused like any other bad token; new ones still open.
+            await _assert_refused(retired, templates, tenant.metadata, request, in_flight)
+            assert (await templates.call(retired, tenant.metadata, _with(request, page_token=fresh)))[0]
+            # The suite's own replicas hold only the old key, so a new-key token is refused there.
+            await _assert_refused(edge, templates, tenant.metadata, request, fresh)
