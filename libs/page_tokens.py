@@ -124,7 +124,7 @@ class Cursor:
             return None
         try:
             return parser(self.after)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise _invalid() from None
 
     def page(self, rows: Sequence[T], size: int, position: Callable[[T], str]) -> tuple[Sequence[T], str]:

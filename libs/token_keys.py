@@ -51,6 +51,10 @@ class KeyRing:
         if not self.keys:
             raise ValueError("a key ring needs at least one key")
 
+    def __repr__(self) -> str:
+        # A config object may end up in a log line; the keys must not.
+        return f"KeyRing(kids={[kid for kid, _ in self.keys]})"
+
     @classmethod
     def parse(cls, raw: str, *, name: str = ENV_VAR) -> KeyRing:
         """Parse `kid:base64key,…`; anything malformed is a ConfigError naming `name`

@@ -8,6 +8,9 @@ import pytest
 
 from libs.config import ConfigError
 from libs.token_keys import DEV_TOKEN_KEYS, ENV_VAR, KeyRing, TokenInvalid, generate_token_keys
+from services.events.config import EventsConfig
+from services.policy.config import PolicyConfig
+from services.template.config import TemplateConfig
 
 KEY_A = base64.b64encode(b"a" * 32).decode()
 KEY_B = base64.b64encode(b"b" * 32).decode()
@@ -107,3 +110,18 @@ def test_generated_rings_parse_and_differ() -> None:
     first, second = generate_token_keys(), generate_token_keys()
     assert first != second
     assert len(KeyRing.parse(first).keys[0][1]) == 32
+
+
+def test_the_repr_names_kids_but_never_keys() -> None:
+    ring = KeyRing.parse(f"new:{KEY_B},old:{KEY_A}")
+    text = repr(ring) + str(ring)
+    assert "new" in text and "old" in text
+    assert KEY_A not in text and "aaaa" not in text and "bbbb" not in text
+
+
+@pytest.mark.parametrize("config", [EventsConfig, TemplateConfig, PolicyConfig])
+def test_every_service_serving_a_list_method_loads_the_ring_at_start(config: type) -> None:
+    assert config.from_env({}).token_keys == KeyRing.parse(DEV_TOKEN_KEYS)
+    assert config.from_env({ENV_VAR: f"k1:{KEY_A}"}).token_keys == KeyRing.parse(f"k1:{KEY_A}")
+    with pytest.raises(ConfigError, match=ENV_VAR):
+        config.from_env({ENV_VAR: "k1:short"})
