@@ -41,6 +41,19 @@ def _dev_admin_token(path: Path) -> str:
     return token
 
 
+def _dev_token_keys(path: Path) -> str:
+    """The local POSTWIRE_TOKEN_KEYS: made once and reused, so page tokens survive a restart."""
+    from libs.token_keys import generate_token_keys
+
+    if path.exists():
+        return path.read_text().strip()
+    keys = generate_token_keys("local")
+    path.touch(mode=0o600)
+    path.write_text(keys + "\n")
+    path.chmod(0o600)
+    return keys
+
+
 async def _dev_key(policy_addr: str, key_file: Path) -> str:
     """Reuse the key saved by an earlier `up` if it still works; else create the dev tenant."""
     import grpc
@@ -73,6 +86,7 @@ def _up() -> None:
     web = InboxWebServer(inbox, "127.0.0.1", 8025)
     web.start()
     admin_token = os.environ.get("POSTWIRE_ADMIN_TOKEN") or _dev_admin_token(data / "admin-token")
+    token_keys = os.environ.get("POSTWIRE_TOKEN_KEYS") or _dev_token_keys(data / "token-keys")
     suite = Suite(
         data_dir=data,
         ports=SuitePorts.defaults(),
@@ -86,6 +100,7 @@ def _up() -> None:
             and k not in ("POSTWIRE_NATS_URL", "POSTWIRE_DATABASE_URL", "POSTWIRE_DATA_DIR")
         }
         | {"POSTWIRE_ADMIN_TOKEN": admin_token}
+        | {"POSTWIRE_TOKEN_KEYS": token_keys}
         # The README's examples send from example.com; real domains go through DomainService.
         | {"POSTWIRE_DEV_FROM_DOMAINS": os.environ.get("POSTWIRE_DEV_FROM_DOMAINS", "example.com")},
         nats_port=4222,

@@ -20,8 +20,11 @@ from libs.capture import SmtpSink
 from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.dns_server import LoopbackDns
 from libs.testing.otlp_receiver import OtlpReceiver
+from libs.token_keys import generate_token_keys
 
 ADMIN_TOKEN = "pwadmin_test_" + uuid.uuid4().hex
+# A fresh ring per session, so no test can pass by relying on the dev key ring.
+TOKEN_KEYS = generate_token_keys("test")
 
 # Short timings so retries, sweeps and span exports happen within a test's patience.
 TEST_ENV = {
@@ -37,6 +40,7 @@ TEST_ENV = {
     "OTEL_BSP_SCHEDULE_DELAY": "200",
     "POSTWIRE_LOG_LEVEL": "INFO",
     "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
+    "POSTWIRE_TOKEN_KEYS": TOKEN_KEYS,
     # Revocations and limit changes reach every replica within this; short, so tests need not wait.
     "POSTWIRE_KEY_CACHE_SECONDS": "1",
     # Tests send from example.com without registering it; every other From domain is checked.

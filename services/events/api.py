@@ -16,15 +16,23 @@ from postwire.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from libs.bus import Bus, event_subject
 from libs.errors import InvalidArgument, RateLimited
 from libs.grpcx.auth import KeyResolver
-from services.events.pagination import decode_token, encode_token, page_size
+from libs.page_tokens import PageTokens
+from services.events.pagination import page_size, sequence
 from services.events.store import EventQuery, EventsStore
 
 
 class EventApi(event_service_pb2_grpc.EventServiceServicer):
     def __init__(
-        self, store: EventsStore, bus: Bus, keys: KeyResolver, *, max_streams_per_tenant: int
+        self,
+        store: EventsStore,
+        bus: Bus,
+        keys: KeyResolver,
+        pages: PageTokens,
+        *,
+        max_streams_per_tenant: int,
     ) -> None:
         self._store = store
+        self._pages = pages
         self._bus = bus
         self._keys = keys
         self._max_streams = max_streams_per_tenant
@@ -36,6 +44,7 @@ class EventApi(event_service_pb2_grpc.EventServiceServicer):
         caller = await self._keys.resolve(context)
         caller.require("events:read")
         size = page_size(request.page_size)
+        cursor = self._pages.cursor(request, caller=caller.tenant_id)
         message_id = None
         if request.message_id:
             try:
@@ -44,7 +53,7 @@ class EventApi(event_service_pb2_grpc.EventServiceServicer):
                 raise InvalidArgument([("message_id", "not a message id")]) from None
         query = EventQuery(
             tenant_id=caller.tenant_id,
-            after_seq=decode_token(request.page_token),
+            after_seq=cursor.parse(sequence) or 0,
             limit=size + 1,
             message_id=message_id,
             recipient=request.recipient or None,
@@ -53,12 +62,10 @@ class EventApi(event_service_pb2_grpc.EventServiceServicer):
             end_time=request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None,
         )
         rows = await self._store.query(query)
-        response = event_service_pb2.ListEventsResponse(
-            events=[event_pb2.Event.FromString(payload) for _, payload in rows[:size]]
+        page, token = cursor.page(rows, size, lambda row: str(row[0]))
+        return event_service_pb2.ListEventsResponse(
+            events=[event_pb2.Event.FromString(payload) for _, payload in page], next_page_token=token
         )
-        if len(rows) > size:
-            response.next_page_token = encode_token(rows[size - 1][0])
-        return response
 
     async def StreamEvents(
         self, request: event_service_pb2.StreamEventsRequest, context: grpc.aio.ServicerContext

@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from libs.config import CommonConfig, env_int, env_str
+from libs.token_keys import KeyRing
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,6 +12,8 @@ class EventsConfig:
     common: CommonConfig
     policy_addr: str
     max_streams_per_tenant: int
+    # Seals page tokens (and later every other token Postwire mints); the first key seals.
+    token_keys: KeyRing
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EventsConfig:
@@ -18,4 +21,5 @@ class EventsConfig:
             common=CommonConfig.from_env(env, service="events", default_port=50066),
             policy_addr=env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
             max_streams_per_tenant=env_int(env, "POSTWIRE_MAX_STREAMS_PER_TENANT", 100, minimum=1),
+            token_keys=KeyRing.from_env(env),
         )

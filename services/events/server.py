@@ -14,6 +14,7 @@ from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
 from libs.grpcx.channel import open_channel
 from libs.grpcx.server import GrpcServer
+from libs.page_tokens import PageTokens
 from libs.service_main import Service, serve
 from libs.sweeper import Periodic
 from services.events.api import EventApi
@@ -36,6 +37,7 @@ async def run(env: Mapping[str, str]) -> None:
                 store,
                 bus,
                 KeyResolver(policy, ttl=config.common.key_cache_seconds),
+                PageTokens(config.token_keys),
                 max_streams_per_tenant=config.max_streams_per_tenant,
             ),
             event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,

@@ -13,7 +13,7 @@ from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 from libs.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from libs.grpcx.auth import bearer_token
-from libs.page_tokens import decode_page_token, page_of, page_size
+from libs.page_tokens import ADMIN_CALLER, PageTokens, page_size
 from services.policy.api_keys import generate_key, hash_key, key_prefix, scope_violations
 from services.policy.core import PolicyCore
 from services.policy.limits import Limits, check_limits
@@ -84,8 +84,9 @@ def _limits(tenant: admin_service_pb2.Tenant) -> list[Limits]:
 
 
 class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, core: PolicyCore, admin_token: str) -> None:
+    def __init__(self, core: PolicyCore, admin_token: str, pages: PageTokens) -> None:
         self._core = core
+        self._pages = pages
         # Only a digest is kept, and compared in constant time.
         self._token_digest = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
 
@@ -127,9 +128,9 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
     ) -> admin_service_pb2.ListTenantsResponse:
         self._authorize(context)
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        after = _position(request.page_token, "ListTenants")
-        rows = await self._core.store.list_tenants(after=after, limit=size + 1)
-        page, token = page_of(rows, size, _after)
+        cursor = self._pages.cursor(request, caller=ADMIN_CALLER)
+        rows = await self._core.store.list_tenants(after=cursor.parse(_time_and_id) or "", limit=size + 1)
+        page, token = cursor.page(rows, size, _after)
         return admin_service_pb2.ListTenantsResponse(
             tenants=[_tenant_proto(t) for t in page], next_page_token=token
         )
@@ -195,13 +196,14 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
         if not request.tenant_id:
             raise InvalidArgument([("tenant_id", "a tenant id is required")])
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        cursor = self._pages.cursor(request, caller=ADMIN_CALLER)
         rows = await self._core.store.list_keys(
             request.tenant_id,
             show_revoked=request.show_revoked,
-            after=_position(request.page_token, "ListApiKeys"),
+            after=cursor.parse(_time_and_id) or "",
             limit=size + 1,
         )
-        page, token = page_of(rows, size, _after)
+        page, token = cursor.page(rows, size, _after)
         return admin_service_pb2.ListApiKeysResponse(
             api_keys=[_key_proto(k) for k in page], next_page_token=token
         )
@@ -226,14 +228,9 @@ def _after(row: TenantRow | KeyRow) -> str:
     return f"{row.create_time.isoformat()}|{row.id}"
 
 
-def _position(token: str, method: str) -> str:
-    """A page token's 'iso time|uuid' position, checked so a forged token is INVALID_ARGUMENT."""
-    position = decode_page_token(token, method=method)
-    if position:
-        stamp, _, last_id = position.partition("|")
-        try:
-            datetime.fromisoformat(stamp)
-            UUID(last_id)
-        except ValueError:
-            raise InvalidArgument([("page_token", f"not a token returned by {method}")]) from None
+def _time_and_id(position: str) -> str:
+    """An 'iso time|uuid' position, checked before it reaches the query; ValueError otherwise."""
+    stamp, _, last_id = position.partition("|")
+    datetime.fromisoformat(stamp)
+    UUID(last_id)
     return position

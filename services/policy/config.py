@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from libs.config import CommonConfig, env_float, env_host_port, env_str
+from libs.token_keys import KeyRing
 
 DEV_PEPPER = "postwire-dev-pepper-change-me"
 DEV_SECRET_KEY = "postwire-dev-secret-key-change-me"
@@ -25,6 +26,8 @@ class PolicyConfig:
     return_path_label: str
     # From domains accepted without verification: only for local runs and tests.
     dev_from_domains: frozenset[str]
+    # Seals page tokens (and later every other token Postwire mints); the first key seals.
+    token_keys: KeyRing
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PolicyConfig:
@@ -45,4 +48,5 @@ class PolicyConfig:
                 for d in env_str(env, "POSTWIRE_DEV_FROM_DOMAINS", "").split(",")
                 if d.strip()
             ),
+            token_keys=KeyRing.from_env(env),
         )

@@ -10,7 +10,7 @@ import grpc
 from postwire.v1 import domain_service_pb2, domain_service_pb2_grpc
 
 from libs.errors import FailedPrecondition, InvalidArgument
-from libs.page_tokens import decode_page_token, page_of, page_size
+from libs.page_tokens import PageTokens, page_size
 from libs.ttl_cache import TtlCache
 from services.policy.core import PolicyCore
 from services.policy.dns_lookup import DnsLookup
@@ -104,9 +104,10 @@ def _name(value: str) -> str:
 
 
 class DomainApi(domain_service_pb2_grpc.DomainServiceServicer):
-    def __init__(self, core: PolicyCore, domains: Domains) -> None:
+    def __init__(self, core: PolicyCore, domains: Domains, pages: PageTokens) -> None:
         self._core = core
         self._domains = domains
+        self._pages = pages
 
     def _proto(self, row: DomainRow) -> domain_service_pb2.Domain:
         out = domain_service_pb2.Domain(
@@ -166,9 +167,9 @@ class DomainApi(domain_service_pb2_grpc.DomainServiceServicer):
     ) -> domain_service_pb2.ListDomainsResponse:
         caller = await self._core.caller(context, "domains:read")
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        after = decode_page_token(request.page_token, method="ListDomains")
-        rows = await self._domains.store.list(caller.tenant_id, after=after, limit=size + 1)
-        page, token = page_of(rows, size, lambda r: r.name)
+        cursor = self._pages.cursor(request, caller=caller.tenant_id)
+        rows = await self._domains.store.list(caller.tenant_id, after=cursor.after, limit=size + 1)
+        page, token = cursor.page(rows, size, lambda r: r.name)
         return domain_service_pb2.ListDomainsResponse(
             domains=[self._proto(r) for r in page], next_page_token=token
         )

@@ -18,6 +18,7 @@ from postwire.v1 import (
 
 from libs.db import connect_pool
 from libs.grpcx.server import GrpcServer
+from libs.page_tokens import PageTokens
 from libs.service_main import Service, serve
 from services.policy.admin_api import AdminApi
 from services.policy.api import PolicyApi
@@ -50,6 +51,7 @@ async def run(env: Mapping[str, str]) -> None:
         core = PolicyCore(
             PolicyStore(pool), config.api_key_pepper, cache_seconds=config.common.key_cache_seconds
         )
+        pages = PageTokens(config.token_keys)
         server.add(
             policy_service_pb2_grpc.add_PolicyServiceServicer_to_server,
             PolicyApi(core, suppressions, domains),
@@ -57,17 +59,17 @@ async def run(env: Mapping[str, str]) -> None:
         )
         server.add(
             suppression_service_pb2_grpc.add_SuppressionServiceServicer_to_server,
-            SuppressionApi(core, suppressions),
+            SuppressionApi(core, suppressions, pages),
             suppression_service_pb2.DESCRIPTOR.services_by_name["SuppressionService"].full_name,
         )
         server.add(
             domain_service_pb2_grpc.add_DomainServiceServicer_to_server,
-            DomainApi(core, domains),
+            DomainApi(core, domains, pages),
             domain_service_pb2.DESCRIPTOR.services_by_name["DomainService"].full_name,
         )
         server.add(
             admin_service_pb2_grpc.add_AdminServiceServicer_to_server,
-            AdminApi(core, config.admin_token),
+            AdminApi(core, config.admin_token, pages),
             admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
         )
         return Service(close=[pool.close])

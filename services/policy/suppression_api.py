@@ -9,7 +9,7 @@ import grpc
 from postwire.v1 import suppression_service_pb2, suppression_service_pb2_grpc
 
 from libs.errors import InvalidArgument, NotFound
-from libs.page_tokens import decode_page_token, page_of, page_size
+from libs.page_tokens import PageTokens, page_size
 from services.policy.core import PolicyCore
 from services.policy.suppression_lookup import Suppressions
 from services.policy.suppressions import GROUP, MAX_BATCH, Entry, check_entry, normalise_address
@@ -55,6 +55,13 @@ def entries_from(items: Sequence[suppression_service_pb2.Suppression], field: st
     return list({(e.address, e.group): e for e in entries}.values())
 
 
+def _address_group_position(position: str) -> tuple[str, str]:
+    address, sep, group = position.partition("\n")
+    if not sep:
+        raise ValueError(position)
+    return address, group
+
+
 def _address_and_group(address: str, group: str) -> tuple[str, str]:
     violations = []
     if "@" not in address:
@@ -67,9 +74,10 @@ def _address_and_group(address: str, group: str) -> tuple[str, str]:
 
 
 class SuppressionApi(suppression_service_pb2_grpc.SuppressionServiceServicer):
-    def __init__(self, core: PolicyCore, suppressions: Suppressions) -> None:
+    def __init__(self, core: PolicyCore, suppressions: Suppressions, pages: PageTokens) -> None:
         self._core = core
         self._suppressions = suppressions
+        self._pages = pages
 
     async def BatchCreateSuppressions(
         self,
@@ -98,18 +106,15 @@ class SuppressionApi(suppression_service_pb2_grpc.SuppressionServiceServicer):
     ) -> suppression_service_pb2.ListSuppressionsResponse:
         caller = await self._core.caller(context, "suppressions:read")
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        position = decode_page_token(request.page_token, method="ListSuppressions")
-        after = tuple(position.split("\n", 1)) if position else None
-        if after is not None and len(after) != 2:
-            raise InvalidArgument([("page_token", "not a token returned by ListSuppressions")])
+        cursor = self._pages.cursor(request, caller=caller.tenant_id)
         rows = await self._suppressions.store.list(
             caller.tenant_id,
             reason=int(request.reason),
             group=request.unsubscribe_group or None,
-            after=after,  # type: ignore[arg-type]
+            after=cursor.parse(_address_group_position),
             limit=size + 1,
         )
-        page, token = page_of(rows, size, lambda e: f"{e.address}\n{e.group}")
+        page, token = cursor.page(rows, size, lambda e: f"{e.address}\n{e.group}")
         return suppression_service_pb2.ListSuppressionsResponse(
             suppressions=[to_proto(e) for e in page], next_page_token=token
         )

@@ -17,7 +17,7 @@ from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2
 from libs.errors import InvalidArgument
 from libs.grpcx.auth import KeyResolver
 from libs.locales import closest_locale, locale_problem
-from libs.page_tokens import decode_page_token, page_of, page_size
+from libs.page_tokens import PageTokens, page_size
 from services.template.references import Kind, Reference, check_references, find_cycle, references_in, reject
 from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
 from services.template.store import StoredTemplate, TemplateStore, TemplateVersions
@@ -261,9 +261,10 @@ def _sources(prefix: str, parts: Mapping[str, str], locales_json: str) -> dict[s
 
 
 class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
-    def __init__(self, core: TemplateCore, keys: KeyResolver) -> None:
+    def __init__(self, core: TemplateCore, keys: KeyResolver, pages: PageTokens) -> None:
         self._core = core
         self._keys = keys
+        self._pages = pages
 
     async def CreateTemplate(
         self, request: template_service_pb2.CreateTemplateRequest, context: grpc.aio.ServicerContext
@@ -346,11 +347,11 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         caller = await self._keys.resolve(context)
         caller.require("templates:read")
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
-        after = decode_page_token(request.page_token, method="ListTemplates")
+        cursor = self._pages.cursor(request, caller=caller.tenant_id)
         rows = await self._core.versions.list(
-            caller.tenant_id, name_prefix=request.name_prefix, after_name=after, limit=size + 1
+            caller.tenant_id, name_prefix=request.name_prefix, after_name=cursor.after, limit=size + 1
         )
-        page, token = page_of(rows, size, lambda t: t.name)
+        page, token = cursor.page(rows, size, lambda t: t.name)
         return template_service_pb2.ListTemplatesResponse(
             templates=[_to_proto(t) for t in page], next_page_token=token
         )

@@ -4,6 +4,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from libs.config import CommonConfig, env_float, env_str
+from libs.token_keys import KeyRing
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,6 +12,8 @@ class TemplateConfig:
     common: CommonConfig
     policy_addr: str
     render_time_limit_seconds: float
+    # Seals page tokens (and later every other token Postwire mints); the first key seals.
+    token_keys: KeyRing
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TemplateConfig:
@@ -18,4 +21,5 @@ class TemplateConfig:
             common=CommonConfig.from_env(env, service="template", default_port=50062),
             policy_addr=env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
             render_time_limit_seconds=env_float(env, "POSTWIRE_RENDER_TIME_LIMIT_SECONDS", 2.0, minimum=0.01),
+            token_keys=KeyRing.from_env(env),
         )

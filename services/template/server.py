@@ -13,6 +13,7 @@ from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
 from libs.grpcx.channel import open_channel
 from libs.grpcx.server import GrpcServer
+from libs.page_tokens import PageTokens
 from libs.service_main import Service, serve
 from services.template.api import RenderApi, TemplateApi, TemplateCore
 from services.template.config import TemplateConfig
@@ -30,7 +31,11 @@ async def run(env: Mapping[str, str]) -> None:
         )
         server.add(
             template_service_pb2_grpc.add_TemplateServiceServicer_to_server,
-            TemplateApi(core, KeyResolver(policy, ttl=config.common.key_cache_seconds)),
+            TemplateApi(
+                core,
+                KeyResolver(policy, ttl=config.common.key_cache_seconds),
+                PageTokens(config.token_keys),
+            ),
             template_service_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,
         )
         server.add(

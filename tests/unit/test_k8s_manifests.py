@@ -321,13 +321,27 @@ def test_deployment_wires_shared_config_and_secrets(name: str) -> None:
         assert "POSTWIRE_API_KEY_PEPPER" not in env
         assert "POSTWIRE_ADMIN_TOKEN" not in env
         assert "POSTWIRE_SECRET_KEY" not in env
+    if name == "edge":
+        # The edge forwards bytes and mints no tokens.
+        assert "POSTWIRE_TOKEN_KEYS" not in env
+    else:
+        assert env["POSTWIRE_TOKEN_KEYS"]["valueFrom"]["secretKeyRef"] == {
+            "name": "postwire-secrets",
+            "key": "token-keys",
+        }
     # Dev shortcuts never reach a cluster.
     assert "POSTWIRE_DEV_FROM_DOMAINS" not in env
     assert env["OTEL_SERVICE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['app.kubernetes.io/name']"
     )
     # Secrets must come from Secrets, never as literals in a manifest.
-    for var in ("POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER", "POSTWIRE_ADMIN_TOKEN", "POSTWIRE_SECRET_KEY"):
+    for var in (
+        "POSTWIRE_DATABASE_URL",
+        "POSTWIRE_API_KEY_PEPPER",
+        "POSTWIRE_ADMIN_TOKEN",
+        "POSTWIRE_SECRET_KEY",
+        "POSTWIRE_TOKEN_KEYS",
+    ):
         assert "value" not in env.get(var, {})
 
 
@@ -451,6 +465,7 @@ def test_readme_documents_the_migration_job_and_the_secrets() -> None:
         "postwire-database",
         "postwire-secrets",
         "api-key-pepper",
+        "token-keys",
         "JetStream",
         "POSTWIRE_SMARTHOST",
     ):
