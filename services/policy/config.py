@@ -5,8 +5,10 @@ from dataclasses import dataclass
 
 from libs.config import CommonConfig, env_float, env_host_port, env_str
 
-DEV_PEPPER = "postwire-dev-pepper-change-me"
-DEV_SECRET_KEY = "postwire-dev-secret-key-change-me"
+# The dev defaults live beside the check that refuses them outside POSTWIRE_ENV=dev.
+from libs.dev_switch import DEV_PEPPER, DEV_SECRET_KEY
+
+__all__ = ["DEV_PEPPER", "DEV_SECRET_KEY", "PolicyConfig"]
 
 
 @dataclass(frozen=True, slots=True)
