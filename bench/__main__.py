@@ -27,8 +27,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
-from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
+from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc
 
 from libs.capture import SmtpSink
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
@@ -38,6 +37,10 @@ DEFAULT_OUT = Path("bench/results/latest.md")
 WARMUP_MESSAGES = 50
 MESSAGE_ID_HEADER = "X-Postwire-Message-Id"
 CALL_TIMEOUT_SECONDS = 60.0
+# Fresh for each run: the bench makes its tenant through AdminService, and the services need
+# their shared internal token.
+ADMIN_TOKEN = "pwadmin_bench_" + uuid.uuid4().hex
+INTERNAL_TOKEN = "pwinternal_bench_" + uuid.uuid4().hex
 SERVICE_READY_TIMEOUT_SECONDS = 60.0
 # Delivery gives up when nothing new has arrived for this long, or at the overall cap below,
 # whichever comes first: a stuck pipeline fails in a minute, a slow one still gets to finish.
@@ -182,7 +185,13 @@ def make_suite(data_dir: Path, sink: SmtpSink) -> Suite:
         nats_url=os.environ.get("POSTWIRE_NATS_URL"),
         database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
         # INFO logs a line per message per service; that would be a large part of what we measure.
-        extra_env={"POSTWIRE_LOG_LEVEL": "WARNING", "POSTWIRE_DEV_FROM_DOMAINS": "example.com"},
+        extra_env={
+            "POSTWIRE_LOG_LEVEL": "WARNING",
+            "POSTWIRE_ENV": "dev",
+            "POSTWIRE_DEV_FROM_DOMAINS": "example.com",
+            "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN,
+        },
     )
 
 
@@ -217,12 +226,20 @@ async def wait_serving(suite: Suite, name: str) -> None:
 
 
 async def create_api_key(suite: Suite) -> str:
-    async with grpc.aio.insecure_channel(suite.ports.addr("policy")) as channel:
-        stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
-        created = await stub.CreateTenant(
-            policy_service_pb2.CreateTenantRequest(name=f"bench-{uuid.uuid4().hex[:8]}"), timeout=10
+    auth = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+    async with grpc.aio.insecure_channel(suite.ports.addr("edge")) as channel:
+        stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+        made = await stub.CreateTenant(
+            admin_service_pb2.CreateTenantRequest(tenant={"name": f"bench-{uuid.uuid4().hex[:8]}"}),
+            metadata=auth,
+            timeout=10,
         )
-    return created.api_key
+        created = await stub.CreateApiKey(
+            admin_service_pb2.CreateApiKeyRequest(tenant_id=made.tenant.id, scopes=["send"]),
+            metadata=auth,
+            timeout=10,
+        )
+    return created.secret
 
 
 # -- sending -------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 from libs.embedded.suite import Suite, SuitePorts
 
 ADMIN_TOKEN = "pwadmin_bench"
+INTERNAL_TOKEN = "pwinternal_bench_" + uuid.uuid4().hex
+INTERNAL_AUTH = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
 
 
 async def _tenant(channel: grpc.aio.Channel, limits: list[dict[str, object]]) -> str:
@@ -59,7 +62,7 @@ async def _run_case(
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                await stub.AdmitMessage(request, timeout=10)
+                await stub.AdmitMessage(request, metadata=INTERNAL_AUTH, timeout=10)
             except grpc.aio.AioRpcError:
                 errors += 1
                 continue
@@ -136,6 +139,8 @@ def main() -> None:
             smarthost="127.0.0.1:9",
             extra_env={
                 "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN,
+                "POSTWIRE_ENV": "dev",
                 "POSTWIRE_LOG_LEVEL": "WARNING",
                 "POSTWIRE_DEV_FROM_DOMAINS": "example.com",
             },

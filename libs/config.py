@@ -83,6 +83,9 @@ class CommonConfig:
     # How long an API key's answer (and a tenant's limits) may be served from memory: the bound on
     # how late a revocation or a limit change takes effect on a replica.
     key_cache_seconds: float = 5.0
+    # The bearer token every postwire.internal.v1 call carries (libs.grpcx.internal_auth); empty
+    # refuses every internal call, and outside POSTWIRE_ENV=dev stops the services that use it.
+    internal_token: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, service: str, default_port: int) -> CommonConfig:
@@ -99,4 +102,5 @@ class CommonConfig:
             sweep_interval_seconds=env_float(env, "POSTWIRE_SWEEP_INTERVAL_SECONDS", 5.0, minimum=0.05),
             stall_seconds=env_float(env, "POSTWIRE_STALL_SECONDS", 30.0, minimum=0.1),
             key_cache_seconds=env_float(env, "POSTWIRE_KEY_CACHE_SECONDS", 5.0),
+            internal_token=env_str(env, "POSTWIRE_INTERNAL_TOKEN", ""),
         )

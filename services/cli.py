@@ -54,25 +54,61 @@ def _dev_token_keys(path: Path) -> str:
     return keys
 
 
-async def _dev_key(policy_addr: str, key_file: Path) -> str:
-    """Reuse the key saved by an earlier `up` if it still works; else create the dev tenant."""
+def _dev_internal_token(path: Path) -> str:
+    """The services' shared POSTWIRE_INTERNAL_TOKEN: made once, kept, readable only by its owner."""
+    if path.exists():
+        return path.read_text().strip()
+    token = "pwinternal_" + secrets.token_urlsafe(32)
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+async def _dev_key(
+    policy_addr: str, edge_addr: str, key_file: Path, *, admin_token: str, internal_token: str
+) -> str:
+    """Reuse the key saved by an earlier `up` if it still works; else create the dev tenant.
+
+    The tenant and its key (every scope) are made through AdminService at the edge, as an
+    operator would; policy's internal Authenticate (with the internal token) checks an old key.
+    """
     import grpc
     from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
+    from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 
-    async with grpc.aio.insecure_channel(policy_addr) as channel:
-        stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
-        if key_file.exists():
-            key = key_file.read_text().strip()
+    from libs.grpcx.internal_auth import token_metadata
+    from services.policy.api_keys import KNOWN_SCOPES
+
+    if key_file.exists():
+        key = key_file.read_text().strip()
+        async with grpc.aio.insecure_channel(policy_addr) as channel:
+            stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
             try:
-                await stub.Authenticate(policy_service_pb2.AuthenticateRequest(api_key=key), timeout=10)
+                await stub.Authenticate(
+                    policy_service_pb2.AuthenticateRequest(api_key=key),
+                    metadata=token_metadata(internal_token),
+                    timeout=10,
+                )
                 return key
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAUTHENTICATED:
                     raise
-        created = await stub.CreateTenant(policy_service_pb2.CreateTenantRequest(name=DEV_TENANT), timeout=10)
-    key_file.write_text(created.api_key + "\n")
+    admin = (("authorization", f"Bearer {admin_token}"),)
+    async with grpc.aio.insecure_channel(edge_addr) as channel:
+        stub_admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        made = await stub_admin.CreateTenant(
+            admin_service_pb2.CreateTenantRequest(tenant={"name": DEV_TENANT}), metadata=admin, timeout=10
+        )
+        created = await stub_admin.CreateApiKey(
+            admin_service_pb2.CreateApiKeyRequest(
+                tenant_id=made.tenant.id, scopes=KNOWN_SCOPES, display_name="postwire up"
+            ),
+            metadata=admin,
+            timeout=10,
+        )
+    key_file.write_text(created.secret + "\n")
     key_file.chmod(0o600)
-    return created.api_key
+    return created.secret
 
 
 def _up() -> None:
@@ -87,6 +123,7 @@ def _up() -> None:
     web.start()
     admin_token = os.environ.get("POSTWIRE_ADMIN_TOKEN") or _dev_admin_token(data / "admin-token")
     token_keys = os.environ.get("POSTWIRE_TOKEN_KEYS") or _dev_token_keys(data / "token-keys")
+    internal_token = os.environ.get("POSTWIRE_INTERNAL_TOKEN") or _dev_internal_token(data / "internal-token")
     suite = Suite(
         data_dir=data,
         ports=SuitePorts.defaults(),
@@ -101,6 +138,9 @@ def _up() -> None:
         }
         | {"POSTWIRE_ADMIN_TOKEN": admin_token}
         | {"POSTWIRE_TOKEN_KEYS": token_keys}
+        | {"POSTWIRE_INTERNAL_TOKEN": internal_token}
+        # A local run: dev defaults for the pepper and secret key, and dev-only settings, allowed.
+        | {"POSTWIRE_ENV": "dev"}
         # The README's examples send from example.com; real domains go through DomainService.
         | {"POSTWIRE_DEV_FROM_DOMAINS": os.environ.get("POSTWIRE_DEV_FROM_DOMAINS", "example.com")},
         nats_port=4222,
@@ -115,7 +155,15 @@ def _up() -> None:
         print("starting services…", flush=True)
         suite.start_services()
         key_file = data / "dev-api-key"
-        key = asyncio.run(_dev_key(suite.ports.addr("policy"), key_file))
+        key = asyncio.run(
+            _dev_key(
+                suite.ports.addr("policy"),
+                suite.ports.addr("edge"),
+                key_file,
+                admin_token=admin_token,
+                internal_token=internal_token,
+            )
+        )
         rows = [
             ("gRPC API (all public services)", suite.ports.addr("edge")),
             ("capture inbox (web)", f"http://127.0.0.1:{web.port}"),
@@ -126,6 +174,7 @@ def _up() -> None:
             ("logs", str(data / "logs")),
             ("dev API key file", str(key_file)),
             ("admin token file (AdminService)", str(data / "admin-token")),
+            ("internal token file (service to service)", str(data / "internal-token")),
         ] + [(f"service {name}", suite.ports.addr(name)) for name in SERVICES if name != "edge"]
         width = max(len(r[0]) for r in rows)
         print("\nPostwire is up.\n")

@@ -21,10 +21,13 @@ from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.dns_server import LoopbackDns
 from libs.testing.otlp_receiver import OtlpReceiver
 from libs.token_keys import generate_token_keys
+from services.policy.api_keys import KNOWN_SCOPES
 
 ADMIN_TOKEN = "pwadmin_test_" + uuid.uuid4().hex
 # A fresh ring per session, so no test can pass by relying on the dev key ring.
 TOKEN_KEYS = generate_token_keys("test")
+# What the services present to each other on postwire.internal.v1 calls.
+INTERNAL_TOKEN = "pwinternal_test_" + uuid.uuid4().hex
 
 # Short timings so retries, sweeps and span exports happen within a test's patience.
 TEST_ENV = {
@@ -41,6 +44,10 @@ TEST_ENV = {
     "POSTWIRE_LOG_LEVEL": "INFO",
     "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
     "POSTWIRE_TOKEN_KEYS": TOKEN_KEYS,
+    "POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN,
+    # The dev switch: lets the pepper and secret key keep their defaults, and allows the
+    # dev-only settings below.
+    "POSTWIRE_ENV": "dev",
     # Revocations and limit changes reach every replica within this; short, so tests need not wait.
     "POSTWIRE_KEY_CACHE_SECONDS": "1",
     # Tests send from example.com without registering it; every other From domain is checked.
@@ -114,15 +121,27 @@ class Tenant:
         return (("authorization", f"Bearer {self.api_key}"),)
 
 
-async def create_tenant(suite: Suite, name: str = "") -> Tenant:
-    from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
+INTERNAL_AUTH = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
 
-    async with grpc.aio.insecure_channel(suite.ports.addr("policy")) as channel:
-        stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
-        created = await stub.CreateTenant(
-            policy_service_pb2.CreateTenantRequest(name=name or f"t-{uuid.uuid4().hex[:8]}"), timeout=10
+
+async def create_tenant(suite: Suite, name: str = "") -> Tenant:
+    """A tenant and a key with every scope, made the way an operator does: AdminService at the edge."""
+    from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
+
+    admin = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+    async with grpc.aio.insecure_channel(suite.ports.addr("edge")) as channel:
+        stub = admin_service_pb2_grpc.AdminServiceStub(channel)
+        made = await stub.CreateTenant(
+            admin_service_pb2.CreateTenantRequest(tenant={"name": name or f"t-{uuid.uuid4().hex[:8]}"}),
+            metadata=admin,
+            timeout=10,
         )
-    return Tenant(created.tenant_id, created.api_key)
+        key = await stub.CreateApiKey(
+            admin_service_pb2.CreateApiKeyRequest(tenant_id=made.tenant.id, scopes=KNOWN_SCOPES),
+            metadata=admin,
+            timeout=10,
+        )
+    return Tenant(made.tenant.id, key.secret)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from libs.errors import InvalidArgument
+from libs.grpcx.internal_auth import InternalAuthInterceptor
 from libs.grpcx.status import abort_for
 
 __all__ = ["MAX_MESSAGE_BYTES", "ErrorInterceptor", "GrpcServer"]
@@ -144,11 +145,25 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
 
 class GrpcServer:
-    """A server with the stock health service and reflection for the given services."""
+    """A server with the stock health service and reflection for the given services.
 
-    def __init__(self, listen: str, *, extra_interceptors: Iterable[grpc.aio.ServerInterceptor] = ()) -> None:
+    Every postwire.internal.v1 method it serves requires `internal_token` (see internal_auth).
+    """
+
+    def __init__(
+        self,
+        listen: str,
+        *,
+        internal_token: str,
+        extra_interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self.server = grpc.aio.server(
-            interceptors=[aio_server_interceptor(), ErrorInterceptor(), *extra_interceptors],
+            interceptors=[
+                aio_server_interceptor(),
+                InternalAuthInterceptor(internal_token),
+                ErrorInterceptor(),
+                *extra_interceptors,
+            ],
             options=SERVER_OPTIONS,
         )
         self.health = health.aio.HealthServicer()

@@ -12,7 +12,7 @@ from postwire.v1 import event_service_pb2, event_service_pb2_grpc
 from libs.bus import EVENTS_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
-from libs.grpcx.channel import open_channel
+from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
 from libs.page_tokens import PageTokens
 from libs.service_main import Service, serve
@@ -29,7 +29,7 @@ async def run(env: Mapping[str, str]) -> None:
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
         bus = await Bus.connect(config.common.nats_url, name="postwire-events")
-        policy = open_channel(config.policy_addr)
+        policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
         store = EventsStore(pool)
         server.add(
             event_service_pb2_grpc.add_EventServiceServicer_to_server,

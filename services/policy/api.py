@@ -6,7 +6,6 @@ import grpc
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
 from libs.errors import InvalidArgument, RateLimited
-from services.policy.api_keys import DEFAULT_SCOPES, generate_key, hash_key
 from services.policy.core import PolicyCore
 from services.policy.domain_api import Domains
 from services.policy.limits import applicable
@@ -60,18 +59,6 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
                     description=refusal.description,
                 )
         return policy_service_pb2.AdmitMessageResponse(sandbox=sandbox, decisions=decisions)
-
-    async def CreateTenant(
-        self, request: policy_service_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
-    ) -> policy_service_pb2.CreateTenantResponse:
-        name = request.name.strip()
-        if not name or len(name) > 128:
-            raise InvalidArgument([("name", "a tenant name of 1-128 characters is required")])
-        new = generate_key()
-        tenant_id = await self._core.store.create_tenant(
-            name, prefix=new.prefix, key_hash=hash_key(new.key, self._core.pepper), scopes=DEFAULT_SCOPES
-        )
-        return policy_service_pb2.CreateTenantResponse(tenant_id=tenant_id, api_key=new.key)
 
     async def RecordSuppressions(
         self, request: policy_service_pb2.RecordSuppressionsRequest, context: grpc.aio.ServicerContext

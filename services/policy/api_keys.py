@@ -12,7 +12,6 @@ import secrets
 from dataclasses import dataclass
 
 __all__ = [
-    "DEFAULT_SCOPES",
     "KNOWN_SCOPES",
     "NewKey",
     "generate_key",
@@ -32,8 +31,6 @@ KNOWN_SCOPES = (
     "domains:read",
     "domains:write",
 )
-# The bootstrap key of the internal CreateTenant (local runs and tests) gets every scope.
-DEFAULT_SCOPES = KNOWN_SCOPES
 
 
 def scope_violations(scopes: list[str], field: str = "scopes") -> list[tuple[str, str]]:

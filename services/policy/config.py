@@ -4,10 +4,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from libs.config import CommonConfig, env_float, env_host_port, env_str
+
+# The dev defaults live beside the check that refuses them outside POSTWIRE_ENV=dev.
+from libs.dev_switch import DEV_PEPPER, DEV_SECRET_KEY
 from libs.token_keys import KeyRing
 
-DEV_PEPPER = "postwire-dev-pepper-change-me"
-DEV_SECRET_KEY = "postwire-dev-secret-key-change-me"
+__all__ = ["DEV_PEPPER", "DEV_SECRET_KEY", "PolicyConfig"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,28 +83,16 @@ class PolicyStore:
         self,
         name: str,
         *,
-        prefix: str = "",
-        key_hash: bytes = b"",
-        scopes: tuple[str, ...] = (),
         sandbox: bool = False,
         limits: Sequence[Limits] = (),
     ) -> str:
-        """A tenant, with its limits and (when `key_hash` is given) a first key."""
+        """A tenant with its limits; keys are added with create_key."""
         tenant_id = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO tenants (id, name, sandbox) VALUES ($1, $2, $3)", tenant_id, name, sandbox
             )
             await _write_limits(conn, tenant_id, limits)
-            if key_hash:
-                await conn.execute(
-                    "INSERT INTO api_keys (id, tenant_id, prefix, key_hash, scopes) VALUES ($1, $2, $3, $4, $5)",
-                    uuid.uuid4(),
-                    tenant_id,
-                    prefix,
-                    key_hash,
-                    list(scopes),
-                )
         return str(tenant_id)
 
     async def tenant_sandbox(self, tenant_id: str) -> bool | None:

@@ -11,7 +11,7 @@ from postwire.internal.v1 import render_service_pb2_grpc
 
 from libs.bus import ROUTE_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
-from libs.grpcx.channel import open_channel
+from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
 from libs.sweeper import Periodic
@@ -26,7 +26,7 @@ async def run(env: Mapping[str, str]) -> None:
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
         bus = await Bus.connect(config.common.nats_url, name="postwire-router")
-        template = open_channel(config.template_addr)
+        template = open_internal_channel(config.template_addr, token=config.common.internal_token)
         router = Router(
             RouterStore(pool),
             bus,

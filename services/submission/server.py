@@ -13,7 +13,7 @@ from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 from libs.bus import Bus
 from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
-from libs.grpcx.channel import open_channel
+from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
 from services.submission.api import MailApi
@@ -27,8 +27,8 @@ async def run(env: Mapping[str, str]) -> None:
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url, max_size=20)
         bus = await Bus.connect(config.common.nats_url, name="postwire-submission")
-        policy = open_channel(config.policy_addr)
-        template = open_channel(config.template_addr)
+        policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
+        template = open_internal_channel(config.template_addr, token=config.common.internal_token)
         server.add(
             mail_service_pb2_grpc.add_MailServiceServicer_to_server,
             MailApi(

@@ -11,7 +11,7 @@ from postwire.v1 import template_service_pb2, template_service_pb2_grpc
 
 from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
-from libs.grpcx.channel import open_channel
+from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
 from libs.page_tokens import PageTokens
 from libs.service_main import Service, serve
@@ -25,7 +25,7 @@ async def run(env: Mapping[str, str]) -> None:
 
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
-        policy = open_channel(config.policy_addr)
+        policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
         core = TemplateCore(
             TemplateStore(pool), TemplateVersions(pool), render_time_limit=config.render_time_limit_seconds
         )

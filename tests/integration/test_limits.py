@@ -19,7 +19,7 @@ from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_
 
 from libs.embedded.postgres import free_port
 from libs.embedded.process import ManagedProcess
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, INTERNAL_AUTH
 from tests.integration.helpers import mail, unique
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -196,7 +196,7 @@ async def test_the_limit_holds_across_two_policy_replicas(suite, edge, second_po
         async def ask(i: int) -> None:
             nonlocal refused
             try:
-                await stubs[i % 2].AdmitMessage(request, timeout=10)
+                await stubs[i % 2].AdmitMessage(request, metadata=INTERNAL_AUTH, timeout=10)
                 admitted[i % 2] += 1
             except grpc.aio.AioRpcError as exc:
                 # Collected, not asserted here: an assertion inside gather would leave the other

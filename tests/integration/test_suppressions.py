@@ -21,7 +21,7 @@ from postwire.v1 import (
     suppression_service_pb2_grpc,
 )
 
-from tests.conftest import ADMIN_TOKEN, create_tenant
+from tests.conftest import ADMIN_TOKEN, INTERNAL_AUTH, create_tenant
 from tests.integration.helpers import bad_request_fields, mail, unique, wait_for_events, wait_for_mail
 
 HARD_BOUNCE = suppression_service_pb2.SUPPRESSION_REASON_HARD_BOUNCE
@@ -215,6 +215,7 @@ async def test_platform_records_bounces_through_the_internal_call(suite, edge, t
                 tenant_id=tenant.id,
                 suppressions=[{"address": rcpt, "reason": HARD_BOUNCE, "source_message_id": message_id}],
             ),
+            metadata=INTERNAL_AUTH,
             timeout=10,
         )
     got = await _stub(edge).GetSuppression(
@@ -256,6 +257,7 @@ async def test_recording_for_an_unknown_tenant_is_not_found(suite) -> None:
                     policy_service_pb2.RecordSuppressionsRequest(
                         tenant_id=tenant_id, suppressions=[{"address": unique(), "reason": HARD_BOUNCE}]
                     ),
+                    metadata=INTERNAL_AUTH,
                     timeout=10,
                 )
             assert caught.value.code() == grpc.StatusCode.NOT_FOUND

@@ -23,7 +23,7 @@ from postwire.v1 import (
     template_service_pb2_grpc,
 )
 
-from tests.conftest import create_tenant
+from tests.conftest import INTERNAL_AUTH, create_tenant
 from tests.integration.helpers import mail, unique, wait_for_mail
 
 LAYOUT = template_pb2.TEMPLATE_KIND_LAYOUT
@@ -351,6 +351,7 @@ async def test_batch_render_compiles_once_and_reports_each_recipient(suite, tena
             render_service_pb2.RenderMessagesRequest(
                 tenant_id=tenant.id, template_name=receipt.name, recipients=recipients
             ),
+            metadata=INTERNAL_AUTH,
             timeout=30,
         )
         assert answer.version == 1 and answer.template_id == receipt.id
@@ -370,6 +371,7 @@ async def test_batch_render_compiles_once_and_reports_each_recipient(suite, tena
                 render_service_pb2.RenderMessagesRequest(
                     tenant_id=str(uuid.uuid4()), template_name=receipt.name, recipients=recipients[:1]
                 ),
+                metadata=INTERNAL_AUTH,
                 timeout=30,
             )
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND

@@ -584,3 +584,42 @@ def test_no_egress_rule_is_unrestricted() -> None:
             # A rule without ports opens every port to its peers; one without peers and
             # without ports would open everything.
             assert rule.get("ports"), f"{name}: egress rule without ports"
+
+
+# --- internal token and the dev switch --------------------------------------------------------
+
+# The services that serve or call postwire.internal.v1 (libs/dev_switch.py SECRETS_BY_SERVICE).
+INTERNAL_TOKEN_USERS = {"policy", "template", "submission", "router", "events"}
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_internal_token_comes_from_the_secret_for_exactly_its_users(name: str) -> None:
+    (container,) = _containers(DEPLOYMENTS[name])
+    env = _env(container)
+    if name in INTERNAL_TOKEN_USERS:
+        assert env["POSTWIRE_INTERNAL_TOKEN"] == {
+            "name": "POSTWIRE_INTERNAL_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "postwire-secrets", "key": "internal-token"}},
+        }
+    else:
+        # The edge forwards public calls with the caller's own credential; mta_worker calls no one.
+        assert "POSTWIRE_INTERNAL_TOKEN" not in env
+
+
+def test_no_manifest_turns_on_the_dev_switch_or_a_dev_only_setting() -> None:
+    dev_only = {
+        "POSTWIRE_ENV",
+        "POSTWIRE_DEV_FROM_DOMAINS",
+        "POSTWIRE_MX_ALLOW_PRIVATE",
+        "POSTWIRE_WEBHOOK_ALLOW_PRIVATE",
+    }
+    for path in _yaml_files():
+        text = path.read_text(encoding="utf-8")
+        for name in dev_only:
+            # Parsed objects could hide it in a patch or a literal; the text cannot.
+            assert f"{name}:" not in text and f"name: {name}\n" not in text, f"{path}: {name}"
+    for path, doc in _objects():
+        if doc["kind"] == "ConfigMap":
+            assert not dev_only & set(doc.get("data", {})), path
+        for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            assert not dev_only & set(_env(container)), path
