@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from libs.config import CommonConfig, env_float, env_str
+from libs.config import CommonConfig, env_float, env_int, env_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -11,6 +11,8 @@ class TemplateConfig:
     common: CommonConfig
     policy_addr: str
     render_time_limit_seconds: float
+    render_workers: int
+    render_memory_mb: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TemplateConfig:
@@ -18,4 +20,7 @@ class TemplateConfig:
             common=CommonConfig.from_env(env, service="template", default_port=50062),
             policy_addr=env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
             render_time_limit_seconds=env_float(env, "POSTWIRE_RENDER_TIME_LIMIT_SECONDS", 2.0, minimum=0.01),
+            render_workers=env_int(env, "POSTWIRE_RENDER_WORKERS", 2, minimum=1),
+            # Below this a worker cannot load the renderer, and would be restarted forever.
+            render_memory_mb=env_int(env, "POSTWIRE_RENDER_MEMORY_MB", 512, minimum=128),
         )

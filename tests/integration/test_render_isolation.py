@@ -40,7 +40,9 @@ async def _create(edge, tenant, **fields) -> template_service_pb2.Template:
     return answer.template
 
 
-async def _render(edge, tenant, name: str, **variables: object) -> template_service_pb2.RenderTemplateResponse:
+async def _render(
+    edge, tenant, name: str, **variables: object
+) -> template_service_pb2.RenderTemplateResponse:
     return await template_service_pb2_grpc.TemplateServiceStub(edge).RenderTemplate(
         template_service_pb2.RenderTemplateRequest(template=name, variables=_vars(name="Ada", **variables)),
         metadata=tenant.metadata,

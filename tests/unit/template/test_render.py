@@ -147,20 +147,30 @@ def test_output_exactly_at_the_cap_is_allowed_and_one_more_is_not() -> None:
 
 def test_runtime_errors_show_the_class_only() -> None:
     error = render_error(Parts("s", "{{ 1 / 0 }}", ""))
-    assert error.violations == [("html_body", "the template, html_body line 1: cannot render: ZeroDivisionError")]
+    assert error.violations == [
+        ("html_body", "the template, html_body line 1: cannot render: ZeroDivisionError")
+    ]
 
 
 def test_any_error_raised_by_template_code_names_the_template_part_and_line() -> None:
     with pytest.raises(InvalidArgument) as caught:
-        Renderer().render(("t", 1), Parts("s", "<p>a</p>\n<p>{{ '{}'.format() }}</p>", ""), {}, name="welcome")
-    assert caught.value.violations == [("html_body", "'welcome', html_body line 2: cannot render: IndexError")]
+        Renderer().render(
+            ("t", 1), Parts("s", "<p>a</p>\n<p>{{ '{}'.format() }}</p>", ""), {}, name="welcome"
+        )
+    assert caught.value.violations == [
+        ("html_body", "'welcome', html_body line 2: cannot render: IndexError")
+    ]
 
 
 def test_an_error_in_a_layout_names_the_layout_and_its_line() -> None:
     deps = {"base": Parts("", "<html>\n\n{{ 1 / 0 }}{% block c %}{% endblock %}</html>", "")}
     with pytest.raises(InvalidArgument) as caught:
         Renderer().render(
-            ("t", 1), Parts("s", "{% extends 'base' %}{% block c %}x{% endblock %}", ""), {}, deps=deps, name="w"
+            ("t", 1),
+            Parts("s", "{% extends 'base' %}{% block c %}x{% endblock %}", ""),
+            {},
+            deps=deps,
+            name="w",
         )
     assert caught.value.violations == [("html_body", "'w', 'base' line 3: cannot render: ZeroDivisionError")]
 
