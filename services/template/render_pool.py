@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import struct
 import sys
 from collections.abc import Mapping
@@ -74,7 +75,15 @@ class _Worker:
 
     @property
     def alive(self) -> bool:
-        return self.proc.returncode is None
+        """Also true of a process that exited a moment ago and that the event loop's child
+        watcher has not reaped yet: WNOWAIT looks without reaping."""
+        if self.proc.returncode is not None:
+            return False
+        try:
+            exited = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return exited is None
 
     async def _read(self) -> Any:
         assert self.proc.stdout is not None
@@ -116,6 +125,7 @@ class RenderPool:
         self._limit = time_limit_seconds
         self._queue: FairQueue[asyncio.Future[_Worker]] = FairQueue(tenant_share(workers))
         self._idle: list[_Worker] = []
+        self._busy: set[_Worker] = set()
         self._all: set[_Worker] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -194,11 +204,12 @@ class RenderPool:
         task.add_done_callback(self._tasks.discard)
 
     async def _watch(self, worker: _Worker) -> None:
-        """An idle worker that dies (killed from outside, say) is replaced before it is handed
-        out; a busy one is replaced by the render that finds it gone."""
+        """A worker that dies while idle (killed from outside, say) is replaced; a busy one is
+        replaced by the render that finds it gone."""
         await worker.proc.wait()
-        if worker in self._idle:
-            self._idle.remove(worker)
+        if worker in self._all and worker not in self._busy:
+            if worker in self._idle:
+                self._idle.remove(worker)
             self._all.discard(worker)
             self._spawn(self._replace())
 
@@ -219,12 +230,17 @@ class RenderPool:
             return
 
     def _dispatch(self) -> None:
+        # A worker killed while idle is dropped here, before a render is lost to it; its watcher
+        # starts the replacement.
+        self._idle = [w for w in self._idle if w.alive]
         while self._idle:
             granted = self._queue.next()
             if granted is None:
                 return
             _, waiter = granted
-            waiter.set_result(self._idle.pop())
+            worker = self._idle.pop()
+            self._busy.add(worker)
+            waiter.set_result(worker)
 
     async def _acquire(self, tenant: str) -> _Worker:
         if self._closed:
@@ -243,6 +259,7 @@ class RenderPool:
 
     def _release(self, tenant: str, worker: _Worker, *, keep: bool) -> None:
         self._queue.finish(tenant)
+        self._busy.discard(worker)
         if keep and worker.alive and not self._closed:
             self._idle.append(worker)
             self._dispatch()
