@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from libs.errors import InvalidArgument
+from libs.testing.polling import poll_until
 from services.template.render import Parts
 from services.template.render_pool import RenderPool
 
@@ -32,6 +33,13 @@ async def _render(pool: RenderPool, tenant: str, parts: Parts, name: str = "smal
     return await pool.render(tenant, [name, 1], parts, {"name": "Ada"}, mjml=False, deps={}, name=name)
 
 
+async def _until_busy(pool: RenderPool) -> None:
+    async def busy() -> bool:
+        return bool(pool._busy)
+
+    await poll_until(busy, timeout=30, what="a render to reach a worker", interval=0.01)
+
+
 def _pids(pool: RenderPool) -> set[int]:
     return {w.proc.pid for w in pool._all}
 
@@ -39,30 +47,31 @@ def _pids(pool: RenderPool) -> set[int]:
 async def test_a_worker_that_cannot_answer_is_killed_at_the_limit_and_replaced(pool: RenderPool) -> None:
     before = _pids(pool)
     spinning = asyncio.create_task(_render(pool, "a", SPIN, "stuck"))
-    while not pool._busy:
-        await asyncio.sleep(0.01)
+    await _until_busy(pool)
     (busy,) = pool._busy
     # A stopped process cannot run its own clock: only the pool's kill ends this render.
     os.kill(busy.proc.pid, signal.SIGSTOP)
     with pytest.raises(InvalidArgument) as caught:
         await spinning
-    assert caught.value.violations == [("template", "'stuck': rendering took longer than 1 s and was stopped")]
+    assert caught.value.violations == [
+        ("template", "'stuck': rendering took longer than 1 s and was stopped")
+    ]
     assert await busy.proc.wait() == -signal.SIGKILL
     for _ in range(3):
         assert (await _render(pool, "a", SMALL)).subject == "Hi Ada"
     assert busy.proc.pid not in _pids(pool)
+
     # The replacement joins once it has started; the other worker served meanwhile.
-    deadline = asyncio.get_running_loop().time() + 30
-    while len(_pids(pool)) < 2:
-        assert asyncio.get_running_loop().time() < deadline, "the killed worker was not replaced"
-        await asyncio.sleep(0.05)
+    async def replaced() -> bool:
+        return len(_pids(pool)) == 2
+
+    await poll_until(replaced, timeout=30, what="the killed worker's replacement")
     assert len(before & _pids(pool)) == 1
 
 
 async def test_a_tenant_uses_half_the_workers_and_others_are_not_blocked(pool: RenderPool) -> None:
     spins = [asyncio.create_task(_render(pool, "a", SPIN, f"spin{i}")) for i in range(2)]
-    while not pool._busy:
-        await asyncio.sleep(0.01)
+    await _until_busy(pool)
     # a's second render waits for a's share, so b finds a worker free.
     assert len(pool._busy) == 1
     assert (await _render(pool, "b", SMALL)).text_body == "Hello Ada"
@@ -73,8 +82,7 @@ async def test_a_tenant_uses_half_the_workers_and_others_are_not_blocked(pool: R
 
 async def test_a_render_cancelled_while_waiting_gives_its_turn_away(pool: RenderPool) -> None:
     spin = asyncio.create_task(_render(pool, "a", SPIN, "spin"))
-    while not pool._busy:
-        await asyncio.sleep(0.01)
+    await _until_busy(pool)
     waiting = asyncio.create_task(_render(pool, "a", SMALL))
     await asyncio.sleep(0.05)
     waiting.cancel()
@@ -90,8 +98,7 @@ async def test_close_stops_every_worker_even_a_busy_one() -> None:
     await pool.start()
     workers = list(pool._all)
     spin = asyncio.create_task(_render(pool, "a", SPIN, "spin"))
-    while not pool._busy:
-        await asyncio.sleep(0.01)
+    await _until_busy(pool)
     await pool.close()
     assert all(w.proc.returncode is not None for w in workers)
     await asyncio.gather(spin, return_exceptions=True)
