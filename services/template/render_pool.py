@@ -217,8 +217,6 @@ class RenderPool:
         while not self._closed:
             try:
                 worker = await _Worker.start(self._memory_mb, self._limit)
-            except asyncio.CancelledError:
-                raise
             except Exception:
                 _log.exception("could not start a render worker; retrying")
                 await asyncio.sleep(RESTART_BACKOFF_SECONDS)
