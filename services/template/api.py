@@ -162,7 +162,7 @@ def _variant(t: StoredTemplate, locale: str) -> tuple[str, Parts]:
 
 
 class TemplateCore:
-    """Shared by both servicers: fetch, render with the cache."""
+    """Shared by both servicers: fetch, then render in the worker pool."""
 
     def __init__(self, store: TemplateStore, versions: TemplateVersions, renderer: RenderPool) -> None:
         self.store = store
