@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Mapping
@@ -19,7 +18,8 @@ from libs.grpcx.auth import KeyResolver
 from libs.locales import closest_locale, locale_problem
 from libs.page_tokens import PageTokens, page_size
 from services.template.references import Kind, Reference, check_references, find_cycle, references_in, reject
-from services.template.render import Parts, Renderer, check_syntax, struct_to_variables
+from services.template.render import Parts, check_syntax, struct_to_variables
+from services.template.render_pool import RenderPool
 from services.template.store import StoredTemplate, TemplateStore, TemplateVersions
 from services.template.variables_schema import SchemaCache, check_schema
 
@@ -162,14 +162,12 @@ def _variant(t: StoredTemplate, locale: str) -> tuple[str, Parts]:
 
 
 class TemplateCore:
-    """Shared by both servicers: fetch, render with the cache."""
+    """Shared by both servicers: fetch, then render in the worker pool."""
 
-    def __init__(
-        self, store: TemplateStore, versions: TemplateVersions, *, render_time_limit: float = 2.0
-    ) -> None:
+    def __init__(self, store: TemplateStore, versions: TemplateVersions, renderer: RenderPool) -> None:
         self.store = store
         self.versions = versions
-        self.renderer = Renderer(time_limit_seconds=render_time_limit)
+        self.renderer = renderer
         self.schemas = SchemaCache()
 
     async def prepare(
@@ -195,10 +193,11 @@ class TemplateCore:
         )
         return Prepared(stored, deps)
 
-    def render_prepared(
-        self, prepared: Prepared, variables: dict[str, Any], locale: str
+    async def render_prepared(
+        self, tenant_id: str, prepared: Prepared, variables: dict[str, Any], locale: str
     ) -> tuple[Parts, str]:
-        """Render the closest locale variant; returns the parts and the variant used."""
+        """Render the closest locale variant in the tenant's share of the render pool; returns
+        the parts and the variant used."""
         stored = prepared.template
         self.schemas.validate((stored.id, stored.version), stored.variables_schema, variables)
         tag, parts = _variant(stored, locale)
@@ -210,7 +209,10 @@ class TemplateCore:
             signature.append((dep.id, dep.version, dep_tag))
         key = (stored.id, tag, stored.version, tuple(signature))
         mjml = bool(stored.mjml_body) and not tag
-        return self.renderer.render(key, parts, variables, mjml=mjml, deps=dep_parts), tag
+        rendered = await self.renderer.render(
+            tenant_id, key, parts, variables, mjml=mjml, deps=dep_parts, name=stored.name
+        )
+        return rendered, tag
 
     async def render(
         self,
@@ -227,7 +229,7 @@ class TemplateCore:
         prepared = await self.prepare(
             tenant_id, id_or_name, version, include_drafts=include_drafts, pinned=pinned, for_send=for_send
         )
-        parts, tag = self.render_prepared(prepared, variables, locale)
+        parts, tag = await self.render_prepared(tenant_id, prepared, variables, locale)
         return prepared, parts, tag
 
     async def check_references(
@@ -451,10 +453,10 @@ class RenderApi(render_service_pb2_grpc.RenderServiceServicer):
             version=prepared.template.version,
             template_versions=prepared.versions_used(),
         )
-        for i, recipient in enumerate(request.recipients):
+        for recipient in request.recipients:
             try:
-                parts, tag = self._core.render_prepared(
-                    prepared, _variables(recipient.variables), recipient.locale
+                parts, tag = await self._core.render_prepared(
+                    request.tenant_id, prepared, _variables(recipient.variables), recipient.locale
                 )
             except InvalidArgument as exc:
                 response.results.add(
@@ -466,7 +468,4 @@ class RenderApi(render_service_pb2_grpc.RenderServiceServicer):
                 response.results.add(
                     subject=parts.subject, html_body=parts.html_body, text_body=parts.text_body, locale=tag
                 )
-            if i % 50 == 49:
-                # A big batch is CPU-bound; let the server's other calls (health checks) run between chunks.
-                await asyncio.sleep(0)
         return response

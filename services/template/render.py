@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import css_inline
 from jinja2 import (
-    DictLoader,
+    FunctionLoader,
     StrictUndefined,
     Template,
     TemplateNotFound,
     TemplateSyntaxError,
     UndefinedError,
 )
-from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from mjml import mjml2html
 
@@ -30,7 +30,7 @@ from libs.mail.addresses import has_unsafe_chars
 from services.template.html_text import html_to_text
 from services.template.time_limit import RenderTimedOut, time_limit
 
-__all__ = ["MAX_OUTPUT_CHARS", "Parts", "Renderer", "check_syntax"]
+__all__ = ["MAX_OUTPUT_CHARS", "Parts", "Renderer", "TemplateOutOfMemory", "check_syntax"]
 
 MAX_OUTPUT_CHARS = 2 * 1024 * 1024
 MAX_SUBJECT_CHARS = 998
@@ -110,7 +110,36 @@ def check_syntax(parts: Parts, *, field_prefix: str = "template") -> None:
         raise InvalidArgument(violations)
 
 
-def _render(template: Template, variables: Mapping[str, Any], part: str) -> str:
+class TemplateOutOfMemory(InvalidArgument):
+    """The template's own code ran out of memory (in a worker, the address-space cap)."""
+
+
+def _location(exc: BaseException, files: Mapping[str, str], name: str) -> str:
+    """Where in the template code `exc` was raised: Jinja rewrites tracebacks so that each
+    template's frames carry its file name and source line. `files` maps those file names to
+    what the caller knows them as."""
+    where = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        label = files.get(tb.tb_frame.f_code.co_filename)
+        if label is not None:
+            where = f"{label} line {tb.tb_lineno}"
+        tb = tb.tb_next
+    named = f"'{name}'" if name else "the template"
+    if not where:
+        return named
+    return f"{named}, {where}"
+
+
+def _render(
+    template: Template,
+    variables: Mapping[str, Any],
+    part: str,
+    *,
+    files: Mapping[str, str],
+    name: str,
+    time_limit_seconds: float,
+) -> str:
     out: list[str] = []
     size = 0
     try:
@@ -119,16 +148,43 @@ def _render(template: Template, variables: Mapping[str, Any], part: str) -> str:
             if size > MAX_OUTPUT_CHARS:
                 raise InvalidArgument([(part, f"rendered output exceeds {MAX_OUTPUT_CHARS} characters")])
             out.append(chunk)
+    except InvalidArgument:
+        raise
     except TemplateNotFound as exc:
         raise InvalidArgument([(part, f"unknown layout or partial '{exc.name}'")]) from None
     except UndefinedError as exc:
         raise InvalidArgument([("template.variables", f"{part}: {exc.message}")]) from None
     except SecurityError as exc:
-        raise InvalidArgument([(part, f"not allowed in a template: {exc}")]) from None
-    except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError, MemoryError) as exc:
-        # Show the class only: a Python repr could carry internals into the caller's error.
-        raise InvalidArgument([(part, f"cannot render: {type(exc).__name__}")]) from None
+        where = _location(exc, files, name)
+        raise InvalidArgument([(part, f"{where}: not allowed in a template: {exc}")]) from None
+    except RenderTimedOut as exc:
+        where = _location(exc, files, name)
+        raise InvalidArgument(
+            [("template", f"{where}: rendering took longer than {time_limit_seconds:g} s and was stopped")]
+        ) from None
+    except MemoryError as exc:
+        where = _location(exc, files, name)
+        raise TemplateOutOfMemory([(part, f"{where}: rendering needed more memory than allowed")]) from None
+    except Exception as exc:
+        # Anything else raised while the template's code runs (a filter, `'{}'.format()`, a
+        # division by zero) is the template's error. Show the class only: a Python repr could
+        # carry internals into the caller's error.
+        where = _location(exc, files, name)
+        raise InvalidArgument([(part, f"{where}: cannot render: {type(exc).__name__}")]) from None
     return "".join(out)
+
+
+_PART_FILES = {"<subject>": "subject", "<html_body>": "html_body", "<text_body>": "text_body"}
+
+
+def _dep_file(name: str) -> str:
+    return f"<{name}>"
+
+
+def _from_string(env: _BoundedSandbox, source: str, part: str) -> Template:
+    # Compiled under the part's own file name, so an error's traceback says which part it is in.
+    code = env.compile(source, filename=f"<{part}>")
+    return env.template_class.from_code(env, code, env.make_globals(None), None)
 
 
 class Renderer:
@@ -154,13 +210,20 @@ class Renderer:
         if deps:
             # An overlay per entry: its loader sees only this tenant's pinned dependency sources
             # (never a file system), and its own cache keeps each included template compiled
-            # for the rest of the batch.
-            html_env = _HTML_ENV.overlay(loader=DictLoader({n: p.html_body for n, p in deps.items()}))
-            text_env = _TEXT_ENV.overlay(loader=DictLoader({n: p.text_body for n, p in deps.items()}))
+            # for the rest of the batch. Each is compiled under its own name, for error lines.
+            def loader(field: str) -> FunctionLoader:
+                def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+                    dep = deps.get(name)
+                    return None if dep is None else (getattr(dep, field), _dep_file(name), lambda: True)
+
+                return FunctionLoader(load)
+
+            html_env = _HTML_ENV.overlay(loader=loader("html_body"))
+            text_env = _TEXT_ENV.overlay(loader=loader("text_body"))
         compiled = (
-            _TEXT_ENV.from_string(parts.subject),
-            html_env.from_string(parts.html_body),
-            text_env.from_string(parts.text_body),
+            _from_string(_TEXT_ENV, parts.subject, "subject"),
+            _from_string(html_env, parts.html_body, "html_body"),
+            _from_string(text_env, parts.text_body, "text_body"),
         )
         self._cache[key] = compiled
         if len(self._cache) > self._max:
@@ -175,30 +238,48 @@ class Renderer:
         *,
         mjml: bool = False,
         deps: Mapping[str, Parts] | None = None,
+        name: str = "",
     ) -> Parts:
         """Render all parts; with `mjml`, html_body is MJML, compiled after Jinja has run. `deps`
-        are the layouts and partials by name; `key` must change whenever they do. The whole
-        render, compile to text generation, is bounded by the time limit."""
+        are the layouts and partials by name; `key` must change whenever they do. `name` is the
+        template's, for errors. The whole render, compile to text generation, is bounded by the
+        time limit; errors raised by template code name the template, part and line."""
         try:
             with time_limit(self._time_limit):
-                return self._render_parts(key, parts, variables, mjml, deps or {})
+                return self._render_parts(key, parts, variables, mjml, deps or {}, name)
         except RenderTimedOut:
+            named = f"'{name}'" if name else "the template"
             raise InvalidArgument(
-                [("template", f"rendering took longer than {self._time_limit:g} s and was stopped")]
+                [("template", f"{named}: rendering took longer than {self._time_limit:g} s and was stopped")]
             ) from None
 
     def _render_parts(
-        self, key: Hashable, parts: Parts, variables: Mapping[str, Any], mjml: bool, deps: Mapping[str, Parts]
+        self,
+        key: Hashable,
+        parts: Parts,
+        variables: Mapping[str, Any],
+        mjml: bool,
+        deps: Mapping[str, Parts],
+        name: str,
     ) -> Parts:
         subject_t, html_t, text_t = self._compiled(key, parts, deps)
-        subject = _render(subject_t, variables, "subject").strip()
+        files = {**_PART_FILES, **{_dep_file(n): f"'{n}'" for n in deps}}
+
+        def run(template: Template, part: str) -> str:
+            return _render(
+                template, variables, part, files=files, name=name, time_limit_seconds=self._time_limit
+            )
+
+        subject = run(subject_t, "subject").strip()
         problem = has_unsafe_chars(subject)
         if problem:
             raise InvalidArgument([("template.variables", f"rendered subject {problem}")])
         if len(subject) > MAX_SUBJECT_CHARS:
             raise InvalidArgument([("subject", f"rendered subject is longer than {MAX_SUBJECT_CHARS}")])
-        html = _render(html_t, variables, "html_body") if parts.html_body else ""
-        text = _render(text_t, variables, "text_body") if parts.text_body else ""
+        html = run(html_t, "html_body") if parts.html_body else ""
+        text = run(text_t, "text_body") if parts.text_body else ""
+        # Below is our own post-processing: an unexpected error here is ours (INTERNAL), not the
+        # template's. Only the input problems these libraries report are the caller's.
         if html and mjml:
             try:
                 html = mjml2html(html)

@@ -17,6 +17,7 @@ from libs.page_tokens import PageTokens
 from libs.service_main import Service, serve
 from services.template.api import RenderApi, TemplateApi, TemplateCore
 from services.template.config import TemplateConfig
+from services.template.render_pool import RenderPool
 from services.template.store import TemplateStore, TemplateVersions
 
 
@@ -26,9 +27,13 @@ async def run(env: Mapping[str, str]) -> None:
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
         policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
-        core = TemplateCore(
-            TemplateStore(pool), TemplateVersions(pool), render_time_limit=config.render_time_limit_seconds
+        renders = RenderPool(
+            workers=config.render_workers,
+            memory_mb=config.render_memory_mb,
+            time_limit_seconds=config.render_time_limit_seconds,
         )
+        await renders.start()
+        core = TemplateCore(TemplateStore(pool), TemplateVersions(pool), renders)
         server.add(
             template_service_pb2_grpc.add_TemplateServiceServicer_to_server,
             TemplateApi(
@@ -43,7 +48,7 @@ async def run(env: Mapping[str, str]) -> None:
             RenderApi(core),
             render_service_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name,
         )
-        return Service(close=[policy.close, pool.close])
+        return Service(close=[renders.close, policy.close, pool.close])
 
     await serve(config.common, env, wire)
 

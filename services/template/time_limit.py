@@ -1,11 +1,11 @@
-"""A wall-clock bound on one render, so a template cannot hold the service's event loop.
+"""A wall-clock bound on one render that stops it inside the template's code.
 
 The output cap stops loops that write; loops that only spin (nested `range`s, or a loop over a
-large variable inside another) write nothing and need a clock. Renders run on the main thread
-(the event loop's), so a SIGALRM timer interrupts the generated Jinja code between bytecodes and
-raises inside it. Elsewhere (a worker thread) there is no such timer, and the render is unbounded
-in time: callers that render off the main thread must bound it themselves.
-"""
+large variable inside another) write nothing and need a clock. Renders run on a render worker's
+main thread, so a SIGALRM timer interrupts the generated Jinja code between bytecodes and raises
+inside it, and the caller learns the template's line. It cannot interrupt native code (CSS
+inlining) and is no guarantee: the pool's kill of the worker is (render_pool.py). Off the main
+thread there is no such timer, and the render is unbounded in time."""
 
 from __future__ import annotations
 

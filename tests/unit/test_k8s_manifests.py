@@ -237,7 +237,15 @@ def test_deployment_sets_requests_and_limits(name: str) -> None:
     resources = container["resources"]
     for section in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(resources[section]), f"{name}: {section}"
-    assert resources["limits"]["memory"] == "384Mi"
+    if name == "template":
+        # The render workers' caps, with the server, must fit under the pod's limit.
+        env = _env(container)
+        workers = int(env["POSTWIRE_RENDER_WORKERS"]["value"])
+        cap_mb = int(env["POSTWIRE_RENDER_MEMORY_MB"]["value"])
+        limit_mb = int(resources["limits"]["memory"].removesuffix("Mi"))
+        assert workers * cap_mb + 128 <= limit_mb, "render workers' caps exceed the pod's memory limit"
+    else:
+        assert resources["limits"]["memory"] == "384Mi"
     cpu = resources["requests"]["cpu"]
     assert cpu.endswith("m") and 100 <= int(cpu[:-1]) <= 250, f"{name}: cpu request {cpu}"
 

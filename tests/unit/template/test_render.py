@@ -147,7 +147,32 @@ def test_output_exactly_at_the_cap_is_allowed_and_one_more_is_not() -> None:
 
 def test_runtime_errors_show_the_class_only() -> None:
     error = render_error(Parts("s", "{{ 1 / 0 }}", ""))
-    assert error.violations == [("html_body", "cannot render: ZeroDivisionError")]
+    assert error.violations == [
+        ("html_body", "the template, html_body line 1: cannot render: ZeroDivisionError")
+    ]
+
+
+def test_any_error_raised_by_template_code_names_the_template_part_and_line() -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        Renderer().render(
+            ("t", 1), Parts("s", "<p>a</p>\n<p>{{ '{}'.format() }}</p>", ""), {}, name="welcome"
+        )
+    assert caught.value.violations == [
+        ("html_body", "'welcome', html_body line 2: cannot render: IndexError")
+    ]
+
+
+def test_an_error_in_a_layout_names_the_layout_and_its_line() -> None:
+    deps = {"base": Parts("", "<html>\n\n{{ 1 / 0 }}{% block c %}{% endblock %}</html>", "")}
+    with pytest.raises(InvalidArgument) as caught:
+        Renderer().render(
+            ("t", 1),
+            Parts("s", "{% extends 'base' %}{% block c %}x{% endblock %}", ""),
+            {},
+            deps=deps,
+            name="w",
+        )
+    assert caught.value.violations == [("html_body", "'w', 'base' line 3: cannot render: ZeroDivisionError")]
 
 
 def test_cache_compiles_once_per_id_and_version() -> None:
@@ -203,7 +228,9 @@ def test_loops_that_spin_without_output_are_stopped_by_the_clock() -> None:
     spin = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
     with pytest.raises(InvalidArgument) as caught:
         renderer.render(("spin", 1), Parts("s", spin, ""), {})
-    assert caught.value.violations == [("template", "rendering took longer than 0.2 s and was stopped")]
+    assert caught.value.violations == [
+        ("template", "the template, html_body line 1: rendering took longer than 0.2 s and was stopped")
+    ]
     # Over a caller's own list, too: the output cap alone would never see these.
     many = {"rows": list(range(100000))}
     with pytest.raises(InvalidArgument):
