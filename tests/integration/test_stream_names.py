@@ -1,5 +1,5 @@
 """A stream or unsubscribe-group name means the same everywhere it is taken: SendEmail, admission,
-suppressions and tenant limits accept and refuse exactly the same names (one rule, libs/names.py)."""
+suppressions and tenant limits accept and refuse exactly the same names (one rule, libs/mail/stream_names.py)."""
 
 from __future__ import annotations
 
