@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from libs.embedded.pg_dirs import cluster_dir, shared_install
-from libs.embedded.process import ManagedProcess
+from libs.embedded.process import ManagedProcess, ProcessFailed
 
 __all__ = ["free_port", "start_postgres"]
 
@@ -86,7 +86,7 @@ def start_postgres(data_dir: Path, *, port: int = 0, host: str = "127.0.0.1") ->
         pgdata.mkdir(mode=0o700)
         if user is not None:
             os.chown(pgdata, user.uid, user.gid)
-        subprocess.run(
+        initdb = subprocess.run(
             [
                 str(bindir / "initdb"),
                 "-D",
@@ -97,12 +97,14 @@ def start_postgres(data_dir: Path, *, port: int = 0, host: str = "127.0.0.1") ->
                 "--encoding=UTF8",
                 "--no-instructions",
             ],
-            check=True,
             capture_output=True,
+            text=True,
             # Not our working directory: the server user may not be allowed into it (a private clone).
             cwd=pgdata.parent,
             **as_user,
         )
+        if initdb.returncode != 0:
+            raise ProcessFailed(f"initdb exited with {initdb.returncode}:\n{initdb.stdout}{initdb.stderr}")
     port = port or free_port(host)
     log = data_dir / "postgres.log"
     proc = ManagedProcess(
