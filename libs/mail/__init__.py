@@ -1,1 +1,1 @@
-"""Pure e-mail helpers shared by submission (validation) and router (MIME building)."""
+"""Pure e-mail helpers shared by submission (validation), router (MIME building) and policy (names)."""

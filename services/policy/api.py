@@ -6,12 +6,12 @@ import grpc
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
 from libs.errors import InvalidArgument, RateLimited
+from libs.mail.stream_names import name_problem
 from services.policy.core import PolicyCore
 from services.policy.domain_api import Domains
 from services.policy.limits import applicable
 from services.policy.suppression_api import entries_from
 from services.policy.suppression_lookup import Suppressions
-from services.policy.suppressions import GROUP
 
 
 class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
@@ -36,10 +36,14 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
         tenant_id = request.tenant_id
         sandbox = await self._core.sandbox(tenant_id)
         await self._domains.check_from(tenant_id, request.from_domain)
-        if request.unsubscribe_group and not GROUP.fullmatch(request.unsubscribe_group):
-            raise InvalidArgument(
-                [("unsubscribe_group", "lowercase letters, digits, '-' and '_', at most 64")]
-            )
+        # Submission checked both already; the same rule again, since any internal caller lands here.
+        violations: list[tuple[str, str]] = []
+        if problem := name_problem(request.stream):
+            violations.append(("stream", problem))
+        if request.unsubscribe_group and (problem := name_problem(request.unsubscribe_group)):
+            violations.append(("unsubscribe_group", problem))
+        if violations:
+            raise InvalidArgument(violations)
         suppressed = await self._suppressions.suppressed(tenant_id, request.recipients, request.unsubscribe_group)
         decisions = [
             policy_service_pb2.DECISION_SUPPRESS

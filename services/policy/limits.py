@@ -7,10 +7,11 @@ replica sees one state; this module only prepares the numbers and words around i
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+
+from libs.mail.stream_names import NAME_RULE, name_problem
 
 __all__ = [
     "ALL_STREAMS",
@@ -25,7 +26,6 @@ __all__ = [
 ]
 
 ALL_STREAMS = "*"
-_STREAM = re.compile(r"^(\*|[a-z0-9][a-z0-9_-]{0,63})$")
 MAX_RATE = 1_000_000.0
 _ADJECTIVE = {"day": "daily", "month": "monthly"}
 
@@ -70,10 +70,8 @@ def check_limits(limits: Sequence[Limits]) -> list[tuple[str, str]]:
     seen: set[str] = set()
     for i, limit in enumerate(limits):
         field = f"tenant.limits[{i}]"
-        if not _STREAM.fullmatch(limit.stream):
-            violations.append(
-                (f"{field}.stream", "a stream name (lowercase letters, digits, '-', '_') or '*'")
-            )
+        if limit.stream != ALL_STREAMS and name_problem(limit.stream):
+            violations.append((f"{field}.stream", f"'*' or a stream name, {NAME_RULE}"))
         elif limit.stream in seen:
             violations.append((f"{field}.stream", f"stream '{limit.stream}' has limits twice"))
         seen.add(limit.stream)

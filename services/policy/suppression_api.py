@@ -9,10 +9,11 @@ import grpc
 from postwire.v1 import suppression_service_pb2, suppression_service_pb2_grpc
 
 from libs.errors import InvalidArgument, NotFound
+from libs.mail.stream_names import name_problem
 from libs.page_tokens import PageTokens, page_size
 from services.policy.core import PolicyCore
 from services.policy.suppression_lookup import Suppressions
-from services.policy.suppressions import GROUP, MAX_BATCH, Entry, check_entry, normalise_address
+from services.policy.suppressions import MAX_BATCH, Entry, check_entry, normalise_address
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -66,8 +67,9 @@ def _address_and_group(address: str, group: str) -> tuple[str, str]:
     violations = []
     if "@" not in address:
         violations.append(("address", "an email address is required"))
-    if group and not GROUP.fullmatch(group):
-        violations.append(("unsubscribe_group", "lowercase letters, digits, '-' and '_', at most 64"))
+    problem = group and name_problem(group)
+    if problem:
+        violations.append(("unsubscribe_group", problem))
     if violations:
         raise InvalidArgument(violations)
     return normalise_address(address), group
@@ -105,6 +107,8 @@ class SuppressionApi(suppression_service_pb2_grpc.SuppressionServiceServicer):
         self, request: suppression_service_pb2.ListSuppressionsRequest, context: grpc.aio.ServicerContext
     ) -> suppression_service_pb2.ListSuppressionsResponse:
         caller = await self._core.caller(context, "suppressions:read")
+        if request.unsubscribe_group and (problem := name_problem(request.unsubscribe_group)):
+            raise InvalidArgument([("unsubscribe_group", problem)])
         size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         cursor = self._pages.cursor(request, caller=caller.tenant_id)
         rows = await self._suppressions.store.list(

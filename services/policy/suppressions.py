@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["ALL_MAIL_ONLY", "GROUP", "MAX_BATCH", "Entry", "check_entry", "normalise_address"]
+from libs.mail.stream_names import name_problem
+
+__all__ = ["ALL_MAIL_ONLY", "MAX_BATCH", "Entry", "check_entry", "normalise_address"]
 
 MAX_BATCH = 10_000
-GROUP = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # postwire.v1.SuppressionReason values whose suppression covers all mail, never one group.
 ALL_MAIL_ONLY = {1, 2}
 _REASONS = {1, 2, 3, 4}
@@ -50,10 +50,9 @@ def check_entry(
         violations.append(
             (f"{field}.reason", "a reason is required: HARD_BOUNCE, COMPLAINT, UNSUBSCRIBE or MANUAL")
         )
-    if group and not GROUP.fullmatch(group):
-        violations.append(
-            (f"{field}.unsubscribe_group", "lowercase letters, digits, '-' and '_', at most 64")
-        )
+    group_problem = group and name_problem(group)
+    if group_problem:
+        violations.append((f"{field}.unsubscribe_group", group_problem))
     elif group and reason in ALL_MAIL_ONLY:
         violations.append(
             (f"{field}.unsubscribe_group", "bounces and complaints apply to all mail, not one group")

@@ -17,7 +17,9 @@ from postwire.v1 import mail_service_pb2, message_pb2
 from libs.errors import InvalidArgument
 from libs.locales import locale_problem
 from libs.mail.addresses import AddressError, has_unsafe_chars, normalize_address
+from libs.mail.filenames import is_blocked_filename
 from libs.mail.headers import header_name_problem
+from libs.mail.stream_names import name_problem
 
 __all__ = ["LIMITS", "ValidatedSend", "validate_send"]
 
@@ -46,30 +48,11 @@ class Limits:
 LIMITS = Limits()
 DEFAULT_STREAM = "transactional"
 
-_STREAM = re.compile(r"^[a-z0-9_-]{1,64}$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
 _CONTENT_ID = re.compile(r"^[A-Za-z0-9._\-@$]{1,128}$")
 _IDEMPOTENCY = re.compile(r"^[\x20-\x7e]+$")
-_BLOCKED_EXTENSIONS = frozenset(
-    {
-        ".exe",
-        ".bat",
-        ".cmd",
-        ".com",
-        ".js",
-        ".jse",
-        ".vbs",
-        ".vbe",
-        ".scr",
-        ".msi",
-        ".ps1",
-        ".jar",
-        ".pif",
-        ".cpl",
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +212,7 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime |
             problem = _text_problem(att.filename, limit=LIMITS.max_filename)
             if problem:
                 v.append((f"{field}.filename", f"filename {problem}"))
-            elif any(att.filename.lower().endswith(ext) for ext in _BLOCKED_EXTENSIONS):
+            elif is_blocked_filename(att.filename):
                 v.append((f"{field}.filename", "executable attachments are not allowed"))
         if att.content_type and not _CONTENT_TYPE.fullmatch(att.content_type):
             v.append((f"{field}.content_type", "must be a MIME type 'type/subtype' without parameters"))
@@ -261,11 +244,13 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime |
             v.append((f'metadata["{key}"]', f"value {problem}"))
 
     stream = request.stream or DEFAULT_STREAM
-    if not _STREAM.fullmatch(stream):
-        v.append(("stream", "1-64 characters: lowercase letters, digits, '-' and '_'"))
+    problem = name_problem(stream)
+    if problem:
+        v.append(("stream", problem))
     out.stream = stream
-    if request.unsubscribe_group and not _STREAM.fullmatch(request.unsubscribe_group):
-        v.append(("unsubscribe_group", "1-64 characters: lowercase letters, digits, '-' and '_'"))
+    problem = request.unsubscribe_group and name_problem(request.unsubscribe_group)
+    if problem:
+        v.append(("unsubscribe_group", problem))
 
     if now is not None and (problem := _send_time_problem(request, now)):
         v.append(("send_time", problem))

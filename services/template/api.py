@@ -367,7 +367,15 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
         ref = t.id or t.name
         if not ref:
             raise InvalidArgument([("template.id", "the id (or name) of the template to update is required")])
-        paths = list(request.update_mask.paths) or list(_WRITABLE)
+        paths = list(request.update_mask.paths)
+        if not paths:
+            # AIP-134: no mask means the fields the request populates. The rest keep their values:
+            # an absent schema or an empty locale map is "not given", never "clear".
+            paths = [p for p in _PARTS if getattr(t, p)]
+            if t.HasField("variables_schema"):
+                paths.append("variables_schema")
+            if t.locales:
+                paths.append("locales")
         unknown = [p for p in paths if p not in _WRITABLE]
         if unknown:
             raise InvalidArgument(

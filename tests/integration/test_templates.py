@@ -553,3 +553,66 @@ async def test_a_template_that_spins_is_stopped_and_the_service_keeps_answering(
         timeout=10,
     )
     assert answer.subject == "Welcome, Bo"
+
+
+async def test_update_without_a_mask_changes_only_the_fields_it_sets(edge, tenant, smtp_sink) -> None:
+    """AIP-134: an empty update_mask means the populated fields; the schema and the locale
+    variants a request leaves out stay, so a send still gets both checked and localised."""
+    schema = struct_pb2.Struct()
+    schema.update({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}})
+    locales = {"fr": {"subject": "Bienvenue, {{ name }}", "text_body": "Salut {{ name }}"}}
+    created = await _create(edge, tenant, variables_schema=schema, locales=locales)
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    updated = await stub.UpdateTemplate(
+        template_service_pb2.UpdateTemplateRequest(
+            template={"id": created.id, "subject": "Hello again, {{ name }}"}
+        ),
+        metadata=tenant.metadata,
+    )
+    got = updated.template
+    assert got.version == 2 and got.subject == "Hello again, {{ name }}"
+    assert (got.html_body, got.text_body) == (created.html_body, created.text_body)
+    assert got.variables_schema == schema
+    assert set(got.locales) == {"fr"} and got.locales["fr"].subject == "Bienvenue, {{ name }}"
+    latest = await stub.GetTemplate(
+        template_service_pb2.GetTemplateRequest(template=created.id), metadata=tenant.metadata
+    )
+    assert latest.template == got
+
+    mail_stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await mail_stub.SendEmail(
+            mail(subject="", text_body="", template={"id": created.id, "variables": _vars(count=1)}),
+            metadata=tenant.metadata,
+        )
+    assert bad_request_fields(caught.value) == ["template.variables.name"]
+    rcpt = unique()
+    await mail_stub.SendEmail(
+        mail(
+            to=[{"address": rcpt}],
+            subject="",
+            text_body="",
+            template={"id": created.id, "locale": "fr", "variables": _vars(name="Ann", count=1)},
+        ),
+        metadata=tenant.metadata,
+    )
+    (received,) = await wait_for_mail(smtp_sink, rcpt)
+    assert received.header("Subject") == "Bienvenue, Ann"
+
+
+async def test_update_with_an_explicit_mask_can_still_clear_the_schema_and_locales(edge, tenant) -> None:
+    schema = struct_pb2.Struct()
+    schema.update({"type": "object", "required": ["name"]})
+    created = await _create(
+        edge, tenant, variables_schema=schema, locales={"fr": {"subject": "Salut", "text_body": "Salut"}}
+    )
+    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    updated = await stub.UpdateTemplate(
+        template_service_pb2.UpdateTemplateRequest(
+            template={"id": created.id}, update_mask={"paths": ["variables_schema", "locales"]}
+        ),
+        metadata=tenant.metadata,
+    )
+    assert not updated.template.HasField("variables_schema")
+    assert dict(updated.template.locales) == {}
+    assert updated.template.subject == created.subject
