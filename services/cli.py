@@ -10,6 +10,7 @@ import secrets
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from libs.embedded.suite import SERVICES
@@ -31,37 +32,33 @@ def _migrate() -> None:
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
-def _dev_admin_token(path: Path) -> str:
-    """The local admin credential: made once, kept beside the dev key, readable only by its owner."""
+def _dev_secret(path: Path, make: Callable[[], str]) -> str:
+    """A local secret: made once, kept beside the dev key for the next `up`, readable only by its
+    owner (created 0600, so it is never readable by others, not even for a moment)."""
     if path.exists():
         return path.read_text().strip()
-    token = "pwadmin_" + secrets.token_urlsafe(32)
-    path.write_text(token + "\n")
+    value = make()
+    path.touch(mode=0o600)
+    path.write_text(value + "\n")
     path.chmod(0o600)
-    return token
+    return value
+
+
+def _dev_admin_token(path: Path) -> str:
+    """The credential for AdminService."""
+    return _dev_secret(path, lambda: "pwadmin_" + secrets.token_urlsafe(32))
 
 
 def _dev_token_keys(path: Path) -> str:
-    """The local POSTWIRE_TOKEN_KEYS: made once and reused, so page tokens survive a restart."""
+    """The local POSTWIRE_TOKEN_KEYS: reused, so page tokens survive a restart."""
     from libs.token_keys import generate_token_keys
 
-    if path.exists():
-        return path.read_text().strip()
-    keys = generate_token_keys("local")
-    path.touch(mode=0o600)
-    path.write_text(keys + "\n")
-    path.chmod(0o600)
-    return keys
+    return _dev_secret(path, lambda: generate_token_keys("local"))
 
 
 def _dev_internal_token(path: Path) -> str:
-    """The services' shared POSTWIRE_INTERNAL_TOKEN: made once, kept, readable only by its owner."""
-    if path.exists():
-        return path.read_text().strip()
-    token = "pwinternal_" + secrets.token_urlsafe(32)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    return token
+    """The services' shared POSTWIRE_INTERNAL_TOKEN."""
+    return _dev_secret(path, lambda: "pwinternal_" + secrets.token_urlsafe(32))
 
 
 async def _dev_key(
