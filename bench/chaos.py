@@ -119,24 +119,27 @@ class Scenario:
 SCENARIOS = (
     Scenario("baseline", "none"),
     *(Scenario(f"kill -9 {name}", "kill", name) for name in SERVICES),
+    Scenario('kill -9 mta_worker during held "."', "kill", "mta_worker", HOLD_DIRECTIVE, 10),
     Scenario("NATS restart", "nats_restart"),
     Scenario("JetStream store wipe", "jetstream_wipe"),
     Scenario("PostgreSQL restart", "postgres_restart"),
     Scenario('SIGTERM mta_worker during held "."', "sigterm", "mta_worker", HOLD_DIRECTIVE, 10),
     Scenario("destination defers everything", "defer", directive=DEFER_DIRECTIVE, every=2),
-    Scenario("destination tarpits", "tarpit", directive=TARPIT_DIRECTIVE, every=4),
+    Scenario("destination tarpits", "tarpit", directive=TARPIT_DIRECTIVE, every=2),
 )
-# The smoke run: scenarios that pass on today's code every time. Left out, and why (README too):
-# see SMOKE_LEFT_OUT.
+# The smoke run (part of `make test`): scenarios that must pass every time, within ~3 minutes on
+# 2 cores. Left out (README, "Fault runs"): the mta_worker stops and the PostgreSQL restart, which
+# on today's code can duplicate beyond the transactions past "." (outcomes are recorded after
+# QUIT; issue 9 item 5), and the rest to keep the run short (the full run has them all).
 SMOKE_NAMES = (
     "baseline",
     "kill -9 submission",
     "kill -9 router",
+    "kill -9 edge",
     "NATS restart",
     "JetStream store wipe",
     "destination defers everything",
 )
-SMOKE_LEFT_OUT: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +150,7 @@ class Profile:
 
 
 FULL = Profile(rate=20.0, seconds=12.0, fault_at=4.0)
-SMOKE = Profile(rate=8.0, seconds=6.0, fault_at=2.0)
+SMOKE = Profile(rate=7.0, seconds=6.0, fault_at=2.0)  # 7 scenarios x 42 = 294 messages
 
 
 # -- infrastructure we can restart -----------------------------------------------------------------
@@ -229,11 +232,12 @@ class Call:
 
 
 def request_for(tag: str, index: int, kind: str, key: str) -> mail_service_pb2.SendEmailRequest:
-    local = "chaos" if kind == "other" else kind
+    # Scripted mail goes to its own domain: a destination, as per-destination limits see it.
+    local, domain = ("chaos", "example.com") if kind == "other" else (kind, f"{kind}.example.net")
     return mail_service_pb2.SendEmailRequest(
         **{
             "from": {"address": "chaos@example.com", "name": "Postwire Chaos"},
-            "to": [{"address": f"{local}+{tag}-{index:06d}@example.com"}],
+            "to": [{"address": f"{local}+{tag}-{index:06d}@{domain}"}],
             "subject": f"Chaos {tag} {index}",
             "text_body": f"Message {index} of fault run {tag}.\n",
             "idempotency_key": key,
@@ -336,7 +340,8 @@ class Outcome:
 
 
 class Runner:
-    def __init__(self, suite: Suite, infra: Infra, sink: SmtpSink, profile: Profile) -> None:
+    def __init__(self, suite: Suite, infra: Infra, sink: SmtpSink, profile: Profile, *, smoke: bool) -> None:
+        self.smoke = smoke
         self.suite = suite
         self.infra = infra
         self.sink = sink
@@ -382,14 +387,14 @@ class Runner:
             await self.inject(scenario, outcome)
             outcome.calls = await load
         await self.await_terminal(outcome)
-        if scenario.fault in ("nats_restart", "jetstream_wipe"):
+        if scenario.fault in ("nats_restart", "jetstream_wipe") and not self.smoke:
             # After the bus came back, do the consumers still stop within their grace?
             await self.graceful_restart(outcome, STOPPED_AFTER_OUTAGE)
         return outcome
 
     async def inject(self, scenario: Scenario, outcome: Outcome) -> None:
         infra = self.infra
-        if scenario.fault == "sigterm":
+        if scenario.directive == HOLD_DIRECTIVE:
             await self.await_held()
         outcome.fault_start = time.time()
         if scenario.worker_stop:
@@ -688,7 +693,9 @@ def log(text: str) -> None:
     print(f"[chaos] {text}", file=sys.stderr, flush=True)
 
 
-def run(scenarios: Sequence[Scenario], profile: Profile) -> tuple[list[Row], float, Path, bool]:
+def run(
+    scenarios: Sequence[Scenario], profile: Profile, *, smoke: bool
+) -> tuple[list[Row], float, Path, bool]:
     data_dir = Path(tempfile.mkdtemp(prefix="postwire-chaos-"))
     sink = SmtpSink("127.0.0.1", 0, scripted=True)
     infra = Infra(data_dir)
@@ -709,7 +716,7 @@ def run(scenarios: Sequence[Scenario], profile: Profile) -> tuple[list[Row], flo
         )
         suite.start_infrastructure()  # migrations only: NATS and PostgreSQL are ours
         bench_main.spawn_services(suite)
-        outcomes = asyncio.run(Runner(suite, infra, sink, profile).run(scenarios))
+        outcomes = asyncio.run(Runner(suite, infra, sink, profile, smoke=smoke).run(scenarios))
         counts, first = receipts(sink)
         rows = [reconcile(o, counts, first) for o in outcomes]
         keep = any(r.failures for r in rows)
@@ -748,7 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenarios = [s for s in SCENARIOS if not args.smoke or s.name in SMOKE_NAMES]
     if args.only:
         scenarios = [s for s in scenarios if s.fault == "none" or any(o in s.name for o in args.only)]
-    rows, elapsed, _, _ = run(scenarios, profile)
+    rows, elapsed, _, _ = run(scenarios, profile, smoke=args.smoke)
     text = render(rows, profile, args.smoke, elapsed)
     print(text)
     out = args.out or (SMOKE_OUT if args.smoke else DEFAULT_OUT)
