@@ -22,11 +22,15 @@ def outcome(scenario: Scenario, *calls: Call, past_dot: int | None = None) -> Ou
 
 
 def accepted(n: int, kind: str = "other") -> Call:
-    return Call(key=f"k{n}", kind=kind, started=101.0, codes=["OK"], seconds=0.1, answered=101.1, message_id=f"m{n}")
+    return Call(
+        key=f"k{n}", kind=kind, started=101.0, codes=["OK"], seconds=0.1, answered=101.1, message_id=f"m{n}"
+    )
 
 
 def test_every_message_once_passes() -> None:
-    row = reconcile(outcome(KILL_ROUTER, accepted(1), accepted(2)), Counter(m1=1, m2=1), {"m1": 106.0, "m2": 107.0})
+    row = reconcile(
+        outcome(KILL_ROUTER, accepted(1), accepted(2)), Counter(m1=1, m2=1), {"m1": 106.0, "m2": 107.0}
+    )
     assert (row.accepted, row.delivered, row.lost, row.duplicates, row.failures) == (2, 2, 0, 0, [])
     assert row.recovery == pytest.approx(2.0)  # fault end 105 → the last of the backlog at 107
 
@@ -50,9 +54,13 @@ def test_a_duplicate_without_a_worker_stop_fails() -> None:
 
 def test_worker_stop_duplicates_pass_up_to_the_transactions_past_the_dot() -> None:
     calls = [accepted(1), accepted(2)]
-    within = reconcile(outcome(KILL_WORKER, *calls, past_dot=2), Counter(m1=2, m2=2), {"m1": 106.0, "m2": 106.0})
+    within = reconcile(
+        outcome(KILL_WORKER, *calls, past_dot=2), Counter(m1=2, m2=2), {"m1": 106.0, "m2": 106.0}
+    )
     assert within.duplicates == 2 and within.failures == []
-    beyond = reconcile(outcome(KILL_WORKER, *calls, past_dot=1), Counter(m1=2, m2=2), {"m1": 106.0, "m2": 106.0})
+    beyond = reconcile(
+        outcome(KILL_WORKER, *calls, past_dot=1), Counter(m1=2, m2=2), {"m1": 106.0, "m2": 106.0}
+    )
     assert beyond.failures == ['2 duplicates > 1 transactions past "." at the kill']
 
 
@@ -83,7 +91,9 @@ class _Rpc(grpc.aio.AioRpcError):
         trailers: tuple[tuple[str, bytes], ...] = ()
         if retry_after is not None:
             detail = any_pb2.Any()
-            detail.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(retry_after))))
+            detail.Pack(
+                error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(retry_after)))
+            )
             status = status_pb2.Status(code=code.value[0], message="m", details=[detail])
             trailers = (("grpc-status-details-bin", status.SerializeToString()),)
         super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailers), "m")
