@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -723,7 +724,9 @@ def run(
         return rows, time.monotonic() - started, data_dir, keep
     finally:
         if suite is not None:
-            suite.stop_services()
+            # All at once: after a store wipe some consumers take their whole stop timeout.
+            with ThreadPoolExecutor(len(suite.processes) or 1) as pool:
+                list(pool.map(lambda proc: proc.stop(timeout=30), suite.processes.values()))
         infra.stop()
         sink.stop()
         if keep:
