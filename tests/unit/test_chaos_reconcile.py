@@ -107,3 +107,13 @@ def test_the_load_client_retries_only_unavailable_and_exhausted_with_retry_info(
     assert retry_delay(_Rpc(grpc.StatusCode.RESOURCE_EXHAUSTED), 0) is None
     for code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED):
         assert retry_delay(_Rpc(code), 0) is None
+
+
+def test_other_mail_under_a_flood_is_compared_with_the_same_run_before_it() -> None:
+    scenario = Scenario("destination tarpits", "tarpit", directive="slow3", every=2)
+    before, during = accepted(1), accepted(2)
+    before.started, before.answered = 99.0, 99.0
+    during.started, during.answered = 101.0, 101.0
+    row = reconcile(outcome(scenario, before, during), Counter(m1=1, m2=1), {"m1": 99.5, "m2": 105.0})
+    assert row.baseline_p99 == pytest.approx(0.5)
+    assert row.other_p99 == pytest.approx(4.0)
