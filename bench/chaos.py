@@ -341,7 +341,6 @@ class Outcome:
     past_dot: int | None = None  # transactions past "." and open when mta_worker was stopped
     not_terminal: set[str] = field(default_factory=set)  # accepted ids not terminal at the bound
     states: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
     @property
     def accepted(self) -> list[Call]:
