@@ -49,7 +49,10 @@ bench: gen ## Benchmark the send path end to end; prints and writes a table
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.admission
 
+chaos: gen ## Fault runs under load (kill -9, NATS/PostgreSQL restarts, wipe, …); prints a table
+	$(BIN)/python -m bench.chaos
+
 clean: ## Remove the venv, generated code and local data
 	rm -rf $(VENV) $(PROTO_OUT) .postwire bench/results
 
-.PHONY: help install gen lint test up bench clean
+.PHONY: help install gen lint test up bench chaos clean

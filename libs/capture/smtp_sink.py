@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import email
 import email.policy
+import itertools
 import json
 import logging
 import os
@@ -41,6 +42,11 @@ _SERVER_NAME = "postwire-capture"
 _READY_TIMEOUT = 10.0
 _SHUTDOWN_TIMEOUT = 5.0
 _GREYLIST = re.compile(r"greylist([0-9]+)")
+# Timing directives, for fault runs: `hold<N>` accepts the DATA (records it) and then holds the
+# reply to the final "." N seconds, the window in which a crashed client cannot know it was
+# delivered; `slow<N>` is a tarpit that answers RCPT and the final "." each N seconds late.
+_HOLD = re.compile(r"hold([0-9]+)")
+_SLOW = re.compile(r"slow([0-9]+)")
 
 _REPLY_OK = "250 OK"
 _REPLY_TEMPFAIL = "451 4.7.1 Try again later"
@@ -88,8 +94,9 @@ class SmtpSink:
     """An SMTP server on a background thread that records accepted mail.
 
     With ``scripted=True`` the recipient local part (up to the first ``+``) selects a
-    behaviour: ``tempfail``, ``greylist<N>``, ``permfail``, ``datafail``, ``datatemp`` or
-    ``disconnect``; anything else is accepted.
+    behaviour: ``tempfail``, ``greylist<N>``, ``permfail``, ``datafail``, ``datatemp``,
+    ``disconnect``, ``hold<N>`` (record the message, then answer the final "." N seconds late)
+    or ``slow<N>`` (answer RCPT and the final "." each N seconds late); anything else is accepted.
     """
 
     def __init__(
@@ -113,6 +120,10 @@ class SmtpSink:
         self._attempts: list[tuple[str, str, str]] = []
         self._greylist_seen: dict[str, int] = {}
         self._disconnected: set[str] = set()
+        # Which connection accepted each message, and when each connection closed: enough to
+        # tell how many transactions were past "." and still open at a given moment.
+        self._message_session: dict[int, int] = {}
+        self._session_closed: dict[int, float] = {}
         self._next_index = 1
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -196,6 +207,17 @@ class SmtpSink:
         with self._cond:
             return list(self._attempts)
 
+    def open_past_dot(self, moment: float) -> int:
+        """Transactions whose DATA was received by ``moment`` (time.time()) on a connection
+        still open at that moment: what a client killed then may deliver twice."""
+        with self._cond:
+            return sum(
+                1
+                for message in self._messages
+                if message.received_at <= moment
+                and self._session_closed.get(self._message_session.get(message.index, -1), moment) >= moment
+            )
+
     def wait_for(
         self, predicate: Callable[[list[ReceivedMessage]], bool], timeout: float
     ) -> list[ReceivedMessage]:
@@ -225,6 +247,8 @@ class SmtpSink:
             self._attempts.clear()
             self._greylist_seen.clear()
             self._disconnected.clear()
+            self._message_session.clear()
+            self._session_closed.clear()
             if self._store_dir is not None and self._store_dir.is_dir():
                 for path in self._store_dir.iterdir():
                     if _stored_index(path) is not None:
@@ -326,6 +350,17 @@ class SmtpSink:
             self._attempts.append((address, "RCPT", reply[:3]))
         return reply
 
+    def _delay(self, rcpt_tos: list[str], pattern: re.Pattern[str]) -> float:
+        """Seconds a timing directive asks this reply to wait (the longest among recipients)."""
+        if not self._scripted:
+            return 0.0
+        matches = (pattern.fullmatch(_directive(rcpt)) for rcpt in rcpt_tos)
+        return float(max((int(m.group(1)) for m in matches if m is not None), default=0))
+
+    def _closed(self, session: int) -> None:
+        with self._cond:
+            self._session_closed[session] = time.time()
+
     def _data_verdict(self, rcpt_tos: list[str]) -> str:
         """Return the DATA reply for this transaction, or ``_DISCONNECTED`` to hang up."""
         if not self._scripted:
@@ -351,7 +386,7 @@ class SmtpSink:
         with self._cond:
             self._attempts.extend((rcpt, "DATA", code) for rcpt in rcpt_tos)
 
-    def _accept(self, envelope: Envelope) -> ReceivedMessage:
+    def _accept(self, envelope: Envelope, session: int = -1) -> ReceivedMessage:
         content = envelope.original_content
         assert isinstance(content, bytes)
         with self._cond:
@@ -364,6 +399,7 @@ class SmtpSink:
                 received_at=time.time(),
             )
             self._next_index += 1
+            self._message_session[message.index] = session
             if self._store_dir is not None:
                 # Written before publishing so a waiter that sees the message also sees the file.
                 _write_stored(self._store_dir, message)
@@ -420,6 +456,9 @@ class _Handler:
     ) -> str:
         # aiosmtpd parses RCPT TO:<> as the literal address "<>".
         reply = self._sink._rcpt_reply("" if address == "<>" else address)
+        slow = self._sink._delay([address], _SLOW)
+        if slow:
+            await asyncio.sleep(slow)
         if reply.startswith("250"):
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
@@ -439,15 +478,23 @@ class _Handler:
         if verdict != _REPLY_OK:
             self._sink._record_data_attempts(rcpt_tos, verdict[:3])
             return verdict
-        message = self._sink._accept(envelope)
+        message = self._sink._accept(envelope, server.number if isinstance(server, _Session) else -1)
+        # Held after recording: the sink owns the message now, only the client does not know it.
+        held = self._sink._delay(rcpt_tos, _HOLD) + self._sink._delay(rcpt_tos, _SLOW)
+        if held:
+            await asyncio.sleep(held)
         return f"250 2.0.0 OK queued as {message.index}"
 
 
 class _Session(SMTP):
     """aiosmtpd's SMTP protocol, tracked so stop() can close live connections cleanly."""
 
+    _numbers = itertools.count(1)
+
     def __init__(self, handler: _Handler, registry: set[_Session], **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        self._sink_handler = handler
+        self.number = next(self._numbers)
         self._registry = registry
         self._lost: asyncio.Future[None] = self.loop.create_future()
 
@@ -463,6 +510,7 @@ class _Session(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
         self._registry.discard(self)
+        self._sink_handler._sink._closed(self.number)
         if not self._lost.done():
             self._lost.set_result(None)
 

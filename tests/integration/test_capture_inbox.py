@@ -242,6 +242,30 @@ async def test_disconnect_drops_the_first_delivery_then_accepts(sink: SmtpSink) 
     assert rcpt_codes(sink, recipient, "DATA") == ["disconnect", "250"]
 
 
+async def test_hold_records_the_message_then_answers_the_final_dot_late(sink: SmtpSink) -> None:
+    recipient = address("hold1")
+    client = aiosmtplib.SMTP(hostname=sink.host, port=sink.port, timeout=10)
+    await client.connect()
+    started = time.monotonic()
+    sending = asyncio.create_task(client.sendmail("sender@example.net", [recipient], raw_message()))
+    # Recorded while the reply is still held: a client killed now has delivered without knowing.
+    await asyncio.to_thread(sink.wait_for, lambda messages: len(messages) == 1, 5)
+    assert not sending.done()
+    assert sink.open_past_dot(time.time()) == 1
+    await sending
+    assert time.monotonic() - started >= 1.0
+    await client.quit()
+    # Closed connections no longer count: that transaction got its answer.
+    assert sink.open_past_dot(time.time()) == 0
+
+
+async def test_slow_answers_rcpt_and_the_final_dot_late(sink: SmtpSink) -> None:
+    started = time.monotonic()
+    await send(sink, [address("slow1")])
+    assert time.monotonic() - started >= 2.0
+    assert len(sink.messages()) == 1
+
+
 async def test_unscripted_sink_accepts_every_directive() -> None:
     with SmtpSink(scripted=False) as plain:
         recipients = [address(d) for d in ("permfail", "tempfail", "datafail", "disconnect")]
