@@ -153,7 +153,9 @@ class Bus:
             except Exception:
                 await self.js.update_stream(config)
 
-    async def publish(self, subject: str, payload: bytes, *, msg_id: str, timeout: float | None = None) -> None:
+    async def publish(
+        self, subject: str, payload: bytes, *, msg_id: str, timeout: float | None = None
+    ) -> None:
         """Publish and wait for the PubAck; `msg_id` makes a replay a no-op inside the window."""
         headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
         with publish_span(subject, headers) as span:

@@ -132,7 +132,9 @@ class Router:
         if datetime.now(UTC) >= self._retry.give_up_time(start):
             row = await self._store.load(message_id)
             if row is not None:
-                await self._give_up(row, "router: a dependency was unavailable until the give-up time", expired=True)
+                await self._give_up(
+                    row, "router: a dependency was unavailable until the give-up time", expired=True
+                )
             return None
         await self._store.defer(message_id, until=timedelta(seconds=delay) + self._stall)
         return delay

@@ -58,7 +58,9 @@ def _host_port(url: str) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="module")
-def pipeline(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+def pipeline(
+    suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
     data_dir: Path = tmp_path_factory.mktemp("retries")
     assert suite.database_url
     name = f"postwire_retries_{uuid.uuid4().hex[:8]}"
@@ -112,7 +114,9 @@ async def _work_stream_messages(nats_url: str) -> int:
         await nc.close()
 
 
-async def _states(api: grpc.aio.Channel, tenant: Tenant, message_id: str) -> list[message_pb2.RecipientStatus]:
+async def _states(
+    api: grpc.aio.Channel, tenant: Tenant, message_id: str
+) -> list[message_pb2.RecipientStatus]:
     answer = await mail_service_pb2_grpc.MailServiceStub(api).GetMessage(
         mail_service_pb2.GetMessageRequest(message_id=message_id), metadata=tenant.metadata
     )
@@ -125,7 +129,9 @@ def _in(seconds: float) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-async def test_a_poison_message_ends_failed_and_is_not_multiplied(pipeline: Pipeline, api: grpc.aio.Channel) -> None:
+async def test_a_poison_message_ends_failed_and_is_not_multiplied(
+    pipeline: Pipeline, api: grpc.aio.Channel
+) -> None:
     tenant = await create_tenant(pipeline.suite)
     recipient = unique()
     sent = await mail_service_pb2_grpc.MailServiceStub(api).SendEmail(
@@ -158,7 +164,9 @@ async def test_a_poison_message_ends_failed_and_is_not_multiplied(pipeline: Pipe
     recipients = await poll_until(failed, timeout=60, interval=0.2, what="the poison message to be FAILED")
     assert [r.reason for r in recipients] == ["router: UnicodeEncodeError"]
     events = await wait_for_events(api, tenant.metadata, sent.message_id, [event_pb2.EVENT_TYPE_FAILED])
-    assert [e.reason for e in events if e.type == event_pb2.EVENT_TYPE_FAILED] == ["router: UnicodeEncodeError"]
+    assert [e.reason for e in events if e.type == event_pb2.EVENT_TYPE_FAILED] == [
+        "router: UnicodeEncodeError"
+    ]
 
     # Never more than the one task in the stream while it failed, and nothing left after it was
     # terminated, even after several stall periods in which the old sweeper re-published it.
