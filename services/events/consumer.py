@@ -13,6 +13,8 @@ from libs.stage_retry import StageRetry
 from services.events.store import EventsStore
 
 _log = logging.getLogger(__name__)
+# Rows one sweep query claims; a sweep repeats the query until a claim comes back short.
+SWEEP_CLAIM = 500
 
 __all__ = ["EventRecorder"]
 
@@ -59,16 +61,21 @@ class EventRecorder:
         return delay
 
     async def sweep(self) -> int:
-        rows = await self._store.claim_lingering(stall=self._stall)
-        stamp = f"{datetime.now(UTC).timestamp():.0f}"
-        # A fresh dedupe id: the stream may still remember the first one although it lost the
-        # message (purged or restored store). The events table's unique event_id dedupes.
-        return await self._bus.publish_many(
-            [
-                Publication(subject, payload, msg_id=f"{event_id}:{stamp}")
-                for event_id, subject, payload in rows
-            ]
-        )
+        """Re-publish every lingering outbox row, batch after batch (see the router's sweep)."""
+        total = 0
+        while True:
+            rows = await self._store.claim_lingering(stall=self._stall, limit=SWEEP_CLAIM)
+            stamp = f"{datetime.now(UTC).timestamp():.0f}"
+            # A fresh dedupe id: the stream may still remember the first one although it lost the
+            # message (purged or restored store). The events table's unique event_id dedupes.
+            total += await self._bus.publish_many(
+                [
+                    Publication(subject, payload, msg_id=f"{event_id}:{stamp}")
+                    for event_id, subject, payload in rows
+                ]
+            )
+            if len(rows) < SWEEP_CLAIM:
+                return total
 
 
 def _event_id(msg: Msg) -> str | None:

@@ -28,6 +28,8 @@ _PERMANENT = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.FAILED_PRECONDITION,
 }
+# Rows one sweep query claims; a sweep repeats the query until a claim comes back short.
+SWEEP_CLAIM = 500
 # The template service is away or shedding load: an outage, never the message's fault.
 _OUTAGE = {
     grpc.StatusCode.UNAVAILABLE,
@@ -156,19 +158,25 @@ class Router:
         return delay
 
     async def sweep(self) -> int:
-        ids = await self._store.claim_stalled(stall=self._stall)
-        # A fresh id per sweep: the original may still sit in the dedupe window.
-        stamp = f"{datetime.now(UTC).timestamp():.0f}"
-        return await self._bus.publish_many(
-            [
-                Publication(
-                    ROUTE_SUBJECT,
-                    bus_pb2.RouteTask(message_id=message_id).SerializeToString(),
-                    msg_id=f"{message_id}:route:{stamp}",
-                )
-                for message_id in ids
-            ]
-        )
+        """Re-publish every stalled message, batch after batch, so a wiped stream's backlog comes
+        back in one sweep rather than one claim-sized batch per interval."""
+        total = 0
+        while True:
+            ids = await self._store.claim_stalled(stall=self._stall, limit=SWEEP_CLAIM)
+            # A fresh id per sweep: the original may still sit in the dedupe window.
+            stamp = f"{datetime.now(UTC).timestamp():.0f}"
+            total += await self._bus.publish_many(
+                [
+                    Publication(
+                        ROUTE_SUBJECT,
+                        bus_pb2.RouteTask(message_id=message_id).SerializeToString(),
+                        msg_id=f"{message_id}:route:{stamp}",
+                    )
+                    for message_id in ids
+                ]
+            )
+            if len(ids) < SWEEP_CLAIM:
+                return total
 
 
 def _task_id(msg: Msg) -> str | None:

@@ -178,6 +178,49 @@ async def test_a_poison_message_ends_failed_and_is_not_multiplied(
     assert [r.state for r in await _states(api, tenant, sent.message_id)] == [FAILED]
 
 
+async def test_a_message_the_worker_cannot_send_ends_failed_and_is_not_multiplied(
+    pipeline: Pipeline, api: grpc.aio.Channel, smtp_sink: SmtpSink
+) -> None:
+    tenant = await create_tenant(pipeline.suite)
+    recipient = unique()
+    sent = await mail_service_pb2_grpc.MailServiceStub(api).SendEmail(
+        mail(to=[{"address": recipient}], send_time=_in(3600)), metadata=tenant.metadata
+    )
+    # Marked routed without its MIME body, the way a bug in the router would leave it, and due.
+    conn = await asyncpg.connect(pipeline.database_url)
+    try:
+        mid = uuid.UUID(sent.message_id)
+        await conn.execute(
+            "UPDATE messages SET state = 'routed', mime = NULL, envelope_from = 'sender@example.com' WHERE id = $1",
+            mid,
+        )
+        await conn.execute(
+            "UPDATE recipients SET state = 'queued', next_attempt_time = now() WHERE message_id = $1", mid
+        )
+    finally:
+        await conn.close()
+
+    most_queued = 0
+
+    async def failed() -> list[message_pb2.RecipientStatus]:
+        nonlocal most_queued
+        most_queued = max(most_queued, await _work_stream_messages(pipeline.direct_nats_url))
+        recipients = await _states(api, tenant, sent.message_id)
+        return recipients if all(r.state == FAILED for r in recipients) else []
+
+    recipients = await poll_until(failed, timeout=90, interval=0.2, what="the message to be FAILED")
+    assert [r.reason for r in recipients] == ["mta_worker: TypeError"]
+    assert [r.attempts for r in recipients] == [0]  # no SMTP attempt was made or counted
+    events = await wait_for_events(api, tenant.metadata, sent.message_id, [event_pb2.EVENT_TYPE_FAILED])
+    assert [e.reason for e in events if e.type == event_pb2.EVENT_TYPE_FAILED] == ["mta_worker: TypeError"]
+    assert most_queued <= 1
+    deadline = time.monotonic() + 3 * float(TEST_ENV["POSTWIRE_STALL_SECONDS"])
+    while time.monotonic() < deadline:
+        assert await _work_stream_messages(pipeline.direct_nats_url) == 0
+        await asyncio.sleep(0.5)
+    assert not [m for m in smtp_sink.messages() if recipient in m.rcpt_tos]
+
+
 async def test_a_template_service_outage_delays_but_fails_nothing(
     pipeline: Pipeline, api: grpc.aio.Channel, smtp_sink: SmtpSink
 ) -> None:
