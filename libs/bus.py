@@ -153,15 +153,13 @@ class Bus:
             except Exception:
                 await self.js.update_stream(config)
 
-    async def publish(
-        self, subject: str, payload: bytes, *, msg_id: str, timeout: float | None = None
-    ) -> None:
+    async def publish(self, subject: str, payload: bytes, *, msg_id: str) -> None:
         """Publish and wait for the PubAck; `msg_id` makes a replay a no-op inside the window."""
         headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
         with publish_span(subject, headers) as span:
             span.set_attribute("messaging.message.id", msg_id)
             try:
-                ack = await self.js.publish(subject, payload, headers=headers, timeout=timeout)
+                ack = await self.js.publish(subject, payload, headers=headers)
             except Exception as exc:
                 raise Unavailable(f"message bus unavailable: {type(exc).__name__}") from exc
             if ack.duplicate:
