@@ -79,10 +79,16 @@ class EventRecorder:
 
 
 def _event_id(msg: Msg) -> str | None:
-    """The event's id; None for a payload that can never be stored (term it)."""
+    """The event's id, from the payload or, for one that cannot be decoded, from the publish id
+    (`<event id>` from the producer, `<event id>:<stamp>` from the sweeper), so even a corrupt
+    outbox row is counted and retired instead of re-published forever."""
     try:
         event_id = bus_pb2.EventEnvelope.FromString(msg.data).event.id
     except Exception:
-        _log.error("undecodable event on %s dropped", msg.subject)
-        return None
-    return event_id or None
+        event_id = ""
+    if event_id:
+        return event_id
+    publish_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+    if not publish_id:
+        _log.error("undecodable event without a publish id on %s dropped", msg.subject)
+    return publish_id or None

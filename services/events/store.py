@@ -74,8 +74,8 @@ class EventsStore:
     async def hold(self, event_id: str, *, seconds: float) -> None:
         """Keep the outbox sweeper away while JetStream holds the event for a delayed redelivery."""
         await self._pool.execute(
-            "UPDATE event_outbox SET publish_time = now() + $2::interval WHERE event_id = $1",
-            event_id,
+            "UPDATE event_outbox SET publish_time = now() + $2::interval WHERE event_id = ANY($1::text[])",
+            _candidates(event_id),
             timedelta(seconds=seconds),
         )
 
@@ -86,8 +86,8 @@ class EventsStore:
             "UPDATE event_outbox SET failures = failures + 1,"
             " failure_reason = CASE WHEN failures + 1 >= $3 THEN $2 END,"
             " publish_time = CASE WHEN failures + 1 >= $3 THEN 'infinity'::timestamptz ELSE publish_time END"
-            " WHERE event_id = $1 RETURNING failures",
-            event_id,
+            " WHERE event_id = ANY($1::text[]) RETURNING failures",
+            _candidates(event_id),
             reason,
             max_attempts,
         )
@@ -103,3 +103,9 @@ class EventsStore:
             limit,
         )
         return [(r["event_id"], r["subject"], r["payload"]) for r in rows]
+
+
+def _candidates(publish_id: str) -> list[str]:
+    """Outbox ids a publish id may stand for: itself, or without the sweeper's `:<stamp>`."""
+    head, _, tail = publish_id.rpartition(":")
+    return [publish_id, head] if head and tail.isdigit() else [publish_id]

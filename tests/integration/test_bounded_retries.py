@@ -29,7 +29,7 @@ from postwire.v1 import (
     template_service_pb2_grpc,
 )
 
-from libs.bus import WORK_STREAM
+from libs.bus import EVENTS_STREAM, WORK_STREAM
 from libs.capture import SmtpSink
 from libs.embedded.nats_server import start_nats
 from libs.embedded.suite import Suite, SuitePorts
@@ -221,12 +221,58 @@ async def test_a_message_the_worker_cannot_send_ends_failed_and_is_not_multiplie
     assert not [m for m in smtp_sink.messages() if recipient in m.rcpt_tos]
 
 
+async def test_an_event_that_cannot_be_stored_is_retired_not_republished_forever(pipeline: Pipeline) -> None:
+    tenant = await create_tenant(pipeline.suite)
+    subject = f"postwire.events.{tenant.id}.failed"
+    event_id = f"{uuid.uuid4()}:0:failed"
+    # An outbox row whose payload a bug wrote corrupt, long enough ago for the sweeper to take it.
+    conn = await asyncpg.connect(pipeline.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO event_outbox (event_id, tenant_id, subject, payload, publish_time)"
+            " VALUES ($1, $2::uuid, $3, $4, now() - interval '1 hour')",
+            event_id,
+            tenant.id,
+            subject,
+            b"\xff\xff\xff",
+        )
+
+        async def retired() -> str | None:
+            return await conn.fetchval(
+                "SELECT failure_reason FROM event_outbox WHERE event_id = $1", event_id
+            )
+
+        reason = await poll_until(retired, timeout=60, interval=0.2, what="the outbox row to be retired")
+        assert reason == "events: DecodeError"
+        assert (
+            await conn.fetchval("SELECT failures FROM event_outbox WHERE event_id = $1", event_id)
+            == MAX_ATTEMPTS
+        )
+    finally:
+        await conn.close()
+
+    async def published() -> int:
+        nc = await nats.connect(pipeline.direct_nats_url)
+        try:
+            info = await nc.jetstream().stream_info(EVENTS_STREAM, subjects_filter=subject)
+            return int((info.state.subjects or {}).get(subject, 0))
+        finally:
+            await nc.close()
+
+    # Published once per counted attempt at most, and never again once retired.
+    before = await published()
+    assert before <= MAX_ATTEMPTS
+    await asyncio.sleep(3 * float(TEST_ENV["POSTWIRE_STALL_SECONDS"]))
+    assert await published() == before
+
+
 async def test_a_template_service_outage_delays_but_fails_nothing(
     pipeline: Pipeline, api: grpc.aio.Channel, smtp_sink: SmtpSink
 ) -> None:
     """The outage lasts 20 s rather than the issue's two minutes: an outage never counts as an
     attempt, so its length matters only against the give-up time (days); 20 s already spans
-    several render time-outs, more than MAX_ATTEMPTS counted failures would allow."""
+    several render time-outs, more than MAX_ATTEMPTS counted failures would allow. One message
+    already past its give-up time shows the other end: it is EXPIRED, not FAILED."""
     tenant = await create_tenant(pipeline.suite)
     name = f"welcome-{uuid.uuid4().hex[:8]}"
     await template_service_pb2_grpc.TemplateServiceStub(api).CreateTemplate(
@@ -253,17 +299,42 @@ async def test_a_template_service_outage_delays_but_fails_nothing(
         )
         for r in recipients
     ]
+    aged = await stub.SendEmail(
+        mail(
+            template={"name": name, "variables": {"who": "you"}},
+            subject="",
+            text_body="",
+            send_time=_in(3600),
+        ),
+        metadata=tenant.metadata,
+    )
     pipeline.suite.processes["template"].stop(timeout=30)
+    conn = await asyncpg.connect(pipeline.database_url)
+    try:
+        # Accepted six days ago (the give-up time is five) and due now.
+        await conn.execute(
+            "UPDATE messages SET create_time = now() - interval '6 days', send_time = now() - interval '6 days',"
+            " route_due_time = now() WHERE id = $1",
+            uuid.UUID(aged.message_id),
+        )
+    finally:
+        await conn.close()
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             # Each message is in the stream at most once: the sweeper leaves in-flight work alone.
-            assert await _work_stream_messages(pipeline.direct_nats_url) <= count
+            assert await _work_stream_messages(pipeline.direct_nats_url) <= count + 1
             await asyncio.sleep(0.5)
         for s in sent:
             assert all(r.state != FAILED for r in await _states(api, tenant, s.message_id))
     finally:
         pipeline.suite.start_service("template")
+
+    expired = await _states(api, tenant, aged.message_id)
+    assert [(r.state, r.reason) for r in expired] == [
+        (message_pb2.RECIPIENT_STATE_EXPIRED, "router: a dependency was unavailable until the give-up time")
+    ]
+    await wait_for_events(api, tenant.metadata, aged.message_id, [event_pb2.EVENT_TYPE_EXPIRED])
 
     async def all_delivered() -> bool:
         for s in sent:
