@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import nats
 from nats.aio.client import Client as NATS
@@ -23,6 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 
 from libs.errors import Unavailable
 from libs.failures import dependency_failure
+from libs.stage_retry import StageRetry, failure_reason
 from libs.telemetry import consume_span, publish_span
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "WORK_STREAM",
     "Bus",
     "Outcome",
+    "Publication",
+    "StageFailures",
     "event_subject",
 ]
 
@@ -44,17 +48,50 @@ EVENTS_PREFIX = "postwire.events"
 _log = logging.getLogger(__name__)
 
 
+def _deliveries(msg: Msg) -> int:
+    try:
+        return max(1, int(msg.metadata.num_delivered))
+    except Exception:
+        return 1
+
+
 def event_subject(tenant_id: str, event_type: str) -> str:
     return f"{EVENTS_PREFIX}.{tenant_id}.{event_type}"
 
 
 class Outcome(enum.Enum):
     ACK = "ack"
-    # Try again soon (seconds): the dependency was briefly unavailable.
-    RETRY = "retry"
 
 
 Handler = Callable[[Msg], Awaitable[Outcome]]
+# Sweepers re-publish in batches this large: enough to keep the connection busy, few enough that
+# one batch's PubAcks arrive well inside the publish time-out.
+PUBLISH_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Publication:
+    subject: str
+    payload: bytes
+    msg_id: str
+
+
+class StageFailures(Protocol):
+    """A stage's failure bookkeeping, kept in PostgreSQL beside the stage's state.
+
+    Each method answers with the seconds to wait before JetStream redelivers the message (and
+    pushes the stage's sweeper due time past that, so the sweeper does not re-publish work that
+    JetStream still holds), or None when the work was given up (FAILED or EXPIRED, with its
+    event) and the message must be terminated.
+    """
+
+    async def unavailable(self, msg: Msg, delay: float) -> float | None:
+        """A dependency is down: not the message's fault; give up only at its give-up time."""
+        ...
+
+    async def failed(self, msg: Msg, reason: str) -> float | None:
+        """Any other failure: counts one attempt; gives up after the stage's max attempts."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,9 +165,38 @@ class Bus:
             if ack.duplicate:
                 span.set_attribute("postwire.duplicate", True)
 
-    def start_consumer(self, spec: ConsumerSpec, handler: Handler, *, concurrency: int = 16) -> None:
+    async def publish_many(self, items: Sequence[Publication], *, batch: int = PUBLISH_BATCH) -> int:
+        """Publish pipelined: a batch goes out without waiting for each PubAck, then its PubAcks
+        are awaited together. Returns how many were acknowledged; stops at the first batch with a
+        failure (NATS away), since the rest would only wait out the same time-out."""
+        published = 0
+        for start in range(0, len(items), batch):
+            chunk = items[start : start + batch]
+            results = await asyncio.gather(
+                *(self.publish(p.subject, p.payload, msg_id=p.msg_id) for p in chunk), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            published += len(chunk) - len(failures)
+            if failures:
+                raise failures[0]
+        return published
+
+    def start_consumer(
+        self,
+        spec: ConsumerSpec,
+        handler: Handler,
+        *,
+        concurrency: int = 16,
+        failures: StageFailures | None = None,
+        retry: StageRetry | None = None,
+    ) -> None:
+        """`failures` keeps the attempt count where the stage's state lives; without it a failure
+        is retried with back-off by JetStream's delivery count alone."""
         self._consumer_tasks.append(
-            asyncio.create_task(self._consume(spec, handler, concurrency), name=f"consume:{spec.durable}")
+            asyncio.create_task(
+                self._consume(spec, handler, concurrency, failures, retry or StageRetry()),
+                name=f"consume:{spec.durable}",
+            )
         )
 
     async def _subscribe(self, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
@@ -146,7 +212,14 @@ class Bus:
             spec.subject, durable=spec.durable, stream=spec.stream, config=config
         )
 
-    async def _consume(self, spec: ConsumerSpec, handler: Handler, concurrency: int) -> None:
+    async def _consume(
+        self,
+        spec: ConsumerSpec,
+        handler: Handler,
+        concurrency: int,
+        failures: StageFailures | None,
+        retry: StageRetry,
+    ) -> None:
         in_flight: set[asyncio.Task[None]] = set()
         sub: JetStreamContext.PullSubscription | None = None
         while not self._stopping.is_set():
@@ -162,7 +235,7 @@ class Bus:
                 except (NatsTimeoutError, TimeoutError):
                     continue
                 for msg in msgs:
-                    task = asyncio.create_task(self._handle(msg, handler))
+                    task = asyncio.create_task(self._handle(msg, handler, spec.durable, failures, retry))
                     in_flight.add(task)
                     task.add_done_callback(in_flight.discard)
             except asyncio.CancelledError:
@@ -183,27 +256,52 @@ class Bus:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def _handle(self, msg: Msg, handler: Handler) -> None:
+    async def _handle(
+        self, msg: Msg, handler: Handler, stage: str, failures: StageFailures | None, retry: StageRetry
+    ) -> None:
         try:
             with consume_span(msg.subject, msg.headers):
+                done = False
+                delay: float | None = None
                 try:
-                    outcome = await handler(msg)
+                    await handler(msg)
+                    done = True
                 except Exception as exc:
-                    # The same line as the servicers draw: a dependency that is down is expected
-                    # and retried quietly; anything else is a bug and gets its traceback.
-                    dependency = dependency_failure(exc)
-                    if dependency is not None:
-                        _log.warning("%s on %s; will retry", dependency.message, msg.subject)
-                    else:
-                        _log.exception("handler failed for %s; will retry", msg.subject)
-                    outcome = Outcome.RETRY
-            if outcome is Outcome.ACK:
+                    delay = await self._settle_failure(msg, exc, stage, failures, retry)
+            if done:
                 await msg.ack_sync()
+            elif delay is None:
+                await msg.term()
             else:
-                await msg.nak(delay=2.0)
+                await msg.nak(delay=delay)
         except Exception as exc:
             # Ack failed (NATS away): redelivered after AckWait, and handlers are idempotent.
             _log.warning("ack failed on %s: %s", msg.subject, type(exc).__name__)
+
+    async def _settle_failure(
+        self, msg: Msg, exc: Exception, stage: str, failures: StageFailures | None, retry: StageRetry
+    ) -> float | None:
+        """Seconds until redelivery, or None to terminate (the work was failed or expired)."""
+        deliveries = _deliveries(msg)
+        # The same line as the servicers draw: a dependency that is down is expected and retried
+        # quietly without counting; anything else is a bug and gets its traceback and a count.
+        dependency = dependency_failure(exc)
+        if dependency is not None:
+            _log.warning("%s on %s; will retry", dependency.message, msg.subject)
+            delay = retry.unavailable_delay(deliveries)
+        else:
+            _log.error("%s failed on %s", stage, msg.subject, exc_info=exc)
+            delay = retry.delay(deliveries)
+        if failures is None:
+            return delay
+        try:
+            if dependency is not None:
+                return await failures.unavailable(msg, delay)
+            return await failures.failed(msg, failure_reason(stage, exc))
+        except Exception as bookkeeping:
+            # Could not count (the database is away, most likely): try again without counting.
+            _log.warning("%s: failure bookkeeping failed: %s", stage, type(bookkeeping).__name__)
+            return retry.unavailable_delay(deliveries)
 
     async def stop_consumers(self) -> None:
         self._stopping.set()

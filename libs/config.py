@@ -7,7 +7,10 @@ a bad value fails fast with the variable's name in the message.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from libs.stage_retry import StageRetry
 
 __all__ = [
     "CommonConfig",
@@ -86,6 +89,8 @@ class CommonConfig:
     # The bearer token every postwire.internal.v1 call carries (libs.grpcx.internal_auth); empty
     # refuses every internal call, and outside POSTWIRE_ENV=dev stops the services that use it.
     internal_token: str = ""
+    # Bounded retries of a pipeline stage's failures (libs.stage_retry): outages wait, bugs count.
+    stage_retry: StageRetry = field(default_factory=StageRetry)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, service: str, default_port: int) -> CommonConfig:
@@ -103,4 +108,12 @@ class CommonConfig:
             stall_seconds=env_float(env, "POSTWIRE_STALL_SECONDS", 30.0, minimum=0.1),
             key_cache_seconds=env_float(env, "POSTWIRE_KEY_CACHE_SECONDS", 5.0),
             internal_token=env_str(env, "POSTWIRE_INTERNAL_TOKEN", ""),
+            stage_retry=StageRetry(
+                max_attempts=env_int(env, "POSTWIRE_STAGE_MAX_ATTEMPTS", 5, minimum=1),
+                base_seconds=env_float(env, "POSTWIRE_STAGE_RETRY_BASE_SECONDS", 2.0, minimum=0.01),
+                max_seconds=env_float(env, "POSTWIRE_STAGE_RETRY_MAX_SECONDS", 300.0, minimum=0.01),
+                give_up_after=timedelta(
+                    seconds=env_float(env, "POSTWIRE_RETRY_GIVE_UP_SECONDS", 5 * 86400.0)
+                ),
+            ),
         )

@@ -2,32 +2,93 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2
 
-from libs.bus import Bus, Outcome
+from libs.bus import Bus, Outcome, Publication
+from libs.stage_retry import StageRetry
 from services.events.store import EventsStore
+
+_log = logging.getLogger(__name__)
+# Rows one sweep query claims; a sweep repeats the query until a claim comes back short.
+SWEEP_CLAIM = 500
 
 __all__ = ["EventRecorder"]
 
 
 class EventRecorder:
-    def __init__(self, store: EventsStore, bus: Bus, *, stall: timedelta) -> None:
+    def __init__(
+        self, store: EventsStore, bus: Bus, *, stall: timedelta, retry: StageRetry | None = None
+    ) -> None:
         self._store = store
         self._bus = bus
         self._stall = stall
+        self._retry = retry or StageRetry()
 
     async def handle(self, msg: Msg) -> Outcome:
         await self._store.store(bus_pb2.EventEnvelope.FromString(msg.data))
         return Outcome.ACK
 
+    # libs.bus.StageFailures: the count lives on the outbox row, which the sweeper re-publishes
+    # with fresh ids; an event has no give-up time (it reports what already happened).
+
+    async def unavailable(self, msg: Msg, delay: float) -> float | None:
+        event_id = _event_id(msg)
+        if event_id is None:
+            return None
+        await self._store.hold(event_id, seconds=delay)
+        return delay
+
+    async def failed(self, msg: Msg, reason: str) -> float | None:
+        event_id = _event_id(msg)
+        if event_id is None:
+            return None
+        failures = await self._store.count_failure(
+            event_id, reason=reason, max_attempts=self._retry.max_attempts
+        )
+        if failures is None:
+            # No outbox row (it was published again under a fresh id, or never had one): the
+            # delivery count is all there is to go by.
+            failures = int(msg.metadata.num_delivered)
+        if self._retry.exhausted(failures):
+            _log.error("event %s given up after %d attempts: %s", event_id, failures, reason)
+            return None
+        delay = self._retry.delay(failures)
+        await self._store.hold(event_id, seconds=delay)
+        return delay
+
     async def sweep(self) -> int:
-        rows = await self._store.claim_lingering(stall=self._stall)
-        stamp = f"{datetime.now(UTC).timestamp():.0f}"
-        for event_id, subject, payload in rows:
+        """Re-publish every lingering outbox row, batch after batch (see the router's sweep)."""
+        total = 0
+        while True:
+            rows = await self._store.claim_lingering(stall=self._stall, limit=SWEEP_CLAIM)
+            stamp = f"{datetime.now(UTC).timestamp():.0f}"
             # A fresh dedupe id: the stream may still remember the first one although it lost the
             # message (purged or restored store). The events table's unique event_id dedupes.
-            await self._bus.publish(subject, payload, msg_id=f"{event_id}:{stamp}")
-        return len(rows)
+            total += await self._bus.publish_many(
+                [
+                    Publication(subject, payload, msg_id=f"{event_id}:{stamp}")
+                    for event_id, subject, payload in rows
+                ]
+            )
+            if len(rows) < SWEEP_CLAIM:
+                return total
+
+
+def _event_id(msg: Msg) -> str | None:
+    """The event's id, from the payload or, for one that cannot be decoded, from the publish id
+    (`<event id>` from the producer, `<event id>:<stamp>` from the sweeper), so even a corrupt
+    outbox row is counted and retired instead of re-published forever."""
+    try:
+        event_id = bus_pb2.EventEnvelope.FromString(msg.data).event.id
+    except Exception:
+        event_id = ""
+    if event_id:
+        return event_id
+    publish_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+    if not publish_id:
+        _log.error("undecodable event without a publish id on %s dropped", msg.subject)
+    return publish_id or None

@@ -42,11 +42,15 @@ async def run(env: Mapping[str, str]) -> None:
             ),
             event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
         )
-        recorder = EventRecorder(store, bus, stall=timedelta(seconds=config.common.stall_seconds))
+        recorder = EventRecorder(
+            store, bus, stall=timedelta(seconds=config.common.stall_seconds), retry=config.common.stage_retry
+        )
         bus.start_consumer(
             ConsumerSpec(stream=EVENTS_STREAM, durable="events", subject="postwire.events.>"),
             recorder.handle,
             concurrency=64,
+            failures=recorder,
+            retry=config.common.stage_retry,
         )
         sweeper = Periodic("event-outbox-sweeper", config.common.sweep_interval_seconds, recorder.sweep)
         sweeper.start()

@@ -71,13 +71,41 @@ class EventsStore:
         )
         return [(r["seq"], r["payload"]) for r in rows]
 
+    async def hold(self, event_id: str, *, seconds: float) -> None:
+        """Keep the outbox sweeper away while JetStream holds the event for a delayed redelivery."""
+        await self._pool.execute(
+            "UPDATE event_outbox SET publish_time = now() + $2::interval WHERE event_id = ANY($1::text[])",
+            _candidates(event_id),
+            timedelta(seconds=seconds),
+        )
+
+    async def count_failure(self, event_id: str, *, reason: str, max_attempts: int) -> int | None:
+        """One more failed attempt to store the event; at `max_attempts` the outbox row is retired
+        from sweeping with `reason` (kept for an operator). None if there is no outbox row."""
+        value = await self._pool.fetchval(
+            "UPDATE event_outbox SET failures = failures + 1,"
+            " failure_reason = CASE WHEN failures + 1 >= $3 THEN $2 END,"
+            " publish_time = CASE WHEN failures + 1 >= $3 THEN 'infinity'::timestamptz ELSE publish_time END"
+            " WHERE event_id = ANY($1::text[]) RETURNING failures",
+            _candidates(event_id),
+            reason,
+            max_attempts,
+        )
+        return None if value is None else int(value)
+
     async def claim_lingering(self, *, stall: timedelta, limit: int = 500) -> list[tuple[str, str, bytes]]:
         """Outbox rows not stored after `stall`: their publish failed or the stream lost them."""
         rows = await self._pool.fetch(
             "UPDATE event_outbox SET publish_time = now() WHERE event_id IN ("
-            " SELECT event_id FROM event_outbox WHERE publish_time <= now() - $1::interval"
+            " SELECT event_id FROM event_outbox WHERE publish_time <= now() - $1::interval AND failure_reason IS NULL"
             " ORDER BY publish_time LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING event_id, subject, payload",
             stall,
             limit,
         )
         return [(r["event_id"], r["subject"], r["payload"]) for r in rows]
+
+
+def _candidates(publish_id: str) -> list[str]:
+    """Outbox ids a publish id may stand for: itself, or without the sweeper's `:<stamp>`."""
+    head, _, tail = publish_id.rpartition(":")
+    return [publish_id, head] if head and tail.isdigit() else [publish_id]

@@ -12,7 +12,7 @@ from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2
 from postwire.v1 import event_pb2, message_pb2
 
-from libs.bus import DELIVER_SUBJECT, Bus
+from libs.bus import DELIVER_SUBJECT, Bus, Publication
 from libs.bus import Outcome as BusOutcome
 from libs.event_outbox import EventContext, new_event, publish_events
 from libs.mail.addresses import to_ascii_address
@@ -25,6 +25,8 @@ from services.mta_worker.store import Claim, Outcome, WorkerStore
 __all__ = ["Worker"]
 
 _log = logging.getLogger(__name__)
+# Recipients one retry-scheduler query claims; a sweep repeats the query while claims come back full.
+SWEEP_CLAIM = 500
 # What a sandboxed recipient "receives": a success that says plainly nothing left.
 SANDBOX_REPLY = Reply(code=250, enhanced="2.0.0", text="sandbox: accepted by Postwire, not delivered")
 
@@ -138,12 +140,21 @@ class Worker:
         await publish_events(self._bus, events)
 
     async def sweep(self) -> int:
-        ids = await self._store.claim_due(stall=self._stall)
-        stamp = f"{datetime.now(UTC).timestamp():.0f}"
-        for message_id in ids:
-            await self._bus.publish(
-                DELIVER_SUBJECT,
-                bus_pb2.DeliveryTask(message_id=message_id).SerializeToString(),
-                msg_id=f"{message_id}:deliver:{stamp}",
+        """Re-publish every due message, batch after batch, pipelined (libs.bus.publish_many)."""
+        total = 0
+        while True:
+            ids = await self._store.claim_due(stall=self._stall, limit=SWEEP_CLAIM)
+            stamp = f"{datetime.now(UTC).timestamp():.0f}"
+            total += await self._bus.publish_many(
+                [
+                    Publication(
+                        DELIVER_SUBJECT,
+                        bus_pb2.DeliveryTask(message_id=message_id).SerializeToString(),
+                        msg_id=f"{message_id}:deliver:{stamp}",
+                    )
+                    for message_id in ids
+                ]
             )
-        return len(ids)
+            # claim_due limits recipients, not messages: a short list of ids may still be a full claim.
+            if len(ids) < SWEEP_CLAIM // 2:
+                return total

@@ -15,6 +15,7 @@ from libs.sweeper import Periodic
 from services.mta_worker.config import WorkerConfig
 from services.mta_worker.consumer import Worker
 from services.mta_worker.smtp_delivery import Relay
+from services.mta_worker.stage_failures import DeliveryFailures
 from services.mta_worker.store import WorkerStore
 
 
@@ -39,6 +40,10 @@ async def run(env: Mapping[str, str]) -> None:
             ),
             worker.handle,
             concurrency=config.concurrency,
+            failures=DeliveryFailures(
+                pool, bus, config.common.stage_retry, stall=timedelta(seconds=config.common.stall_seconds)
+            ),
+            retry=config.common.stage_retry,
         )
         scheduler = Periodic("retry-scheduler", config.common.sweep_interval_seconds, worker.sweep)
         scheduler.start()

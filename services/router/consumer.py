@@ -11,9 +11,11 @@ from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2, render_service_pb2_grpc
 from postwire.v1 import event_pb2, mail_service_pb2
 
-from libs.bus import DELIVER_SUBJECT, ROUTE_SUBJECT, Bus, Outcome
+from libs.bus import DELIVER_SUBJECT, ROUTE_SUBJECT, Bus, Outcome, Publication
+from libs.errors import Unavailable
 from libs.event_outbox import EventContext, new_event, publish_events
 from libs.render_request import render_request, versions_from_json
+from libs.stage_retry import StageRetry
 from services.router.mime import Content, build_mime
 from services.router.store import RouteRow, RouterStore
 
@@ -26,6 +28,15 @@ _PERMANENT = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.FAILED_PRECONDITION,
 }
+# Rows one sweep query claims; a sweep repeats the query until a claim comes back short.
+SWEEP_CLAIM = 500
+# The template service is away or shedding load: an outage, never the message's fault.
+_OUTAGE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.CANCELLED,
+}
 
 
 class Router:
@@ -37,23 +48,29 @@ class Router:
         *,
         hostname: str,
         stall: timedelta,
+        retry: StageRetry | None = None,
+        lease: timedelta = timedelta(seconds=30),
     ) -> None:
         self._store = store
         self._bus = bus
         self._render = render
         self._hostname = hostname
         self._stall = stall
+        self._retry = retry or StageRetry()
+        # The consumer's AckWait: while a replica routes a message, JetStream (not the sweeper)
+        # brings it back if that replica dies.
+        self._lease = lease
 
     async def handle(self, msg: Msg) -> Outcome:
         task = bus_pb2.RouteTask.FromString(msg.data)
         return await self.route(task.message_id)
 
     async def route(self, message_id: str) -> Outcome:
-        row = await self._store.load(message_id)
+        row = await self._store.load(message_id, lease=self._lease)
         now = datetime.now(UTC)
         # Consumers are idempotent against PostgreSQL: a second copy of the task finds the row
         # already routed and does nothing.
-        if row is None or row.state != "accepted":
+        if row is None:
             return Outcome.ACK
         if row.send_time is not None and row.send_time > now:
             return Outcome.ACK  # scheduled; the sweeper brings it back when due
@@ -69,11 +86,12 @@ class Router:
                 )
             except grpc.aio.AioRpcError as exc:
                 if exc.code() in _PERMANENT:
-                    await self._fail(row.id, row, f"template could not be rendered: {exc.details()}")
+                    await self._give_up(row, f"template could not be rendered: {exc.details()}")
                     return Outcome.ACK
-                # Template service away: try again shortly; the message is deferred, never bounced.
-                _log.warning("render of %s failed with %s; retrying", row.id, exc.code().name)
-                return Outcome.RETRY
+                if exc.code() in _OUTAGE:
+                    # Retried without counting until the message's give-up time; never bounced.
+                    raise Unavailable(f"template service unavailable ({exc.code().name})") from exc
+                raise  # the template service failed on this message: counts as an attempt
             content = Content(request.subject or rendered.subject, rendered.text_body, rendered.html_body)
         built = build_mime(request, content, message_id=row.id, hostname=self._hostname, now=now)
         routed = await self._store.mark_routed(
@@ -91,25 +109,81 @@ class Router:
             )
         return Outcome.ACK
 
-    async def _fail(self, message_id: str, row: RouteRow, reason: str) -> None:
+    async def _give_up(self, row: RouteRow, reason: str, *, expired: bool = False) -> None:
         ctx = EventContext(row.tenant_id, row.id, row.stream, row.tags, json.loads(row.metadata))
+        event_type = event_pb2.EVENT_TYPE_EXPIRED if expired else event_pb2.EVENT_TYPE_FAILED
         events = [
-            new_event(
-                ctx, event_pb2.EVENT_TYPE_FAILED, address, discriminator=str(position), reason=reason[:512]
-            )
+            new_event(ctx, event_type, address, discriminator=str(position), reason=reason[:512])
             for position, address, state in row.recipients
             if state in ("accepted", "scheduled")
         ]
-        if await self._store.mark_failed(message_id, events):
+        state = "expired" if expired else "failed"
+        if await self._store.mark_failed(row.id, events, reason=reason[:512], state=state):
             await publish_events(self._bus, events)
 
+    # libs.bus.StageFailures: the attempt count lives in messages.route_failures, because the
+    # sweeper's re-publish gets a fresh JetStream id (and delivery count).
+
+    async def unavailable(self, msg: Msg, delay: float) -> float | None:
+        message_id = _task_id(msg)
+        if message_id is None:
+            return None
+        start = await self._store.give_up_start(message_id)
+        if start is None:
+            return None  # routed or given up meanwhile
+        if datetime.now(UTC) >= self._retry.give_up_time(start):
+            row = await self._store.load(message_id)
+            if row is not None:
+                await self._give_up(
+                    row, "router: a dependency was unavailable until the give-up time", expired=True
+                )
+            return None
+        await self._store.defer(message_id, until=timedelta(seconds=delay) + self._stall)
+        return delay
+
+    async def failed(self, msg: Msg, reason: str) -> float | None:
+        message_id = _task_id(msg)
+        if message_id is None:
+            return None
+        attempts = await self._store.count_failure(message_id)
+        if attempts is None:
+            return None
+        if self._retry.exhausted(attempts):
+            row = await self._store.load(message_id)
+            if row is not None:
+                await self._give_up(row, reason)
+            return None
+        delay = self._retry.delay(attempts)
+        await self._store.defer(message_id, until=timedelta(seconds=delay) + self._stall)
+        return delay
+
     async def sweep(self) -> int:
-        ids = await self._store.claim_stalled(stall=self._stall)
-        for message_id in ids:
-            await self._bus.publish(
-                ROUTE_SUBJECT,
-                bus_pb2.RouteTask(message_id=message_id).SerializeToString(),
-                # A fresh id per sweep: the original may still sit in the dedupe window.
-                msg_id=f"{message_id}:route:{datetime.now(UTC).timestamp():.0f}",
+        """Re-publish every stalled message, batch after batch, so a wiped stream's backlog comes
+        back in one sweep rather than one claim-sized batch per interval."""
+        total = 0
+        while True:
+            ids = await self._store.claim_stalled(stall=self._stall, limit=SWEEP_CLAIM)
+            # A fresh id per sweep: the original may still sit in the dedupe window.
+            stamp = f"{datetime.now(UTC).timestamp():.0f}"
+            total += await self._bus.publish_many(
+                [
+                    Publication(
+                        ROUTE_SUBJECT,
+                        bus_pb2.RouteTask(message_id=message_id).SerializeToString(),
+                        msg_id=f"{message_id}:route:{stamp}",
+                    )
+                    for message_id in ids
+                ]
             )
-        return len(ids)
+            if len(ids) < SWEEP_CLAIM:
+                return total
+
+
+def _task_id(msg: Msg) -> str | None:
+    """The task's message id; None for a payload that can never be processed (term it)."""
+    try:
+        message_id = bus_pb2.RouteTask.FromString(msg.data).message_id
+    except Exception:
+        _log.error("undecodable route task dropped")
+        return None
+    return message_id or None

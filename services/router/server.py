@@ -27,17 +27,22 @@ async def run(env: Mapping[str, str]) -> None:
         pool = await connect_pool(config.common.database_url)
         bus = await Bus.connect(config.common.nats_url, name="postwire-router")
         template = open_internal_channel(config.template_addr, token=config.common.internal_token)
+        spec = ConsumerSpec(stream=WORK_STREAM, durable="router", subject=ROUTE_SUBJECT)
         router = Router(
             RouterStore(pool),
             bus,
             render_service_pb2_grpc.RenderServiceStub(template),
             hostname=config.hostname,
             stall=timedelta(seconds=config.common.stall_seconds),
+            retry=config.common.stage_retry,
+            lease=timedelta(seconds=spec.ack_wait),
         )
         bus.start_consumer(
-            ConsumerSpec(stream=WORK_STREAM, durable="router", subject=ROUTE_SUBJECT),
+            spec,
             router.handle,
             concurrency=config.concurrency,
+            failures=router,
+            retry=config.common.stage_retry,
         )
         sweeper = Periodic("route-sweeper", config.common.sweep_interval_seconds, router.sweep)
         sweeper.start()

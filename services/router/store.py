@@ -33,12 +33,17 @@ class RouterStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def load(self, message_id: str) -> RouteRow | None:
+    async def load(self, message_id: str, *, lease: timedelta | None = None) -> RouteRow | None:
+        """The message if it still waits for routing; with `lease`, the sweeper also leaves it
+        alone that long, since JetStream itself redelivers it if this replica dies."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT id, tenant_id, state, request, stream, tags, metadata::text AS metadata, send_time,"
-                " template_versions::text AS template_versions FROM messages WHERE id = $1",
+                "UPDATE messages SET route_due_time = greatest(route_due_time, now() + $2::interval)"
+                " WHERE id = $1 AND state = 'accepted'"
+                " RETURNING id, tenant_id, state, request, stream, tags, metadata::text AS metadata, send_time,"
+                " template_versions::text AS template_versions",
                 uuid.UUID(message_id),
+                lease or timedelta(0),
             )
             if row is None:
                 return None
@@ -84,22 +89,60 @@ class RouterStore:
             )
         return True
 
-    async def mark_failed(self, message_id: str, events: Sequence[bus_pb2.EventEnvelope]) -> bool:
+    async def mark_failed(
+        self,
+        message_id: str,
+        events: Sequence[bus_pb2.EventEnvelope],
+        *,
+        reason: str,
+        state: str = "failed",
+    ) -> bool:
+        """Give the message up (`failed` or `expired`) with its events; False if it was no longer
+        waiting for routing."""
         mid = uuid.UUID(message_id)
         async with self._pool.acquire() as conn, conn.transaction():
             done = await conn.execute(
-                "UPDATE messages SET state = 'failed', update_time = now() WHERE id = $1 AND state = 'accepted'",
+                "UPDATE messages SET state = $2, update_time = now() WHERE id = $1 AND state = 'accepted'",
                 mid,
+                state,
             )
             if done != "UPDATE 1":
                 return False
             await conn.execute(
-                "UPDATE recipients SET state = 'failed', update_time = now()"
+                "UPDATE recipients SET state = $2, failure_reason = $3, update_time = now()"
                 " WHERE message_id = $1 AND state IN ('accepted', 'scheduled')",
                 mid,
+                state,
+                reason,
             )
             await insert_events(conn, events)
         return True
+
+    async def count_failure(self, message_id: str) -> int | None:
+        """One more failed routing attempt; the count so far, or None if routing is over."""
+        value = await self._pool.fetchval(
+            "UPDATE messages SET route_failures = route_failures + 1 WHERE id = $1 AND state = 'accepted'"
+            " RETURNING route_failures",
+            uuid.UUID(message_id),
+        )
+        return None if value is None else int(value)
+
+    async def give_up_start(self, message_id: str) -> datetime | None:
+        """When the message's give-up clock started (its send time if scheduled), if still waiting."""
+        value = await self._pool.fetchval(
+            "SELECT greatest(create_time, coalesce(send_time, create_time)) FROM messages"
+            " WHERE id = $1 AND state = 'accepted'",
+            uuid.UUID(message_id),
+        )
+        return value if isinstance(value, datetime) else None
+
+    async def defer(self, message_id: str, *, until: timedelta) -> None:
+        """Keep the sweeper away while JetStream holds the message for a delayed redelivery."""
+        await self._pool.execute(
+            "UPDATE messages SET route_due_time = now() + $2::interval WHERE id = $1 AND state = 'accepted'",
+            uuid.UUID(message_id),
+            until,
+        )
 
     async def claim_stalled(self, *, stall: timedelta, limit: int = 500) -> list[str]:
         """Messages due for routing whose task may be lost; pushes their due time out by `stall`

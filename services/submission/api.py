@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import uuid
@@ -30,6 +31,10 @@ from services.submission.store import MessageRow, NewMessage, SubmissionStore
 from services.submission.validation import ValidatedSend, check_send_time, validate_send
 
 _log = logging.getLogger(__name__)
+# How long SendEmail waits, after its commit, for the route task and events to reach NATS. The
+# message is durable already; a publish that misses this budget is the sweepers' job, so a slow
+# or absent NATS never holds up the caller (issue 9 item 4: p99 <= 0.5 s during an outage).
+PUBLISH_BUDGET_SECONDS = 0.25
 
 
 def _recipient_statuses(row: MessageRow) -> list[message_pb2.RecipientStatus]:
@@ -40,6 +45,7 @@ def _recipient_statuses(row: MessageRow) -> list[message_pb2.RecipientStatus]:
             kind=r.kind,
             state=state_to_proto(r.state),
             attempts=r.attempts,  # type: ignore[arg-type]
+            reason=r.failure_reason or "",
         )
         if r.last_code is not None:
             status.last_reply.code = r.last_code
@@ -62,8 +68,11 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         render: render_service_pb2_grpc.RenderServiceStub,
         *,
         stall: timedelta,
+        publish_budget: float = PUBLISH_BUDGET_SECONDS,
     ) -> None:
         self._stall = stall
+        self._publish_budget = publish_budget
+        self._publishing: set[asyncio.Future[Any]] = set()
         self._render = render
         self._store = store
         self._bus = bus
@@ -145,8 +154,18 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
             return self._replay(existing, request_hash)
 
         # The commit above is what makes the message durable; from here a failed publish is
-        # repaired by the router's sweeper, so the caller still gets its id.
-        if admitted and not scheduled:
+        # repaired by the sweepers (router's for the task, events' for the outbox), so the caller
+        # gets its id within the publish budget whatever NATS does.
+        await self._publish_after_commit(stored_id, events, route=admitted and not scheduled)
+        response = mail_service_pb2.SendEmailResponse(message_id=stored_id)
+        for address, kind, state in recipients:
+            response.recipients.add(address=address, kind=kind, state=state_to_proto(state))  # type: ignore[arg-type]
+        return response
+
+    async def _publish_after_commit(
+        self, stored_id: str, events: Sequence[bus_pb2.EventEnvelope], *, route: bool
+    ) -> None:
+        async def publish_route() -> None:
             try:
                 await self._bus.publish(
                     ROUTE_SUBJECT,
@@ -155,11 +174,18 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
                 )
             except Exception as exc:
                 _log.warning("route publish for %s left to the sweeper: %s", stored_id, type(exc).__name__)
-        await publish_events(self._bus, events)
-        response = mail_service_pb2.SendEmailResponse(message_id=stored_id)
-        for address, kind, state in recipients:
-            response.recipients.add(address=address, kind=kind, state=state_to_proto(state))  # type: ignore[arg-type]
-        return response
+
+        publishes = [publish_events(self._bus, events)]
+        if route:
+            publishes.append(publish_route())
+        # Not cancelled at the budget: a NATS that is merely slow still gets the task (each
+        # publish ends at its own time-out), and the sweepers cover one that is away.
+        task = asyncio.ensure_future(asyncio.gather(*publishes))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+        done, _ = await asyncio.wait({task}, timeout=self._publish_budget)
+        if not done:
+            _log.warning("publishes for %s left to finish late or to the sweepers", stored_id)
 
     async def _admit(self, tenant_id: str, validated: ValidatedSend) -> policy_service_pb2.AdmitMessageResponse:
         try:

@@ -45,6 +45,7 @@ class RecipientRow:
     last_text: str | None
     next_attempt_time: datetime | None
     update_time: datetime
+    failure_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,7 @@ class SubmissionStore:
                 return None
             recipients = await conn.fetch(
                 "SELECT address, kind, state, attempts, last_code, last_enhanced, last_text, next_attempt_time,"
-                " update_time FROM recipients WHERE message_id = $1 ORDER BY position",
+                " update_time, failure_reason FROM recipients WHERE message_id = $1 ORDER BY position",
                 mid,
             )
         return MessageRow(
