@@ -41,6 +41,8 @@ _SERVER_NAME = "postwire-capture"
 _READY_TIMEOUT = 10.0
 _SHUTDOWN_TIMEOUT = 5.0
 _GREYLIST = re.compile(r"greylist([0-9]+)")
+# hold<phase><seconds>: sit on the reply to RCPT, to the final "." or to QUIT, the first time only.
+_HOLD = re.compile(r"hold(rcpt|dot|quit)([0-9]+)")
 
 _REPLY_OK = "250 OK"
 _REPLY_TEMPFAIL = "451 4.7.1 Try again later"
@@ -90,6 +92,13 @@ class SmtpSink:
     With ``scripted=True`` the recipient local part (up to the first ``+``) selects a
     behaviour: ``tempfail``, ``greylist<N>``, ``permfail``, ``datafail``, ``datatemp`` or
     ``disconnect``; anything else is accepted.
+
+    ``holdrcpt<N>``, ``holddot<N>`` and ``holdquit<N>`` hold the reply to that recipient's RCPT,
+    to the final "." of a transaction including it, or to the QUIT after such a transaction, for N
+    seconds, the first time only (per address), then answer as usual. A hold is recorded in
+    ``attempts()`` as ``(address, "HOLD", "RCPT" | "DATA" | "QUIT")`` when it begins. A client that
+    hangs up while the reply to "." is held gets nothing delivered, as from a server that discards
+    an unacknowledged message: recorded as ``(address, "DATA", "dropped")``.
     """
 
     def __init__(
@@ -113,6 +122,7 @@ class SmtpSink:
         self._attempts: list[tuple[str, str, str]] = []
         self._greylist_seen: dict[str, int] = {}
         self._disconnected: set[str] = set()
+        self._held: set[tuple[str, str]] = set()
         self._next_index = 1
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -191,7 +201,9 @@ class SmtpSink:
         """Every RCPT/DATA verdict as ``(address, phase, code)``.
 
         ``phase`` is ``"RCPT"`` or ``"DATA"`` (one DATA entry per accepted recipient);
-        ``code`` is the three-digit reply code, or ``"disconnect"`` when the sink hung up.
+        ``code`` is the three-digit reply code, ``"disconnect"`` when the sink hung up, or
+        ``"dropped"`` when the client hung up during a held reply to ".". Holds add
+        ``(address, "HOLD", phase)`` entries (see the class docstring).
         """
         with self._cond:
             return list(self._attempts)
@@ -225,6 +237,7 @@ class SmtpSink:
             self._attempts.clear()
             self._greylist_seen.clear()
             self._disconnected.clear()
+            self._held.clear()
             if self._store_dir is not None and self._store_dir.is_dir():
                 for path in self._store_dir.iterdir():
                     if _stored_index(path) is not None:
@@ -347,6 +360,25 @@ class SmtpSink:
             return _REPLY_DATATEMP
         return _REPLY_OK
 
+    def _hold(self, rcpt_tos: list[str], phase: str) -> float:
+        """Seconds to sit on the reply for `phase` ("rcpt", "dot", "quit"); 0 if not scripted
+        or already held once for every address asking for it."""
+        if not self._scripted:
+            return 0.0
+        seconds = 0.0
+        with self._cond:
+            for rcpt in rcpt_tos:
+                match = _HOLD.fullmatch(_directive(rcpt))
+                key = (rcpt.lower(), phase)
+                if match is None or match.group(1) != phase or key in self._held:
+                    continue
+                self._held.add(key)
+                seconds = max(seconds, float(match.group(2)))
+                label = {"rcpt": "RCPT", "dot": "DATA", "quit": "QUIT"}[phase]
+                self._attempts.append((rcpt, "HOLD", label))
+            self._cond.notify_all()
+        return seconds
+
     def _record_data_attempts(self, rcpt_tos: list[str], code: str) -> None:
         with self._cond:
             self._attempts.extend((rcpt, "DATA", code) for rcpt in rcpt_tos)
@@ -418,6 +450,9 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        hold = self._sink._hold([address], "rcpt")
+        if hold:
+            await asyncio.sleep(hold)
         # aiosmtpd parses RCPT TO:<> as the literal address "<>".
         reply = self._sink._rcpt_reply("" if address == "<>" else address)
         if reply.startswith("250"):
@@ -427,6 +462,16 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         rcpt_tos = list(envelope.rcpt_tos)
+        if isinstance(server, _Session):
+            server.last_rcpts = rcpt_tos
+        hold = self._sink._hold(rcpt_tos, "dot")
+        if hold:
+            try:
+                await asyncio.sleep(hold)
+            except asyncio.CancelledError:
+                # The client hung up (aiosmtpd cancels the session): nothing is delivered.
+                self._sink._record_data_attempts(rcpt_tos, "dropped")
+                raise
         verdict = self._sink._data_verdict(rcpt_tos)
         if verdict == _DISCONNECTED:
             self._sink._record_data_attempts(rcpt_tos, _DISCONNECTED)
@@ -442,6 +487,13 @@ class _Handler:
         message = self._sink._accept(envelope)
         return f"250 2.0.0 OK queued as {message.index}"
 
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        last = server.last_rcpts if isinstance(server, _Session) else []
+        hold = self._sink._hold(last, "quit")
+        if hold:
+            await asyncio.sleep(hold)
+        return "221 Bye"
+
 
 class _Session(SMTP):
     """aiosmtpd's SMTP protocol, tracked so stop() can close live connections cleanly."""
@@ -449,6 +501,8 @@ class _Session(SMTP):
     def __init__(self, handler: _Handler, registry: set[_Session], **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self._registry = registry
+        # The recipients of the last transaction on this connection, for a QUIT hold.
+        self.last_rcpts: list[str] = []
         self._lost: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
