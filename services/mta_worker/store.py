@@ -38,6 +38,7 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    message_id: str
     position: int
     state: str
     first_attempt_time: datetime
@@ -94,10 +95,10 @@ class WorkerStore:
             lease,
         )
 
-    async def record(
-        self, message_id: str, outcomes: Sequence[Outcome], events: Sequence[bus_pb2.EventEnvelope]
-    ) -> None:
-        mid = uuid.UUID(message_id)
+    async def record(self, outcomes: Sequence[Outcome], events: Sequence[bus_pb2.EventEnvelope]) -> None:
+        """Commit outcomes of any number of messages, and their events, in one transaction.
+
+        Only a recipient still 'queued' is updated, so a replayed batch changes nothing twice."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 "UPDATE recipients SET state = $3, attempts = attempts + 1,"
@@ -106,7 +107,7 @@ class WorkerStore:
                 " WHERE message_id = $1 AND position = $2 AND state = 'queued'",
                 [
                     (
-                        mid,
+                        uuid.UUID(o.message_id),
                         o.position,
                         o.state,
                         o.first_attempt_time,
@@ -119,6 +120,16 @@ class WorkerStore:
                 ],
             )
             await insert_events(conn, events)
+
+    async def release(self, message_id: str, positions: Sequence[int]) -> None:
+        """Hand leased recipients back untouched (no attempt counted), due at once, so another
+        worker (or this one after a restart) takes them without waiting for the lease to run out."""
+        await self._pool.execute(
+            "UPDATE recipients SET lease_until = NULL, next_attempt_time = now(), update_time = now()"
+            " WHERE message_id = $1 AND position = ANY($2::int[]) AND state = 'queued'",
+            uuid.UUID(message_id),
+            list(positions),
+        )
 
     async def claim_due(self, *, stall: timedelta, limit: int = 500) -> list[str]:
         """Recipients whose retry is due, or whose task looks lost, go back to 'queued'; their
