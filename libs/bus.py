@@ -28,6 +28,7 @@ from libs.telemetry import consume_span, publish_span
 __all__ = [
     "DELIVER_SUBJECT",
     "EVENTS_STREAM",
+    "RETRY_SUBJECT",
     "ROUTE_SUBJECT",
     "WORK_STREAM",
     "Bus",
@@ -39,6 +40,8 @@ WORK_STREAM = "POSTWIRE_WORK"
 EVENTS_STREAM = "POSTWIRE_EVENTS"
 ROUTE_SUBJECT = "postwire.work.route"
 DELIVER_SUBJECT = "postwire.work.deliver"
+# The retry scheduler's re-publishes: a lane (subject and consumer) apart from new deliveries.
+RETRY_SUBJECT = "postwire.work.retry"
 EVENTS_PREFIX = "postwire.events"
 
 _log = logging.getLogger(__name__)

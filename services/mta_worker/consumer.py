@@ -20,11 +20,12 @@ from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2
 from postwire.v1 import event_pb2, message_pb2
 
-from libs.bus import DELIVER_SUBJECT, Bus
+from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, Bus
 from libs.bus import Outcome as BusOutcome
 from libs.event_outbox import EventContext, new_event
 from libs.mail.addresses import to_ascii_address
 from libs.telemetry import tracer
+from services.mta_worker.destinations import DestinationSlots, destination
 from services.mta_worker.recorder import Recorder
 from services.mta_worker.retry_schedule import RetryPolicy
 from services.mta_worker.smtp_delivery import Relay, Transaction, lost_reply
@@ -49,6 +50,7 @@ class Worker:
         *,
         ack_wait: float,
         stall: timedelta,
+        slots_per_destination: int,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -61,6 +63,7 @@ class Worker:
         self._stall = stall
         self._stopping = False
         self._abort = asyncio.Event()
+        self._slots = DestinationSlots(slots_per_destination)
 
     def begin_shutdown(self, grace: float) -> None:
         """Start no new transaction; abandon or give up on open ones `grace` seconds from now."""
@@ -84,8 +87,16 @@ class Worker:
                 claim, [to_ascii_address(r.address) for r in claim.recipients], SANDBOX_REPLY
             )
             return BusOutcome.ACK
+        positions = [r.position for r in claim.recipients]
         if self._stopping:
-            await self._store.release(claim.message_id, [r.position for r in claim.recipients])
+            await self._store.release(claim.message_id, positions)
+            return BusOutcome.ACK
+        destinations = {destination(to_ascii_address(r.address)) for r in claim.recipients}
+        if not self._slots.take(destinations):
+            # This destination already holds its share of slots (slow, or just busy): try again
+            # later through the retry lane rather than wait here in a slot other mail could use.
+            delay = timedelta(seconds=self._retry.delay(1))
+            await self._store.postpone(claim.message_id, positions, delay=delay)
             return BusOutcome.ACK
         beat = asyncio.create_task(self._keep_alive(msg, claim))
         try:
@@ -95,6 +106,7 @@ class Worker:
                 span.set_attribute("postwire.recipients", len(claim.recipients))
                 await self._transact(claim)
         finally:
+            self._slots.give_back(destinations)
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
@@ -217,12 +229,15 @@ class Worker:
         return outcome, event
 
     async def sweep(self) -> int:
-        ids = await self._store.claim_due(stall=self._stall)
+        due = await self._store.claim_due(stall=self._stall)
         stamp = f"{datetime.now(UTC).timestamp():.0f}"
-        for message_id in ids:
+        for message_id, retry in due:
+            # Retries have a lane (subject and consumer) of their own, so a destination that
+            # defers everything cannot queue its retries ahead of new mail.
+            subject, lane = (RETRY_SUBJECT, "retry") if retry else (DELIVER_SUBJECT, "deliver")
             await self._bus.publish(
-                DELIVER_SUBJECT,
+                subject,
                 bus_pb2.DeliveryTask(message_id=message_id).SerializeToString(),
-                msg_id=f"{message_id}:deliver:{stamp}",
+                msg_id=f"{message_id}:{lane}:{stamp}",
             )
-        return len(ids)
+        return len(due)

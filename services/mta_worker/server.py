@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from postwire.internal.v1 import bus_pb2
 
-from libs.bus import DELIVER_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
+from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
 from libs.event_outbox import publish_events
 from libs.grpcx.server import GrpcServer
@@ -44,6 +44,7 @@ async def run(env: Mapping[str, str]) -> None:
             recorder,
             ack_wait=config.ack_wait,
             stall=timedelta(seconds=config.common.stall_seconds),
+            slots_per_destination=config.slots_per_destination,
         )
         bus.start_consumer(
             ConsumerSpec(
@@ -51,6 +52,16 @@ async def run(env: Mapping[str, str]) -> None:
             ),
             worker.handle,
             concurrency=config.concurrency,
+        )
+        bus.start_consumer(
+            ConsumerSpec(
+                stream=WORK_STREAM,
+                durable="mta_worker_retry",
+                subject=RETRY_SUBJECT,
+                ack_wait=config.ack_wait,
+            ),
+            worker.handle,
+            concurrency=config.retry_concurrency,
         )
         scheduler = Periodic("retry-scheduler", config.common.sweep_interval_seconds, worker.sweep)
         scheduler.start()
