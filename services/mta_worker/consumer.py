@@ -97,6 +97,7 @@ class Worker:
             # later through the retry lane rather than wait here in a slot other mail could use.
             delay = timedelta(seconds=self._retry.delay(1))
             await self._store.postpone(claim.message_id, positions, delay=delay)
+            _log.info("%s postponed: its destination holds all its slots", claim.message_id)
             return BusOutcome.ACK
         beat = asyncio.create_task(self._keep_alive(msg, claim))
         try:
