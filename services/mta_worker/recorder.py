@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -37,6 +38,8 @@ class OutcomeStore(Protocol):
 class _Entry:
     outcomes: Sequence[Outcome]
     events: Events
+    # The caller's context (its trace among others), so its events are published as its children.
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
     done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -149,10 +152,11 @@ class Recorder:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_cap)
         self._settle(batch, None)
-        if events:
-            task = asyncio.create_task(self._publish(events))
-            self._publishing.add(task)
-            task.add_done_callback(self._publishing.discard)
+        for entry in batch:
+            if entry.events:
+                task = asyncio.create_task(self._publish(entry.events), context=entry.context)
+                self._publishing.add(task)
+                task.add_done_callback(self._publishing.discard)
 
     def _settle(self, batch: list[_Entry], error: BaseException | None) -> None:
         for entry in batch:
