@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -63,7 +65,7 @@ class Worker:
         self._stall = stall
         self._stopping = False
         self._abort = asyncio.Event()
-        self._slots = DestinationSlots(slots_per_destination)
+        self._slots = DestinationSlots(slots_per_destination, max_wait=retry.max_seconds)
 
     def begin_shutdown(self, grace: float) -> None:
         """Start no new transaction; abandon or give up on open ones `grace` seconds from now."""
@@ -95,10 +97,11 @@ class Worker:
         if not self._slots.take(destinations):
             # This destination already holds its share of slots (slow, or just busy): try again
             # later through the retry lane rather than wait here in a slot other mail could use.
-            delay = timedelta(seconds=self._retry.delay(1))
+            delay = timedelta(seconds=self._slots.wait_hint(destinations) * random.uniform(0.8, 1.2))
             await self._store.postpone(claim.message_id, positions, delay=delay)
             _log.info("%s postponed: its destination holds all its slots", claim.message_id)
             return BusOutcome.ACK
+        started = time.monotonic()
         beat = asyncio.create_task(self._keep_alive(msg, claim))
         try:
             with tracer().start_as_current_span("smtp transaction") as span:
@@ -107,7 +110,7 @@ class Worker:
                 span.set_attribute("postwire.recipients", len(claim.recipients))
                 await self._transact(claim)
         finally:
-            self._slots.give_back(destinations)
+            self._slots.give_back(destinations, took=time.monotonic() - started)
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
