@@ -30,6 +30,7 @@ from libs.telemetry import consume_span, publish_span
 __all__ = [
     "DELIVER_SUBJECT",
     "EVENTS_STREAM",
+    "RETRY_SUBJECT",
     "ROUTE_SUBJECT",
     "WORK_STREAM",
     "Bus",
@@ -43,9 +44,13 @@ WORK_STREAM = "POSTWIRE_WORK"
 EVENTS_STREAM = "POSTWIRE_EVENTS"
 ROUTE_SUBJECT = "postwire.work.route"
 DELIVER_SUBJECT = "postwire.work.deliver"
+# The retry scheduler's re-publishes: a lane (subject and consumer) apart from new deliveries.
+RETRY_SUBJECT = "postwire.work.retry"
 EVENTS_PREFIX = "postwire.events"
 
 _log = logging.getLogger(__name__)
+# Bound on each step of closing the connection at shutdown, so a NATS that is away cannot hold it.
+_CLOSE_FLUSH_SECONDS = 1.0
 
 
 def _deliveries(msg: Msg) -> int:
@@ -111,6 +116,9 @@ class Bus:
         self.js = js
         self._stopping = asyncio.Event()
         self._consumer_tasks: list[asyncio.Task[None]] = []
+        # How long a stopping consumer waits for its in-flight handlers before cancelling them
+        # (None: as long as they take). Unfinished work is not acked and comes back after AckWait.
+        self._stop_timeout: float | None = None
 
     @classmethod
     async def connect(cls, url: str, *, name: str) -> Bus:
@@ -244,6 +252,10 @@ class Bus:
                 # A vanished stream or consumer (say, a wiped JetStream store) or a NATS outage:
                 # re-create both and carry on; the PostgreSQL sweepers re-publish lost work.
                 _log.warning("consumer %s: %s; re-subscribing", spec.durable, type(exc).__name__)
+                # Close the dead subscription rather than drop it: left registered, it would make
+                # the connection's drain wait its whole timeout at shutdown (~30 s after a wipe).
+                if sub is not None:
+                    await _close_subscription(sub)
                 sub = None
                 with contextlib.suppress(Exception):
                     await self.ensure_streams()
@@ -251,10 +263,16 @@ class Bus:
         # Stop fetching, then let in-flight work finish; anything unfinished is not acked and
         # comes back to another replica after AckWait.
         if in_flight:
-            await asyncio.wait(in_flight)
+            _, unfinished = await asyncio.wait(in_flight, timeout=self._stop_timeout)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                _log.warning(
+                    "consumer %s: %d handler(s) cancelled at shutdown", spec.durable, len(unfinished)
+                )
+                await asyncio.wait(unfinished, timeout=1.0)
         if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            await _close_subscription(sub)
 
     async def _handle(
         self, msg: Msg, handler: Handler, stage: str, failures: StageFailures | None, retry: StageRetry
@@ -303,12 +321,27 @@ class Bus:
             _log.warning("%s: failure bookkeeping failed: %s", stage, type(bookkeeping).__name__)
             return retry.unavailable_delay(deliveries)
 
-    async def stop_consumers(self) -> None:
+    async def stop_consumers(self, *, timeout: float | None = None) -> None:
+        """Stop fetching and wait for in-flight handlers, cancelling any still running after
+        `timeout` seconds. Idempotent."""
+        if not self._stopping.is_set():
+            self._stop_timeout = timeout
         self._stopping.set()
         if self._consumer_tasks:
             await asyncio.gather(*self._consumer_tasks, return_exceptions=True)
 
     async def close(self) -> None:
         await self.stop_consumers()
+        # Not drain(): every consumer has already settled its work and closed its subscription,
+        # and every publish waited for its PubAck, so only the acks just written need flushing.
+        # drain() would also wait on any subscription the server no longer knows (a wiped store).
         with contextlib.suppress(Exception):
-            await self.nc.drain()
+            await asyncio.wait_for(self.nc.flush(), _CLOSE_FLUSH_SECONDS)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.nc.close(), _CLOSE_FLUSH_SECONDS)
+
+
+async def _close_subscription(sub: JetStreamContext.PullSubscription) -> None:
+    """Unsubscribe without waiting on a server that may be gone; the durable consumer stays."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(sub.unsubscribe(), _CLOSE_FLUSH_SECONDS)

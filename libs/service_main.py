@@ -23,6 +23,20 @@ from libs.telemetry import setup_telemetry, shutdown_telemetry
 __all__ = ["Service", "serve"]
 
 _log = logging.getLogger("postwire")
+# A stop hook that settles work by the grace itself (mta_worker) may take this long to record it.
+_STOP_MARGIN_SECONDS = 1.5
+# Every close hook together (NATS, the pool): a dependency that is away must not hold the exit.
+# With the stop margin this stays inside the 5 s the manifests allow beyond drain + grace.
+_CLOSE_SECONDS = 3.0
+
+
+async def _bounded(hook: Callable[[], Awaitable[None]], timeout: float) -> None:
+    try:
+        await asyncio.wait_for(hook(), max(0.0, timeout))
+    except TimeoutError:
+        _log.warning("shutdown step %s cut off after its time", getattr(hook, "__qualname__", hook))
+    except Exception:
+        _log.exception("error during shutdown")
 
 
 @dataclass
@@ -54,13 +68,16 @@ async def serve(
     await server.enter_graceful_shutdown()
     if common.drain_seconds:
         await asyncio.sleep(common.drain_seconds)
+    # One budget for finishing work, so the whole stop fits in drain + grace + a few seconds to
+    # close (what terminationGracePeriodSeconds allows); a hook past it is cancelled, and work it
+    # left unacked comes back to another replica after AckWait.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + common.shutdown_grace_seconds
     for hook in service.stop_intake:
-        await hook()
-    await server.stop(common.shutdown_grace_seconds)
+        await _bounded(hook, deadline + _STOP_MARGIN_SECONDS - loop.time())
+    await server.stop(max(0.0, deadline - loop.time()))
+    closed_by = loop.time() + _CLOSE_SECONDS
     for hook in service.close:
-        try:
-            await hook()
-        except Exception:
-            _log.exception("error during shutdown")
+        await _bounded(hook, closed_by - loop.time())
     _log.info("%s stopped", common.service)
     shutdown_telemetry()

@@ -45,8 +45,10 @@ _GREYLIST = re.compile(r"greylist([0-9]+)")
 # Timing directives, for fault runs: `hold<N>` accepts the DATA (records it) and then holds the
 # reply to the final "." N seconds, the window in which a crashed client cannot know it was
 # delivered; `slow<N>` is a tarpit that answers RCPT and the final "." each N seconds late.
-_HOLD = re.compile(r"hold([0-9]+)")
+_HOLD_AFTER = re.compile(r"hold([0-9]+)")
 _SLOW = re.compile(r"slow([0-9]+)")
+# hold<phase><seconds>: sit on the reply to RCPT, to the final "." or to QUIT, the first time only.
+_HOLD = re.compile(r"hold(rcpt|dot|quit)([0-9]+)")
 
 _REPLY_OK = "250 OK"
 _REPLY_TEMPFAIL = "451 4.7.1 Try again later"
@@ -97,6 +99,14 @@ class SmtpSink:
     behaviour: ``tempfail``, ``greylist<N>``, ``permfail``, ``datafail``, ``datatemp``,
     ``disconnect``, ``hold<N>`` (record the message, then answer the final "." N seconds late)
     or ``slow<N>`` (answer RCPT and the final "." each N seconds late); anything else is accepted.
+
+    ``holdrcpt<N>``, ``holddot<N>`` and ``holdquit<N>`` hold the reply to that recipient's RCPT,
+    to the final "." of a transaction including it (before recording it), or to the QUIT after
+    such a transaction, for N seconds, the first time only (per address), then answer as usual. A
+    hold is recorded in ``attempts()`` as ``(address, "HOLD", "RCPT" | "DATA" | "QUIT")`` when it
+    begins. A client that hangs up while a ``holddot`` reply is held gets nothing delivered, as
+    from a server that discards an unacknowledged message: recorded as ``(address, "DATA",
+    "dropped")``.
     """
 
     def __init__(
@@ -124,6 +134,7 @@ class SmtpSink:
         # tell how many transactions were past "." and still open at a given moment.
         self._message_session: dict[int, int] = {}
         self._session_closed: dict[int, float] = {}
+        self._held: set[tuple[str, str]] = set()
         self._next_index = 1
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -202,7 +213,9 @@ class SmtpSink:
         """Every RCPT/DATA verdict as ``(address, phase, code)``.
 
         ``phase`` is ``"RCPT"`` or ``"DATA"`` (one DATA entry per accepted recipient);
-        ``code`` is the three-digit reply code, or ``"disconnect"`` when the sink hung up.
+        ``code`` is the three-digit reply code, ``"disconnect"`` when the sink hung up, or
+        ``"dropped"`` when the client hung up during a held reply to ".". Holds add
+        ``(address, "HOLD", phase)`` entries (see the class docstring).
         """
         with self._cond:
             return list(self._attempts)
@@ -249,6 +262,7 @@ class SmtpSink:
             self._disconnected.clear()
             self._message_session.clear()
             self._session_closed.clear()
+            self._held.clear()
             if self._store_dir is not None and self._store_dir.is_dir():
                 for path in self._store_dir.iterdir():
                     if _stored_index(path) is not None:
@@ -382,6 +396,25 @@ class SmtpSink:
             return _REPLY_DATATEMP
         return _REPLY_OK
 
+    def _hold(self, rcpt_tos: list[str], phase: str) -> float:
+        """Seconds to sit on the reply for `phase` ("rcpt", "dot", "quit"); 0 if not scripted
+        or already held once for every address asking for it."""
+        if not self._scripted:
+            return 0.0
+        seconds = 0.0
+        with self._cond:
+            for rcpt in rcpt_tos:
+                match = _HOLD.fullmatch(_directive(rcpt))
+                key = (rcpt.lower(), phase)
+                if match is None or match.group(1) != phase or key in self._held:
+                    continue
+                self._held.add(key)
+                seconds = max(seconds, float(match.group(2)))
+                label = {"rcpt": "RCPT", "dot": "DATA", "quit": "QUIT"}[phase]
+                self._attempts.append((rcpt, "HOLD", label))
+            self._cond.notify_all()
+        return seconds
+
     def _record_data_attempts(self, rcpt_tos: list[str], code: str) -> None:
         with self._cond:
             self._attempts.extend((rcpt, "DATA", code) for rcpt in rcpt_tos)
@@ -454,6 +487,9 @@ class _Handler:
         address: str,
         rcpt_options: list[str],
     ) -> str:
+        hold = self._sink._hold([address], "rcpt")
+        if hold:
+            await asyncio.sleep(hold)
         # aiosmtpd parses RCPT TO:<> as the literal address "<>".
         reply = self._sink._rcpt_reply("" if address == "<>" else address)
         slow = self._sink._delay([address], _SLOW)
@@ -466,6 +502,16 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         rcpt_tos = list(envelope.rcpt_tos)
+        if isinstance(server, _Session):
+            server.last_rcpts = rcpt_tos
+        hold = self._sink._hold(rcpt_tos, "dot")
+        if hold:
+            try:
+                await asyncio.sleep(hold)
+            except asyncio.CancelledError:
+                # The client hung up (aiosmtpd cancels the session): nothing is delivered.
+                self._sink._record_data_attempts(rcpt_tos, "dropped")
+                raise
         verdict = self._sink._data_verdict(rcpt_tos)
         if verdict == _DISCONNECTED:
             self._sink._record_data_attempts(rcpt_tos, _DISCONNECTED)
@@ -480,10 +526,17 @@ class _Handler:
             return verdict
         message = self._sink._accept(envelope, server.number if isinstance(server, _Session) else -1)
         # Held after recording: the sink owns the message now, only the client does not know it.
-        held = self._sink._delay(rcpt_tos, _HOLD) + self._sink._delay(rcpt_tos, _SLOW)
+        held = self._sink._delay(rcpt_tos, _HOLD_AFTER) + self._sink._delay(rcpt_tos, _SLOW)
         if held:
             await asyncio.sleep(held)
         return f"250 2.0.0 OK queued as {message.index}"
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        last = server.last_rcpts if isinstance(server, _Session) else []
+        hold = self._sink._hold(last, "quit")
+        if hold:
+            await asyncio.sleep(hold)
+        return "221 Bye"
 
 
 class _Session(SMTP):
@@ -496,6 +549,8 @@ class _Session(SMTP):
         self._sink_handler = handler
         self.number = next(self._numbers)
         self._registry = registry
+        # The recipients of the last transaction on this connection, for a QUIT hold.
+        self.last_rcpts: list[str] = []
         self._lost: asyncio.Future[None] = self.loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

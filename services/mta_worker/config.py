@@ -17,6 +17,8 @@ class WorkerConfig:
     retry: RetryPolicy
     ack_wait: float
     concurrency: int
+    retry_concurrency: int
+    slots_per_destination: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> WorkerConfig:
@@ -34,4 +36,6 @@ class WorkerConfig:
             ),
             ack_wait=env_float(env, "POSTWIRE_ACK_WAIT_SECONDS", 30.0, minimum=1.0),
             concurrency=env_int(env, "POSTWIRE_WORKER_CONCURRENCY", 32, minimum=1),
+            retry_concurrency=env_int(env, "POSTWIRE_RETRY_CONCURRENCY", 8, minimum=1),
+            slots_per_destination=env_int(env, "POSTWIRE_MAX_SLOTS_PER_DESTINATION", 16, minimum=1),
         )

@@ -10,7 +10,9 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-__all__ = ["RetryPolicy"]
+__all__ = ["LOST_REPLY_FACTOR", "RetryPolicy"]
+
+LOST_REPLY_FACTOR = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,14 @@ class RetryPolicy:
         raw = min(self.max_seconds, self.base_seconds * 2.0 ** min(max(0, attempt - 1), 60))
         spread = (rng or random).uniform(-self.jitter, self.jitter)
         return max(0.0, raw * (1 + spread))
+
+    def delay_after_lost_reply(self, attempt: int, *, rng: random.Random | None = None) -> float:
+        """Seconds to wait when the reply to the final "." never came: four times the ordinary
+        delay (even past the cap), so a relay that is slow rather than gone has long finished with
+        the copy it may already hold before a second one is offered."""
+        raw = min(self.max_seconds, self.base_seconds * 2.0 ** min(max(0, attempt - 1), 60))
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(0.0, LOST_REPLY_FACTOR * raw * (1 + spread))
 
     def expired(self, first_attempt: datetime, now: datetime) -> bool:
         return now - first_attempt >= self.give_up_after

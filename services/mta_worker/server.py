@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
-from libs.bus import DELIVER_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
+from postwire.internal.v1 import bus_pb2
+
+from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
+from libs.event_outbox import publish_events
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
 from libs.sweeper import Periodic
 from services.mta_worker.config import WorkerConfig
 from services.mta_worker.consumer import Worker
+from services.mta_worker.recorder import Recorder
 from services.mta_worker.smtp_delivery import Relay
 from services.mta_worker.stage_failures import DeliveryFailures
 from services.mta_worker.store import WorkerStore
@@ -26,13 +30,26 @@ async def run(env: Mapping[str, str]) -> None:
         pool = await connect_pool(config.common.database_url)
         bus = await Bus.connect(config.common.nats_url, name="postwire-mta-worker")
         host, port = config.smarthost
+        store = WorkerStore(pool)
+
+        async def publish(events: Sequence[bus_pb2.EventEnvelope]) -> None:
+            await publish_events(bus, events)
+
+        recorder = Recorder(store, publish)
+        recorder.start()
         worker = Worker(
-            WorkerStore(pool),
+            store,
             bus,
             Relay(host, port, timeout=config.smtp_timeout, helo_name=config.hostname),
             config.retry,
+            recorder,
             ack_wait=config.ack_wait,
             stall=timedelta(seconds=config.common.stall_seconds),
+            slots_per_destination=config.slots_per_destination,
+        )
+        # Both lanes count and bound failures the same way (one bookkeeping, in PostgreSQL).
+        failures = DeliveryFailures(
+            pool, bus, config.common.stage_retry, stall=timedelta(seconds=config.common.stall_seconds)
         )
         bus.start_consumer(
             ConsumerSpec(
@@ -40,14 +57,36 @@ async def run(env: Mapping[str, str]) -> None:
             ),
             worker.handle,
             concurrency=config.concurrency,
-            failures=DeliveryFailures(
-                pool, bus, config.common.stage_retry, stall=timedelta(seconds=config.common.stall_seconds)
+            failures=failures,
+            retry=config.common.stage_retry,
+        )
+        bus.start_consumer(
+            ConsumerSpec(
+                stream=WORK_STREAM,
+                durable="mta_worker_retry",
+                subject=RETRY_SUBJECT,
+                ack_wait=config.ack_wait,
             ),
+            worker.handle,
+            concurrency=config.retry_concurrency,
+            failures=failures,
             retry=config.common.stage_retry,
         )
         scheduler = Periodic("retry-scheduler", config.common.sweep_interval_seconds, worker.sweep)
         scheduler.start()
-        return Service(stop_intake=[scheduler.stop, bus.stop_consumers], close=[bus.close, pool.close])
+        grace = config.common.shutdown_grace_seconds
+
+        async def stop_delivery() -> None:
+            worker.begin_shutdown(grace)
+            # The worker settles every transaction by the grace; the margin covers recording them.
+            await bus.stop_consumers(timeout=grace + 1.0)
+
+        async def close_recorder() -> None:
+            await recorder.close(timeout=2.0)
+
+        return Service(
+            stop_intake=[scheduler.stop, stop_delivery], close=[close_recorder, bus.close, pool.close]
+        )
 
     await serve(config.common, env, wire)
 

@@ -22,6 +22,8 @@ class Reply:
     code: int  # 0 when there was no reply at all (connection refused, dropped, timed out)
     enhanced: str
     text: str
+    # No reply to the final ".": the relay may have taken the message, so a retry may duplicate it.
+    after_final_dot: bool = False
 
 
 def parse_reply(code: int, message: str) -> Reply:

@@ -38,6 +38,7 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    message_id: str
     position: int
     state: str
     first_attempt_time: datetime
@@ -94,10 +95,10 @@ class WorkerStore:
             lease,
         )
 
-    async def record(
-        self, message_id: str, outcomes: Sequence[Outcome], events: Sequence[bus_pb2.EventEnvelope]
-    ) -> None:
-        mid = uuid.UUID(message_id)
+    async def record(self, outcomes: Sequence[Outcome], events: Sequence[bus_pb2.EventEnvelope]) -> None:
+        """Commit outcomes of any number of messages, and their events, in one transaction.
+
+        Only a recipient still 'queued' is updated, so a replayed batch changes nothing twice."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(
                 "UPDATE recipients SET state = $3, attempts = attempts + 1,"
@@ -106,7 +107,7 @@ class WorkerStore:
                 " WHERE message_id = $1 AND position = $2 AND state = 'queued'",
                 [
                     (
-                        mid,
+                        uuid.UUID(o.message_id),
                         o.position,
                         o.state,
                         o.first_attempt_time,
@@ -120,18 +121,48 @@ class WorkerStore:
             )
             await insert_events(conn, events)
 
-    async def claim_due(self, *, stall: timedelta, limit: int = 500) -> list[str]:
+    async def release(self, message_id: str, positions: Sequence[int]) -> None:
+        """Hand leased recipients back untouched (no attempt counted), due at once, so another
+        worker (or this one after a restart) takes them without waiting for the lease to run out."""
+        await self._pool.execute(
+            "UPDATE recipients SET lease_until = NULL, next_attempt_time = now(), update_time = now()"
+            " WHERE message_id = $1 AND position = ANY($2::int[]) AND state = 'queued'",
+            uuid.UUID(message_id),
+            list(positions),
+        )
+
+    async def postpone(self, message_id: str, positions: Sequence[int], *, delay: timedelta) -> None:
+        """Hand leased recipients back untouched (no attempt counted), due after `delay`. The lease
+        is left to run out with it, which marks them for the retry lane (see claim_due)."""
+        await self._pool.execute(
+            "UPDATE recipients SET lease_until = now() + $3::interval, next_attempt_time = now() + $3::interval,"
+            " update_time = now() WHERE message_id = $1 AND position = ANY($2::int[]) AND state = 'queued'",
+            uuid.UUID(message_id),
+            list(positions),
+            delay,
+        )
+
+    async def claim_due(self, *, stall: timedelta, limit: int = 500) -> list[tuple[str, bool]]:
         """Recipients whose retry is due, or whose task looks lost, go back to 'queued'; their
-        due time moves out by `stall` so the next sweep (or another replica) does not repeat it."""
+        due time moves out by `stall` so the next sweep (or another replica) does not repeat it.
+
+        Returns (message id, retry) pairs: `retry` when a worker has had the message before (a
+        deferral, a lease that ran out, a destination that was busy), so it goes to the retry lane;
+        work no worker has touched yet (a lost or wiped publish) goes back to the main lane."""
         rows = await self._pool.fetch(
-            "WITH due AS (SELECT message_id, position FROM recipients"
+            "WITH due AS (SELECT message_id, position, (state = 'deferred' OR lease_until IS NOT NULL) AS retry"
+            " FROM recipients"
             " WHERE state IN ('queued', 'deferred') AND next_attempt_time <= now()"
             " AND (lease_until IS NULL OR lease_until < now())"
             " ORDER BY next_attempt_time LIMIT $2 FOR UPDATE SKIP LOCKED)"
             " UPDATE recipients r SET state = 'queued', next_attempt_time = now() + $1::interval,"
             " update_time = now() FROM due WHERE r.message_id = due.message_id AND r.position = due.position"
-            " RETURNING r.message_id",
+            " RETURNING r.message_id, due.retry",
             stall,
             limit,
         )
-        return sorted({str(r["message_id"]) for r in rows})
+        retry: dict[str, bool] = {}
+        for r in rows:
+            key = str(r["message_id"])
+            retry[key] = retry.get(key, False) or bool(r["retry"])
+        return sorted(retry.items())

@@ -75,3 +75,13 @@ def test_expired_at_exactly_give_up_after() -> None:
 def test_delay_is_capped_for_very_large_attempt_numbers() -> None:
     assert RetryPolicy(base_seconds=1.0, max_seconds=2.0, jitter=0.0).delay(1025) == 2.0
     assert 1.6 <= RetryPolicy(base_seconds=1.0, max_seconds=2.0).delay(5000, rng=random.Random(1)) <= 2.4
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 5, 7, 100])
+@pytest.mark.parametrize("seed", range(20))
+def test_a_lost_reply_to_the_final_dot_is_retried_later_than_any_ordinary_deferral(
+    attempt: int, seed: int
+) -> None:
+    policy = RetryPolicy(base_seconds=60.0, max_seconds=3600.0)
+    ordinary = max(policy.delay(attempt, rng=random.Random(s)) for s in range(50))
+    assert policy.delay_after_lost_reply(attempt, rng=random.Random(seed)) > ordinary

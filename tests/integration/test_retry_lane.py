@@ -1,0 +1,50 @@
+"""A slow destination cannot hold every delivery slot: other mail goes out while it takes its time."""
+
+from __future__ import annotations
+
+import uuid
+
+from postwire.v1 import mail_service_pb2_grpc
+
+from libs.testing.polling import poll_until
+from tests.integration.helpers import mail, unique
+
+# More than POSTWIRE_WORKER_CONCURRENCY (32 by default): without a per-destination bound these
+# alone fill every slot of the worker.
+TARPIT_MESSAGES = 40
+
+
+async def test_other_mail_is_delivered_while_a_tarpit_destination_holds_its_slots(
+    edge, tenant, smtp_sink
+) -> None:
+    stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    tarpit = f"tarpit-{uuid.uuid4().hex[:8]}.example"
+    # Each of these sits 8 s on the reply to its final ".".
+    slow = [f"holddot8+{uuid.uuid4().hex[:10]}@{tarpit}" for _ in range(TARPIT_MESSAGES)]
+    for rcpt in slow:
+        await stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata)
+
+    async def tarpit_busy() -> bool:
+        return sum(1 for a, phase, _ in smtp_sink.attempts() if phase == "HOLD" and a in slow) >= 8
+
+    await poll_until(tarpit_busy, timeout=30, what="the tarpit holding replies")
+    others = [unique("other") for _ in range(5)]
+    for rcpt in others:
+        await stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata)
+
+    async def others_delivered() -> bool:
+        received = {r for m in smtp_sink.messages() for r in m.rcpt_tos}
+        return all(r in received for r in others)
+
+    await poll_until(others_delivered, timeout=30, what="the other mail at the sink")
+    tarpit_accepted = sum(1 for m in smtp_sink.messages() if m.rcpt_tos[0] in slow)
+    assert tarpit_accepted == 0, "other mail waited for the tarpit's replies"
+
+    async def tarpit_done() -> bool:
+        received = {r for m in smtp_sink.messages() for r in m.rcpt_tos}
+        return all(r in received for r in slow)
+
+    # The tarpit's mail is slowed, not lost: every message arrives, once.
+    await poll_until(tarpit_done, timeout=90, what="every tarpit message at the sink")
+    counts = [sum(1 for m in smtp_sink.messages() if r in m.rcpt_tos) for r in slow]
+    assert counts == [1] * len(slow)

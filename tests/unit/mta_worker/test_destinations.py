@@ -1,0 +1,45 @@
+"""A destination (recipient domain) holds at most its share of a worker's SMTP slots."""
+
+from __future__ import annotations
+
+from services.mta_worker.destinations import DestinationSlots, destination
+
+
+def test_the_destination_is_the_domain_case_folded() -> None:
+    assert destination("Ada+x@Mail.Example.COM") == "mail.example.com"
+
+
+def test_a_full_destination_refuses_while_others_still_get_slots() -> None:
+    slots = DestinationSlots(2)
+    assert slots.take(["slow.example"]) and slots.take(["slow.example"])
+    assert not slots.take(["slow.example"])
+    assert slots.take(["fast.example"])
+    slots.give_back(["slow.example"], took=1.0)
+    assert slots.take(["slow.example"])
+
+
+def test_a_message_to_several_destinations_takes_one_slot_at_each_or_none() -> None:
+    slots = DestinationSlots(1)
+    assert slots.take(["a.example"])
+    assert not slots.take(["a.example", "b.example"])
+    assert slots.held("b.example") == 0
+    assert slots.take(["b.example", "b.example", "c.example"])
+    assert (slots.held("b.example"), slots.held("c.example")) == (1, 1)
+    slots.give_back(["b.example", "c.example"], took=1.0)
+    assert (slots.held("b.example"), slots.held("c.example")) == (0, 0)
+
+
+def test_a_busy_fast_destination_is_tried_again_soon_and_a_tarpit_later() -> None:
+    slots = DestinationSlots(1, min_wait=0.5, max_wait=60.0)
+    assert slots.wait_hint(["new.example"]) == 0.5
+    for _ in range(5):
+        slots.take(["fast.example"])
+        slots.give_back(["fast.example"], took=0.05)
+        slots.take(["tarpit.example"])
+        slots.give_back(["tarpit.example"], took=10.0)
+    assert slots.wait_hint(["fast.example"]) == 0.5
+    assert slots.wait_hint(["tarpit.example"]) == 10.0
+    assert slots.wait_hint(["fast.example", "tarpit.example"]) == 10.0
+    slots.take(["hung.example"])
+    slots.give_back(["hung.example"], took=600.0)
+    assert slots.wait_hint(["hung.example"]) == 60.0
