@@ -373,7 +373,7 @@ class SmtpSink:
 
     def _closed(self, session: int) -> None:
         with self._cond:
-            self._session_closed[session] = time.time()
+            self._session_closed.setdefault(session, time.time())
 
     def _data_verdict(self, rcpt_tos: list[str]) -> str:
         """Return the DATA reply for this transaction, or ``_DISCONNECTED`` to hang up."""
@@ -536,6 +536,10 @@ class _Handler:
         hold = self._sink._hold(last, "quit")
         if hold:
             await asyncio.sleep(hold)
+        # Every transaction on this connection has had its answer; the socket's close is noticed
+        # later (connection_lost), after the client has already read the 221.
+        if isinstance(server, _Session):
+            self._sink._closed(server.number)
         return "221 Bye"
 
 
