@@ -48,6 +48,8 @@ bench: gen ## Benchmark the send path end to end; prints and writes a table
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench.admission
+	$(BIN)/python -m bench.lanes
+	$(BIN)/python -m bench.recovery
 
 chaos: gen ## Fault runs under load (kill -9, NATS/PostgreSQL restarts, wipe, …); prints a table
 	$(BIN)/python -m bench.chaos
