@@ -60,6 +60,10 @@ class Router:
         # The consumer's AckWait: while a replica routes a message, JetStream (not the sweeper)
         # brings it back if that replica dies.
         self._lease = lease
+        # A render must end well inside the lease, or JetStream and the sweeper would hand the
+        # same message to a second router while the first still waits (say, on a template service
+        # that is down: wait_for_ready blocks for the whole time-out).
+        self._render_timeout = min(10.0, lease.total_seconds() / 2)
 
     async def handle(self, msg: Msg) -> Outcome:
         task = bus_pb2.RouteTask.FromString(msg.data)
@@ -81,7 +85,7 @@ class Router:
             try:
                 rendered = await self._render.RenderMessage(
                     render_request(row.tenant_id, ref, versions_from_json(row.template_versions)),
-                    timeout=10,
+                    timeout=self._render_timeout,
                     wait_for_ready=True,
                 )
             except grpc.aio.AioRpcError as exc:
