@@ -28,8 +28,6 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 
 import bench.__main__ as bench_main
@@ -38,6 +36,7 @@ from libs.embedded.nats_server import start_nats
 from libs.embedded.postgres import free_port, start_postgres
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
+from libs.grpcx.status import retry_delay as hinted_delay
 from libs.mail.states import TERMINAL_STATES
 
 DEFAULT_OUT = Path("bench/results/chaos.md")
@@ -258,26 +257,13 @@ def retry_delay(exc: grpc.aio.AioRpcError, attempt: int) -> float | None:
     """How long to wait before retrying with the same key, or None when retrying is wrong."""
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        hinted = retry_info(exc)
+        hinted = hinted_delay(exc)
         backoff = min(RETRY_BACKOFF_CAP, RETRY_BACKOFF_FIRST * 2**attempt)
         return min(RETRY_INFO_CAP, hinted) if hinted is not None else backoff
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        hinted = retry_info(exc)
+        hinted = hinted_delay(exc)
         # Without RetryInfo the same call will never pass.
         return None if hinted is None else min(RETRY_INFO_CAP, hinted)
-    return None
-
-
-def retry_info(exc: grpc.aio.AioRpcError) -> float | None:
-    try:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    except ValueError:  # inconsistent trailers; treat as no hint
-        return None
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return float(info.retry_delay.ToTimedelta().total_seconds())
     return None
 
 

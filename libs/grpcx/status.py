@@ -26,7 +26,7 @@ from libs.errors import (
 )
 from libs.failures import dependency_failure
 
-__all__ = ["abort_for", "error_from_rpc", "internal_status", "status_for", "to_status"]
+__all__ = ["abort_for", "error_from_rpc", "internal_status", "retry_delay", "status_for", "to_status"]
 
 _log = logging.getLogger(__name__)
 
@@ -163,8 +163,13 @@ async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> No
     raise AssertionError("unreachable")  # context.abort always raises
 
 
-def _peer_retry_after(exc: grpc.aio.AioRpcError) -> float | None:
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+def retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
+    """The google.rpc.RetryInfo delay a failed call carries, in seconds; None without one (or
+    with trailers that do not decode)."""
+    try:
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    except ValueError:
+        return None
     for detail in status.details if status else []:
         if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             info = error_details_pb2.RetryInfo()
@@ -181,7 +186,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> PostwireError:
         # Carried unchanged when a Postwire peer said it (its RetryInfo is how we know): "database
         # unavailable" with the peer's delay. A transport failure's text names internal addresses,
         # so the caller gets only which service did not answer.
-        peer_delay = _peer_retry_after(exc)
+        peer_delay = retry_delay(exc)
         if code == grpc.StatusCode.UNAVAILABLE and peer_delay is not None:
             return Unavailable(message, retry_after=peer_delay)
         return Unavailable(f"{what} unavailable")

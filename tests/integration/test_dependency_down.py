@@ -17,8 +17,6 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from postwire.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -37,6 +35,7 @@ from postwire.v1 import (
 from libs.capture import SmtpSink
 from libs.embedded.nats_server import start_nats
 from libs.embedded.suite import Suite, SuitePorts
+from libs.grpcx.status import retry_delay
 from libs.testing.polling import poll_until
 from libs.testing.tcp_proxy import TcpProxy
 from tests.conftest import ADMIN_TOKEN, TEST_ENV, Tenant, create_tenant
@@ -106,16 +105,6 @@ async def api(faults: Faults) -> AsyncIterator[grpc.aio.Channel]:
         yield channel
 
 
-def _retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
-    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
-    for detail in status.details if status else []:
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return info.retry_delay.ToTimedelta().total_seconds()
-    return None
-
-
 def _calls(api: grpc.aio.Channel, tenant: Tenant, message_id: str) -> dict[str, Callable[[], Awaitable[Any]]]:
     """Every public call that must reach PostgreSQL to answer."""
     mail_stub = mail_service_pb2_grpc.MailServiceStub(api)
@@ -175,7 +164,7 @@ async def test_calls_answer_unavailable_while_the_database_is_down_and_recover(
             error = await _outcome(call)
             assert error is not None, f"{name} answered OK without its database"
             assert error.code() == grpc.StatusCode.UNAVAILABLE, (name, error.code(), error.details())
-            assert _retry_delay(error) is not None, f"{name}: UNAVAILABLE without RetryInfo"
+            assert retry_delay(error) is not None, f"{name}: UNAVAILABLE without RetryInfo"
             assert "Traceback" not in (error.details() or "")
     finally:
         faults.database.up()
@@ -223,7 +212,7 @@ async def test_live_tail_answers_unavailable_while_the_bus_is_down(faults: Fault
             ):
                 pass
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (caught.value.code(), caught.value.details())
-        assert _retry_delay(caught.value) is not None
+        assert retry_delay(caught.value) is not None
         # Sends still succeed: the commit is what makes them durable, the publish is swept later.
         sent = await mail_service_pb2_grpc.MailServiceStub(api).SendEmail(mail(), metadata=tenant.metadata)
         assert sent.message_id
