@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -15,12 +17,37 @@ from libs.testing.polling import poll_until
 
 __all__ = [
     "bad_request_fields",
+    "create_database",
     "events_of",
+    "host_port",
     "mail",
     "unique",
     "wait_for_events",
     "wait_for_mail",
 ]
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """(host, port) of a scheme://[user@]host:port/... URL, for a fault proxy in front of it."""
+    authority = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
+    host, _, port = authority.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def create_database(server_url: str, prefix: str) -> str:
+    """A new empty database on the server of `server_url` (the suite's); returns its URL. Fault
+    tests run their own services on it, so their outages cannot touch the shared suite's data."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(server_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    return server_url.rpartition("/")[0] + f"/{name}"
 
 
 def unique(local: str = "user", domain: str = "example.com") -> str:

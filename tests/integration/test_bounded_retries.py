@@ -36,7 +36,7 @@ from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.polling import poll_until
 from libs.testing.tcp_proxy import TcpProxy
 from tests.conftest import TEST_ENV, Tenant, create_tenant
-from tests.integration.helpers import mail, unique, wait_for_events
+from tests.integration.helpers import create_database, host_port, mail, unique, wait_for_events
 
 MAX_ATTEMPTS = 2
 FAILED = message_pb2.RECIPIENT_STATE_FAILED
@@ -51,11 +51,6 @@ class Pipeline:
     database_url: str
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    authority = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
-    host, _, port = authority.rpartition(":")
-    return host.strip("[]"), int(port)
-
 
 @pytest.fixture(scope="module")
 def pipeline(
@@ -63,19 +58,9 @@ def pipeline(
 ) -> Iterator[Pipeline]:
     data_dir: Path = tmp_path_factory.mktemp("retries")
     assert suite.database_url
-    name = f"postwire_retries_{uuid.uuid4().hex[:8]}"
-
-    async def create_database() -> None:
-        conn = await asyncpg.connect(suite.database_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create_database())
-    database_url = suite.database_url.rpartition("/")[0] + f"/{name}"
+    database_url = create_database(suite.database_url, "postwire_retries")
     nats_proc, nats_url = start_nats(data_dir / "nats")
-    bus = TcpProxy(*_host_port(nats_url)).start()
+    bus = TcpProxy(*host_port(nats_url)).start()
     own = Suite(
         data_dir=data_dir,
         ports=SuitePorts.free(),

@@ -39,7 +39,7 @@ from libs.grpcx.status import retry_delay
 from libs.testing.polling import poll_until
 from libs.testing.tcp_proxy import TcpProxy
 from tests.conftest import ADMIN_TOKEN, TEST_ENV, Tenant, create_tenant
-from tests.integration.helpers import mail
+from tests.integration.helpers import create_database, host_port, mail
 
 API_SERVICES = ("policy", "template", "events", "submission", "edge")
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -54,30 +54,15 @@ class Faults:
     direct_database_url: str
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    authority = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
-    host, _, port = authority.rpartition(":")
-    return host.strip("[]"), int(port)
-
 
 @pytest.fixture(scope="module")
 def faults(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
     data_dir: Path = tmp_path_factory.mktemp("faults")
     assert suite.database_url
-    name = f"postwire_faults_{uuid.uuid4().hex[:8]}"
-
-    async def create_database() -> None:
-        conn = await asyncpg.connect(suite.database_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create_database())
-    direct = suite.database_url.rpartition("/")[0] + f"/{name}"
+    direct = create_database(suite.database_url, "postwire_faults")
     nats_proc, nats_url = start_nats(data_dir / "nats")
-    database = TcpProxy(*_host_port(direct)).start()
-    bus = TcpProxy(*_host_port(nats_url)).start()
+    database = TcpProxy(*host_port(direct)).start()
+    bus = TcpProxy(*host_port(nats_url)).start()
     faulty = Suite(
         data_dir=data_dir,
         ports=SuitePorts.free(),

@@ -11,12 +11,10 @@ import asyncio
 import shutil
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
 import grpc
 import pytest
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc, message_pb2
@@ -28,7 +26,7 @@ from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.polling import poll_until
 from libs.testing.tcp_proxy import TcpProxy
 from tests.conftest import TEST_ENV, create_tenant
-from tests.integration.helpers import mail, unique
+from tests.integration.helpers import create_database, host_port, mail, unique
 
 GRACE = float(TEST_ENV["POSTWIRE_SHUTDOWN_GRACE_SECONDS"])
 MARGIN = 2.0
@@ -44,30 +42,15 @@ class Pipeline:
     nats: ManagedProcess
 
 
-def _host_port(url: str) -> tuple[str, int]:
-    authority = url.partition("://")[2].partition("/")[0].rpartition("@")[2]
-    host, _, port = authority.rpartition(":")
-    return host.strip("[]"), int(port)
-
 
 @pytest.fixture(scope="module")
 def pipeline(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     data_dir: Path = tmp_path_factory.mktemp("pipeline")
     assert suite.database_url
-    name = f"postwire_pipeline_{uuid.uuid4().hex[:8]}"
-
-    async def create_database() -> None:
-        conn = await asyncpg.connect(suite.database_url)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.run(create_database())
-    direct = suite.database_url.rpartition("/")[0] + f"/{name}"
+    direct = create_database(suite.database_url, "postwire_pipeline")
     nats_dir = data_dir / "nats"
     nats_proc, nats_url = start_nats(nats_dir)
-    database = TcpProxy(*_host_port(direct)).start()
+    database = TcpProxy(*host_port(direct)).start()
     faulty = Suite(
         data_dir=data_dir,
         ports=SuitePorts.free(),
@@ -76,7 +59,7 @@ def pipeline(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPat
         database_url=database.url_for(direct),
         extra_env=dict(TEST_ENV),
     )
-    state = Pipeline(faulty, database, nats_dir, _host_port(nats_url)[1], nats_proc)
+    state = Pipeline(faulty, database, nats_dir, host_port(nats_url)[1], nats_proc)
     try:
         faulty.start_infrastructure()
         faulty.start_services()
