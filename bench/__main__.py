@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,8 +176,9 @@ def service_usage(suite: Suite, before: dict[str, float]) -> dict[str, ServiceUs
 # -- suite lifecycle -----------------------------------------------------------------------------
 
 
-def make_suite(data_dir: Path, sink: SmtpSink) -> Suite:
-    """A Suite on free ports delivering to the sink; nothing is started yet."""
+def make_suite(data_dir: Path, sink: SmtpSink, extra_env: Mapping[str, str] | None = None) -> Suite:
+    """A Suite on free ports delivering to the sink; nothing is started yet. `extra_env` adds or
+    overrides settings for one benchmark."""
     return Suite(
         data_dir=data_dir,
         ports=SuitePorts.free(),
@@ -191,6 +192,7 @@ def make_suite(data_dir: Path, sink: SmtpSink) -> Suite:
             "POSTWIRE_DEV_FROM_DOMAINS": "example.com",
             "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
             "POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN,
+            **(extra_env or {}),
         },
     )
 

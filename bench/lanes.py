@@ -22,9 +22,9 @@ from pathlib import Path
 import grpc
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 
-from bench.__main__ import ADMIN_TOKEN, INTERNAL_TOKEN, create_api_key, spawn_services, wait_ready
+from bench.__main__ import create_api_key, make_suite, spawn_services, wait_ready
 from libs.capture import SmtpSink
-from libs.embedded.suite import Suite, SuitePorts
+from libs.embedded.suite import Suite
 
 DEFAULT_OUT = Path("bench/results/lanes.md")
 HEADER = "X-Postwire-Message-Id"
@@ -128,16 +128,10 @@ def _run_scenario(args: argparse.Namespace, scenario: str) -> list[tuple[str, li
     suite: Suite | None = None
     try:
         sink.start()
-        suite = Suite(
-            data_dir=data_dir,
-            ports=SuitePorts.free(),
-            smarthost=f"127.0.0.1:{sink.port}",
-            extra_env={
-                "POSTWIRE_LOG_LEVEL": "WARNING",
-                "POSTWIRE_ENV": "dev",
-                "POSTWIRE_DEV_FROM_DOMAINS": "example.com",
-                "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
-                "POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN,
+        suite = make_suite(
+            data_dir,
+            sink,
+            {
                 # Retries come back within seconds, so the flood's retries overlap the measurement
                 # (5 s doubling: 500 deferrals cost ~100 attempts/s at first, on a 2-core box).
                 "POSTWIRE_RETRY_BASE_SECONDS": "5",
