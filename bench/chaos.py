@@ -38,6 +38,7 @@ from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
 from libs.grpcx.status import retry_delay as hinted_delay
 from libs.mail.states import TERMINAL_STATES
+from services.mta_worker.smtp_session import Timeouts
 
 DEFAULT_OUT = Path("bench/results/chaos.md")
 SMOKE_OUT = Path("bench/results/chaos-smoke.md")
@@ -59,7 +60,7 @@ SERVICE_ENV = {
     "POSTWIRE_SWEEP_INTERVAL_SECONDS": "0.5",
     "POSTWIRE_STALL_SECONDS": str(STALL_SECONDS),
     "POSTWIRE_SHUTDOWN_GRACE_SECONDS": str(SHUTDOWN_GRACE_SECONDS),
-    "POSTWIRE_SMTP_TIMEOUT_SECONDS": str(SMTP_TIMEOUT_SECONDS),
+    **Timeouts.env_all(SMTP_TIMEOUT_SECONDS),
     "POSTWIRE_ACK_WAIT_SECONDS": str(ACK_WAIT_SECONDS),
     "POSTWIRE_LOG_LEVEL": "WARNING",
     "POSTWIRE_ENV": "dev",

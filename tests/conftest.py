@@ -21,6 +21,7 @@ from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.dns_server import LoopbackDns
 from libs.testing.otlp_receiver import OtlpReceiver
 from libs.token_keys import generate_token_keys
+from services.mta_worker.smtp_session import Timeouts
 from services.policy.api_keys import KNOWN_SCOPES
 
 ADMIN_TOKEN = "pwadmin_test_" + uuid.uuid4().hex
@@ -36,7 +37,6 @@ TEST_ENV = {
     "POSTWIRE_SWEEP_INTERVAL_SECONDS": "0.3",
     "POSTWIRE_STALL_SECONDS": "3",
     "POSTWIRE_SHUTDOWN_GRACE_SECONDS": "3",
-    "POSTWIRE_SMTP_TIMEOUT_SECONDS": "10",
     # Short AckWait (and so lease) makes recovery after a killed worker quick enough to test.
     "POSTWIRE_ACK_WAIT_SECONDS": "6",
     "OTEL_EXPORTER_OTLP_INSECURE": "true",
@@ -52,6 +52,8 @@ TEST_ENV = {
     "POSTWIRE_KEY_CACHE_SECONDS": "1",
     # Tests send from example.com without registering it; every other From domain is checked.
     "POSTWIRE_DEV_FROM_DOMAINS": "example.com",
+    # Every SMTP phase times out after 10 s (not Postfix's minutes), for the slow-server tests.
+    **Timeouts.env_all(10),
 }
 
 

@@ -1,5 +1,5 @@
-"""The delivery step: lease the due recipients, run one SMTP transaction, record each outcome as
-its reply arrives.
+"""The delivery step: lease the due recipients, route each destination (MX or relay), run one
+SMTP transaction per recipient on reused connections, record each outcome as its reply arrives.
 
 Shutdown (RELIABILITY R22, issue 9 item 3): once `begin_shutdown` is called no new transaction
 starts; when the grace runs out a transaction that has not written its final "." is abandoned
@@ -24,18 +24,27 @@ from postwire.v1 import event_pb2, message_pb2
 
 from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, Bus, Publication
 from libs.bus import Outcome as BusOutcome
+from libs.domain_keys import DomainKeyReader
 from libs.errors import Unavailable
 from libs.event_outbox import EventContext, new_event
+from libs.failures import dependency_failure
+from libs.mail import dkim
 from libs.mail.addresses import to_ascii_address
+from libs.return_path import ReturnPathConfig, ReturnPathTokens, envelope_from
 from libs.telemetry import tracer
+from services.mta_worker.connection_pool import ConnectionPool
+from services.mta_worker.delivery import Letter, RecipientDelivery
 from services.mta_worker.destinations import DestinationSlots, destination
+from services.mta_worker.endpoints import Endpoints
+from services.mta_worker.mx_lookup import MxFailure, MxResolver
 from services.mta_worker.recorder import Recorder
 from services.mta_worker.retry_schedule import RetryPolicy
-from services.mta_worker.smtp_delivery import Relay, Transaction, lost_reply
-from services.mta_worker.smtp_outcome import Reply, Verdict, classify
+from services.mta_worker.routes import MxRoute, RoutingRules, route
+from services.mta_worker.smtp_outcome import Classification, Reply, Verdict, classify
+from services.mta_worker.smtp_session import Timeouts, TlsMode, lost_reply
 from services.mta_worker.store import Claim, ClaimedRecipient, Outcome, WorkerStore
 
-__all__ = ["Worker"]
+__all__ = ["Delivery", "Worker"]
 
 _log = logging.getLogger(__name__)
 # Recipients one retry-scheduler query claims; a sweep repeats the query while claims come back full.
@@ -44,12 +53,43 @@ SWEEP_CLAIM = 500
 SANDBOX_REPLY = Reply(code=250, enhanced="2.0.0", text="sandbox: accepted by Postwire, not delivered")
 
 
+class Delivery:
+    """What the worker needs to put a recipient's message on the wire: where to (routes, MX,
+    endpoints, idle connections), as whom (DKIM keys, return-path tokens) and how (time-outs)."""
+
+    def __init__(
+        self,
+        *,
+        rules: RoutingRules,
+        resolver: MxResolver,
+        endpoints: Endpoints,
+        pool: ConnectionPool,
+        keys: DomainKeyReader,
+        tokens: ReturnPathTokens,
+        return_path: ReturnPathConfig,
+        tls_required_domains: frozenset[str],
+        relay_tls: TlsMode,
+        timeouts: Timeouts,
+        helo_name: str,
+    ) -> None:
+        self.rules = rules
+        self.resolver = resolver
+        self.endpoints = endpoints
+        self.pool = pool
+        self.keys = keys
+        self.tokens = tokens
+        self.return_path = return_path
+        self.tls_required_domains = tls_required_domains
+        self.relay_tls = relay_tls
+        self.timeouts = timeouts
+        self.helo_name = helo_name
+
 class Worker:
     def __init__(
         self,
         store: WorkerStore,
         bus: Bus,
-        relay: Relay,
+        delivery: Delivery,
         retry: RetryPolicy,
         recorder: Recorder,
         *,
@@ -59,7 +99,7 @@ class Worker:
     ) -> None:
         self._store = store
         self._bus = bus
-        self._relay = relay
+        self._delivery = delivery
         self._retry = retry
         self._recorder = recorder
         # The lease matches AckWait: both expire together if this worker dies mid-send.
@@ -89,53 +129,89 @@ class Worker:
             return BusOutcome.ACK  # nothing queued: already done, or another worker holds it
         if claim.sandbox:
             # Everything up to here ran for real; only the SMTP transaction is left out.
-            await self._on_reply(
-                claim, [to_ascii_address(r.address) for r in claim.recipients], SANDBOX_REPLY
-            )
+            await self._on_reply(claim, claim.recipients, SANDBOX_REPLY)
             return BusOutcome.ACK
         positions = [r.position for r in claim.recipients]
         if self._stopping:
             await self._store.release(claim.message_id, positions)
             return BusOutcome.ACK
-        destinations = {destination(to_ascii_address(r.address)) for r in claim.recipients}
-        if not self._slots.take(destinations):
+        groups: dict[str, list[ClaimedRecipient]] = {}
+        for recipient in claim.recipients:
+            groups.setdefault(destination(to_ascii_address(recipient.address)), []).append(recipient)
+        if not self._slots.take(groups):
             # This destination already holds its share of slots (slow, or just busy): try again
             # later through the retry lane rather than wait here in a slot other mail could use.
-            delay = timedelta(seconds=self._slots.wait_hint(destinations) * random.uniform(0.8, 1.2))
+            delay = timedelta(seconds=self._slots.wait_hint(groups) * random.uniform(0.8, 1.2))
             await self._store.postpone(claim.message_id, positions, delay=delay)
             _log.info("%s postponed: its destination holds all its slots", claim.message_id)
             return BusOutcome.ACK
         started = time.monotonic()
         beat = asyncio.create_task(self._keep_alive(msg, claim))
         try:
-            with tracer().start_as_current_span("smtp transaction") as span:
-                span.set_attribute("server.address", self._relay.host)
-                span.set_attribute("server.port", self._relay.port)
-                span.set_attribute("postwire.recipients", len(claim.recipients))
-                await self._transact(claim)
+            try:
+                keys = await self._delivery.keys.keys_for(claim.tenant_id, _domain(claim.envelope_from))
+            except Exception as exc:
+                failure = dependency_failure(exc)
+                if failure is None:
+                    raise
+                # The keys cannot be read: sending unsigned would be worse than a little later.
+                await self._store.release(claim.message_id, positions)
+                raise Unavailable(f"DKIM keys unavailable: {failure.message}") from exc
+            for domain, recipients in groups.items():
+                if self._abort.is_set():
+                    await self._store.release(claim.message_id, [r.position for r in recipients])
+                    continue
+                with tracer().start_as_current_span("smtp delivery") as span:
+                    span.set_attribute("postwire.destination", domain)
+                    span.set_attribute("postwire.recipients", len(recipients))
+                    await self._deliver(claim, domain, recipients, keys)
         finally:
-            self._slots.give_back(destinations, took=time.monotonic() - started)
+            self._slots.give_back(groups, took=time.monotonic() - started)
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
         return BusOutcome.ACK
 
-    async def _transact(self, claim: Claim) -> None:
-        # IDN domains go out as A-labels, so SMTPUTF8 is needed only for non-ASCII local parts.
-        addresses = [to_ascii_address(r.address) for r in claim.recipients]
+    async def _deliver(
+        self, claim: Claim, domain: str, recipients: list[ClaimedRecipient], keys: tuple[dkim.SigningKey, ...]
+    ) -> None:
+        d = self._delivery
+        where = route(d.rules, claim.tenant_id, claim.stream, domain)
+        tls_required = claim.require_tls or domain in d.tls_required_domains
+        if isinstance(where, MxRoute):
+            answer = await d.resolver.resolve(where.domain)
+            if isinstance(answer, MxFailure):
+                verdict = Verdict.BOUNCED if answer.permanent else Verdict.DEFERRED
+                reply = Reply(answer.code, answer.enhanced, answer.text)
+                await self._on_reply(claim, recipients, reply, Classification(verdict, answer.category))
+                return
+            plan = d.endpoints.mx(where.domain, answer, tls_required=tls_required)
+        else:
+            if tls_required and d.relay_tls is TlsMode.NONE:
+                reply = Reply(0, "4.7.10", "TLS is required for this mail but the relay is configured without TLS")
+                await self._on_reply(
+                    claim, recipients, reply, Classification(Verdict.DEFERRED, message_pb2.BOUNCE_CATEGORY_CONFIG)
+                )
+                return
+            plan = d.endpoints.relay(where)
 
-        async def on_reply(recipients: Sequence[str], reply: Reply) -> None:
-            await self._on_reply(claim, recipients, reply)
+        async def report(
+            settled: Sequence[ClaimedRecipient],
+            reply: Reply,
+            classification: Classification | None,
+            remote: message_pb2.RemoteServer | None,
+        ) -> None:
+            await self._on_reply(claim, settled, reply, classification, remote)
 
-        transaction = Transaction(
-            self._relay,
-            envelope_from=claim.envelope_from,
-            recipients=addresses,
-            data=claim.mime,
-            smtputf8=not all(a.isascii() for a in [*addresses, claim.envelope_from]),
-            on_reply=on_reply,
+        delivery = RecipientDelivery(
+            d.pool,
+            plan,
+            helo_name=d.helo_name,
+            timeouts=d.timeouts,
+            letter=lambda recipient: self._letter(claim, recipient, keys),
+            report=report,
         )
-        run = asyncio.create_task(transaction.run())
+        run = asyncio.create_task(delivery.run(recipients))
         abort = asyncio.create_task(self._abort.wait())
         try:
             await asyncio.wait({run, abort}, return_when=asyncio.FIRST_COMPLETED)
@@ -147,20 +223,34 @@ class Worker:
         run.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await run
-        left = transaction.unreported
+        left = delivery.unreported(recipients)
         if not left:
             return
-        if transaction.past_final_dot:
+        current = delivery.current
+        if current is not None and current in left and delivery.past_final_dot:
             _log.warning(
                 "shutdown: no reply to the final '.' of %s within the grace: may be delivered twice",
                 claim.message_id,
             )
-            await self._on_reply(claim, left, lost_reply(TimeoutError()))
-        else:
-            # The "." was never written, so the relay has nothing to deliver: not an attempt.
-            positions = [r.position for r in claim.recipients if to_ascii_address(r.address) in set(left)]
-            await self._store.release(claim.message_id, positions)
-            _log.info("shutdown: handed back %s before its final '.'", claim.message_id)
+            await self._on_reply(claim, [current], lost_reply(TimeoutError()))
+            left = [r for r in left if r is not current]
+        if left:
+            # No "." was written for them, so no server has anything to deliver: not an attempt.
+            await self._store.release(claim.message_id, [r.position for r in left])
+            _log.info("shutdown: handed back %d recipient(s) of %s", len(left), claim.message_id)
+
+    def _letter(self, claim: Claim, recipient: ClaimedRecipient, keys: tuple[dkim.SigningKey, ...]) -> Letter:
+        """The recipient's version: its own return path, signed just now (at every attempt)."""
+        d = self._delivery
+        token = d.tokens.mint(claim.message_id, recipient.position)
+        sender = envelope_from(token, _domain(claim.envelope_from), verified=bool(keys), config=d.return_path)
+        data = dkim.sign(claim.mime, keys) if keys else claim.mime
+        address = to_ascii_address(recipient.address)
+        header_end = data.find(b"\r\n\r\n")
+        headers = data if header_end < 0 else data[:header_end]
+        # IDN domains go out as A-labels, so SMTPUTF8 is needed only for a non-ASCII local part
+        # or RFC 6532 (UTF-8) headers.
+        return Letter(sender, address, data, smtputf8=not address.isascii() or not headers.isascii())
 
     async def _keep_alive(self, msg: Msg, claim: Claim) -> None:
         """Tell JetStream and PostgreSQL we are still working, so no second worker starts a
@@ -174,40 +264,54 @@ class Worker:
             except Exception as exc:
                 _log.warning("heartbeat for %s failed: %s", claim.message_id, type(exc).__name__)
 
-    async def _on_reply(self, claim: Claim, addresses: Sequence[str], reply: Reply) -> None:
-        """Make the outcome of `addresses` durable now, before the session goes on."""
+    async def _on_reply(
+        self,
+        claim: Claim,
+        recipients: Sequence[ClaimedRecipient],
+        reply: Reply,
+        classification: Classification | None = None,
+        remote: message_pb2.RemoteServer | None = None,
+    ) -> None:
+        """Make the outcome of `recipients` durable now, before the session goes on."""
         now = datetime.now(UTC)
         ctx = EventContext(
             claim.tenant_id, claim.message_id, claim.stream, claim.tags, json.loads(claim.metadata)
         )
-        wanted = set(addresses)
+        judged = classification or classify(reply)
         outcomes: list[Outcome] = []
         events: list[bus_pb2.EventEnvelope] = []
-        for recipient in claim.recipients:
-            if to_ascii_address(recipient.address) not in wanted:
-                continue
-            outcome, event = self._outcome(claim, ctx, recipient, reply, now)
+        for recipient in recipients:
+            outcome, event = self._outcome(claim, ctx, recipient, reply, judged, remote, now)
             outcomes.append(outcome)
             events.append(event)
         await self._recorder.record(outcomes, events)
 
     def _outcome(
-        self, claim: Claim, ctx: EventContext, recipient: ClaimedRecipient, reply: Reply, now: datetime
+        self,
+        claim: Claim,
+        ctx: EventContext,
+        recipient: ClaimedRecipient,
+        reply: Reply,
+        judged: Classification,
+        remote: message_pb2.RemoteServer | None,
+        now: datetime,
     ) -> tuple[Outcome, bus_pb2.EventEnvelope]:
-        verdict = classify(reply)
         attempt = recipient.attempts + 1
         first = recipient.first_attempt_time or now
         next_time: datetime | None = None
-        if verdict is Verdict.DELIVERED:
+        category = 0
+        # Without a reply from a server (DNS, TLS policy, connection) the text is the reason.
+        reason = reply.text if reply.code == 0 or remote is None else ""
+        if judged.verdict is Verdict.DELIVERED:
             state, event_type, reason = "delivered", event_pb2.EVENT_TYPE_DELIVERED, ""
             if claim.sandbox:
                 reason = "sandbox: nothing was sent to the recipient"
-        elif verdict is Verdict.BOUNCED:
-            state, event_type, reason = "bounced", event_pb2.EVENT_TYPE_BOUNCED, ""
+        elif judged.verdict is Verdict.BOUNCED:
+            state, event_type, category = "bounced", event_pb2.EVENT_TYPE_BOUNCED, judged.category
         elif self._retry.expired(first, now):
             state, event_type, reason = "expired", event_pb2.EVENT_TYPE_EXPIRED, "retries exhausted"
         else:
-            state, event_type, reason = "deferred", event_pb2.EVENT_TYPE_DEFERRED, ""
+            state, event_type, category = "deferred", event_pb2.EVENT_TYPE_DEFERRED, judged.category
             if reply.after_final_dot:
                 delay = self._retry.delay_after_lost_reply(attempt)
             else:
@@ -233,6 +337,8 @@ class Worker:
             next_attempt_time=next_time,
             reason=reason,
             when=now,
+            bounce_category=category,
+            remote=remote,
         )
         return outcome, event
 
@@ -258,3 +364,7 @@ class Worker:
             # claim_due limits recipients, not messages: a short list of ids may still be a full claim.
             if len(due) < SWEEP_CLAIM // 2:
                 return total
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()

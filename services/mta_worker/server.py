@@ -11,14 +11,18 @@ from postwire.internal.v1 import bus_pb2
 
 from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
+from libs.domain_keys import DomainKeyReader, Sealer
+from libs.return_path import ReturnPathTokens
 from libs.event_outbox import publish_events
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
 from libs.sweeper import Periodic
 from services.mta_worker.config import WorkerConfig
-from services.mta_worker.consumer import Worker
+from services.mta_worker.connection_pool import ConnectionPool
+from services.mta_worker.consumer import Delivery, Worker
+from services.mta_worker.endpoints import Endpoints
+from services.mta_worker.mx_lookup import MxResolver
 from services.mta_worker.recorder import Recorder
-from services.mta_worker.smtp_delivery import Relay
 from services.mta_worker.stage_failures import DeliveryFailures
 from services.mta_worker.store import WorkerStore
 
@@ -29,8 +33,26 @@ async def run(env: Mapping[str, str]) -> None:
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(config.common.database_url)
         bus = await Bus.connect(config.common.nats_url, name="postwire-mta-worker")
-        host, port = config.smarthost
         store = WorkerStore(pool)
+        connections = ConnectionPool(
+            max_messages=config.max_messages_per_connection, idle_seconds=config.connection_idle_seconds
+        )
+        connections.start()
+        delivery = Delivery(
+            rules=config.routing,
+            resolver=MxResolver(
+                nameserver=config.dns_resolver, timeout=config.dns_timeout, allow=config.mx_addresses
+            ),
+            endpoints=Endpoints(config.relay, mx_port=config.mx_port, mx_ca_file=config.mx_ca_file),
+            pool=connections,
+            keys=DomainKeyReader(pool, Sealer(config.secret_key)),
+            tokens=ReturnPathTokens(config.token_keys),
+            return_path=config.return_path,
+            tls_required_domains=config.tls_required_domains,
+            relay_tls=config.relay.tls,
+            timeouts=config.timeouts,
+            helo_name=config.hostname,
+        )
 
         async def publish(events: Sequence[bus_pb2.EventEnvelope]) -> None:
             await publish_events(bus, events)
@@ -40,7 +62,7 @@ async def run(env: Mapping[str, str]) -> None:
         worker = Worker(
             store,
             bus,
-            Relay(host, port, timeout=config.smtp_timeout, helo_name=config.hostname),
+            delivery,
             config.retry,
             recorder,
             ack_wait=config.ack_wait,
@@ -85,7 +107,8 @@ async def run(env: Mapping[str, str]) -> None:
             await recorder.close(timeout=2.0)
 
         return Service(
-            stop_intake=[scheduler.stop, stop_delivery], close=[close_recorder, bus.close, pool.close]
+            stop_intake=[scheduler.stop, stop_delivery],
+            close=[close_recorder, connections.close, bus.close, pool.close],
         )
 
     await serve(config.common, env, wire)

@@ -34,6 +34,8 @@ class Claim:
     envelope_from: str
     recipients: list[ClaimedRecipient]
     sandbox: bool = False
+    # The tenant's require_tls: only verified TLS, never plain text.
+    require_tls: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +68,8 @@ class WorkerStore:
             if not rows:
                 return None
             message = await conn.fetchrow(
-                "SELECT tenant_id, stream, tags, metadata::text AS metadata, mime, envelope_from, sandbox"
-                " FROM messages WHERE id = $1",
+                "SELECT m.tenant_id, m.stream, m.tags, m.metadata::text AS metadata, m.mime, m.envelope_from,"
+                " m.sandbox, t.require_tls FROM messages m JOIN tenants t ON t.id = m.tenant_id WHERE m.id = $1",
                 mid,
             )
         assert message is not None
@@ -80,6 +82,7 @@ class WorkerStore:
             mime=message["mime"],
             envelope_from=message["envelope_from"],
             sandbox=message["sandbox"],
+            require_tls=message["require_tls"],
             recipients=[
                 ClaimedRecipient(r["position"], r["address"], r["attempts"], r["first_attempt_time"])
                 for r in sorted(rows, key=lambda r: r["position"])

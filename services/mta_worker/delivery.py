@@ -1,0 +1,147 @@
+"""One destination's recipients of one message: a transaction each, back to back on one
+connection (reused from the pool when one is idle, with RSET before reuse).
+
+Each recipient gets its own transaction so that it can carry its own return path (and, later, its
+own tracking and unsubscribe headers); its version of the message is made and signed just before
+DATA, at every attempt. Every reply is reported the moment it arrives and is made durable before
+the next transaction starts, so the duplicate window is one reply to one "." and no wider.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from postwire.v1 import message_pb2
+
+from services.mta_worker.connection_pool import ConnectionPool
+from services.mta_worker.endpoints import EndpointPlan
+from services.mta_worker.smtp_outcome import Classification, Reply, Verdict, classify
+from services.mta_worker.smtp_session import SessionBroken, SessionFailure, SmtpSession, Timeouts
+from services.mta_worker.store import ClaimedRecipient
+
+__all__ = ["Letter", "Report", "RecipientDelivery"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Letter:
+    """One recipient's version of the message, as it goes on the wire."""
+
+    envelope_from: str
+    recipient: str
+    data: bytes
+    smtputf8: bool
+
+
+# Called with the recipients a reply settles, the reply, a classification when the caller must
+# not derive it from the reply (TLS policy, DNS), and the server talked to.
+Report = Callable[
+    [Sequence[ClaimedRecipient], Reply, Classification | None, message_pb2.RemoteServer | None],
+    Awaitable[None],
+]
+
+
+class RecipientDelivery:
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        plan: EndpointPlan,
+        *,
+        helo_name: str,
+        timeouts: Timeouts,
+        letter: Callable[[ClaimedRecipient], Letter],
+        report: Report,
+    ) -> None:
+        self._pool = pool
+        self._plan = plan
+        self._helo = helo_name
+        self._timeouts = timeouts
+        self._letter = letter
+        self._report = report
+        self.reported: set[int] = set()
+        # The recipient whose transaction is running, and whether its "." has been written.
+        self.current: ClaimedRecipient | None = None
+        self._session: SmtpSession | None = None
+
+    @property
+    def past_final_dot(self) -> bool:
+        return self._session is not None and self._session.past_final_dot
+
+    def unreported(self, recipients: Sequence[ClaimedRecipient]) -> list[ClaimedRecipient]:
+        return [r for r in recipients if r.position not in self.reported]
+
+    async def _settle(
+        self,
+        recipients: Sequence[ClaimedRecipient],
+        reply: Reply,
+        classification: Classification | None = None,
+        remote: message_pb2.RemoteServer | None = None,
+    ) -> None:
+        fresh = [r for r in recipients if r.position not in self.reported]
+        if fresh:
+            self.reported.update(r.position for r in fresh)
+            await self._report(fresh, reply, classification, remote)
+
+    async def run(self, recipients: Sequence[ClaimedRecipient]) -> None:
+        session = self._pool.take(self._plan.key)
+        try:
+            for index, recipient in enumerate(recipients):
+                if session is not None and session.transactions and not await session.reset():
+                    session = None
+                if session is None:
+                    try:
+                        session = await self._open()
+                    except SessionFailure as failure:
+                        await self._settle(recipients[index:], failure.reply, _deferral(failure))
+                        return
+                self._session = session
+                self.current = recipient
+                letter = self._letter(recipient)
+                try:
+                    reply = await session.deliver(
+                        letter.envelope_from, letter.recipient, letter.data, smtputf8=letter.smtputf8
+                    )
+                except SessionBroken as broken:
+                    await self._settle([recipient], broken.reply, None, session.remote)
+                    session = None
+                    continue
+                finally:
+                    self.current = None
+                await self._settle([recipient], reply, None, session.remote)
+                if not session.connected:
+                    session = None
+        except BaseException:
+            # Cancelled (shutdown) or a bug: hang up at once; a polite QUIT could wait minutes.
+            if session is not None:
+                session.close()
+                session = None
+            raise
+        finally:
+            if session is not None:
+                self._pool.give_back(self._plan.key, session)
+
+    async def _open(self) -> SmtpSession:
+        """The first endpoint that accepts a session, in the plan's order."""
+        last: SessionFailure | None = None
+        for endpoint in self._plan.endpoints:
+            try:
+                return await SmtpSession.open(endpoint, helo_name=self._helo, timeouts=self._timeouts)
+            except SessionFailure as failure:
+                _log.info("%s: %s", endpoint, failure.reply.text)
+                last = failure
+                if not failure.try_next:
+                    break
+        if last is None:
+            raise SessionFailure(Reply(0, "4.4.4", "no address to deliver to"), try_next=False)
+        raise last
+
+
+def _deferral(failure: SessionFailure) -> Classification:
+    """No session could be opened: always a deferral (the next attempt may reach a host that is
+    back, or a fixed configuration); a problem on our side is categorised CONFIG."""
+    if failure.config:
+        return Classification(Verdict.DEFERRED, message_pb2.BOUNCE_CATEGORY_CONFIG)
+    return Classification(Verdict.DEFERRED, classify(failure.reply).category)

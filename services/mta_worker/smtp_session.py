@@ -1,0 +1,458 @@
+"""aiosmtplib adapter: one SMTP connection to an MX host or a relay, carrying any number of
+one-recipient transactions back to back.
+
+Opening a session settles everything that belongs to the connection, not to a message: the TCP
+connect and the greeting, EHLO, the TLS policy (opportunistic, required and verified, implicit)
+and AUTH, which is never sent before TLS. A failure there is a `SessionFailure` that says whether
+the next MX host is worth trying. Each phase has its own time-out (Postfix's defaults, see
+`Timeouts`), as RFC 5321 §4.5.3.2 asks: "per-command timeouts rather than … the entire
+transaction".
+
+A transaction reports the reply for its recipient. Raw bytes never reach the socket outside
+aiosmtplib's protocol, and the body is dot-stuffed and its line endings normalised exactly as
+aiosmtplib's own DATA does (RELIABILITY finding 11). `past_final_dot` tells the caller whether
+the final "." has been written: before it, abandoning the connection delivers nothing; after it,
+the message may already be the server's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiosmtplib
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from postwire.v1 import message_pb2
+
+from libs.config import env_float
+from services.mta_worker.smtp_outcome import Reply, parse_reply
+
+__all__ = [
+    "Endpoint",
+    "SessionBroken",
+    "SessionFailure",
+    "SmtpSession",
+    "Timeouts",
+    "TlsMode",
+    "lost_reply",
+]
+
+_log = logging.getLogger(__name__)
+
+# The body goes out in chunks, each of which must drain within the data time-out: Postfix's
+# smtp_data_xfer_timeout bounds a transfer that makes no progress, not a slow but moving one.
+_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds per phase; defaults are Postfix's smtp_*_timeout values."""
+
+    connect: float = 30.0
+    greeting: float = 300.0
+    ehlo: float = 300.0
+    starttls: float = 300.0
+    mail: float = 300.0
+    rcpt: float = 300.0
+    data_init: float = 120.0
+    data_xfer: float = 180.0
+    data_done: float = 600.0
+    rset: float = 20.0
+    quit: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Timeouts:
+        defaults = cls()
+
+        def read(phase: str) -> float:
+            name = f"POSTWIRE_SMTP_{phase.upper()}_TIMEOUT_SECONDS"
+            return env_float(env, name, getattr(defaults, phase), minimum=0.1)
+
+        return cls(**{phase: read(phase) for phase in cls.__dataclass_fields__})
+
+    @classmethod
+    def env_all(cls, seconds: float) -> dict[str, str]:
+        """Every phase at one value, as settings: for tests and fault runs that need time-outs
+        short enough to observe."""
+        return {f"POSTWIRE_SMTP_{phase.upper()}_TIMEOUT_SECONDS": str(seconds) for phase in cls.__dataclass_fields__}
+
+
+class TlsMode(enum.Enum):
+    # Plain text only: a relay on loopback (the capture inbox), by explicit configuration.
+    NONE = "none"
+    # STARTTLS when offered, certificate not checked; a failed handshake is retried once in plain
+    # text (Postfix's "may").
+    OPPORTUNISTIC = "opportunistic"
+    # STARTTLS with a verified certificate for the host name, else no delivery (defer).
+    REQUIRED = "required"
+    # TLS from the first byte (port 465), verified.
+    IMPLICIT = "implicit"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where to connect and how. For MX delivery `address` is the IP that passed the destination
+    check (connected to as is, never resolved again) and `host` the MX name the certificate must
+    carry; for a relay both are its configured name."""
+
+    host: str
+    address: str
+    port: int
+    tls: TlsMode
+    # The verifying context for REQUIRED and IMPLICIT (system CAs or a configured bundle).
+    verify: ssl.SSLContext | None = None
+    credentials: tuple[str, str] | None = None
+
+    def __repr__(self) -> str:
+        # Credentials stay out of logs and tracebacks.
+        return f"Endpoint({self.host!r}, {self.address!r}, {self.port}, {self.tls.value})"
+
+
+class SessionFailure(Exception):
+    """The session could not be opened. `try_next`: another MX host may do better (connection
+    refused, 4xx/5xx greeting, TLS that a required policy cannot accept); `config`: the failure is
+    on the sending side (TLS policy, relay credentials), not the recipient's."""
+
+    def __init__(self, reply: Reply, *, try_next: bool, config: bool = False) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+        self.try_next = try_next
+        self.config = config
+
+
+class SessionBroken(Exception):
+    """The connection failed during a transaction; `reply` describes it for the recipient."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+def _unverified_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_OPPORTUNISTIC = _unverified_context()
+
+
+class SmtpSession:
+    def __init__(self, endpoint: Endpoint, client: aiosmtplib.SMTP, timeouts: Timeouts, *, verified: bool) -> None:
+        self.endpoint = endpoint
+        self._client = client
+        self._timeouts = timeouts
+        self.transactions = 0
+        self.idle_since = time.monotonic()
+        self.past_final_dot = False
+        self.remote = _remote(endpoint, client, verified=verified)
+
+    # Opening
+
+    @classmethod
+    async def open(cls, endpoint: Endpoint, *, helo_name: str, timeouts: Timeouts) -> SmtpSession:
+        """Connect, greet, EHLO, TLS per policy, AUTH. Raises SessionFailure."""
+        try:
+            return await cls._open(endpoint, helo_name, timeouts, tls=endpoint.tls)
+        except _PlainRetry:
+            # Opportunistic TLS whose handshake failed: once more in plain text, as Postfix does.
+            _log.info("TLS handshake with %s failed; retrying in plain text", endpoint.host)
+            return await cls._open(endpoint, helo_name, timeouts, tls=TlsMode.NONE)
+
+    @classmethod
+    async def _open(cls, endpoint: Endpoint, helo_name: str, timeouts: Timeouts, *, tls: TlsMode) -> SmtpSession:
+        sock = await _connect(endpoint, timeouts.connect)
+        client = aiosmtplib.SMTP(
+            hostname=endpoint.host,
+            local_hostname=helo_name,
+            timeout=timeouts.ehlo,
+            use_tls=tls is TlsMode.IMPLICIT,
+            start_tls=False,
+            tls_context=endpoint.verify if tls is TlsMode.IMPLICIT else None,
+            sock=sock,
+        )
+        try:
+            await client.connect(timeout=timeouts.greeting)
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            # A 4xx or 5xx greeting: this host will not talk to us now; the next MX may
+            # (Postfix's smtp_skip_5xx_greeting).
+            raise SessionFailure(parse_reply(exc.code, exc.message), try_next=True) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            if tls is TlsMode.IMPLICIT and _is_tls_error(exc):
+                raise SessionFailure(_tls_reply(endpoint, exc), try_next=True, config=True) from exc
+            raise SessionFailure(_failure_reply(exc, endpoint), try_next=True) from exc
+        try:
+            await client._ehlo_or_helo_if_needed()
+            verified = tls is TlsMode.IMPLICIT
+            if tls in (TlsMode.OPPORTUNISTIC, TlsMode.REQUIRED):
+                verified = await _start_tls(client, endpoint, tls, timeouts)
+            if endpoint.credentials is not None:
+                await _authenticate(client, endpoint, timeouts)
+        except SessionFailure:
+            client.close()
+            raise
+        except _PlainRetry:
+            client.close()
+            raise
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
+                raise SessionFailure(parse_reply(exc.code, exc.message), try_next=True) from exc
+            raise SessionFailure(_failure_reply(exc, endpoint), try_next=True) from exc
+        except BaseException:
+            client.close()
+            raise
+        return cls(endpoint, client, timeouts, verified=verified)
+
+    # Transactions
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected
+
+    async def deliver(self, envelope_from: str, recipient: str, data: bytes, *, smtputf8: bool) -> Reply:
+        """One transaction for one recipient; the reply that settles it. Raises SessionBroken
+        when the connection fails (past_final_dot says whether the "." had been written)."""
+        client = self._client
+        self.past_final_dot = False
+        self.transactions += 1
+        if smtputf8 and not client.supports_extension("smtputf8"):
+            # The server cannot carry an internationalised address or header: retrying will not
+            # change that.
+            return Reply(553, "5.6.7", "SMTPUTF8 not supported by the receiving server")
+        normalised = normalize_message_line_endings(data)
+        limit = _size_limit(client)
+        if limit and len(normalised) > limit:
+            return Reply(
+                552, "5.3.4", f"message size {len(normalised)} exceeds the receiving server's limit of {limit}"
+            )
+        options: list[str] = []
+        if client.supports_extension("size"):
+            # RFC 1870: octets as transmitted, CRLF included (aiosmtplib's sendmail counts the same).
+            options.append(f"SIZE={len(normalised)}")
+        if not normalised.isascii() and client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if smtputf8:
+            options.append("SMTPUTF8")
+        encoding = "utf-8" if smtputf8 else "ascii"
+        try:
+            try:
+                await client.mail(envelope_from, options=options, encoding=encoding, timeout=self._timeouts.mail)
+                await client.rcpt(recipient, encoding=encoding, timeout=self._timeouts.rcpt)
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code == 421:
+                    client.close()  # the server is closing the session
+                return parse_reply(exc.code, exc.message)
+            start = await client.execute_command(b"DATA", timeout=self._timeouts.data_init)
+            if start.code != 354:
+                return parse_reply(start.code, start.message)
+            protocol = client.protocol
+            if protocol is None:
+                raise aiosmtplib.SMTPServerDisconnected("connection lost before the message body")
+            self.past_final_dot = True
+            await self._write_body(protocol, PERIOD_REGEX.sub(b"..", normalised) + b".\r\n")
+            final = await protocol.read_response(timeout=self._timeouts.data_done)
+            return parse_reply(final.code, final.message)
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            if self.past_final_dot:
+                reply = lost_reply(exc)
+                _log.warning("no reply to the final '.' from %s (%s): may be delivered twice", self.endpoint.host, reply.text)
+                raise SessionBroken(reply) from exc
+            raise SessionBroken(_failure_reply(exc, self.endpoint)) from exc
+        finally:
+            self.idle_since = time.monotonic()
+
+    async def _write_body(self, protocol: aiosmtplib.protocol.SMTPProtocol, body: bytes) -> None:
+        for start in range(0, len(body), _CHUNK):
+            protocol.write(body[start : start + _CHUNK])
+            try:
+                await asyncio.wait_for(protocol._drain_helper(), self._timeouts.data_xfer)
+            except TimeoutError as exc:
+                raise aiosmtplib.SMTPTimeoutError("no progress sending the message body") from exc
+
+    async def reset(self) -> bool:
+        """RSET before the next transaction; False (and closed) if the connection is not usable."""
+        try:
+            response = await self._client.rset(timeout=self._timeouts.rset)
+        except (aiosmtplib.SMTPException, OSError):
+            self._client.close()
+            return False
+        if response.code != 250:
+            self._client.close()
+            return False
+        return True
+
+    async def quit(self) -> None:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await self._client.quit(timeout=self._timeouts.quit)
+        self._client.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _PlainRetry(Exception):
+    """Opportunistic TLS failed in the handshake: reconnect without it."""
+
+
+async def _connect(endpoint: Endpoint, timeout: float) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(endpoint.address, endpoint.port, type=socket.SOCK_STREAM), timeout
+        )
+    except (OSError, TimeoutError) as exc:
+        raise SessionFailure(
+            Reply(0, "", f"cannot resolve {endpoint.address}: {type(exc).__name__}"), try_next=True
+        ) from exc
+    last: BaseException | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await asyncio.wait_for(loop.sock_connect(sock, address), timeout)
+            return sock
+        except (OSError, TimeoutError) as exc:
+            sock.close()
+            last = exc
+        except BaseException:
+            sock.close()
+            raise
+    reply = _failure_reply(last or OSError("no address"), endpoint)
+    raise SessionFailure(reply, try_next=True)
+
+
+async def _start_tls(client: aiosmtplib.SMTP, endpoint: Endpoint, tls: TlsMode, timeouts: Timeouts) -> bool:
+    """STARTTLS per policy; whether the certificate was verified."""
+    if not client.supports_extension("starttls"):
+        if tls is TlsMode.REQUIRED:
+            raise SessionFailure(
+                Reply(0, "4.7.10", f"TLS is required but {endpoint.host} does not offer STARTTLS"),
+                try_next=True,
+                config=True,
+            )
+        return False
+    context = endpoint.verify if tls is TlsMode.REQUIRED else _OPPORTUNISTIC
+    try:
+        await client.starttls(server_hostname=endpoint.host, tls_context=context, timeout=timeouts.starttls)
+    except aiosmtplib.SMTPResponseException as exc:
+        if tls is TlsMode.REQUIRED:
+            raise SessionFailure(
+                parse_reply(exc.code, f"TLS is required but STARTTLS was refused: {exc.message}"),
+                try_next=True,
+                config=True,
+            ) from exc
+        raise _PlainRetry() from exc
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        if tls is TlsMode.REQUIRED:
+            raise SessionFailure(_tls_reply(endpoint, exc), try_next=True, config=True) from exc
+        raise _PlainRetry() from exc
+    # RFC 3207 §4.2: what the server said before TLS no longer counts.
+    await client.ehlo(timeout=timeouts.ehlo)
+    return tls is TlsMode.REQUIRED
+
+
+async def _authenticate(client: aiosmtplib.SMTP, endpoint: Endpoint, timeouts: Timeouts) -> None:
+    assert endpoint.credentials is not None
+    if client.get_transport_info("sslcontext") is None:
+        # Configuration forbids credentials without TLS; this guards the invariant at the socket.
+        raise SessionFailure(
+            Reply(0, "4.7.0", f"refusing to send credentials to {endpoint.host} without TLS"),
+            try_next=False,
+            config=True,
+        )
+    if not client.supports_extension("auth"):
+        raise SessionFailure(
+            Reply(0, "4.7.0", f"{endpoint.host} offers no AUTH, but credentials are configured"),
+            try_next=False,
+            config=True,
+        )
+    username, password = endpoint.credentials
+    methods = [m for m in ("plain", "login") if m in client.server_auth_methods]
+    if not methods:
+        raise SessionFailure(
+            Reply(0, "4.7.0", f"{endpoint.host} offers neither AUTH PLAIN nor LOGIN"),
+            try_next=False,
+            config=True,
+        )
+    try:
+        if methods[0] == "plain":
+            await client.auth_plain(username, password, timeout=timeouts.ehlo)
+        else:
+            await client.auth_login(username, password, timeout=timeouts.ehlo)
+    except aiosmtplib.SMTPResponseException as exc:
+        # The reply is the server's (535 5.7.8 …); the credentials themselves are never echoed.
+        text = f"authentication to {endpoint.host} failed: {exc.message}"
+        reply = parse_reply(exc.code, text)
+        # A refused login is our configuration, never the recipient's fault: defer, do not bounce.
+        raise SessionFailure(Reply(0, reply.enhanced, reply.text), try_next=False, config=True) from exc
+
+
+def _size_limit(client: aiosmtplib.SMTP) -> int:
+    value = client.esmtp_extensions.get("size", "")
+    try:
+        return int(value.split()[0]) if value else 0
+    except ValueError:
+        return 0
+
+
+def _remote(endpoint: Endpoint, client: aiosmtplib.SMTP, *, verified: bool) -> message_pb2.RemoteServer:
+    remote = message_pb2.RemoteServer(host=endpoint.host, port=endpoint.port, tls_verified=verified)
+    with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+        peer = client.get_transport_info("peername")
+        if peer:
+            remote.address = str(peer[0])
+        tls = client.get_transport_info("ssl_object")
+        if tls is not None:
+            remote.tls_version = tls.version() or ""
+            cipher = tls.cipher()
+            remote.tls_cipher = cipher[0] if cipher else ""
+    return remote
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _tls_reply(endpoint: Endpoint, exc: BaseException) -> Reply:
+    detail = type(exc).__name__
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            detail = f"certificate verification failed: {seen.verify_message}"
+            break
+        if isinstance(seen, ssl.SSLError):
+            detail = f"TLS handshake failed: {seen.reason or type(seen).__name__}"
+            break
+        seen = seen.__cause__ or seen.__context__
+    return Reply(0, "4.7.5" if "certificate" in detail else "4.7.0", f"TLS with {endpoint.host} failed: {detail}")
+
+
+def lost_reply(exc: BaseException) -> Reply:
+    """No reply to the final "." (time-out or dropped connection): the server may have the message."""
+    return Reply(
+        code=0,
+        enhanced="",
+        text=f"connection lost after the final '.' ({type(exc).__name__}): may be delivered twice",
+        after_final_dot=True,
+    )
+
+
+def _failure_reply(exc: BaseException, endpoint: Endpoint) -> Reply:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return parse_reply(exc.code, exc.message)
+    return Reply(code=0, enhanced="", text=f"connection to {endpoint.host} ({endpoint.address}) failed: {type(exc).__name__}")
