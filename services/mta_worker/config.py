@@ -91,7 +91,7 @@ class WorkerConfig:
                 if d.strip()
             ),
             dns_resolver=env_host_port(env, "POSTWIRE_DNS_RESOLVER", "") if resolver else None,
-            dns_timeout=env_float(env, "POSTWIRE_DNS_TIMEOUT_SECONDS", 10.0, minimum=0.1),
+            dns_timeout=env_float(env, "POSTWIRE_DNS_TIMEOUT_SECONDS", 5.0, minimum=0.1),
             timeouts=Timeouts.from_env(env),
             max_messages_per_connection=env_int(env, "POSTWIRE_SMTP_MAX_MESSAGES_PER_CONNECTION", 100, minimum=1),
             connection_idle_seconds=env_float(env, "POSTWIRE_SMTP_IDLE_SECONDS", 10.0, minimum=0.1),
