@@ -18,7 +18,9 @@ HARD = message_pb2.BOUNCE_CATEGORY_HARD
 SOFT = message_pb2.BOUNCE_CATEGORY_SOFT
 CONFIG = message_pb2.BOUNCE_CATEGORY_CONFIG
 # Tests deliver to sinks on loopback; 10.0.0.0/8 and the rest stay blocked.
-LOOPBACK_ONLY = AddressPolicy.from_env({"POSTWIRE_ENV": "dev", "POSTWIRE_MX_ALLOW_PRIVATE": "127.0.0.0/8,::1/128"})
+LOOPBACK_ONLY = AddressPolicy.from_env(
+    {"POSTWIRE_ENV": "dev", "POSTWIRE_MX_ALLOW_PRIVATE": "127.0.0.0/8,::1/128"}
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,10 @@ def dns() -> Iterator[LoopbackDns]:
 @pytest.fixture
 def domain() -> str:
     return f"d{uuid.uuid4().hex[:10]}.example"
+
+
+def shape(failure: MxFailure) -> tuple[bool, int, str, int]:
+    return failure.permanent, failure.code, failure.enhanced, failure.category
 
 
 def resolver(dns: LoopbackDns, *, timeout: float = 2.0, allow: AddressPolicy = LOOPBACK_ONLY) -> MxResolver:
@@ -96,14 +102,14 @@ async def test_null_mx_bounces_hard(dns: LoopbackDns, domain: str) -> None:
     dns.set("A", domain, "127.0.0.5")  # an address does not matter: the domain said no mail
     failure = await resolver(dns).resolve(domain)
     assert isinstance(failure, MxFailure)
-    assert (failure.permanent, failure.code, failure.enhanced, failure.category) == (True, 556, "5.1.10", HARD)
+    assert shape(failure) == (True, 556, "5.1.10", HARD)
     assert "recipient domain accepts no mail (null MX)" in failure.text
 
 
 async def test_nxdomain_bounces_hard_naming_the_domain(dns: LoopbackDns, domain: str) -> None:
     failure = await resolver(dns).resolve(domain)
     assert isinstance(failure, MxFailure)
-    assert (failure.permanent, failure.code, failure.enhanced, failure.category) == (True, 550, "5.1.2", HARD)
+    assert shape(failure) == (True, 550, "5.1.2", HARD)
     assert domain in failure.text
 
 
@@ -120,7 +126,7 @@ async def test_servfail_defers(dns: LoopbackDns, domain: str) -> None:
     dns.fail(domain)
     failure = await resolver(dns).resolve(domain)
     assert isinstance(failure, MxFailure)
-    assert (failure.permanent, failure.code, failure.enhanced, failure.category) == (False, 451, "4.4.3", SOFT)
+    assert shape(failure) == (False, 451, "4.4.3", SOFT)
 
 
 async def test_a_server_that_never_answers_defers_within_the_timeout(dns: LoopbackDns, domain: str) -> None:
@@ -130,7 +136,7 @@ async def test_a_server_that_never_answers_defers_within_the_timeout(dns: Loopba
     failure = await resolver(dns, timeout=0.5).resolve(domain)
     assert time.monotonic() - started < 2.0
     assert isinstance(failure, MxFailure)
-    assert (failure.permanent, failure.code, failure.enhanced, failure.category) == (False, 451, "4.4.3", SOFT)
+    assert shape(failure) == (False, 451, "4.4.3", SOFT)
     assert dns.queries(domain, "MX") >= 1  # it was asked, and kept quiet
 
 
@@ -212,3 +218,20 @@ async def test_concurrent_lookups_of_one_domain_share_one_query(dns: LoopbackDns
     assert all(r == MxHosts((MxHost(f"mx.{domain}", 10, ("127.0.0.2",)),)) for r in results)
     assert dns.queries(domain, "MX") == 1
     assert dns.queries(f"mx.{domain}", "A") == 1
+
+
+@pytest.mark.parametrize("bad", ["", ".", "a..example", "x" * 64 + ".example", "ex ample.example"])
+async def test_a_domain_that_is_no_dns_name_bounces_hard(dns: LoopbackDns, bad: str) -> None:
+    failure = await resolver(dns).resolve(bad)
+    assert isinstance(failure, MxFailure)
+    assert shape(failure) == (True, 550, "5.1.2", HARD)
+
+
+async def test_an_internationalised_domain_is_asked_in_its_a_label_form(dns: LoopbackDns) -> None:
+    label = f"bücher{uuid.uuid4().hex[:8]}"
+    ascii_domain = f"{label.encode('idna').decode()}.example"
+    dns.set("MX", ascii_domain, f"10 mx.{ascii_domain}")
+    dns.set("A", f"mx.{ascii_domain}", "127.0.0.2")
+    assert await resolver(dns).resolve(f"{label}.example") == MxHosts(
+        (MxHost(f"mx.{ascii_domain}", 10, ("127.0.0.2",)),)
+    )

@@ -6,9 +6,9 @@ from __future__ import annotations
 import random
 
 import pytest
+from postwire.v1 import message_pb2
 
 from libs.config import ConfigError
-from postwire.v1 import message_pb2
 from services.mta_worker.mx_rules import (
     AddressAnswer,
     AddressPolicy,
@@ -44,6 +44,10 @@ def found(*addresses: str) -> AddressAnswer:
     return AddressAnswer(Status.FOUND, addresses, ttl=300)
 
 
+def shape(failure: MxFailure) -> tuple[bool, int, str, int]:
+    return failure.permanent, failure.code, failure.enhanced, failure.category
+
+
 NODATA = AddressAnswer(Status.NODATA, ttl=60)
 FAILED = AddressAnswer(Status.FAILED, detail="timed out")
 
@@ -52,7 +56,11 @@ FAILED = AddressAnswer(Status.FAILED, detail="timed out")
 
 
 def test_exchanges_are_tried_in_preference_order() -> None:
-    result = plan("example.org", mx((30, "c.example.org"), (10, "a.example.org"), (20, "b.example.org")), random.Random(1))
+    result = plan(
+        "example.org",
+        mx((30, "c.example.org"), (10, "a.example.org"), (20, "b.example.org")),
+        random.Random(1),
+    )
     assert result == Plan(
         (Exchange(10, "a.example.org"), Exchange(20, "b.example.org"), Exchange(30, "c.example.org")),
         implicit=False,
@@ -60,7 +68,9 @@ def test_exchanges_are_tried_in_preference_order() -> None:
 
 
 def test_equal_preferences_are_shuffled_on_every_call_and_never_mixed_across_preferences() -> None:
-    answer = mx((20, "backup.example.org"), (10, "a.example.org"), (10, "b.example.org"), (10, "c.example.org"))
+    answer = mx(
+        (20, "backup.example.org"), (10, "a.example.org"), (10, "b.example.org"), (10, "c.example.org")
+    )
     rng = random.Random(7)
     firsts = set()
     for _ in range(60):
@@ -96,7 +106,7 @@ def test_no_mx_records_means_the_domain_itself_at_preference_zero(answer: MxAnsw
 def test_a_null_mx_is_a_permanent_hard_failure(preference: int) -> None:
     result = plan("nomail.example", mx((preference, "")), random.Random(1))
     assert isinstance(result, MxFailure)
-    assert (result.permanent, result.code, result.enhanced, result.category) == (True, 556, "5.1.10", HARD)
+    assert shape(result) == (True, 556, "5.1.10", HARD)
     assert "recipient domain accepts no mail (null MX)" in result.text
     assert "nomail.example" in result.text
 
@@ -109,14 +119,14 @@ def test_a_root_target_beside_real_exchanges_is_ignored() -> None:
 def test_nxdomain_is_a_permanent_hard_failure_naming_the_domain() -> None:
     result = plan("nowhere.example", MxAnswer(Status.NXDOMAIN, ttl=60), random.Random(1))
     assert isinstance(result, MxFailure)
-    assert (result.permanent, result.code, result.enhanced, result.category) == (True, 550, "5.1.2", HARD)
+    assert shape(result) == (True, 550, "5.1.2", HARD)
     assert "nowhere.example" in result.text
 
 
 def test_a_failed_mx_lookup_is_a_temporary_soft_failure() -> None:
     result = plan("slow.example", MxAnswer(Status.FAILED, detail="timed out"), random.Random(1))
     assert isinstance(result, MxFailure)
-    assert (result.permanent, result.code, result.enhanced, result.category) == (False, 451, "4.4.3", SOFT)
+    assert shape(result) == (False, 451, "4.4.3", SOFT)
     assert "slow.example" in result.text
     assert "timed out" in result.text
 
@@ -154,7 +164,7 @@ def test_one_address_family_failing_still_uses_the_other() -> None:
 def test_every_host_failing_temporarily_is_a_temporary_failure() -> None:
     result = assemble("example.org", TWO, [(FAILED, FAILED), (FAILED, NODATA)], BLOCK_ALL)
     assert isinstance(result, MxFailure)
-    assert (result.permanent, result.code, result.enhanced, result.category) == (False, 451, "4.4.3", SOFT)
+    assert shape(result) == (False, 451, "4.4.3", SOFT)
 
 
 def test_no_mx_and_no_address_is_a_permanent_hard_failure() -> None:
@@ -167,14 +177,18 @@ def test_no_mx_and_no_address_is_a_permanent_hard_failure() -> None:
 
 
 def test_mx_hosts_without_any_address_are_a_permanent_hard_failure() -> None:
-    result = assemble("example.org", TWO, [(NODATA, NODATA), (AddressAnswer(Status.NXDOMAIN), NODATA)], BLOCK_ALL)
+    result = assemble(
+        "example.org", TWO, [(NODATA, NODATA), (AddressAnswer(Status.NXDOMAIN), NODATA)], BLOCK_ALL
+    )
     assert isinstance(result, MxFailure)
     assert (result.permanent, result.code, result.category) == (True, 550, HARD)
     assert "a.example.org" in result.text and "b.example.org" in result.text
 
 
 def test_a_destination_on_private_addresses_only_is_blocked_permanently_as_config() -> None:
-    result = assemble("example.org", TWO, [(found("10.0.0.5"), NODATA), (found("127.0.0.1"), NODATA)], BLOCK_ALL)
+    result = assemble(
+        "example.org", TWO, [(found("10.0.0.5"), NODATA), (found("127.0.0.1"), NODATA)], BLOCK_ALL
+    )
     assert result == MxFailure(
         permanent=True,
         code=550,
@@ -186,7 +200,10 @@ def test_a_destination_on_private_addresses_only_is_blocked_permanently_as_confi
 
 def test_private_addresses_are_removed_and_the_global_ones_kept() -> None:
     result = assemble(
-        "example.org", TWO, [(found("10.0.0.5", "8.8.8.8"), found("fd00::1")), (found("169.254.169.254"), NODATA)], BLOCK_ALL
+        "example.org",
+        TWO,
+        [(found("10.0.0.5", "8.8.8.8"), found("fd00::1")), (found("169.254.169.254"), NODATA)],
+        BLOCK_ALL,
     )
     assert result == MxHosts((MxHost("a.example.org", 10, ("8.8.8.8",)),))
 
@@ -243,7 +260,14 @@ BLOCKED = [
     "64:ff9b::a00:5",
     "64:ff9b::7f00:1",
 ]
-PUBLIC = ["8.8.8.8", "1.1.1.1", "142.250.27.26", "2606:4700::1111", "2a00:1450:400c:c07::1a", "64:ff9b::808:808"]
+PUBLIC = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "142.250.27.26",
+    "2606:4700::1111",
+    "2a00:1450:400c:c07::1a",
+    "64:ff9b::808:808",
+]
 
 
 @pytest.mark.parametrize("address", BLOCKED)
