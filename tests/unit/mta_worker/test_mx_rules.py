@@ -3,9 +3,12 @@ failures are permanent, and which addresses a worker may connect to."""
 
 from __future__ import annotations
 
+import ipaddress
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from postwire.v1 import message_pb2
 
 from libs.config import ConfigError
@@ -280,6 +283,39 @@ def test_non_global_addresses_are_refused(address: str) -> None:
 def test_global_addresses_are_allowed(address: str) -> None:
     assert is_public(address)
     assert BLOCK_ALL.permits(address)
+
+
+BLOCKED_NETWORKS = [
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+]
+
+
+@given(st.sampled_from(BLOCKED_NETWORKS).flatmap(lambda net: st.ip_addresses(network=net)))
+def test_every_address_of_a_blocked_range_is_refused(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    assert not BLOCK_ALL.permits(str(ip))
+
+
+@given(st.ip_addresses(v=4))
+def test_an_ipv4_address_inside_ipv6_is_judged_as_itself(ip: ipaddress.IPv4Address) -> None:
+    mapped = ipaddress.IPv6Address(f"::ffff:{ip}")
+    sixtofour = ipaddress.IPv6Address((0x2002 << 112) | (int(ip) << 80) | 1)
+    nat64 = ipaddress.IPv6Address(int(ipaddress.IPv6Address("64:ff9b::")) | int(ip))
+    expected = is_public(str(ip))
+    assert [is_public(str(x)) for x in (mapped, sixtofour, nat64)] == [expected] * 3
 
 
 @pytest.mark.parametrize("value", ["", "false", "FALSE", " false "])
