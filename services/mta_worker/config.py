@@ -4,11 +4,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from libs.config import CommonConfig, ConfigError, env_float, env_host_port, env_int, env_str
+from libs.config import CommonConfig, ConfigError, env_float, env_int, env_str
 from libs.domain_keys import secret_key
 from libs.return_path import ReturnPathConfig
 from libs.token_keys import KeyRing
-from services.mta_worker.mx_rules import AddressPolicy
+from services.mta_worker.mx_rules import AddressPolicy, dns_resolver, dns_timeout, mx_port
 from services.mta_worker.retry_schedule import RetryPolicy
 from services.mta_worker.routes import RoutingRules
 from services.mta_worker.smtp_session import Timeouts, TlsMode
@@ -77,12 +77,11 @@ class WorkerConfig:
                 "POSTWIRE_SMTP_TIMEOUT_SECONDS was replaced by one time-out per SMTP phase"
                 " (POSTWIRE_SMTP_CONNECT_TIMEOUT_SECONDS, …_GREETING_…, …_DATA_DONE_…; see the README)"
             )
-        resolver = env.get("POSTWIRE_DNS_RESOLVER", "").strip()
         return cls(
             common=CommonConfig.from_env(env, service="mta_worker", default_port=50065),
             routing=RoutingRules.from_env(env),
             relay=RelaySettings.from_env(env),
-            mx_port=env_int(env, "POSTWIRE_MX_PORT", 25, minimum=1),
+            mx_port=mx_port(env),
             mx_addresses=AddressPolicy.from_env(env),
             mx_ca_file=env.get("POSTWIRE_MX_CA_FILE") or None,
             tls_required_domains=frozenset(
@@ -90,8 +89,8 @@ class WorkerConfig:
                 for d in env.get("POSTWIRE_TLS_REQUIRED_DOMAINS", "").split(",")
                 if d.strip()
             ),
-            dns_resolver=env_host_port(env, "POSTWIRE_DNS_RESOLVER", "") if resolver else None,
-            dns_timeout=env_float(env, "POSTWIRE_DNS_TIMEOUT_SECONDS", 5.0, minimum=0.1),
+            dns_resolver=dns_resolver(env),
+            dns_timeout=dns_timeout(env),
             timeouts=Timeouts.from_env(env),
             max_messages_per_connection=env_int(env, "POSTWIRE_SMTP_MAX_MESSAGES_PER_CONNECTION", 100, minimum=1),
             connection_idle_seconds=env_float(env, "POSTWIRE_SMTP_IDLE_SECONDS", 10.0, minimum=0.1),
