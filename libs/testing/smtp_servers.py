@@ -26,7 +26,7 @@ from email.message import EmailMessage
 from types import TracebackType
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TLSSetupException
 
 from libs.testing.polling import poll_until
 
@@ -451,10 +451,12 @@ class _Handler:
         return "250 2.0.0 OK"
 
     async def handle_exception(self, error: Exception) -> str:
-        # A failed TLS handshake (the client rejected our certificate) lands here; it is an
-        # expected outcome in these tests, not a crash worth a traceback.
-        log.info("scripted SMTP session ended: %r", error)
-        return "421 4.3.0 Session error"
+        if isinstance(error, TLSSetupException):
+            # The client rejected our certificate: an expected outcome here, not a crash.
+            log.info("scripted SMTP server: TLS handshake failed: %r", error.__cause__)
+        else:
+            log.exception("scripted SMTP server: session error")
+        return "451 4.3.0 Session error"
 
 
 def _authenticate(
