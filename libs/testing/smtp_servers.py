@@ -73,7 +73,7 @@ class AuthAttempt:
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
-    """One message the server accepted (the final "." answered 250)."""
+    """One message as it arrived: accepted (the final "." answered 250), or refused by data_reply."""
 
     mail_from: str
     mail_options: tuple[str, ...]
@@ -100,6 +100,7 @@ class Connection:
     auth_user: str | None
     auth_attempts: tuple[AuthAttempt, ...]
     transactions: tuple[Transaction, ...]
+    refused: tuple[Transaction, ...]
     rsets: int
     closed: bool
 
@@ -115,6 +116,7 @@ class _ConnectionLog:
     auth_user: str | None = None
     auth_attempts: list[AuthAttempt] = field(default_factory=list)
     transactions: list[Transaction] = field(default_factory=list)
+    refused: list[Transaction] = field(default_factory=list)
     rsets: int = 0
     closed: bool = False
 
@@ -127,6 +129,7 @@ class _ConnectionLog:
             auth_user=self.auth_user,
             auth_attempts=tuple(self.auth_attempts),
             transactions=tuple(self.transactions),
+            refused=tuple(self.refused),
             rsets=self.rsets,
             closed=self.closed,
         )
@@ -165,7 +168,11 @@ class ScriptedSmtpServer:
       recorded, including one refused for lack of TLS or sent to a server that offers no AUTH.
     - ``greeting``: a non-2xx greeting ("421 4.3.2 Service not available"); the server writes it
       and hangs up.
-    - ``rcpt_replies``: address (case-insensitive) → reply line for RCPT; others get 250.
+    - ``rcpt_replies``: address (case-insensitive) → reply for RCPT; others get 250.
+    - ``data_reply``: the reply to every final "." instead of 250; a failing one refuses the
+      message (recorded in ``Connection.refused``, not among the transactions).
+    A scripted reply may span several lines, joined by "\n" ("550-5.7.26 …\n550 5.7.26 … - gsmtp"),
+    as the big providers answer.
     - ``smtputf8``, ``eightbitmime``: offer the extension or not. Without 8BITMIME a MAIL with
       BODY=8BITMIME is refused (555), as strict servers do.
     - ``size_limit``: advertised with SIZE and enforced; None advertises no SIZE.
@@ -184,6 +191,7 @@ class ScriptedSmtpServer:
         auth_require_tls: bool = True,
         greeting: str | None = None,
         rcpt_replies: Mapping[str, str] | None = None,
+        data_reply: str | None = None,
         smtputf8: bool = True,
         eightbitmime: bool = True,
         size_limit: int | None = None,
@@ -192,11 +200,13 @@ class ScriptedSmtpServer:
         if starttls is not None and implicit_tls is not None:
             raise ValueError("starttls and implicit_tls are exclusive")
         if greeting is not None and not _is_reply(greeting, failing=True):
-            raise ValueError(f"greeting must be a 4xx or 5xx reply line, got {greeting!r}")
+            raise ValueError(f"greeting must be a 4xx or 5xx reply, got {greeting!r}")
+        if data_reply is not None and not _is_reply(data_reply, failing=False):
+            raise ValueError(f"data_reply is not a reply: {data_reply!r}")
         replies = {address.lower(): reply for address, reply in (rcpt_replies or {}).items()}
         for address, reply in replies.items():
             if not _is_reply(reply, failing=False):
-                raise ValueError(f"rcpt_replies[{address!r}] is not a reply line: {reply!r}")
+                raise ValueError(f"rcpt_replies[{address!r}] is not a reply: {reply!r}")
         self.host = host
         self.hostname = hostname
         self.starttls = starttls
@@ -205,6 +215,7 @@ class ScriptedSmtpServer:
         self.auth_require_tls = auth_require_tls
         self.greeting = greeting
         self.rcpt_replies = replies
+        self.data_reply = data_reply
         self.smtputf8 = smtputf8
         self.eightbitmime = eightbitmime
         self.size_limit = size_limit
@@ -438,8 +449,12 @@ class _Handler:
             data=bytes(content),
             tls=_tls_of(smtp.transport) if smtp.transport is not None else None,
         )
+        reply = self._server.data_reply
+        if reply is not None and not reply.startswith("2"):
+            self._server._update(smtp.record, lambda r: r.refused.append(transaction))
+            return reply
         self._server._update(smtp.record, lambda r: r.transactions.append(transaction))
-        return f"250 2.0.0 OK queued as {len(self._server.transactions())}"
+        return reply or f"250 2.0.0 OK queued as {len(self._server.transactions())}"
 
     async def handle_RSET(self, smtp: SMTP, session: Session, envelope: Envelope) -> str:
         assert isinstance(smtp, _Session)
@@ -516,7 +531,7 @@ class _Session(SMTP):
         # Delay whole replies only: a multi-line EHLO reply waits once, before its last line.
         if self._server.reply_delay and _is_last_line(status):
             await asyncio.sleep(self._server.reply_delay)
-        await super().push(status)
+        await super().push(_wire(status) if isinstance(status, str) else status)
 
     async def check_auth_needed(self, caller_method: str) -> bool:
         # aiosmtpd's auth_required warns when TLS is not also required (and warnings are errors
@@ -590,7 +605,7 @@ class _Refusal(asyncio.Protocol):
     def _refuse(self) -> None:
         transport = self._transport
         if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
-            transport.write(self._greeting.encode("ascii") + b"\r\n")
+            transport.write(_wire(self._greeting).encode("ascii") + b"\r\n")
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -651,13 +666,27 @@ def _reverse_path(mail_from: str | None) -> str:
     return mail_from
 
 
-def _is_reply(line: str, *, failing: bool) -> bool:
-    code = line[:3]
-    if not (code.isdigit() and line[3:4] in ("", " ") and "\r" not in line and "\n" not in line):
+def _is_reply(reply: str, *, failing: bool) -> bool:
+    """One reply of one or more lines ("\n" between them): one code, "-" after it on every line
+    but the last (RFC 5321 §4.2.1)."""
+    lines = reply.split("\n")
+    code = lines[0][:3]
+    if not code.isdigit() or "\r" in reply:
         return False
+    for number, line in enumerate(lines, start=1):
+        separator = line[3:4]
+        expected = ("", " ") if number == len(lines) else ("-",)
+        if line[:3] != code or separator not in expected:
+            return False
     return code[0] in "45" if failing else code[0] in "245"
 
 
+def _wire(reply: str) -> str:
+    return reply.replace("\n", "\r\n")
+
+
 def _is_last_line(status: Any) -> bool:
-    marker = status[3:4] if isinstance(status, str | bytes) else ""
-    return marker not in ("-", b"-")
+    if isinstance(status, bytes):
+        status = status.decode("ascii", errors="replace")
+    last = str(status).rsplit("\n", 1)[-1]
+    return last[3:4] != "-"

@@ -261,3 +261,32 @@ async def test_two_servers_share_one_port_on_different_loopback_addresses() -> N
             await client.quit()
         assert [t.rcpt_tos for t in first.transactions()] == [("one@rcpt.test.example",)]
         assert [t.rcpt_tos for t in second.transactions()] == [("two@rcpt.test.example",)]
+
+
+async def test_a_multiline_reply_to_the_final_dot_refuses_the_message() -> None:
+    gmail = (
+        "550-5.7.26 Unauthenticated email from sender.test.example is not accepted due to\n"
+        "550 5.7.26 domain's DMARC policy. - gsmtp"
+    )
+    with ScriptedSmtpServer(host="127.0.0.2", data_reply=gmail) as server:
+        async with aiosmtplib.SMTP(
+            hostname=server.host, port=server.port, start_tls=False, timeout=5
+        ) as client:
+            with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+                await client.sendmail("a@sender.test.example", ["b@rcpt.test.example"], MESSAGE)
+        [connection] = server.connections()
+    assert refused.value.code == 550
+    assert refused.value.message == (
+        "5.7.26 Unauthenticated email from sender.test.example is not accepted due to\n"
+        "5.7.26 domain's DMARC policy. - gsmtp"
+    )
+    assert connection.transactions == ()
+    assert [t.data for t in connection.refused] == [MESSAGE]
+
+
+def test_a_scripted_reply_must_be_a_well_formed_smtp_reply() -> None:
+    for bad in ("55 no", "5xx no", "550-only a continuation", "550-5.1.1 a\n551 5.1.1 b", "550 a\r\n550 b"):
+        with pytest.raises(ValueError):
+            ScriptedSmtpServer(rcpt_replies={"x@rcpt.test.example": bad})
+    with pytest.raises(ValueError):
+        ScriptedSmtpServer(greeting="220 all fine")
