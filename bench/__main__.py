@@ -183,6 +183,8 @@ def make_suite(data_dir: Path, sink: SmtpSink, extra_env: Mapping[str, str] | No
         data_dir=data_dir,
         ports=SuitePorts.free(),
         smarthost=f"127.0.0.1:{sink.port}",
+        # The capture sink offers no STARTTLS.
+        smarthost_tls="none",
         nats_url=os.environ.get("POSTWIRE_NATS_URL"),
         database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
         # INFO logs a line per message per service; that would be a large part of what we measure.

@@ -137,6 +137,7 @@ def main() -> None:
             data_dir=Path(tmp),
             ports=SuitePorts.free(),
             smarthost="127.0.0.1:9",
+            smarthost_tls="none",
             extra_env={
                 "POSTWIRE_ADMIN_TOKEN": ADMIN_TOKEN,
                 "POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN,

@@ -716,6 +716,7 @@ def run(
             data_dir=data_dir,
             ports=SuitePorts.free(),
             smarthost=f"127.0.0.1:{sink.port}",
+            smarthost_tls="none",
             nats_url=infra.nats_url,
             database_url=infra.database_url,
             extra_env=SERVICE_ENV,

@@ -10,7 +10,7 @@ import secrets
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from libs.embedded.suite import SERVICES
@@ -108,6 +108,20 @@ async def _dev_key(
     return created.secret
 
 
+def _up_delivery(env: Mapping[str, str], *, inbox: str) -> tuple[str | None, str | None]:
+    """(smarthost, smarthost TLS) for `postwire up`: the capture inbox unless the shell names a relay
+    or POSTWIRE_DELIVERY_MODE=mx (then None: deliver by MX)."""
+    if env.get("POSTWIRE_DELIVERY_MODE") == "mx":
+        return None, None
+    relay = env.get("POSTWIRE_SMARTHOST")
+    if relay:
+        # A real relay keeps the TLS the shell asks for (POSTWIRE_SMARTHOST_TLS is passed through
+        # like every POSTWIRE_* variable), else the services' default, verified STARTTLS.
+        return relay, None
+    # The capture inbox offers no STARTTLS.
+    return inbox, "none"
+
+
 def _up() -> None:
     from libs.capture import InboxWebServer, SmtpSink
     from libs.embedded.suite import Suite, SuitePorts
@@ -121,10 +135,12 @@ def _up() -> None:
     admin_token = os.environ.get("POSTWIRE_ADMIN_TOKEN") or _dev_admin_token(data / "admin-token")
     token_keys = os.environ.get("POSTWIRE_TOKEN_KEYS") or _dev_token_keys(data / "token-keys")
     internal_token = os.environ.get("POSTWIRE_INTERNAL_TOKEN") or _dev_internal_token(data / "internal-token")
+    smarthost, smarthost_tls = _up_delivery(os.environ, inbox=f"127.0.0.1:{inbox.port}")
     suite = Suite(
         data_dir=data,
         ports=SuitePorts.defaults(),
-        smarthost=os.environ.get("POSTWIRE_SMARTHOST") or "127.0.0.1:1025",
+        smarthost=smarthost,
+        smarthost_tls=smarthost_tls,
         nats_url=os.environ.get("POSTWIRE_NATS_URL"),
         database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
         extra_env={
@@ -165,7 +181,7 @@ def _up() -> None:
             ("gRPC API (all public services)", suite.ports.addr("edge")),
             ("capture inbox (web)", f"http://127.0.0.1:{web.port}"),
             ("capture inbox (SMTP)", f"127.0.0.1:{inbox.port}"),
-            ("delivery goes to", suite.smarthost),
+            ("delivery goes to", suite.smarthost or "each recipient domain's MX"),
             ("NATS", suite.nats_url or ""),
             ("PostgreSQL", suite.database_url or ""),
             ("logs", str(data / "logs")),

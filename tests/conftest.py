@@ -101,6 +101,8 @@ def suite(data_dir: Path, smtp_sink: SmtpSink, otlp: OtlpReceiver, dns: Loopback
         data_dir=data_dir,
         ports=SuitePorts.free(),
         smarthost=f"127.0.0.1:{smtp_sink.port}",
+        # The capture sink offers no STARTTLS.
+        smarthost_tls="none",
         nats_url=os.environ.get("POSTWIRE_NATS_URL"),
         database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
         extra_env=env,

@@ -47,11 +47,19 @@ class SuitePorts:
 
 @dataclass
 class Suite:
-    """Embedded NATS and PostgreSQL (unless URLs are given), migrations, and the services."""
+    """Embedded NATS and PostgreSQL (unless URLs are given), migrations, and the services.
+
+    `smarthost` (host:port) makes the suite hand every message to that relay
+    (POSTWIRE_DELIVERY_MODE=smarthost); None makes it deliver by MX (POSTWIRE_DELIVERY_MODE=mx,
+    no POSTWIRE_SMARTHOST). The mode is always set explicitly, so a suite never depends on the
+    services' default. `smarthost_tls` is POSTWIRE_SMARTHOST_TLS: "none" for the capture inbox,
+    which offers no TLS; None leaves the services' default.
+    """
 
     data_dir: Path
     ports: SuitePorts
-    smarthost: str
+    smarthost: str | None
+    smarthost_tls: str | None = None
     nats_url: str | None = None
     database_url: str | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
@@ -81,12 +89,21 @@ class Suite:
                 "POSTWIRE_TEMPLATE_ADDR": self.ports.addr("template"),
                 "POSTWIRE_SUBMISSION_ADDR": self.ports.addr("submission"),
                 "POSTWIRE_EVENTS_ADDR": self.ports.addr("events"),
-                "POSTWIRE_SMARTHOST": self.smarthost,
                 "OTEL_SERVICE_NAME": f"postwire-{service}",
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        env.update(self.delivery_env())
         env.update(self.extra_env)
+        return env
+
+    def delivery_env(self) -> dict[str, str]:
+        """The delivery settings every service gets (extra_env may still override them)."""
+        if self.smarthost is None:
+            return {"POSTWIRE_DELIVERY_MODE": "mx"}
+        env = {"POSTWIRE_DELIVERY_MODE": "smarthost", "POSTWIRE_SMARTHOST": self.smarthost}
+        if self.smarthost_tls is not None:
+            env["POSTWIRE_SMARTHOST_TLS"] = self.smarthost_tls
         return env
 
     def start_services(self, names: tuple[str, ...] = SERVICES) -> None:

@@ -65,6 +65,7 @@ def pipeline(
         data_dir=data_dir,
         ports=SuitePorts.free(),
         smarthost=f"127.0.0.1:{smtp_sink.port}",
+        smarthost_tls="none",
         nats_url=bus.url_for(nats_url),
         database_url=database_url,
         extra_env={

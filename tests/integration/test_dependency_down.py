@@ -67,6 +67,7 @@ def faults(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathF
         data_dir=data_dir,
         ports=SuitePorts.free(),
         smarthost=f"127.0.0.1:{smtp_sink.port}",
+        smarthost_tls="none",
         nats_url=bus.url_for(nats_url),
         database_url=database.url_for(direct),
         extra_env=dict(TEST_ENV),

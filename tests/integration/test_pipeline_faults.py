@@ -55,6 +55,7 @@ def pipeline(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPat
         data_dir=data_dir,
         ports=SuitePorts.free(),
         smarthost=f"127.0.0.1:{smtp_sink.port}",
+        smarthost_tls="none",
         nats_url=nats_url,
         database_url=database.url_for(direct),
         extra_env=dict(TEST_ENV),
