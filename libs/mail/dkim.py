@@ -66,9 +66,12 @@ OVERSIGNED_HEADERS: frozenset[str] = frozenset(
     {"from", "subject", "date", "to", "message-id", "list-unsubscribe", "list-unsubscribe-post"}
 )
 
-_SIGNED_NAMES = tuple((name, name.encode("ascii"), name in OVERSIGNED_HEADERS) for name in SIGNED_HEADERS)
+_SIGNED_NAMES = {name.encode("ascii"): name for name in SIGNED_HEADERS}
+# The extra (null) entries of h=. Listed last, each names no instance left, whatever precedes it.
+_OVERSIGNED_ORDER = tuple(name for name in SIGNED_HEADERS if name in OVERSIGNED_HEADERS)
 
-# RFC 5322 §2.1.1's SHOULD; verifiers such as Yahoo's have been seen to choke on re-folded b=.
+# RFC 5322 §2.1.1's SHOULD. We fold (b= included) rather than leave it to an MTA: dkimpy does the
+# same because Yahoo and live.com mishandled signatures that MTAs had re-folded.
 _MAX_LINE = 78
 
 _FIELD_SPLIT = re.compile(rb"\r\n(?![ \t])")
@@ -151,17 +154,16 @@ def sign_hash_input(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, data: by
     return key.sign(hashlib.sha256(data).digest())
 
 
-def _fold(tokens: Sequence[tuple[str, str]], start: int) -> str:
-    """Tokens joined by their joiner (' ' between tags, '' inside h=), each joiner replaced by a
-    fold where the line would pass _MAX_LINE. A token never splits, so an absurdly long d= can
-    still exceed it (the hard limit, 998, is far off)."""
-    out: list[str] = []
-    used = start
-    for joiner, token in tokens:
-        if out and used + len(joiner) + len(token) > _MAX_LINE:
+def _fold(tokens: Sequence[str], joiner: str, start: int) -> str:
+    """Tokens joined by `joiner`, a fold (CRLF SP) instead where the line would pass _MAX_LINE. A token never splits, so an absurdly long d= can still pass it (the hard limit,
+    998, is far off)."""
+    out = [tokens[0]]
+    used = start + len(tokens[0])
+    for token in tokens[1:]:
+        if used + len(joiner) + len(token) > _MAX_LINE:
             out.append("\r\n ")
             used = 1
-        elif out:
+        else:
             out.append(joiner)
             used += len(joiner)
         out.append(token)
@@ -169,22 +171,21 @@ def _fold(tokens: Sequence[tuple[str, str]], start: int) -> str:
     return "".join(out)
 
 
-def _signature_field(key: SigningKey, h: Sequence[str], bh: str, timestamp: int) -> str:
+def _h_tag(h: Sequence[str]) -> str:
+    """h= on lines of its own (so one folding serves every key), folded after a ':' (FWS is
+    allowed around it)."""
+    names = [f"{name}:" for name in h[:-1]] + [f"{h[-1]};"]
+    names[0] = "h=" + names[0]
+    return _fold(names, "", 1)
+
+
+def _signature_field(key: SigningKey, h_tag: str, bh: str, timestamp: int) -> str:
     """The DKIM-Signature field up to and including an empty b=, folded, without a final CRLF."""
-    tokens = [
-        (" ", f"v=1; a={key.algorithm};"),
-        (" ", "c=relaxed/relaxed;"),
-        (" ", f"d={key.domain};"),
-        (" ", f"s={key.selector};"),
-        (" ", f"t={timestamp};"),
-    ]
-    # FWS is allowed around the ':' between names, so h= may fold after any of them.
-    tokens += [
-        (" " if i == 0 else "", ("h=" if i == 0 else "") + name + (":" if i < len(h) - 1 else ";"))
-        for i, name in enumerate(h)
-    ]
-    tokens.append((" ", f"bh={bh};"))
-    return "DKIM-Signature: " + _fold(tokens, len("DKIM-Signature: ")) + "\r\n b="
+    head = [f"v=1; a={key.algorithm};", "c=relaxed/relaxed;", f"d={key.domain};", f"s={key.selector};"]
+    head.append(f"t={timestamp};")
+    return (
+        "DKIM-Signature: " + _fold(head, " ", len("DKIM-Signature: ")) + f"\r\n {h_tag}\r\n bh={bh};\r\n b="
+    )
 
 
 def _fold_b(unsigned: str, b64: str) -> str:
@@ -195,17 +196,16 @@ def _fold_b(unsigned: str, b64: str) -> str:
 
 
 def _h_and_signed(fields: dict[bytes, list[bytes]]) -> tuple[list[str], bytes]:
-    """h= (SIGNED_HEADERS present, oversigned ones once more) and the relaxed fields it covers:
-    one pass, since both signatures of a message share them."""
+    """h= (the SIGNED_HEADERS present, in message order, then one more of each oversigned name)
+    and the relaxed fields it covers: once per message, since every signature shares them."""
     names: list[str] = []
     parts: list[bytes] = []
-    for name, key, oversigned in _SIGNED_NAMES:
-        instances = fields.get(key)
-        if instances:
+    for key, instances in fields.items():
+        name = _SIGNED_NAMES.get(key)
+        if name is not None:
             names.extend([name] * len(instances))
-            parts.extend(_relaxed(instance) for instance in reversed(instances))
-        if oversigned:
-            names.append(name)
+            parts.extend([_relaxed(instance) for instance in reversed(instances)])
+    names.extend(_OVERSIGNED_ORDER)
     return names, b"".join(parts)
 
 
@@ -215,7 +215,9 @@ def sign(message: bytes, keys: Sequence[SigningKey], *, timestamp: int | None = 
     if not keys:
         return message
     # SMTP clients send bare CR or LF as CRLF; sign the bytes that will be on the wire.
-    if message.count(b"\n") != message.count(b"\r\n") or message.count(b"\r") != message.count(b"\r\n"):
+    # (bytes.count is ~4x slower here than one replace and two memchr scans.)
+    without_crlf = message.replace(b"\r\n", b"")
+    if b"\n" in without_crlf or b"\r" in without_crlf:
         message = _LINE_END.sub(b"\r\n", message)
     header_block, sep, body = message.partition(b"\r\n\r\n")
     if not sep and header_block.endswith(b"\r\n"):
@@ -223,11 +225,12 @@ def sign(message: bytes, keys: Sequence[SigningKey], *, timestamp: int | None = 
     bh = body_hash(body)
     fields = _fields_by_name(header_block)
     h, signed = _h_and_signed(fields)
+    h_tag = _h_tag(h)
     t = int(time.time()) if timestamp is None else timestamp
     ordered = sorted(keys, key=lambda k: not isinstance(k.private_key, rsa.RSAPrivateKey))
     signatures = []
     for key in ordered:
-        unsigned = _signature_field(key, h, bh, t)
+        unsigned = _signature_field(key, h_tag, bh, t)
         data = signed + _relaxed(unsigned.encode("ascii"))[:-2]
         b64 = base64.b64encode(sign_hash_input(key.private_key, data)).decode("ascii")
         signatures.append(_fold_b(unsigned, b64).encode("ascii") + b"\r\n")
