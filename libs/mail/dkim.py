@@ -211,7 +211,8 @@ def _h_and_signed(fields: dict[bytes, list[bytes]]) -> tuple[list[str], bytes]:
 
 def sign(message: bytes, keys: Sequence[SigningKey], *, timestamp: int | None = None) -> bytes:
     """The message (CRLF line endings, as the router builds it) with one DKIM-Signature header per
-    key prepended, RSA first. Both signatures share one body hash."""
+    key prepended, RSA first. Both signatures share one body hash. Line endings are returned as
+    they go on the wire: bare CR or LF as CRLF, and a final CRLF added if missing."""
     if not keys:
         return message
     # SMTP clients send bare CR or LF as CRLF; sign the bytes that will be on the wire.
@@ -219,6 +220,10 @@ def sign(message: bytes, keys: Sequence[SigningKey], *, timestamp: int | None = 
     without_crlf = message.replace(b"\r\n", b"")
     if b"\n" in without_crlf or b"\r" in without_crlf:
         message = _LINE_END.sub(b"\r\n", message)
+    # The client ends DATA with CRLF "." CRLF, adding a CRLF the message lacks; without it here,
+    # verifiers would disagree on whether the last line's trailing whitespace counts.
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
     header_block, sep, body = message.partition(b"\r\n\r\n")
     if not sep and header_block.endswith(b"\r\n"):
         header_block = header_block[:-2]

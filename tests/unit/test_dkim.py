@@ -12,6 +12,8 @@ import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from libs.mail.dkim import (
     OVERSIGNED_HEADERS,
@@ -133,6 +135,13 @@ def test_signature_lines_stay_within_78_characters() -> None:
 def test_bare_line_feeds_are_signed_as_the_crlf_that_goes_on_the_wire() -> None:
     signed = sign(MESSAGE.replace(b"\r\n", b"\n"), [RSA_KEY, ED_KEY])
     assert signed.endswith(MESSAGE)
+    assert _verifies(signed, 0) and _verifies(signed, 1)
+
+
+def test_a_last_line_without_crlf_is_signed_as_sent_with_one() -> None:
+    # SMTP clients add the CRLF before the final "."; the trailing space then is end-of-line space.
+    signed = sign(MESSAGE + b"Regards ", [RSA_KEY, ED_KEY])
+    assert signed.endswith(MESSAGE + b"Regards \r\n")
     assert _verifies(signed, 0) and _verifies(signed, 1)
 
 
@@ -358,3 +367,31 @@ def test_signing_key_repr_shows_no_key_material() -> None:
         assert "private_key" not in text and "PRIVATE" not in text and "object at" not in text
         assert pem.decode().splitlines()[1][:20] not in text
     assert RSA_KEY.selector in repr(RSA_KEY)
+
+
+_WSP = st.sampled_from([" ", "\t", "  ", " \t "])
+_WORD = st.text(alphabet="abcXYZ019<>@.,;=\"'()-_", min_size=1, max_size=8)
+_VALUE = st.lists(st.tuples(_WORD, _WSP, st.booleans()), min_size=1, max_size=6).map(
+    # Words separated by whitespace runs, some of them folded onto a continuation line.
+    lambda parts: "".join(word + ("\r\n" + wsp if fold else wsp) for word, wsp, fold in parts)
+)
+_LINE = st.lists(st.tuples(_WORD, _WSP), max_size=5).map(lambda parts: "".join(w + s for w, s in parts))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    subject=_VALUE,
+    to=_VALUE,
+    extra=st.lists(st.sampled_from(["Cc", "Reply-To", "X-Tag", "References", "Subject"]), max_size=3),
+    body=st.lists(_LINE, max_size=6),
+    trailing=st.sampled_from(["", "\r\n", "\r\n\r\n", "  \r\n\t\r\n"]),
+)
+def test_any_whitespace_and_folding_verifies_with_both_algorithms(
+    subject: str, to: str, extra: list[str], body: list[str], trailing: str
+) -> None:
+    head = f"From: a@{DOMAIN}\r\nTo:{to}\r\nSubject: {subject}\r\n" + "".join(
+        f"{name}: {subject}\r\n" for name in extra
+    )
+    message = (head + "\r\n" + "\r\n".join(body) + trailing).encode()
+    signed = sign(message, [RSA_KEY, ED_KEY])
+    assert _verifies(signed, 0) and _verifies(signed, 1)
