@@ -52,12 +52,13 @@ HTML_LINE = '    <tr><td class=3D"item">Widget {i}</td><td class=3D"qty">2</td><
 def message(size: int) -> bytes:
     """A multipart receipt of about `size` bytes, built the way the router builds one (CRLF,
     quoted-printable HTML with indentation, unsubscribe and feedback headers)."""
-    text, html = [], []
-    i = 0
-    while len(HEADERS) + sum(map(len, text)) + sum(map(len, html)) < size - 200:
-        text.append(TEXT_LINE.format(i=i))
-        html.append(HTML_LINE.format(i=i))
-        i += 1
+    text: list[str] = []
+    html: list[str] = []
+    length = len(HEADERS)
+    while length < size - 200:
+        text.append(TEXT_LINE.format(i=len(text)))
+        html.append(HTML_LINE.format(i=len(html)))
+        length += len(text[-1]) + len(html[-1])
     body = (
         "--=_pw_boundary\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
         + "".join(text)
