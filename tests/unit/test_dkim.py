@@ -138,6 +138,15 @@ def test_bare_line_feeds_are_signed_as_the_crlf_that_goes_on_the_wire() -> None:
     assert _verifies(signed, 0) and _verifies(signed, 1)
 
 
+def test_utf8_headers_and_body_verify() -> None:
+    # SMTPUTF8 messages carry raw UTF-8 in headers (RFC 6532); they are signed as bytes.
+    message = MESSAGE.replace(b"To: Ana <ana@example.net>", "To: José <josé@exämple.net>".encode()).replace(
+        b"Thanks for your order.", "Merci pour votre commande — à bientôt.".encode()
+    )
+    signed = sign(message, [RSA_KEY, ED_KEY])
+    assert _verifies(signed, 0) and _verifies(signed, 1)
+
+
 def test_a_last_line_without_crlf_is_signed_as_sent_with_one() -> None:
     # SMTP clients add the CRLF before the final "."; the trailing space then is end-of-line space.
     signed = sign(MESSAGE + b"Regards ", [RSA_KEY, ED_KEY])
