@@ -39,7 +39,8 @@ SECRET_DEFAULTS: Mapping[str, frozenset[str]] = {
 
 # Which secrets each service reads, and so must be given (least privilege: template runs
 # tenant-written Jinja and gets nothing it does not need). Edge and mta_worker neither serve
-# nor call an internal RPC. A service that starts reading POSTWIRE_TOKEN_KEYS adds it here.
+# nor call an internal RPC; mta_worker opens the DKIM keys policy sealed, so it shares policy's
+# secret key. A service that starts reading POSTWIRE_TOKEN_KEYS adds it here.
 SECRETS_BY_SERVICE: Mapping[str, tuple[str, ...]] = {
     "policy": (
         "POSTWIRE_API_KEY_PEPPER",
@@ -51,7 +52,7 @@ SECRETS_BY_SERVICE: Mapping[str, tuple[str, ...]] = {
     "submission": ("POSTWIRE_INTERNAL_TOKEN",),
     "router": ("POSTWIRE_INTERNAL_TOKEN",),
     "events": ("POSTWIRE_INTERNAL_TOKEN", "POSTWIRE_TOKEN_KEYS"),
-    "mta_worker": (),
+    "mta_worker": ("POSTWIRE_SECRET_KEY",),
     "edge": (),
 }
 

@@ -24,7 +24,7 @@ from postwire.v1 import event_pb2, message_pb2
 
 from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, Bus, Publication
 from libs.bus import Outcome as BusOutcome
-from libs.domain_keys import DomainKeyReader
+from libs.domain_keys import DomainKeyReader, KeyUnreadable
 from libs.errors import Unavailable
 from libs.event_outbox import EventContext, new_event
 from libs.failures import dependency_failure
@@ -152,11 +152,13 @@ class Worker:
                 keys = await self._delivery.keys.keys_for(claim.tenant_id, _domain(claim.envelope_from))
             except Exception as exc:
                 failure = dependency_failure(exc)
-                if failure is None:
+                if failure is None and not isinstance(exc, KeyUnreadable):
                     raise
-                # The keys cannot be read: sending unsigned would be worse than a little later.
+                # The keys cannot be read (PostgreSQL away, or a POSTWIRE_SECRET_KEY that is not
+                # policy's): sending unsigned would be worse than sending a little later.
                 await self._store.release(claim.message_id, positions)
-                raise Unavailable(f"DKIM keys unavailable: {failure.message}") from exc
+                why = failure.message if failure is not None else str(exc)
+                raise Unavailable(f"DKIM keys unavailable: {why}") from exc
             for domain, recipients in groups.items():
                 if self._abort.is_set():
                     await self._store.release(claim.message_id, [r.position for r in recipients])

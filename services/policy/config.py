@@ -7,6 +7,7 @@ from libs.config import CommonConfig, env_float, env_host_port, env_str
 
 # The dev defaults live beside the check that refuses them outside POSTWIRE_ENV=dev.
 from libs.dev_switch import DEV_PEPPER, DEV_SECRET_KEY
+from libs.domain_keys import secret_key
 from libs.token_keys import KeyRing
 
 __all__ = ["DEV_PEPPER", "DEV_SECRET_KEY", "PolicyConfig"]
@@ -37,7 +38,7 @@ class PolicyConfig:
             common=CommonConfig.from_env(env, service="policy", default_port=50063),
             api_key_pepper=env_str(env, "POSTWIRE_API_KEY_PEPPER", DEV_PEPPER).encode(),
             admin_token=env_str(env, "POSTWIRE_ADMIN_TOKEN", ""),
-            secret_key=env_str(env, "POSTWIRE_SECRET_KEY", DEV_SECRET_KEY),
+            secret_key=secret_key(env),
             dns_resolver=env_host_port(env, "POSTWIRE_DNS_RESOLVER", "")
             if env.get("POSTWIRE_DNS_RESOLVER")
             else None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 from postwire.v1 import domain_service_pb2, domain_service_pb2_grpc
 
+from libs.domain_keys import Sealer
 from libs.errors import FailedPrecondition, InvalidArgument
 from libs.page_tokens import PageTokens, page_size
 from libs.ttl_cache import TtlCache
@@ -18,7 +19,6 @@ from services.policy.domain_store import DomainRow, DomainStore
 from services.policy.domains import (
     Record,
     RecordStatus,
-    Sealer,
     check_records,
     domain_problem,
     generate_keys,

@@ -1,15 +1,13 @@
-"""Sending domains without I/O: names, DKIM keys, the records to publish, judging what DNS
-answered, and sealing private keys for storage.
+"""Sending domains without I/O: names, DKIM keys, the records to publish, and judging what DNS
+answered.
 
-Keys are made and sealed through `cryptography` (OpenSSL): RSA-2048 and Ed25519 (RFC 8463), the
-private halves as PKCS#8 PEM inside AES-256-GCM with the domain id as associated data.
+Keys are made through `cryptography` (OpenSSL): RSA-2048 and Ed25519 (RFC 8463), the private
+halves as PKCS#8 PEM, which libs.domain_keys.Sealer seals for storage.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import os
 import re
 import secrets
 from collections.abc import Sequence
@@ -18,7 +16,6 @@ from enum import IntEnum
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = [
     "DnsAnswer",
@@ -26,7 +23,6 @@ __all__ = [
     "Purpose",
     "Record",
     "RecordStatus",
-    "Sealer",
     "check_records",
     "domain_problem",
     "generate_keys",
@@ -204,18 +200,3 @@ def check_records(
         statuses[record.purpose.name] = status
     verified = all(statuses[r.purpose.name] is RecordStatus.FOUND for r in records if r.required)
     return statuses, verified
-
-
-class Sealer:
-    """AES-256-GCM for private keys at rest. The key is derived from the deployment's secret, so
-    any string works as POSTWIRE_SECRET_KEY; the domain id is bound in as associated data."""
-
-    def __init__(self, secret: str) -> None:
-        self._aead = AESGCM(hashlib.sha256(b"postwire-domain-keys:" + secret.encode()).digest())
-
-    def seal(self, plaintext: bytes, domain_id: str) -> bytes:
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, plaintext, domain_id.encode())
-
-    def open(self, sealed: bytes, domain_id: str) -> bytes:
-        return self._aead.decrypt(sealed[:12], sealed[12:], domain_id.encode())

@@ -17,6 +17,7 @@ from postwire.v1 import (
 )
 
 from libs.db import connect_pool
+from libs.domain_keys import Sealer
 from libs.grpcx.server import GrpcServer
 from libs.page_tokens import PageTokens
 from libs.service_main import Service, serve
@@ -27,7 +28,6 @@ from services.policy.core import PolicyCore
 from services.policy.dns_lookup import DnsLookup
 from services.policy.domain_api import DnsSettings, DomainApi, Domains
 from services.policy.domain_store import DomainStore
-from services.policy.domains import Sealer
 from services.policy.store import PolicyStore
 from services.policy.suppression_api import SuppressionApi
 from services.policy.suppression_lookup import Suppressions

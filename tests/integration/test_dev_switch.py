@@ -58,6 +58,9 @@ def _refused(result: subprocess.CompletedProcess[str], variable: str) -> None:
         ("submission", "POSTWIRE_INTERNAL_TOKEN", ""),
         ("router", "POSTWIRE_INTERNAL_TOKEN", ""),
         ("events", "POSTWIRE_INTERNAL_TOKEN", ""),
+        # mta_worker opens the DKIM keys policy sealed.
+        ("mta_worker", "POSTWIRE_SECRET_KEY", DEV_SECRET_KEY),
+        ("mta_worker", "POSTWIRE_SECRET_KEY", ""),
     ],
 )
 def test_a_default_or_empty_secret_is_refused_outside_dev(service: str, variable: str, value: str) -> None:

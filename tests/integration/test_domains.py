@@ -15,8 +15,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from postwire.v1 import domain_service_pb2, domain_service_pb2_grpc, mail_service_pb2_grpc
 
+from libs.domain_keys import Sealer
 from services.policy.config import DEV_SECRET_KEY
-from services.policy.domains import Sealer
 from tests.conftest import create_tenant
 from tests.integration.helpers import bad_request_fields, mail, unique, wait_for_mail
 

@@ -55,6 +55,15 @@ def test_an_unset_secret_counts_as_default() -> None:
     assert unsafe_settings(env, "template") == ["POSTWIRE_INTERNAL_TOKEN"]
 
 
+def test_mta_worker_needs_the_secret_key_that_opens_dkim_keys() -> None:
+    # It signs with the keys policy sealed, so a published default would expose every domain's key.
+    assert "POSTWIRE_SECRET_KEY" in unsafe_settings(
+        REAL | {"POSTWIRE_SECRET_KEY": DEV_SECRET_KEY}, "mta_worker"
+    )
+    assert "POSTWIRE_SECRET_KEY" in unsafe_settings({}, "mta_worker")
+    assert unsafe_settings(REAL, "mta_worker") == []
+
+
 def test_only_the_secrets_a_service_uses_are_required() -> None:
     assert unsafe_settings({"POSTWIRE_INTERNAL_TOKEN": "t"}, "submission") == []
     assert unsafe_settings({}, "edge") == []

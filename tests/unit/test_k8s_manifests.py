@@ -46,6 +46,8 @@ GRPC_EDGES = {
 }
 # The only services that read POSTWIRE_API_KEY_PEPPER (services/policy/config.py).
 PEPPER_READERS = {"policy"}
+# The only services that open sealed DKIM keys with POSTWIRE_SECRET_KEY: policy seals, mta-worker signs.
+SECRET_KEY_READERS = {"policy", "mta-worker"}
 PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "100.64.0.0/10"}
 SMTP_PORTS = {25, 465, 587}
 COMMON_EGRESS_PORTS = {4222, 5432, 4317}
@@ -319,15 +321,17 @@ def test_deployment_wires_shared_config_and_secrets(name: str) -> None:
             "name": "postwire-secrets",
             "key": "admin-token",
         }
-        assert env["POSTWIRE_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
-            "name": "postwire-secrets",
-            "key": "secret-key",
-        }
     else:
         # Least privilege: template runs tenant-supplied Jinja, and nothing but policy hashes keys
         # or serves AdminService.
         assert "POSTWIRE_API_KEY_PEPPER" not in env
         assert "POSTWIRE_ADMIN_TOKEN" not in env
+    if name in SECRET_KEY_READERS:
+        assert env["POSTWIRE_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+            "name": "postwire-secrets",
+            "key": "secret-key",
+        }
+    else:
         assert "POSTWIRE_SECRET_KEY" not in env
     if name == "edge":
         # The edge forwards bytes and mints no tokens.

@@ -7,11 +7,11 @@ import base64
 import pytest
 from cryptography.exceptions import InvalidTag
 
+from libs.domain_keys import Sealer
 from services.policy.domains import (
     DnsAnswer,
     Purpose,
     RecordStatus,
-    Sealer,
     check_records,
     domain_problem,
     generate_keys,
