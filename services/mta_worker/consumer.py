@@ -194,7 +194,8 @@ class Worker:
     def _outcome(
         self, claim: Claim, ctx: EventContext, recipient: ClaimedRecipient, reply: Reply, now: datetime
     ) -> tuple[Outcome, bus_pb2.EventEnvelope]:
-        verdict = classify(reply)
+        classification = classify(reply)
+        verdict = classification.verdict
         attempt = recipient.attempts + 1
         first = recipient.first_attempt_time or now
         next_time: datetime | None = None
@@ -233,6 +234,7 @@ class Worker:
             next_attempt_time=next_time,
             reason=reason,
             when=now,
+            bounce_category=classification.category if state in ("deferred", "bounced") else 0,
         )
         return outcome, event
 
