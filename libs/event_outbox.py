@@ -46,6 +46,8 @@ def new_event(
     next_attempt_time: datetime | None = None,
     reason: str = "",
     when: datetime | None = None,
+    bounce_category: int = 0,
+    remote: message_pb2.RemoteServer | None = None,
 ) -> bus_pb2.EventEnvelope:
     """`discriminator` makes the id deterministic (position, type, attempt), so a retried step
     cannot mint a second event for the same outcome."""
@@ -60,12 +62,15 @@ def new_event(
         metadata=dict(ctx.metadata or {}),
         attempt=attempt,
         reason=reason,
+        bounce_category=bounce_category,  # type: ignore[arg-type]
     )
     event.create_time.FromDatetime(when or datetime.now(UTC))
     if smtp_reply is not None:
         event.smtp_reply.CopyFrom(smtp_reply)
     if next_attempt_time is not None:
         event.next_attempt_time.FromDatetime(next_attempt_time)
+    if remote is not None:
+        event.remote.CopyFrom(remote)
     return bus_pb2.EventEnvelope(tenant_id=ctx.tenant_id, event=event)
 
 

@@ -42,6 +42,9 @@ _SERVER_NAME = "postwire-capture"
 _READY_TIMEOUT = 10.0
 _SHUTDOWN_TIMEOUT = 5.0
 _GREYLIST = re.compile(r"greylist([0-9]+)")
+# full<N>: the mailbox is full for the first N RCPTs (a 5xx that RFC 3463 calls persistent
+# transient), then accepts: the sender must retry, not bounce.
+_FULL = re.compile(r"full([0-9]+)")
 # Timing directives, for fault runs: `hold<N>` accepts the DATA (records it) and then holds the
 # reply to the final "." N seconds, the window in which a crashed client cannot know it was
 # delivered; `slow<N>` is a tarpit that answers RCPT and the final "." each N seconds late.
@@ -54,6 +57,7 @@ _REPLY_OK = "250 OK"
 _REPLY_TEMPFAIL = "451 4.7.1 Try again later"
 _REPLY_GREYLISTED = "451 4.7.1 Greylisted, try again later"
 _REPLY_PERMFAIL = "550 5.1.1 User unknown"
+_REPLY_MAILBOX_FULL = "552 5.2.2 Mailbox full"
 _REPLY_NULL_RCPT = "553 5.1.3 Error: null recipient not allowed"
 _REPLY_DATAFAIL = "554 5.6.0 Message rejected"
 _REPLY_DATATEMP = "451 4.3.0 Temporary failure at end of data"
@@ -96,7 +100,8 @@ class SmtpSink:
     """An SMTP server on a background thread that records accepted mail.
 
     With ``scripted=True`` the recipient local part (up to the first ``+``) selects a
-    behaviour: ``tempfail``, ``greylist<N>``, ``permfail``, ``datafail``, ``datatemp``,
+    behaviour: ``tempfail``, ``greylist<N>``, ``full<N>`` (552 5.2.2 mailbox full for the first N
+    RCPTs), ``permfail``, ``datafail``, ``datatemp``,
     ``disconnect``, ``hold<N>`` (record the message, then answer the final "." N seconds late)
     or ``slow<N>`` (answer RCPT and the final "." each N seconds late); anything else is accepted.
 
@@ -129,6 +134,7 @@ class SmtpSink:
         self._messages: list[ReceivedMessage] = []
         self._attempts: list[tuple[str, str, str]] = []
         self._greylist_seen: dict[str, int] = {}
+        self._full_seen: dict[str, int] = {}
         self._disconnected: set[str] = set()
         # Which connection accepted each message, and when each connection closed: enough to
         # tell how many transactions were past "." and still open at a given moment.
@@ -259,6 +265,7 @@ class SmtpSink:
             self._messages.clear()
             self._attempts.clear()
             self._greylist_seen.clear()
+            self._full_seen.clear()
             self._disconnected.clear()
             self._message_session.clear()
             self._session_closed.clear()
@@ -352,6 +359,7 @@ class SmtpSink:
             elif self._scripted:
                 directive = _directive(address)
                 greylist = _GREYLIST.fullmatch(directive)
+                full = _FULL.fullmatch(directive)
                 if directive == "tempfail":
                     reply = _REPLY_TEMPFAIL
                 elif directive == "permfail":
@@ -361,6 +369,11 @@ class SmtpSink:
                     if seen < int(greylist.group(1)):
                         self._greylist_seen[key] = seen + 1
                         reply = _REPLY_GREYLISTED
+                elif full is not None and int(full.group(1)) >= 1:
+                    seen = self._full_seen.get(key, 0)
+                    if seen < int(full.group(1)):
+                        self._full_seen[key] = seen + 1
+                        reply = _REPLY_MAILBOX_FULL
             self._attempts.append((address, "RCPT", reply[:3]))
         return reply
 

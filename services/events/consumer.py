@@ -11,6 +11,7 @@ from postwire.internal.v1 import bus_pb2
 from libs.bus import Bus, Outcome, Publication
 from libs.stage_retry import StageRetry
 from services.events.store import EventsStore
+from services.events.suppression_rule import suppression_for
 
 _log = logging.getLogger(__name__)
 # Rows one sweep query claims; a sweep repeats the query until a claim comes back short.
@@ -29,7 +30,8 @@ class EventRecorder:
         self._retry = retry or StageRetry()
 
     async def handle(self, msg: Msg) -> Outcome:
-        await self._store.store(bus_pb2.EventEnvelope.FromString(msg.data))
+        envelope = bus_pb2.EventEnvelope.FromString(msg.data)
+        await self._store.store(envelope, suppression=suppression_for(envelope))
         return Outcome.ACK
 
     # libs.bus.StageFailures: the count lives on the outbox row, which the sweeper re-publishes

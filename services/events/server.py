@@ -20,7 +20,10 @@ from libs.sweeper import Periodic
 from services.events.api import EventApi
 from services.events.config import EventsConfig
 from services.events.consumer import EventRecorder
+from services.events.policy_client import PolicySuppressions
+from services.events.relay_suppressions import SuppressionRelay
 from services.events.store import EventsStore
+from services.events.suppression_store import SuppressionOutbox
 
 
 async def run(env: Mapping[str, str]) -> None:
@@ -54,8 +57,12 @@ async def run(env: Mapping[str, str]) -> None:
         )
         sweeper = Periodic("event-outbox-sweeper", config.common.sweep_interval_seconds, recorder.sweep)
         sweeper.start()
+        relay = SuppressionRelay(SuppressionOutbox(pool), PolicySuppressions(policy))
+        suppressions = Periodic("suppression-outbox", config.common.sweep_interval_seconds, relay.drain)
+        suppressions.start()
         return Service(
-            stop_intake=[sweeper.stop, bus.stop_consumers], close=[bus.close, policy.close, pool.close]
+            stop_intake=[sweeper.stop, suppressions.stop, bus.stop_consumers],
+            close=[bus.close, policy.close, pool.close],
         )
 
     await serve(config.common, env, wire)

@@ -10,6 +10,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from postwire.internal.v1 import bus_pb2
 
+from services.events.suppression_rule import PendingSuppression
+from services.events.suppression_store import queue_suppression
+
 __all__ = ["EventQuery", "EventsStore"]
 
 
@@ -29,13 +32,18 @@ class EventsStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def store(self, envelope: bus_pb2.EventEnvelope) -> None:
-        """Keep the event (once) and retire its outbox row in one transaction."""
+    async def store(
+        self, envelope: bus_pb2.EventEnvelope, *, suppression: PendingSuppression | None = None
+    ) -> None:
+        """Keep the event (once), queue the suppression it causes, and retire its outbox row, in
+        one transaction. A redelivered event queues nothing: the tenant may have lifted the
+        suppression since."""
         event = envelope.event
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
+            stored = await conn.fetchval(
                 "INSERT INTO events (event_id, tenant_id, message_id, recipient, type, create_time, payload)"
-                " VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
+                " VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING"
+                " RETURNING seq",
                 event.id,
                 envelope.tenant_id,
                 event.message_id,
@@ -44,6 +52,8 @@ class EventsStore:
                 event.create_time.ToDatetime(tzinfo=UTC),
                 event.SerializeToString(),
             )
+            if stored is not None and suppression is not None:
+                await queue_suppression(conn, suppression)
             await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event.id)
 
     async def query(self, q: EventQuery) -> list[tuple[int, bytes]]:

@@ -6,7 +6,11 @@ import enum
 import re
 from dataclasses import dataclass
 
-__all__ = ["Reply", "Verdict", "classify", "parse_reply"]
+from postwire.v1 import message_pb2
+
+from services.mta_worker.bounce_classes import first_rule
+
+__all__ = ["Classification", "Reply", "Verdict", "classify", "parse_reply"]
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 
@@ -32,16 +36,29 @@ def parse_reply(code: int, message: str) -> Reply:
     return Reply(code=code, enhanced=match.group(1) if match else "", text=text)
 
 
-def classify(reply: Reply) -> Verdict:
-    """2xx delivered; 5xx bounced; 4xx and no reply at all deferred.
+@dataclass(frozen=True, slots=True)
+class Classification:
+    verdict: Verdict
+    category: int  # postwire.v1.BounceCategory; UNSPECIFIED for a delivery
+
+
+def classify(reply: Reply) -> Classification:
+    """2xx delivered; 5xx bounced; 4xx and no reply at all deferred; the category from the
+    bounce table (bounce_classes), which also names the 5xx replies that are retried anyway.
 
     An enhanced code wins over the basic one where they disagree (a "550 4.7.1" is a temporary
     policy block in practice), because receivers set the enhanced code more carefully.
     """
     if 200 <= reply.code < 300:
-        return Verdict.DELIVERED
-    if reply.enhanced.startswith("4."):
-        return Verdict.DEFERRED
-    if 500 <= reply.code < 600:
-        return Verdict.BOUNCED
-    return Verdict.DEFERRED
+        return Classification(Verdict.DELIVERED, message_pb2.BOUNCE_CATEGORY_UNSPECIFIED)
+    rule = first_rule(reply.code, reply.enhanced, reply.text)
+    permanent = 500 <= reply.code < 600 and not reply.enhanced.startswith("4.")
+    if permanent and not rule.always_defer:
+        return Classification(Verdict.BOUNCED, rule.category)
+    # HARD suppresses the address; a failure that is retried must not claim it (a "450 5.1.1").
+    category = (
+        message_pb2.BOUNCE_CATEGORY_SOFT
+        if rule.category == message_pb2.BOUNCE_CATEGORY_HARD
+        else rule.category
+    )
+    return Classification(Verdict.DEFERRED, category)

@@ -31,7 +31,7 @@ def test_classify(code: int, message: str, verdict: Verdict, enhanced: str) -> N
     reply = parse_reply(code, message)
     assert reply.code == code
     assert reply.enhanced == enhanced
-    assert classify(reply) is verdict
+    assert classify(reply).verdict is verdict
 
 
 @pytest.mark.parametrize(
@@ -68,5 +68,5 @@ def test_short_text_is_kept_whole() -> None:
 
 
 def test_reply_can_be_built_directly() -> None:
-    assert classify(Reply(code=550, enhanced="", text="")) is Verdict.BOUNCED
-    assert classify(Reply(code=503, enhanced="4.5.0", text="")) is Verdict.DEFERRED
+    assert classify(Reply(code=550, enhanced="", text="")).verdict is Verdict.BOUNCED
+    assert classify(Reply(code=503, enhanced="4.5.0", text="")).verdict is Verdict.DEFERRED
