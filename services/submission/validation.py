@@ -100,7 +100,9 @@ def check_send_time(request: mail_service_pb2.SendEmailRequest, *, now: datetime
         raise InvalidArgument([("send_time", problem)])
 
 
-def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime | None = None) -> ValidatedSend:
+def validate_send(
+    request: mail_service_pb2.SendEmailRequest, *, now: datetime | None = None
+) -> ValidatedSend:
     """Return the normalised request, or raise InvalidArgument listing every violation.
 
     Stateless unless `now` is given, which adds the send_time window to the same list."""
@@ -109,7 +111,11 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime |
     out.CopyFrom(request)
 
     def check_mailbox(
-        field: str, box: message_pb2.EmailAddress, target: message_pb2.EmailAddress, *, utf8_local: bool = True
+        field: str,
+        box: message_pb2.EmailAddress,
+        target: message_pb2.EmailAddress,
+        *,
+        utf8_local: bool = True,
     ) -> str | None:
         problem = _text_problem(box.name, limit=LIMITS.max_name)
         if problem:
