@@ -164,3 +164,13 @@ def test_config_defaults_and_policy_reads_the_same_definition() -> None:
 def test_malformed_config_fails_fast_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         ReturnPathConfig.from_env({name: value})
+
+
+def test_the_readme_example_is_a_real_token_of_the_dev_ring() -> None:
+    from pathlib import Path
+
+    from libs.token_keys import DEV_TOKEN_KEYS
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    example = readme.split("# e.g. bounces+", 1)[1].split("@", 1)[0]
+    assert ReturnPathTokens(KeyRing.parse(DEV_TOKEN_KEYS)).open(example) == (MESSAGE_ID, 0)
