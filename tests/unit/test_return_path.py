@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -19,7 +20,7 @@ from libs.return_path import (
     envelope_from,
     token_of,
 )
-from libs.token_keys import KeyRing
+from libs.token_keys import DEV_TOKEN_KEYS, KeyRing
 from services.policy.config import PolicyConfig
 
 KEY_A = base64.b64encode(b"a" * 32).decode()
@@ -167,10 +168,6 @@ def test_malformed_config_fails_fast_naming_the_variable(name: str, value: str) 
 
 
 def test_the_readme_example_is_a_real_token_of_the_dev_ring() -> None:
-    from pathlib import Path
-
-    from libs.token_keys import DEV_TOKEN_KEYS
-
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     example = readme.split("# e.g. bounces+", 1)[1].split("@", 1)[0]
     assert ReturnPathTokens(KeyRing.parse(DEV_TOKEN_KEYS)).open(example) == (MESSAGE_ID, 0)
