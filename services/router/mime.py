@@ -66,6 +66,15 @@ def _header_text(value: str) -> str | Header:
     return Header(value, "utf-8") if _needs_encoding(value) else value
 
 
+def _wire_address(address: str) -> str:
+    """The address as written: domain as A-labels, local part as given."""
+    wire = to_ascii_address(address)
+    # Submission refuses domains without an IDNA form; one that slipped through must fail the
+    # build (UnicodeEncodeError, a counted stage failure), never reach the wire as raw Unicode.
+    wire.rpartition("@")[2].encode("ascii")
+    return wire
+
+
 def _quoted_name(name: str) -> str:
     # formataddr's quoting, which cannot be used here: it refuses a non-ASCII address.
     if not _SPECIALS.search(name):
@@ -81,9 +90,9 @@ def _utf8_mailboxes(boxes: Sequence[message_pb2.EmailAddress]) -> str:
     mailboxes = []
     for box in boxes:
         if not box.name:
-            mailboxes.append(to_ascii_address(box.address))
+            mailboxes.append(_wire_address(box.address))
             continue
-        addr = f"<{to_ascii_address(box.address)}>"
+        addr = f"<{_wire_address(box.address)}>"
         if _needs_encoding(box.name):
             name = Header(box.name, "utf-8").encode(linesep="\r\n", maxlinelen=_FOLD_AT)
         else:
@@ -95,15 +104,15 @@ def _utf8_mailboxes(boxes: Sequence[message_pb2.EmailAddress]) -> str:
 
 
 def _mailboxes(boxes: Sequence[message_pb2.EmailAddress]) -> str | Header:
-    if not all(to_ascii_address(b.address).isascii() for b in boxes):
+    if not all(b.address.rpartition("@")[0].isascii() for b in boxes):
         return _utf8_mailboxes(boxes)
     if not any(_needs_encoding(b.name) for b in boxes):
-        return ", ".join(formataddr((b.name, to_ascii_address(b.address))) for b in boxes)
+        return ", ".join(formataddr((b.name, _wire_address(b.address))) for b in boxes)
     header = Header(charset="utf-8")
     for i, box in enumerate(boxes):
         if box.name:
             header.append(box.name, "utf-8")
-        header.append(f"<{to_ascii_address(box.address)}>{',' if i < len(boxes) - 1 else ''}", "us-ascii")
+        header.append(f"<{_wire_address(box.address)}>{',' if i < len(boxes) - 1 else ''}", "us-ascii")
     return header
 
 

@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from postwire.v1 import mail_service_pb2
@@ -405,3 +406,13 @@ def test_any_display_names_beside_utf8_addresses_never_inject_headers(names: lis
     ]
     assert re.search(rb"(?<!\r)\n|\r(?!\n)", built.data) is None
     assert max(len(line) for line in built.data.split(b"\r\n")) <= 998
+
+
+@pytest.mark.parametrize("local", ["sender", "用户"])
+def test_an_address_whose_domain_has_no_a_label_form_is_never_written(local: str) -> None:
+    # Submission refuses such domains; if one slips through, building must fail (the router then
+    # counts a stage failure) rather than put a raw Unicode domain on the wire.
+    request = make_request()
+    request.to[0].address = f"{local}@" + "\u00e9" * 64 + ".example"
+    with pytest.raises(UnicodeEncodeError):
+        build(request)
