@@ -30,8 +30,11 @@ def has_unsafe_chars(value: str) -> str | None:
     return None
 
 
-def normalize_address(address: str) -> str:
-    """Validate an addr-spec and return its normalised form (domain lowercased, Unicode NFC)."""
+def normalize_address(address: str, *, utf8_local: bool = False) -> str:
+    """Validate an addr-spec and return its normalised form (domain lowercased, Unicode NFC).
+
+    `utf8_local` admits a non-ASCII local part (RFC 6531/6532): delivering it needs SMTPUTF8 from
+    the receiving server and raw UTF-8 in the header that carries it."""
     if not address:
         raise AddressError("address is required")
     unsafe = has_unsafe_chars(address)
@@ -44,11 +47,12 @@ def normalize_address(address: str) -> str:
             allow_quoted_local=False,
             allow_domain_literal=False,
             allow_display_name=False,
-            # Internationalised local parts need SMTPUTF8 end to end (headers included), which the
-            # MIME builder does not do yet; refuse them up front rather than fail after accepting.
-            allow_smtputf8=False,
+            allow_smtputf8=utf8_local,
         )
     except EmailNotValidError as exc:
+        local, _, _ = address.rpartition("@")
+        if not utf8_local and not local.isascii():
+            raise AddressError("the part before the @-sign must be ASCII here") from None
         raise AddressError(str(exc)) from None
     local = result.local_part
     if len(local.encode()) > MAX_LOCAL:

@@ -24,7 +24,7 @@ _log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_LIMITS = 64
-_TENANT_FIELDS = ("name", "sandbox", "limits")
+_TENANT_FIELDS = ("name", "sandbox", "require_tls", "limits")
 
 
 def _tenant_proto(t: TenantRow) -> admin_service_pb2.Tenant:
@@ -32,6 +32,7 @@ def _tenant_proto(t: TenantRow) -> admin_service_pb2.Tenant:
         id=t.id,
         name=t.name,
         sandbox=t.sandbox,
+        require_tls=t.require_tls,
         limits=[
             admin_service_pb2.StreamLimits(
                 stream=lim.stream,
@@ -108,7 +109,9 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
         self._authorize(context)
         name = _name(request.tenant.name, "tenant.name")
         limits = _limits(request.tenant)
-        tenant_id = await self._core.store.create_tenant(name, sandbox=request.tenant.sandbox, limits=limits)
+        tenant_id = await self._core.store.create_tenant(
+            name, sandbox=request.tenant.sandbox, require_tls=request.tenant.require_tls, limits=limits
+        )
         return admin_service_pb2.CreateTenantResponse(
             tenant=_tenant_proto(await self._core.store.get_tenant(tenant_id))
         )
@@ -159,6 +162,7 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
             tenant.id,
             name=_name(tenant.name, "tenant.name") if "name" in paths else None,
             sandbox=tenant.sandbox if "sandbox" in paths else None,
+            require_tls=tenant.require_tls if "require_tls" in paths else None,
             limits=_limits(tenant) if "limits" in paths else None,
         )
         self._core.forget_tenant(updated.id)

@@ -8,6 +8,7 @@ from libs.config import CommonConfig, env_float, env_host_port, env_str
 # The dev defaults live beside the check that refuses them outside POSTWIRE_ENV=dev.
 from libs.dev_switch import DEV_PEPPER, DEV_SECRET_KEY
 from libs.domain_keys import secret_key
+from libs.return_path import ReturnPathConfig
 from libs.token_keys import KeyRing
 
 __all__ = ["DEV_PEPPER", "DEV_SECRET_KEY", "PolicyConfig"]
@@ -25,8 +26,8 @@ class PolicyConfig:
     dns_resolver: tuple[str, int] | None
     dns_timeout_seconds: float
     spf_include: str
-    return_path_host: str
-    return_path_label: str
+    # One definition with mta_worker, so the CNAME DomainService asks for is where bounces go.
+    return_path: ReturnPathConfig
     # From domains accepted without verification: only for local runs and tests.
     dev_from_domains: frozenset[str]
     # Seals page tokens (and later every other token Postwire mints); the first key seals.
@@ -44,8 +45,7 @@ class PolicyConfig:
             else None,
             dns_timeout_seconds=env_float(env, "POSTWIRE_DNS_TIMEOUT_SECONDS", 5.0, minimum=0.1),
             spf_include=env_str(env, "POSTWIRE_SPF_INCLUDE", "_spf.postwire.localhost"),
-            return_path_host=env_str(env, "POSTWIRE_RETURN_PATH_HOST", "bounces.postwire.localhost"),
-            return_path_label=env_str(env, "POSTWIRE_RETURN_PATH_LABEL", "pw-bounces"),
+            return_path=ReturnPathConfig.from_env(env),
             dev_from_domains=frozenset(
                 d.strip().lower()
                 for d in env_str(env, "POSTWIRE_DEV_FROM_DOMAINS", "").split(",")

@@ -44,7 +44,7 @@ async def run(env: Mapping[str, str]) -> None:
             DomainStore(pool),
             Sealer(config.secret_key),
             DnsLookup(config.dns_resolver, timeout=config.dns_timeout_seconds),
-            DnsSettings(config.spf_include, config.return_path_host, config.return_path_label),
+            DnsSettings(config.spf_include, config.return_path.host, config.return_path.label),
             dev_from_domains=config.dev_from_domains,
             cache_seconds=config.common.key_cache_seconds,
         )

@@ -28,6 +28,7 @@ class TenantRow:
     id: str
     name: str
     sandbox: bool
+    require_tls: bool
     create_time: datetime
     limits: tuple[Limits, ...]
 
@@ -84,13 +85,18 @@ class PolicyStore:
         name: str,
         *,
         sandbox: bool = False,
+        require_tls: bool = False,
         limits: Sequence[Limits] = (),
     ) -> str:
         """A tenant with its limits; keys are added with create_key."""
         tenant_id = uuid.uuid4()
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO tenants (id, name, sandbox) VALUES ($1, $2, $3)", tenant_id, name, sandbox
+                "INSERT INTO tenants (id, name, sandbox, require_tls) VALUES ($1, $2, $3, $4)",
+                tenant_id,
+                name,
+                sandbox,
+                require_tls,
             )
             await _write_limits(conn, tenant_id, limits)
         return str(tenant_id)
@@ -108,7 +114,7 @@ class PolicyStore:
         row = None
         if tid is not None:
             row = await self._pool.fetchrow(
-                "SELECT id, name, sandbox, create_time FROM tenants WHERE id = $1", tid
+                "SELECT id, name, sandbox, require_tls, create_time FROM tenants WHERE id = $1", tid
             )
         if row is None:
             raise NotFound(f"tenant '{tenant_id}' not found")
@@ -116,6 +122,7 @@ class PolicyStore:
             id=str(row["id"]),
             name=row["name"],
             sandbox=row["sandbox"],
+            require_tls=row["require_tls"],
             create_time=row["create_time"],
             limits=tuple(await self.limits(str(row["id"]))),
         )
@@ -125,7 +132,7 @@ class PolicyStore:
         Two queries per page, however many tenants are on it."""
         stamp, _, last_id = after.partition("|")
         rows = await self._pool.fetch(
-            "SELECT id, name, sandbox, create_time FROM tenants"
+            "SELECT id, name, sandbox, require_tls, create_time FROM tenants"
             " WHERE $1::timestamptz IS NULL OR (create_time, id) > ($1::timestamptz, $2::uuid)"
             " ORDER BY create_time, id LIMIT $3",
             datetime.fromisoformat(stamp) if stamp else None,
@@ -146,6 +153,7 @@ class PolicyStore:
                 id=str(r["id"]),
                 name=r["name"],
                 sandbox=r["sandbox"],
+                require_tls=r["require_tls"],
                 create_time=r["create_time"],
                 limits=tuple(limits[r["id"]]),
             )
@@ -158,16 +166,18 @@ class PolicyStore:
         *,
         name: str | None = None,
         sandbox: bool | None = None,
+        require_tls: bool | None = None,
         limits: Sequence[Limits] | None = None,
     ) -> TenantRow:
         tid = _uuid(tenant_id)
         async with self._pool.acquire() as conn, conn.transaction():
             found = tid is not None and await conn.fetchval(
-                "UPDATE tenants SET name = COALESCE($2, name), sandbox = COALESCE($3, sandbox)"
-                " WHERE id = $1 RETURNING true",
+                "UPDATE tenants SET name = COALESCE($2, name), sandbox = COALESCE($3, sandbox),"
+                " require_tls = COALESCE($4, require_tls) WHERE id = $1 RETURNING true",
                 tid,
                 name,
                 sandbox,
+                require_tls,
             )
             if not found:
                 raise NotFound(f"tenant '{tenant_id}' not found")

@@ -8,6 +8,7 @@ control characters by submission, so the stricter policy would buy nothing here.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,9 @@ __all__ = ["BuiltMessage", "Content", "build_mime"]
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
 _POLICY = compat32.clone(linesep="\r\n", max_line_length=78)
+_FOLD_AT = 76
+_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
+_ESCAPES = re.compile(r'([\\"])')
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +66,53 @@ def _header_text(value: str) -> str | Header:
     return Header(value, "utf-8") if _needs_encoding(value) else value
 
 
+def _wire_address(address: str) -> str:
+    """The address as written: domain as A-labels, local part as given."""
+    wire = to_ascii_address(address)
+    # Submission refuses domains without an IDNA form; one that slipped through must fail the
+    # build (UnicodeEncodeError, a counted stage failure), never reach the wire as raw Unicode.
+    wire.rpartition("@")[2].encode("ascii")
+    return wire
+
+
+def _quoted_name(name: str) -> str:
+    # formataddr's quoting, which cannot be used here: it refuses a non-ASCII address.
+    if not _SPECIALS.search(name):
+        return name
+    return '"' + _ESCAPES.sub(r"\\\1", name) + '"'
+
+
+def _utf8_mailboxes(boxes: Sequence[message_pb2.EmailAddress]) -> str:
+    """RFC 6532: an encoded-word cannot carry a local part, so the addresses go out as raw UTF-8
+    (domains as A-labels) while display names stay RFC 2047, and the addresses are the only 8-bit
+    octets. compat32 writes a surrogate-escaped value unchanged and unfolded, so it is folded here,
+    one mailbox per line."""
+    mailboxes = []
+    for box in boxes:
+        if not box.name:
+            mailboxes.append(_wire_address(box.address))
+            continue
+        addr = f"<{_wire_address(box.address)}>"
+        if _needs_encoding(box.name):
+            name = Header(box.name, "utf-8").encode(linesep="\r\n", maxlinelen=_FOLD_AT)
+        else:
+            name = _quoted_name(box.name)
+        last_line = name.rpartition("\r\n")[2]
+        fits = len(last_line) + 1 + len(addr.encode()) <= _FOLD_AT
+        mailboxes.append(name + (" " if fits else "\r\n ") + addr)
+    return ",\r\n ".join(mailboxes).encode("utf-8").decode("ascii", "surrogateescape")
+
+
 def _mailboxes(boxes: Sequence[message_pb2.EmailAddress]) -> str | Header:
+    if not all(b.address.rpartition("@")[0].isascii() for b in boxes):
+        return _utf8_mailboxes(boxes)
     if not any(_needs_encoding(b.name) for b in boxes):
-        return ", ".join(formataddr((b.name, to_ascii_address(b.address))) for b in boxes)
+        return ", ".join(formataddr((b.name, _wire_address(b.address))) for b in boxes)
     header = Header(charset="utf-8")
     for i, box in enumerate(boxes):
         if box.name:
             header.append(box.name, "utf-8")
-        header.append(f"<{to_ascii_address(box.address)}>{',' if i < len(boxes) - 1 else ''}", "us-ascii")
+        header.append(f"<{_wire_address(box.address)}>{',' if i < len(boxes) - 1 else ''}", "us-ascii")
     return header
 
 

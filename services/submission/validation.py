@@ -100,7 +100,9 @@ def check_send_time(request: mail_service_pb2.SendEmailRequest, *, now: datetime
         raise InvalidArgument([("send_time", problem)])
 
 
-def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime | None = None) -> ValidatedSend:
+def validate_send(
+    request: mail_service_pb2.SendEmailRequest, *, now: datetime | None = None
+) -> ValidatedSend:
     """Return the normalised request, or raise InvalidArgument listing every violation.
 
     Stateless unless `now` is given, which adds the send_time window to the same list."""
@@ -109,13 +111,17 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime |
     out.CopyFrom(request)
 
     def check_mailbox(
-        field: str, box: message_pb2.EmailAddress, target: message_pb2.EmailAddress
+        field: str,
+        box: message_pb2.EmailAddress,
+        target: message_pb2.EmailAddress,
+        *,
+        utf8_local: bool = True,
     ) -> str | None:
         problem = _text_problem(box.name, limit=LIMITS.max_name)
         if problem:
             v.append((f"{field}.name", f"display name {problem}"))
         try:
-            normalized = normalize_address(box.address)
+            normalized = normalize_address(box.address, utf8_local=utf8_local)
         except AddressError as exc:
             v.append((f"{field}.address" if box.address else field, str(exc)))
             return None
@@ -126,7 +132,9 @@ def validate_send(request: mail_service_pb2.SendEmailRequest, *, now: datetime |
     if not request.HasField("from") or not sender.address:
         v.append(("from.address", "a sender address is required"))
     else:
-        check_mailbox("from", sender, getattr(out, "from"))
+        # The From address is the DKIM and DMARC identity, and verifiers without RFC 6532 support
+        # would reject or mangle a UTF-8 one; only recipients and Reply-To may carry UTF-8.
+        check_mailbox("from", sender, getattr(out, "from"), utf8_local=False)
 
     recipients: list[tuple[str, int]] = []
     seen: set[str] = set()

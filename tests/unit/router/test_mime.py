@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from postwire.v1 import mail_service_pb2
@@ -303,3 +304,115 @@ def test_long_unbroken_header_text_stays_within_998_octets_and_round_trips() -> 
 def test_subject_with_a_long_word_and_encoded_word_lookalike_round_trip() -> None:
     for subject in ("x" * 100 + " " + "y" * 100, "=?utf-8?q?hi?="):
         assert parse(build(subject=subject).data)["Subject"] == subject
+
+
+# --- internationalised local parts (RFC 6532) --------------------------------------------------------------
+
+
+def parse_utf8(data: bytes) -> EmailMessage:
+    # How an RFC 6532 client reads the header section: as UTF-8 text.
+    message = email.message_from_string(data.decode("utf-8"), policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def utf8_request() -> mail_service_pb2.SendEmailRequest:
+    request = make_request()
+    request.to[0].address = "用户@例子.测试"
+    request.to[0].name = "Zoë Müller"
+    request.cc.add(address="josé@example.com")
+    request.reply_to.add(address="поддержка@example.com", name="Служба поддержки")
+    return request
+
+
+def test_a_non_ascii_local_part_is_written_as_raw_utf8_with_an_a_label_domain() -> None:
+    data = build(utf8_request()).data
+    assert "<用户@xn--fsqu00a.xn--0zwm56d>".encode() in data
+    assert "josé@example.com".encode() in data
+    assert "<поддержка@example.com>".encode() in data
+    assert "例子".encode() not in data, "the domain goes out as A-labels"
+    message = parse_utf8(data)
+    assert [(a.display_name, a.addr_spec) for a in message["To"].addresses] == [
+        ("Zoë Müller", "用户@xn--fsqu00a.xn--0zwm56d"),
+        ("Zoë Müller", "zoe@example.net"),
+    ]
+    assert [a.addr_spec for a in message["Cc"].addresses] == ["carol@example.org", "josé@example.com"]
+    assert [(a.display_name, a.addr_spec) for a in message["Reply-To"].addresses] == [
+        ("Acme Support", "support@example.com"),
+        ("Служба поддержки", "поддержка@example.com"),
+    ]
+
+
+def test_display_names_stay_encoded_words_beside_a_utf8_address() -> None:
+    data = build(utf8_request()).data
+    assert "Zoë".encode() not in data
+    assert "Служба".encode() not in data
+    header_section = data.split(b"\r\n\r\n", 1)[0]
+    to_lines = re.search(rb"^To: .*?(?=\r\n\S)", header_section, re.M | re.S)
+    assert to_lines is not None and b"=?utf-8?" in to_lines.group(0)
+
+
+def test_only_the_utf8_addresses_carry_8_bit_octets() -> None:
+    request = utf8_request()
+    request.attachments.add(filename="résumé.pdf", content_type="application/pdf", content=PDF)
+    data = build(request, subject="Grüße ✓").data
+    rest = data
+    for address in ("用户@xn--fsqu00a.xn--0zwm56d", "josé@example.com", "поддержка@example.com"):
+        rest = rest.replace(address.encode(), b"")
+    assert rest.isascii()
+    assert data.split(b"\r\n\r\n", 1)[1].isascii(), "the body keeps its transfer encodings"
+
+
+def test_utf8_address_headers_keep_the_wire_rules() -> None:
+    request = utf8_request()
+    for i in range(30):
+        request.to.add(address=f"{'名' * 20}{i}@example.com", name="Ünïcode " * 10)
+    data = build(request).data
+    assert re.search(rb"\r(?!\n)", data) is None, "lone CR on the wire"
+    assert re.search(rb"(?<!\r)\n", data) is None, "bare LF on the wire"
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    message = parse_utf8(data)
+    assert len(message["To"].addresses) == 32
+    assert message["To"].addresses[-1].addr_spec == f"{'名' * 20}29@example.com"
+    # CPython's parser puts a space between adjacent encoded-words of a phrase (RFC 2047 says to
+    # drop the folding white space), so compare without spaces.
+    assert message["To"].addresses[-1].display_name.replace(" ", "") == "Ünïcode" * 10
+    assert sorted(message.keys()) == sorted(parse(build().data).keys())
+
+
+def test_bcc_with_a_utf8_local_part_stays_out_of_the_message() -> None:
+    request = make_request()
+    request.bcc[0].address = "秘密@example.org"
+    data = build(request).data
+    assert "秘密".encode() not in data
+    assert data.isascii(), "no UTF-8 address in a header, so no 8-bit octets at all"
+
+
+@settings(max_examples=250, deadline=None, database=None)
+@given(names=st.lists(_NAME, min_size=1, max_size=4))
+def test_any_display_names_beside_utf8_addresses_never_inject_headers(names: list[str]) -> None:
+    request = mail_service_pb2.SendEmailRequest()
+    getattr(request, "from").address = "billing@example.com"
+    addresses = [f"用户{i}@例子.测试" for i in range(len(names))]
+    for name, address in zip(names, addresses, strict=True):
+        request.to.add(address=address, name=name)
+
+    built = build(request, subject="hi", text="hi", html="<p>hi</p>")
+    message = parse_utf8(built.data)
+
+    assert sorted(message.keys()) == _EXPECTED_HEADERS
+    assert [a.addr_spec for a in message["To"].addresses] == [
+        f"用户{i}@xn--fsqu00a.xn--0zwm56d" for i in range(len(names))
+    ]
+    assert re.search(rb"(?<!\r)\n|\r(?!\n)", built.data) is None
+    assert max(len(line) for line in built.data.split(b"\r\n")) <= 998
+
+
+@pytest.mark.parametrize("local", ["sender", "用户"])
+def test_an_address_whose_domain_has_no_a_label_form_is_never_written(local: str) -> None:
+    # Submission refuses such domains; if one slips through, building must fail (the router then
+    # counts a stage failure) rather than put a raw Unicode domain on the wire.
+    request = make_request()
+    request.to[0].address = f"{local}@" + "\u00e9" * 64 + ".example"
+    with pytest.raises(UnicodeEncodeError):
+        build(request)

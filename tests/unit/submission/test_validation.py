@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from postwire.v1 import mail_service_pb2, message_pb2
@@ -557,7 +558,97 @@ def test_trailing_newline_is_rejected(mutate, field) -> None:
     assert fields_of(request) == [field]
 
 
-def test_internationalised_local_part_is_refused_until_smtputf8_headers_exist() -> None:
+# --- internationalised addresses (SMTPUTF8, RFC 6532) -------------------------------------------------------
+
+
+def test_non_ascii_local_parts_are_accepted_in_to_cc_bcc_and_reply_to() -> None:
     request = make_request()
-    request.to[0].address = "üser@example.com"
+    request.to[0].address = "用户@例子.测试"
+    request.cc.add(address="josé@example.com")
+    request.bcc.add(address="Ünal@example.org")
+    request.reply_to.add(address="поддержка@example.com", name="Служба поддержки")
+    validated = validate_send(request, now=NOW)
+    assert validated.recipients == (
+        ("用户@例子.测试", message_pb2.RECIPIENT_KIND_TO),
+        ("josé@example.com", message_pb2.RECIPIENT_KIND_CC),
+        ("Ünal@example.org", message_pb2.RECIPIENT_KIND_BCC),
+    )
+    assert validated.request.reply_to[0].address == "поддержка@example.com"
+
+
+def test_a_non_ascii_local_part_is_stored_in_nfc_so_duplicates_are_found() -> None:
+    request = make_request()
+    request.to[0].address = "jose\u0301@example.com"  # e + combining acute
+    request.cc.add(address="JOSÉ@example.com")
+    found = violations(request)
+    assert found == [("cc[0].address", "duplicate recipient")]
+    request.ClearField("cc")
+    assert validate_send(request, now=NOW).recipients[0][0] == "josé@example.com"
+
+
+def test_the_sender_keeps_an_ascii_local_part() -> None:
+    # The From address is the DKIM/DMARC identity and names the verified domain; receivers and
+    # verifiers without RFC 6532 support would reject or mangle it, so only recipients get UTF-8.
+    request = make_request()
+    getattr(request, "from").address = "josé@example.com"
+    found = violations(request)
+    assert [f for f, _ in found] == ["from.address"]
+    assert "ASCII" in found[0][1]
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "用户\r\nBcc: victim@example.net@例子.测试",
+        "用\u200b户@example.com",
+        "用\u202e户@example.com",
+        "用户\x00@example.com",
+        '"用 户"@example.com',
+        "用户@[127.0.0.1]",
+        "用户..名@example.com",
+        "用 户@example.com",
+        "用户@",
+        "用户@例子.invalid",
+        "用" * 22 + "@example.com",  # 66 octets of UTF-8: over the 64-octet local part limit
+    ],
+)
+def test_non_ascii_local_parts_still_get_every_other_check(address: str) -> None:
+    request = make_request()
+    request.to[0].address = address
     assert fields_of(request) == ["to[0].address"]
+
+
+def test_twenty_one_three_octet_characters_fit_the_local_part() -> None:
+    request = make_request()
+    request.to[0].address = "用" * 21 + "@example.com"
+    validate_send(request, now=NOW)
+
+
+_ASCII_LOCAL = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=70)
+
+
+@settings(max_examples=300)
+@given(local=_ASCII_LOCAL, domain=st.sampled_from(["example.com", "bücher.example", "x", "[127.0.0.1]"]))
+def test_ascii_addresses_are_judged_exactly_as_before(local: str, domain: str) -> None:
+    # Accepting UTF-8 local parts must not loosen anything for ASCII ones.
+    address = f"{local}@{domain}"
+    try:
+        validate_email(
+            address,
+            check_deliverability=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            allow_smtputf8=False,
+        )
+        before = not any(ord(c) < 32 or ord(c) == 127 for c in address) and len(local) <= 64
+    except EmailNotValidError:
+        before = False
+    request = make_request()
+    request.to[0].address = address
+    try:
+        validate_send(request, now=NOW)
+        after = True
+    except InvalidArgument:
+        after = False
+    assert after == before
