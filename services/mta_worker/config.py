@@ -92,7 +92,9 @@ class WorkerConfig:
             dns_resolver=dns_resolver(env),
             dns_timeout=dns_timeout(env),
             timeouts=Timeouts.from_env(env),
-            max_messages_per_connection=env_int(env, "POSTWIRE_SMTP_MAX_MESSAGES_PER_CONNECTION", 100, minimum=1),
+            max_messages_per_connection=env_int(
+                env, "POSTWIRE_SMTP_MAX_MESSAGES_PER_CONNECTION", 100, minimum=1
+            ),
             connection_idle_seconds=env_float(env, "POSTWIRE_SMTP_IDLE_SECONDS", 10.0, minimum=0.1),
             hostname=env_str(env, "POSTWIRE_HOSTNAME", "postwire.localhost"),
             return_path=ReturnPathConfig.from_env(env),
@@ -110,4 +112,3 @@ class WorkerConfig:
             retry_concurrency=env_int(env, "POSTWIRE_RETRY_CONCURRENCY", 8, minimum=1),
             slots_per_destination=env_int(env, "POSTWIRE_MAX_SLOTS_PER_DESTINATION", 16, minimum=1),
         )
-

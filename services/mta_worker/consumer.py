@@ -84,6 +84,7 @@ class Delivery:
         self.timeouts = timeouts
         self.helo_name = helo_name
 
+
 class Worker:
     def __init__(
         self,
@@ -190,9 +191,14 @@ class Worker:
             plan = d.endpoints.mx(where.domain, answer, tls_required=tls_required)
         else:
             if tls_required and d.relay_tls is TlsMode.NONE:
-                reply = Reply(0, "4.7.10", "TLS is required for this mail but the relay is configured without TLS")
+                reply = Reply(
+                    0, "4.7.10", "TLS is required for this mail but the relay is configured without TLS"
+                )
                 await self._on_reply(
-                    claim, recipients, reply, Classification(Verdict.DEFERRED, message_pb2.BOUNCE_CATEGORY_CONFIG)
+                    claim,
+                    recipients,
+                    reply,
+                    Classification(Verdict.DEFERRED, message_pb2.BOUNCE_CATEGORY_CONFIG),
                 )
                 return
             plan = d.endpoints.relay(where)

@@ -21,7 +21,7 @@ from services.mta_worker.smtp_outcome import Classification, Reply, Verdict, cla
 from services.mta_worker.smtp_session import SessionBroken, SessionFailure, SmtpSession, Timeouts
 from services.mta_worker.store import ClaimedRecipient
 
-__all__ = ["Letter", "Report", "RecipientDelivery"]
+__all__ = ["Letter", "RecipientDelivery", "Report"]
 
 _log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from postwire.internal.v1 import bus_pb2
 from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
 from libs.domain_keys import DomainKeyReader, Sealer
-from libs.return_path import ReturnPathTokens
 from libs.event_outbox import publish_events
 from libs.grpcx.server import GrpcServer
+from libs.return_path import ReturnPathTokens
 from libs.service_main import Service, serve
 from libs.sweeper import Periodic
 from services.mta_worker.config import WorkerConfig

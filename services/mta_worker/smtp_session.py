@@ -81,7 +81,10 @@ class Timeouts:
     def env_all(cls, seconds: float) -> dict[str, str]:
         """Every phase at one value, as settings: for tests and fault runs that need time-outs
         short enough to observe."""
-        return {f"POSTWIRE_SMTP_{phase.upper()}_TIMEOUT_SECONDS": str(seconds) for phase in cls.__dataclass_fields__}
+        return {
+            f"POSTWIRE_SMTP_{phase.upper()}_TIMEOUT_SECONDS": str(seconds)
+            for phase in cls.__dataclass_fields__
+        }
 
 
 class TlsMode(enum.Enum):
@@ -146,7 +149,9 @@ _OPPORTUNISTIC = _unverified_context()
 
 
 class SmtpSession:
-    def __init__(self, endpoint: Endpoint, client: aiosmtplib.SMTP, timeouts: Timeouts, *, verified: bool) -> None:
+    def __init__(
+        self, endpoint: Endpoint, client: aiosmtplib.SMTP, timeouts: Timeouts, *, verified: bool
+    ) -> None:
         self.endpoint = endpoint
         self._client = client
         self._timeouts = timeouts
@@ -168,7 +173,9 @@ class SmtpSession:
             return await cls._open(endpoint, helo_name, timeouts, tls=TlsMode.NONE)
 
     @classmethod
-    async def _open(cls, endpoint: Endpoint, helo_name: str, timeouts: Timeouts, *, tls: TlsMode) -> SmtpSession:
+    async def _open(
+        cls, endpoint: Endpoint, helo_name: str, timeouts: Timeouts, *, tls: TlsMode
+    ) -> SmtpSession:
         sock = await _connect(endpoint, timeouts.connect)
         client = aiosmtplib.SMTP(
             hostname=endpoint.host,
@@ -232,7 +239,9 @@ class SmtpSession:
         limit = _size_limit(client)
         if limit and len(normalised) > limit:
             return Reply(
-                552, "5.3.4", f"message size {len(normalised)} exceeds the receiving server's limit of {limit}"
+                552,
+                "5.3.4",
+                f"message size {len(normalised)} exceeds the receiving server's limit of {limit}",
             )
         options: list[str] = []
         if client.supports_extension("size"):
@@ -245,7 +254,9 @@ class SmtpSession:
         encoding = "utf-8" if smtputf8 else "ascii"
         try:
             try:
-                await client.mail(envelope_from, options=options, encoding=encoding, timeout=self._timeouts.mail)
+                await client.mail(
+                    envelope_from, options=options, encoding=encoding, timeout=self._timeouts.mail
+                )
                 await client.rcpt(recipient, encoding=encoding, timeout=self._timeouts.rcpt)
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code == 421:
@@ -265,7 +276,11 @@ class SmtpSession:
             client.close()
             if self.past_final_dot:
                 reply = lost_reply(exc)
-                _log.warning("no reply to the final '.' from %s (%s): may be delivered twice", self.endpoint.host, reply.text)
+                _log.warning(
+                    "no reply to the final '.' from %s (%s): may be delivered twice",
+                    self.endpoint.host,
+                    reply.text,
+                )
                 raise SessionBroken(reply) from exc
             raise SessionBroken(_failure_reply(exc, self.endpoint)) from exc
         finally:
@@ -439,7 +454,9 @@ def _tls_reply(endpoint: Endpoint, exc: BaseException) -> Reply:
             detail = f"TLS handshake failed: {seen.reason or type(seen).__name__}"
             break
         seen = seen.__cause__ or seen.__context__
-    return Reply(0, "4.7.5" if "certificate" in detail else "4.7.0", f"TLS with {endpoint.host} failed: {detail}")
+    return Reply(
+        0, "4.7.5" if "certificate" in detail else "4.7.0", f"TLS with {endpoint.host} failed: {detail}"
+    )
 
 
 def lost_reply(exc: BaseException) -> Reply:
@@ -455,4 +472,8 @@ def lost_reply(exc: BaseException) -> Reply:
 def _failure_reply(exc: BaseException, endpoint: Endpoint) -> Reply:
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return parse_reply(exc.code, exc.message)
-    return Reply(code=0, enhanced="", text=f"connection to {endpoint.host} ({endpoint.address}) failed: {type(exc).__name__}")
+    return Reply(
+        code=0,
+        enhanced="",
+        text=f"connection to {endpoint.host} ({endpoint.address}) failed: {type(exc).__name__}",
+    )

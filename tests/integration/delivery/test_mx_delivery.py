@@ -78,7 +78,9 @@ def _dnsfunc(loopback: LoopbackDns) -> Callable[..., bytes]:
 
 
 async def _send(edge: grpc.aio.Channel, tenant: Tenant, **fields: Any) -> str:
-    answer = await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(mail(**fields), metadata=tenant.metadata)
+    answer = await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
+        mail(**fields), metadata=tenant.metadata
+    )
     return str(answer.message_id)
 
 
@@ -111,12 +113,16 @@ async def test_a_verified_domain_arrives_signed_rsa_and_ed25519_with_per_recipie
     for transaction in transactions:
         local, _, host = transaction.mail_from.partition("@")
         assert host == f"pw-bounces.{sender_domain}" and local.startswith("bounces+") and len(local) <= 64
-        assert tokens.open(local.removeprefix("bounces+")) == (message_id, [alice, bob].index(transaction.rcpt_tos[0]))
+        assert tokens.open(local.removeprefix("bounces+")) == (
+            message_id,
+            [alice, bob].index(transaction.rcpt_tos[0]),
+        )
         _assert_signed_by_both(transaction, dns, sender_domain)
         assert transaction.tls is not None  # opportunistic STARTTLS was taken
 
     delivered = _by_recipient(
-        await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_DELIVERED] * 2), E.EVENT_TYPE_DELIVERED
+        await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_DELIVERED] * 2),
+        E.EVENT_TYPE_DELIVERED,
     )
     for event in delivered.values():
         assert event.remote.host == f"mx1.{inbox}" and event.remote.address == "127.0.0.2"
@@ -127,7 +133,9 @@ async def test_a_verified_domain_arrives_signed_rsa_and_ed25519_with_per_recipie
 def _assert_signed_by_both(transaction: Transaction, loopback: LoopbackDns, domain: str) -> None:
     message = transaction.data
     signatures = [v for k, v in transaction.parsed().items() if k.lower() == "dkim-signature"]
-    algorithms = sorted(dict(t.strip().split("=", 1) for t in s.split(";") if "=" in t)["a"] for s in signatures)
+    algorithms = sorted(
+        dict(t.strip().split("=", 1) for t in s.split(";") if "=" in t)["a"] for s in signatures
+    )
     assert algorithms == ["ed25519-sha256", "rsa-sha256"]
     verifier = dkim.DKIM(message)
     for index in range(2):
@@ -162,7 +170,8 @@ async def test_null_mx_nxdomain_and_a_private_mx_bounce_with_reasons_and_categor
     recipients = [f"a@{null_mx}", f"b@{missing}", f"c@{private}"]
     message_id = await _send(mx_edge, mx_tenant, to=[{"address": r} for r in recipients])
     bounced = _by_recipient(
-        await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_BOUNCED] * 3), E.EVENT_TYPE_BOUNCED
+        await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_BOUNCED] * 3),
+        E.EVENT_TYPE_BOUNCED,
     )
     a, b, c = (bounced[r] for r in recipients)
     assert (a.smtp_reply.code, a.smtp_reply.enhanced_code, a.bounce_category) == (556, "5.1.10", HARD)
@@ -195,13 +204,19 @@ async def test_a_per_recipient_refusal_bounces_that_recipient_only(
     inbox = _name("refuse")
     _mx(dns, inbox, (10, "mx", "127.0.0.7"))
     gone, here = f"gone@{inbox}", f"here@{inbox}"
-    server = mx_servers("127.0.0.7", rcpt_replies={gone: "550 5.1.1 The email account that you tried to reach does not exist"})
+    server = mx_servers(
+        "127.0.0.7", rcpt_replies={gone: "550 5.1.1 The email account that you tried to reach does not exist"}
+    )
     message_id = await _send(mx_edge, mx_tenant, to=[{"address": gone}, {"address": here}])
     events = await wait_for_events(
         mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_BOUNCED, E.EVENT_TYPE_DELIVERED]
     )
     bounced = _by_recipient(events, E.EVENT_TYPE_BOUNCED)[gone]
-    assert (bounced.smtp_reply.code, bounced.smtp_reply.enhanced_code, bounced.bounce_category) == (550, "5.1.1", HARD)
+    assert (bounced.smtp_reply.code, bounced.smtp_reply.enhanced_code, bounced.bounce_category) == (
+        550,
+        "5.1.1",
+        HARD,
+    )
     assert bounced.remote.address == "127.0.0.7"
     assert [t.rcpt_tos for t in server.transactions()] == [(here,)]
 
@@ -212,7 +227,9 @@ async def test_a_tls_required_domain_whose_mx_offers_no_starttls_defers_and_send
     _mx(dns, TLS_REQUIRED_DOMAIN, (10, "mx", "127.0.0.8"))
     server = mx_servers("127.0.0.8")  # no STARTTLS
     message_id = await _send(mx_edge, mx_tenant, to=[{"address": f"erin@{TLS_REQUIRED_DOMAIN}"}])
-    (deferred,) = (await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_DEFERRED]))[-1:]
+    (deferred,) = (await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_DEFERRED]))[
+        -1:
+    ]
     assert deferred.bounce_category == CONFIG
     assert "STARTTLS" in deferred.reason and "required" in deferred.reason
     assert server.transactions() == []
@@ -225,7 +242,8 @@ async def test_a_tenant_requiring_tls_gets_a_verified_certificate_or_nothing(
     admin = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
     await admin_service_pb2_grpc.AdminServiceStub(mx_edge).UpdateTenant(
         admin_service_pb2.UpdateTenantRequest(
-            tenant=admin_service_pb2.Tenant(id=mx_tenant.id, require_tls=True), update_mask={"paths": ["require_tls"]}
+            tenant=admin_service_pb2.Tenant(id=mx_tenant.id, require_tls=True),
+            update_mask={"paths": ["require_tls"]},
         ),
         metadata=admin,
     )
@@ -242,6 +260,8 @@ async def test_a_tenant_requiring_tls_gets_a_verified_certificate_or_nothing(
     assert delivered.remote.tls_verified
 
     refused_id = await _send(mx_edge, mx_tenant, to=[{"address": f"grace@{bad_domain}"}])
-    (deferred,) = (await wait_for_events(mx_edge, mx_tenant.metadata, refused_id, [E.EVENT_TYPE_DEFERRED]))[-1:]
+    (deferred,) = (await wait_for_events(mx_edge, mx_tenant.metadata, refused_id, [E.EVENT_TYPE_DEFERRED]))[
+        -1:
+    ]
     assert deferred.bounce_category == CONFIG and "certificate" in deferred.reason
     assert bad.transactions() == []

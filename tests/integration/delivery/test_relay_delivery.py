@@ -61,7 +61,13 @@ async def _send(mx_edge, tenant: Tenant, recipient: str) -> str:
 
 
 async def test_a_relay_whose_certificate_does_not_verify_gets_neither_auth_nor_the_message(
-    mx_edge, mx_tenant, relay_worker: Configure, relay, untrusted_ca: TestCa, trusted_ca: TestCa, data_dir: Path
+    mx_edge,
+    mx_tenant,
+    relay_worker: Configure,
+    relay,
+    untrusted_ca: TestCa,
+    trusted_ca: TestCa,
+    data_dir: Path,
 ) -> None:
     server = relay(starttls=untrusted_ca.server_context("localhost"))
     relay_worker(
@@ -72,7 +78,9 @@ async def test_a_relay_whose_certificate_does_not_verify_gets_neither_auth_nor_t
         POSTWIRE_SMARTHOST_PASSWORD=PASSWORD,
     )
     message_id = await _send(mx_edge, mx_tenant, f"henry-{uuid.uuid4().hex[:6]}@customer.example")
-    (deferred,) = (await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_DEFERRED]))[-1:]
+    (deferred,) = (await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_DEFERRED]))[
+        -1:
+    ]
     assert deferred.bounce_category == message_pb2.BOUNCE_CATEGORY_CONFIG
     assert "certificate" in deferred.reason and "localhost" in deferred.reason
     assert PASSWORD not in deferred.reason
@@ -98,7 +106,9 @@ async def test_a_trusted_starttls_relay_with_auth_receives_the_message(
     assert transaction.tls is not None
     attempts = server.auth_attempts()
     assert attempts and all(a.tls and a.username == USER and a.success for a in attempts)
-    (delivered,) = (await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_DELIVERED]))[-1:]
+    (delivered,) = (await wait_for_events(mx_edge, mx_tenant.metadata, message_id, [E.EVENT_TYPE_DELIVERED]))[
+        -1:
+    ]
     assert delivered.remote.host == "localhost" and delivered.remote.tls_verified
     assert delivered.remote.tls_version.startswith("TLSv1")
 

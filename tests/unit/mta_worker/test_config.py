@@ -40,7 +40,9 @@ def test_relay_defaults_to_verified_starttls_without_credentials() -> None:
     assert (config.relay.username, config.relay.password, config.relay.ca_file) == (None, None, None)
 
 
-@pytest.mark.parametrize(("raw", "mode"), [("implicit", TlsMode.IMPLICIT), ("none", TlsMode.NONE), ("STARTTLS", TlsMode.REQUIRED)])
+@pytest.mark.parametrize(
+    ("raw", "mode"), [("implicit", TlsMode.IMPLICIT), ("none", TlsMode.NONE), ("STARTTLS", TlsMode.REQUIRED)]
+)
 def test_relay_tls_modes(raw: str, mode: TlsMode) -> None:
     assert WorkerConfig.from_env({**RELAY, "POSTWIRE_SMARTHOST_TLS": raw}).relay.tls is mode
 
@@ -84,7 +86,9 @@ def test_timeouts_default_to_postfix_and_are_read_per_phase() -> None:
         connect=30, greeting=300, ehlo=300, starttls=300, mail=300, rcpt=300,
         data_init=120, data_xfer=180, data_done=600, rset=20, quit=300,
     )  # fmt: skip
-    read = Timeouts.from_env({"POSTWIRE_SMTP_DATA_DONE_TIMEOUT_SECONDS": "900", "POSTWIRE_SMTP_CONNECT_TIMEOUT_SECONDS": "5"})
+    read = Timeouts.from_env(
+        {"POSTWIRE_SMTP_DATA_DONE_TIMEOUT_SECONDS": "900", "POSTWIRE_SMTP_CONNECT_TIMEOUT_SECONDS": "5"}
+    )
     assert (read.data_done, read.connect, read.rcpt) == (900, 5, 300)
     assert Timeouts.from_env(Timeouts.env_all(7)) == Timeouts(*([7.0] * 11))
 
@@ -95,5 +99,7 @@ def test_a_bad_timeout_names_its_variable() -> None:
 
 
 def test_tls_required_domains_are_normalised() -> None:
-    config = WorkerConfig.from_env({**RELAY, "POSTWIRE_TLS_REQUIRED_DOMAINS": " Bank.Example. ,mail.gov.example"})
+    config = WorkerConfig.from_env(
+        {**RELAY, "POSTWIRE_TLS_REQUIRED_DOMAINS": " Bank.Example. ,mail.gov.example"}
+    )
     assert config.tls_required_domains == frozenset({"bank.example", "mail.gov.example"})
