@@ -287,6 +287,10 @@ class SmtpSession:
             self.idle_since = time.monotonic()
 
     async def _write_body(self, protocol: aiosmtplib.protocol.SMTPProtocol, body: bytes) -> None:
+        # The reply to "." may arrive while the last chunk drains, before read_response is
+        # awaited; aiosmtplib drops a reply that arrives while no response is marked pending
+        # (its own execute_command marks it before writing), so mark it first.
+        protocol._response_pending = True
         for start in range(0, len(body), _CHUNK):
             protocol.write(body[start : start + _CHUNK])
             try:

@@ -1,0 +1,129 @@
+"""mta_worker's SMTP session against scripted servers on loopback (no suite): reuse with RSET,
+SIZE, 8BITMIME, SMTPUTF8, TLS policies and AUTH, as the bytes and commands a server records."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from libs.testing.smtp_servers import ScriptedSmtpServer
+from libs.testing.test_ca import TestCa
+from services.mta_worker.smtp_session import Endpoint, SessionFailure, SmtpSession, Timeouts, TlsMode
+
+FAST = Timeouts(*([5.0] * 11))
+MESSAGE = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+@pytest.fixture
+def servers() -> Iterator[list[ScriptedSmtpServer]]:
+    started: list[ScriptedSmtpServer] = []
+    yield started
+    for server in started:
+        server.close()
+
+
+def _serve(started: list[ScriptedSmtpServer], **options: object) -> ScriptedSmtpServer:
+    server = ScriptedSmtpServer(host="127.0.0.1", port=0, **options).start()  # type: ignore[arg-type]
+    started.append(server)
+    return server
+
+
+def _endpoint(server: ScriptedSmtpServer, tls: TlsMode = TlsMode.NONE, **fields: object) -> Endpoint:
+    return Endpoint(host="localhost", address="127.0.0.1", port=server.port, tls=tls, **fields)  # type: ignore[arg-type]
+
+
+async def test_many_transactions_on_one_connection_each_get_their_reply(servers) -> None:
+    server = _serve(servers)
+    session = await SmtpSession.open(_endpoint(server), helo_name="postwire.test", timeouts=FAST)
+    # Large enough to go out in several chunks: the reply to "." must never be lost between them.
+    body = MESSAGE + (b"x" * 998 + b"\r\n") * 200
+    for n in range(30):
+        if n:
+            assert await session.reset()
+        reply = await session.deliver("bounces+t@rp.example", f"r{n}@example.net", body, smtputf8=False)
+        assert reply.code == 250, reply
+    await session.quit()
+    (connection,) = server.connections()
+    assert len(connection.transactions) == 30 and connection.rsets == 29
+    assert all(t.data.endswith(b"x" * 998 + b"\r\n") for t in connection.transactions)
+
+
+async def test_size_is_declared_and_an_oversized_message_is_refused_before_mail(servers) -> None:
+    server = _serve(servers, size_limit=1000)
+    session = await SmtpSession.open(_endpoint(server), helo_name="postwire.test", timeouts=FAST)
+    small = await session.deliver("s@example.com", "r@example.net", MESSAGE, smtputf8=False)
+    big = await session.deliver("s@example.com", "r@example.net", MESSAGE + b"y" * 2000, smtputf8=False)
+    await session.quit()
+    assert small.code == 250
+    assert (big.code, big.enhanced) == (552, "5.3.4") and "1000" in big.text
+    (transaction,) = server.transactions()
+    assert f"SIZE={len(MESSAGE)}" in transaction.mail_options
+
+
+async def test_8bit_bodies_declare_8bitmime_and_smtputf8_is_used_or_refused(servers) -> None:
+    utf8 = _serve(servers)
+    ascii_only = _serve(servers, smtputf8=False)
+    body = MESSAGE.replace(b"hello", "héllo".encode())
+    session = await SmtpSession.open(_endpoint(utf8), helo_name="postwire.test", timeouts=FAST)
+    assert (await session.deliver("s@example.com", "josé@example.net", body, smtputf8=True)).code == 250
+    await session.quit()
+    (transaction,) = utf8.transactions()
+    assert "BODY=8BITMIME" in transaction.mail_options and "SMTPUTF8" in transaction.mail_options
+    assert transaction.rcpt_tos == ("josé@example.net",)
+
+    plain = await SmtpSession.open(_endpoint(ascii_only), helo_name="postwire.test", timeouts=FAST)
+    refused = await plain.deliver("s@example.com", "josé@example.net", body, smtputf8=True)
+    await plain.quit()
+    assert (refused.code, refused.enhanced) == (553, "5.6.7")
+    assert ascii_only.transactions() == []
+
+
+async def test_required_tls_verifies_the_certificate_and_never_falls_back(servers, tmp_path: Path) -> None:
+    trusted, untrusted = TestCa("trusted"), TestCa("untrusted")
+    verify = ssl.create_default_context(cafile=str(trusted.ca_file(tmp_path)))
+    good = _serve(servers, starttls=trusted.server_context("localhost"))
+    bad = _serve(servers, starttls=untrusted.server_context("localhost"))
+    none = _serve(servers)
+
+    session = await SmtpSession.open(_endpoint(good, TlsMode.REQUIRED, verify=verify), helo_name="h.test", timeouts=FAST)
+    assert session.remote.tls_verified and session.remote.tls_version.startswith("TLSv1")
+    await session.quit()
+    for server, why in ((bad, "certificate"), (none, "STARTTLS")):
+        with pytest.raises(SessionFailure) as failed:
+            await SmtpSession.open(_endpoint(server, TlsMode.REQUIRED, verify=verify), helo_name="h.test", timeouts=FAST)
+        assert failed.value.config and why in failed.value.reply.text
+        assert server.transactions() == []
+
+
+async def test_opportunistic_tls_takes_any_certificate(servers) -> None:
+    server = _serve(servers, starttls=TestCa("self").server_context("mx.example.net"))
+    session = await SmtpSession.open(_endpoint(server, TlsMode.OPPORTUNISTIC), helo_name="h.test", timeouts=FAST)
+    assert session.remote.tls_version and not session.remote.tls_verified
+    assert (await session.deliver("s@example.com", "r@example.net", MESSAGE, smtputf8=False)).code == 250
+    await session.quit()
+    assert server.transactions()[0].tls is not None
+
+
+async def test_credentials_are_never_sent_without_tls(servers) -> None:
+    server = _serve(servers, auth={"user": "pw"}, auth_require_tls=False)
+    endpoint = _endpoint(server, TlsMode.NONE, credentials=("user", "pw"))
+    with pytest.raises(SessionFailure) as failed:
+        await SmtpSession.open(endpoint, helo_name="h.test", timeouts=FAST)
+    assert failed.value.config and "without TLS" in failed.value.reply.text
+    assert server.auth_attempts() == []
+    assert "pw" not in repr(endpoint)
+
+
+async def test_a_refused_login_is_a_configuration_failure_not_a_bounce(servers, tmp_path: Path) -> None:
+    ca = TestCa("relay")
+    server = _serve(servers, starttls=ca.server_context("localhost"), auth={"user": "right"})
+    verify = ssl.create_default_context(cafile=str(ca.ca_file(tmp_path)))
+    endpoint = _endpoint(server, TlsMode.REQUIRED, verify=verify, credentials=("user", "wrong"))
+    with pytest.raises(SessionFailure) as failed:
+        await SmtpSession.open(endpoint, helo_name="h.test", timeouts=FAST)
+    assert failed.value.config and failed.value.reply.code == 0 and "authentication" in failed.value.reply.text
+    assert "wrong" not in failed.value.reply.text
+    assert [a.tls for a in server.auth_attempts()] and all(a.tls for a in server.auth_attempts())
