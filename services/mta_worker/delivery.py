@@ -100,17 +100,19 @@ class RecipientDelivery:
                 self._session = session
                 self.current = recipient
                 letter = self._letter(recipient)
+                # `current` stays set if this is cancelled mid-transaction (shutdown), so the
+                # caller can tell a recipient whose "." was written from one never started.
                 try:
                     reply = await session.deliver(
                         letter.envelope_from, letter.recipient, letter.data, smtputf8=letter.smtputf8
                     )
                 except SessionBroken as broken:
                     await self._settle([recipient], broken.reply, None, session.remote)
+                    self.current = None
                     session = None
                     continue
-                finally:
-                    self.current = None
                 await self._settle([recipient], reply, None, session.remote)
+                self.current = None
                 if not session.connected:
                     session = None
         except BaseException:

@@ -7,6 +7,9 @@ import email.policy
 
 from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc, message_pb2
 
+from libs.return_path import ReturnPathTokens
+from libs.token_keys import KeyRing
+from tests.conftest import TOKEN_KEYS
 from tests.integration.helpers import mail, unique, wait_for_events, wait_for_mail
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 4
@@ -37,10 +40,17 @@ async def test_message_arrives_with_envelope_headers_parts_and_attachments(edge,
     assert [r.address for r in answer.recipients] == [to, cc, bcc]
     assert all(r.state == message_pb2.RECIPIENT_STATE_ACCEPTED for r in answer.recipients)
 
+    # One transaction per recipient, each with a return path whose token names its recipient
+    # (example.com is not a verified domain, so the shared return-path host is used).
+    tokens = ReturnPathTokens(KeyRing.parse(TOKEN_KEYS))
+    for position, address in enumerate([to, cc, bcc]):
+        (copy,) = await wait_for_mail(smtp_sink, address)
+        assert copy.rcpt_tos == (address,)
+        local, _, host = copy.mail_from.partition("@")
+        assert host == "bounces.postwire.localhost" and local.startswith("bounces+")
+        assert tokens.open(local.removeprefix("bounces+")) == (answer.message_id, position)
+        assert b"bcc+" not in copy.data.lower(), "a Bcc recipient leaked into the message"
     (received,) = await wait_for_mail(smtp_sink, to)
-    assert received.mail_from == "billing@example.com"
-    assert sorted(received.rcpt_tos) == sorted([to, cc, bcc])
-    assert b"bcc+" not in received.data.lower(), "a Bcc recipient leaked into the message"
     parsed = email.message_from_bytes(received.data, policy=email.policy.default)
     assert parsed["Subject"] == "Your receipt №42"
     assert parsed["From"].addresses[0].display_name == "Billing Ünit"

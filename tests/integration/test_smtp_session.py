@@ -11,7 +11,14 @@ import pytest
 
 from libs.testing.smtp_servers import ScriptedSmtpServer
 from libs.testing.test_ca import TestCa
-from services.mta_worker.smtp_session import Endpoint, SessionFailure, SmtpSession, Timeouts, TlsMode
+from services.mta_worker.smtp_session import (
+    Endpoint,
+    SessionBroken,
+    SessionFailure,
+    SmtpSession,
+    Timeouts,
+    TlsMode,
+)
 
 FAST = Timeouts(*([5.0] * 11))
 MESSAGE = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -88,19 +95,25 @@ async def test_required_tls_verifies_the_certificate_and_never_falls_back(server
     bad = _serve(servers, starttls=untrusted.server_context("localhost"))
     none = _serve(servers)
 
-    session = await SmtpSession.open(_endpoint(good, TlsMode.REQUIRED, verify=verify), helo_name="h.test", timeouts=FAST)
+    session = await SmtpSession.open(
+        _endpoint(good, TlsMode.REQUIRED, verify=verify), helo_name="h.test", timeouts=FAST
+    )
     assert session.remote.tls_verified and session.remote.tls_version.startswith("TLSv1")
     await session.quit()
     for server, why in ((bad, "certificate"), (none, "STARTTLS")):
         with pytest.raises(SessionFailure) as failed:
-            await SmtpSession.open(_endpoint(server, TlsMode.REQUIRED, verify=verify), helo_name="h.test", timeouts=FAST)
+            await SmtpSession.open(
+                _endpoint(server, TlsMode.REQUIRED, verify=verify), helo_name="h.test", timeouts=FAST
+            )
         assert failed.value.config and why in failed.value.reply.text
         assert server.transactions() == []
 
 
 async def test_opportunistic_tls_takes_any_certificate(servers) -> None:
     server = _serve(servers, starttls=TestCa("self").server_context("mx.example.net"))
-    session = await SmtpSession.open(_endpoint(server, TlsMode.OPPORTUNISTIC), helo_name="h.test", timeouts=FAST)
+    session = await SmtpSession.open(
+        _endpoint(server, TlsMode.OPPORTUNISTIC), helo_name="h.test", timeouts=FAST
+    )
     assert session.remote.tls_version and not session.remote.tls_verified
     assert (await session.deliver("s@example.com", "r@example.net", MESSAGE, smtputf8=False)).code == 250
     await session.quit()
@@ -124,6 +137,25 @@ async def test_a_refused_login_is_a_configuration_failure_not_a_bounce(servers, 
     endpoint = _endpoint(server, TlsMode.REQUIRED, verify=verify, credentials=("user", "wrong"))
     with pytest.raises(SessionFailure) as failed:
         await SmtpSession.open(endpoint, helo_name="h.test", timeouts=FAST)
-    assert failed.value.config and failed.value.reply.code == 0 and "authentication" in failed.value.reply.text
+    assert (
+        failed.value.config and failed.value.reply.code == 0 and "authentication" in failed.value.reply.text
+    )
     assert "wrong" not in failed.value.reply.text
     assert [a.tls for a in server.auth_attempts()] and all(a.tls for a in server.auth_attempts())
+
+
+async def test_each_phase_has_its_own_time_out(servers) -> None:
+    slow = _serve(servers, reply_delay=1.5)
+    impatient = Timeouts(connect=5, greeting=0.5, ehlo=0.5)
+    with pytest.raises(SessionFailure) as failed:
+        await SmtpSession.open(_endpoint(slow), helo_name="h.test", timeouts=impatient)
+    assert failed.value.try_next and failed.value.reply.code == 0
+
+    # Patient enough for every command but the reply to ".": the recipient gets a "lost reply"
+    # (it may have been delivered), never a bounce.
+    patient = Timeouts(connect=5, greeting=5, ehlo=5, mail=5, rcpt=5, data_init=5, data_done=0.5)
+    session = await SmtpSession.open(_endpoint(slow), helo_name="h.test", timeouts=patient)
+    with pytest.raises(SessionBroken) as broken:
+        await session.deliver("s@example.com", "r@example.net", MESSAGE, smtputf8=False)
+    assert broken.value.reply.after_final_dot and "may be delivered twice" in broken.value.reply.text
+    assert not session.connected
