@@ -30,6 +30,7 @@ from libs.event_outbox import EventContext, new_event
 from libs.failures import dependency_failure
 from libs.mail import dkim
 from libs.mail.addresses import to_ascii_address
+from libs.mail.smtp_outcome import Classification, Reply, Verdict, classify
 from libs.return_path import ReturnPathConfig, ReturnPathTokens, envelope_from
 from libs.telemetry import tracer
 from services.mta_worker.connection_pool import ConnectionPool
@@ -40,7 +41,6 @@ from services.mta_worker.mx_lookup import MxFailure, MxResolver
 from services.mta_worker.recorder import Recorder
 from services.mta_worker.retry_schedule import RetryPolicy
 from services.mta_worker.routes import MxRoute, RoutingRules, route
-from services.mta_worker.smtp_outcome import Classification, Reply, Verdict, classify
 from services.mta_worker.smtp_session import Timeouts, TlsMode, lost_reply
 from services.mta_worker.store import Claim, ClaimedRecipient, Outcome, WorkerStore
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from postwire.v1 import message_pb2
 
+from libs.mail.smtp_outcome import Classification, Reply, Verdict, classify
 from services.mta_worker.connection_pool import ConnectionPool
 from services.mta_worker.endpoints import EndpointPlan
-from services.mta_worker.smtp_outcome import Classification, Reply, Verdict, classify
 from services.mta_worker.smtp_session import SessionBroken, SessionFailure, SmtpSession, Timeouts
 from services.mta_worker.store import ClaimedRecipient
 

@@ -32,7 +32,7 @@ from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from postwire.v1 import message_pb2
 
 from libs.config import env_float
-from services.mta_worker.smtp_outcome import Reply, parse_reply
+from libs.mail.smtp_outcome import Reply, parse_reply
 
 __all__ = [
     "Endpoint",

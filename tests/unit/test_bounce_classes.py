@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from postwire.v1 import message_pb2
 
-from services.mta_worker.bounce_classes import RULES, Rule, first_rule
-from services.mta_worker.smtp_outcome import Classification, Reply, Verdict, classify, parse_reply
+from libs.mail.bounce_classes import RULES, Rule, first_rule
+from libs.mail.smtp_outcome import Classification, Reply, Verdict, classify, parse_reply
 
 HARD = message_pb2.BOUNCE_CATEGORY_HARD
 SOFT = message_pb2.BOUNCE_CATEGORY_SOFT

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from postwire.v1 import message_pb2
 
-from services.mta_worker.bounce_classes import first_rule
+from libs.mail.bounce_classes import first_rule
 
 __all__ = ["Classification", "Reply", "Verdict", "classify", "parse_reply"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.mta_worker.smtp_outcome import Reply, Verdict, classify, parse_reply
+from libs.mail.smtp_outcome import Reply, Verdict, classify, parse_reply
 
 
 @pytest.mark.parametrize(
