@@ -29,11 +29,13 @@ from libs.config import ConfigError, env_str
 from libs.token_keys import KeyRing, TokenInvalid
 
 __all__ = [
+    "FEEDBACK_ID_HEADER",
     "LOCAL_PREFIX",
     "ReturnPathConfig",
     "ReturnPathTokens",
     "TokenInvalid",
     "envelope_from",
+    "feedback_headers",
     "token_of",
 ]
 
@@ -159,3 +161,13 @@ def token_of(address: str) -> str:
     if not at or local[: len(LOCAL_PREFIX)].lower() != LOCAL_PREFIX:
         raise TokenInvalid
     return local[len(LOCAL_PREFIX) :]
+
+
+FEEDBACK_ID_HEADER = "X-Postwire-Feedback-Id"
+
+
+def feedback_headers(token: str, *, tenant_id: str, stream: str) -> bytes:
+    """Headers every recipient's copy carries: the recipient's token (the same as in its return
+    path), for complaints whose report keeps only the original's headers, and Gmail's
+    `Feedback-ID` (`<stream>:<tenant>:postwire`, the last field the sender id)."""
+    return f"{FEEDBACK_ID_HEADER}: {token}\r\nFeedback-ID: {stream}:{tenant_id}:postwire\r\n".encode("ascii")

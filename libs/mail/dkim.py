@@ -30,7 +30,8 @@ __all__ = [
 ]
 
 # RFC 6376 §5.4.1's recommended set, plus List-Unsubscribe-Post (RFC 8058 requires a signature
-# covering it) and Feedback-ID (Gmail's feedback loop). Trace and transport headers (Received,
+# covering it), Feedback-ID (Gmail's feedback loop) and X-Postwire-Feedback-Id (the token that
+# matches a complaint to its recipient, so a forged one cannot ride on our signature). Trace and transport headers (Received,
 # Return-Path) are left out: relays add and rewrite them.
 SIGNED_HEADERS: tuple[str, ...] = (
     "from",
@@ -57,6 +58,7 @@ SIGNED_HEADERS: tuple[str, ...] = (
     "list-owner",
     "list-archive",
     "feedback-id",
+    "x-postwire-feedback-id",
 )
 
 # Listed in h= once more than they occur (once when absent): the extra entry signs the "null"

@@ -31,7 +31,7 @@ from libs.failures import dependency_failure
 from libs.mail import dkim
 from libs.mail.addresses import to_ascii_address
 from libs.mail.smtp_outcome import Classification, Reply, Verdict, classify
-from libs.return_path import ReturnPathConfig, ReturnPathTokens, envelope_from
+from libs.return_path import ReturnPathConfig, ReturnPathTokens, envelope_from, feedback_headers
 from libs.telemetry import tracer
 from services.mta_worker.connection_pool import ConnectionPool
 from services.mta_worker.delivery import Letter, RecipientDelivery
@@ -252,7 +252,11 @@ class Worker:
         d = self._delivery
         token = d.tokens.mint(claim.message_id, recipient.position)
         sender = envelope_from(token, _domain(claim.envelope_from), verified=bool(keys), config=d.return_path)
-        data = dkim.sign(claim.mime, keys) if keys else claim.mime
+        # The same token names the recipient in a complaint (ARF reports often carry only the
+        # original's headers); Feedback-ID feeds Gmail's feedback loop, per tenant and stream.
+        data = feedback_headers(token, tenant_id=claim.tenant_id, stream=claim.stream) + claim.mime
+        if keys:
+            data = dkim.sign(data, keys)
         address = to_ascii_address(recipient.address)
         header_end = data.find(b"\r\n\r\n")
         headers = data if header_end < 0 else data[:header_end]

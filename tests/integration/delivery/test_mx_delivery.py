@@ -117,6 +117,10 @@ async def test_a_verified_domain_arrives_signed_rsa_and_ed25519_with_per_recipie
             message_id,
             [alice, bob].index(transaction.rcpt_tos[0]),
         )
+        # The complaint token travels in a signed header too: ARF reports often keep only headers.
+        headers = transaction.parsed()
+        assert tokens.open(headers["X-Postwire-Feedback-Id"]) == tokens.open(local.removeprefix("bounces+"))
+        assert headers["Feedback-ID"] == f"transactional:{mx_tenant.id}:postwire"
         _assert_signed_by_both(transaction, dns, sender_domain)
         assert transaction.tls is not None  # opportunistic STARTTLS was taken
 
