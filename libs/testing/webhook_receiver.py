@@ -164,23 +164,28 @@ class WebhookReceiver:
     async def _serve(self, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        live: set[asyncio.Task[None]] = set()
+        live: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
         async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
-            live.add(task)
+            live[task] = writer
             try:
                 await self._connection(reader, writer)
+            except asyncio.CancelledError:
+                pass  # close(): this connection ends with the server, not as an error
             finally:
-                live.discard(task)
+                live.pop(task, None)
 
         server = await asyncio.start_server(accept, self.host, 0, ssl=self.ssl_context)
         self._port = server.sockets[0].getsockname()[1]
         ready.set()
         await self._stop.wait()
         server.close()
-        for task in list(live):
+        for task, writer in list(live.items()):
+            # Abort, not close: a TLS close waits up to 30 s for the client's close_notify, and
+            # a kept-alive client sends none.
+            writer.transport.abort()
             task.cancel()
         await asyncio.gather(*live, return_exceptions=True)
         await server.wait_closed()
@@ -202,9 +207,7 @@ class WebhookReceiver:
         except (ConnectionError, h11.ProtocolError, ssl.SSLError, asyncio.IncompleteReadError):
             return  # the client hung up or spoke nonsense: the test sees what was recorded
         finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            writer.transport.abort()
 
     async def _receive(
         self, connection: h11.Connection, reader: asyncio.StreamReader, peer: str
