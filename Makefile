@@ -51,6 +51,7 @@ bench: gen ## Benchmark the send path end to end; prints and writes a table
 	$(BIN)/python -m bench.lanes
 	$(BIN)/python -m bench.recovery
 	$(BIN)/python -m bench.dkim
+	$(BIN)/python -m bench.webhooks
 
 chaos: gen ## Fault runs under load (kill -9, NATS/PostgreSQL restarts, wipe, …); prints a table
 	$(BIN)/python -m bench.chaos
