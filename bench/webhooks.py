@@ -57,7 +57,7 @@ from bench.__main__ import (
 )
 from libs.capture import SmtpSink
 from libs.embedded.suite import Suite
-from libs.testing.webhook_receiver import Received, WebhookReceiver
+from libs.testing.webhook_receiver import WebhookReceiver, WebhookRequest
 
 DEFAULT_OUT = Path("bench/results/webhooks.md")
 PATH = "/bench"
@@ -88,7 +88,7 @@ class Report:
     messages: int
     concurrency: int
     phase: SendPhase
-    deliveries: list[Received]  # to the bench path, from the measured run, in arrival order
+    deliveries: list[WebhookRequest]  # to the bench path, from the measured run, in arrival order
     events_by_type: Counter[str]
     events_seconds: float  # first SendEmail call → the last stored event of the run's messages
     expected: int
@@ -128,12 +128,14 @@ async def create_webhook(channel: grpc.aio.Channel, tenant: Tenant, url: str) ->
     return created.secret
 
 
-async def await_deliveries(receiver: WebhookReceiver, skip: int, count: int) -> tuple[list[Received], bool]:
+async def await_deliveries(
+    receiver: WebhookReceiver, skip: int, count: int
+) -> tuple[list[WebhookRequest], bool]:
     """The deliveries after the first `skip`, once `count` have arrived; True when it gave up."""
     deadline = time.monotonic() + CAP_BASE_SECONDS + CAP_PER_MESSAGE_SECONDS * count
     seen, last_progress = 0, time.monotonic()
     while True:
-        arrived = receiver.at(PATH)[skip:]
+        arrived = receiver.requests(PATH)[skip:]
         if len(arrived) >= count:
             return arrived, False
         if len(arrived) > seen:
@@ -162,7 +164,7 @@ async def stored_events(
     return by_type, last
 
 
-def check(deliveries: Sequence[Received], secret: str, expected: set[str]) -> list[str]:
+def check(deliveries: Sequence[WebhookRequest], secret: str, expected: set[str]) -> list[str]:
     """Signatures, duplicates and strays among the deliveries."""
     verifier = Webhook(secret)
     bad, strays = 0, 0
@@ -196,8 +198,8 @@ async def measure(suite: Suite, receiver: WebhookReceiver, messages: int, concur
         warm = await send_many(mail, tenant.api_key, WARMUP_MESSAGES, concurrency)
         _, gave_up = await await_deliveries(receiver, 0, len(warm.sent))
         if gave_up or not warm.sent:
-            raise RuntimeError(f"warm-up: {len(receiver.at(PATH))}/{len(warm.sent)} webhooks arrived")
-        skip = len(receiver.at(PATH))
+            raise RuntimeError(f"warm-up: {len(receiver.requests(PATH))}/{len(warm.sent)} webhooks arrived")
+        skip = len(receiver.requests(PATH))
         log(f"sending {messages} messages, {concurrency} in flight…")
         phase = await send_many(mail, tenant.api_key, messages, concurrency)
         log(f"accepted {len(phase.sent)} in {phase.wall_seconds:.1f}s; waiting for webhooks…")
@@ -225,18 +227,15 @@ def run(messages: int, concurrency: int) -> Report:
     suite: Suite | None = None
     keep_logs = False
 
-    async def main() -> Report:
-        async with WebhookReceiver() as receiver:
-            assert suite is not None
-            return await measure(suite, receiver, messages, concurrency)
-
     try:
         sink.start()
         suite = make_suite(data_dir, sink, {"POSTWIRE_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8"})
         log("starting NATS, PostgreSQL and the services…")
         suite.start_infrastructure()
         spawn_services(suite)
-        return asyncio.run(main())
+        # Its own thread and loop: a delivery's arrival time is not held up by the bench's calls.
+        with WebhookReceiver() as receiver:
+            return asyncio.run(measure(suite, receiver, messages, concurrency))
     except Exception:
         keep_logs = True
         raise
