@@ -125,7 +125,8 @@ async def create_webhook(channel: grpc.aio.Channel, tenant: Tenant, url: str) ->
         metadata=tenant.metadata,
         timeout=10,
     )
-    return created.secret
+    secret: str = created.secret
+    return secret
 
 
 async def await_deliveries(
@@ -171,7 +172,7 @@ def check(deliveries: Sequence[WebhookRequest], secret: str, expected: set[str])
     ids: Counter[str] = Counter()
     for delivery in deliveries:
         try:
-            verifier.verify(delivery.body, delivery.headers)
+            verifier.verify(delivery.body, dict(delivery.headers))
         except WebhookVerificationError:
             bad += 1
         ids[delivery.headers.get("webhook-id", "")] += 1

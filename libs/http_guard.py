@@ -55,7 +55,7 @@ class HttpResponse:
     status: int
     body: bytes  # at most max_response_bytes; the rest is discarded unread
     latency: float  # seconds from the call to the end of the body read, DNS included
-    # Lower-case names, the first value of each (Retry-After, Location).
+    # Lower-case names (Retry-After, Location); a repeated header's values joined with ", ".
     headers: Mapping[str, str] = field(default_factory=dict)
 
 

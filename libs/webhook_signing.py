@@ -43,7 +43,7 @@ def event_type_name(event_type: int) -> str:
         return _NOT_EMAIL[event_type]
     if event_type == event_pb2.EVENT_TYPE_UNSPECIFIED:
         raise ValueError("EVENT_TYPE_UNSPECIFIED has no webhook type")
-    name = event_pb2.EventType.Name(event_type)  # ValueError for an unknown number
+    name: str = event_pb2.EventType.Name(event_type)  # ValueError for an unknown number
     return "email." + name.removeprefix(_PREFIX).lower()
 
 
