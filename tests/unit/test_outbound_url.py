@@ -7,6 +7,7 @@ import pytest
 from libs.config import ConfigError
 from libs.http_guard import GuardedHttp
 from libs.outbound_url import HttpRefused, OutboundUrl, parse_outbound_url
+from libs.public_addresses import AddressPolicy
 
 
 @pytest.mark.parametrize(
@@ -121,3 +122,33 @@ async def test_from_env_dev_allowance_admits_its_ranges_and_plain_http() -> None
 def test_from_env_rejects_bad_settings_naming_them(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         GuardedHttp.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # RELIABILITY.md G1, as literals: refused before any DNS or connection.
+        "http://127.0.0.1/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://0/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://100.64.0.1/",
+        "http://[fd00::1]/",
+        "http://[64:ff9b::a00:5]/",
+        "http://[2002:a00:5::]/",
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",
+    ],
+)
+async def test_internal_literals_are_refused_even_with_plain_http_allowed(url: str) -> None:
+    guard = GuardedHttp(allow=AddressPolicy(), allow_plain_http=True, timeout=1.0)
+    try:
+        with pytest.raises(HttpRefused):
+            await guard.check_url(url)
+        with pytest.raises(HttpRefused):
+            await guard.post(url, b"{}", {})
+    finally:
+        await guard.close()
