@@ -34,10 +34,10 @@ class EventsStore:
 
     async def store(
         self, envelope: bus_pb2.EventEnvelope, *, suppression: PendingSuppression | None = None
-    ) -> None:
+    ) -> bool:
         """Keep the event (once), queue the suppression it causes, and retire its outbox row, in
-        one transaction. A redelivered event queues nothing: the tenant may have lifted the
-        suppression since."""
+        one transaction; False for an event already stored. A redelivered event queues nothing:
+        the tenant may have lifted the suppression since."""
         event = envelope.event
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await conn.fetchval(
@@ -55,6 +55,14 @@ class EventsStore:
             if stored is not None and suppression is not None:
                 await queue_suppression(conn, suppression)
             await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event.id)
+        return stored is not None
+
+    async def last_seq(self, tenant_id: str) -> int:
+        """Where a stream of only new events starts: the tenant's newest stored event (0 if none)."""
+        value = await self._pool.fetchval(
+            "SELECT coalesce(max(seq), 0) FROM events WHERE tenant_id = $1::uuid", tenant_id
+        )
+        return int(value)
 
     async def query(self, q: EventQuery) -> list[tuple[int, bytes]]:
         clauses = ["tenant_id = $1::uuid", "seq > $2"]
