@@ -7,6 +7,7 @@ import grpc
 from postwire.v1 import event_pb2, mail_service_pb2, mail_service_pb2_grpc
 
 from libs.grpcx.status import retry_delay
+from libs.testing.polling import poll_until
 from tests.integration.helpers import events_of, mail, unique, wait_for_events
 
 ACCEPTED, DELIVERED = event_pb2.EVENT_TYPE_ACCEPTED, event_pb2.EVENT_TYPE_DELIVERED
@@ -51,5 +52,17 @@ async def test_get_message_is_unavailable_while_the_events_service_is_down(suite
         assert retry_delay(error) is not None
     finally:
         suite.start_service("events")
-    answer = await stub.GetMessage(request, metadata=tenant.metadata, timeout=30)
-    assert [e.type for e in answer.timeline] == [ACCEPTED, DELIVERED]
+
+    async def recovered() -> list[int]:
+        try:
+            answer = await stub.GetMessage(request, metadata=tenant.metadata, timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE, (exc.code(), exc.details())
+            return []
+        return [e.type for e in answer.timeline]
+
+    # Back once the events service is: the submission's channel reconnects on its own.
+    assert await poll_until(recovered, timeout=20, what="GetMessage with its timeline") == [
+        ACCEPTED,
+        DELIVERED,
+    ]
