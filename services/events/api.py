@@ -110,14 +110,21 @@ class EventApi(event_service_pb2_grpc.EventServiceServicer):
                     after = await self._store.last_seq(tenant)
                 while True:
                     wake.clear()
-                    rows = await self._store.query(replace(query, after_seq=after))
-                    for seq, payload in rows:
-                        after = seq
-                        yield event_service_pb2.StreamEventsResponse(
-                            event=event_pb2.Event.FromString(payload),
-                            cursor=self._cursors.seal(seq, caller=tenant, filters=filters),
-                        )
-                    if len(rows) < STREAM_BATCH:
-                        await wake.wait()
+                    # Read up to a horizon and then move past it even when no event matched the
+                    # filters: a stream of rare types must not rescan everything since its last
+                    # match on every wake.
+                    horizon = await self._store.last_seq(tenant)
+                    if horizon > after:
+                        rows = await self._store.query(replace(query, after_seq=after, up_to_seq=horizon))
+                        for seq, payload in rows:
+                            after = seq
+                            yield event_service_pb2.StreamEventsResponse(
+                                event=event_pb2.Event.FromString(payload),
+                                cursor=self._cursors.seal(seq, caller=tenant, filters=filters),
+                            )
+                        if len(rows) == STREAM_BATCH:
+                            continue
+                        after = horizon
+                    await wake.wait()
         finally:
             self._open_streams[tenant] -= 1

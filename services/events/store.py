@@ -26,6 +26,8 @@ class EventQuery:
     types: Sequence[int] = ()
     start_time: datetime | None = None
     end_time: datetime | None = None
+    # Only events up to this seq (a stream's read horizon); None for no bound.
+    up_to_seq: int | None = None
 
 
 class EventsStore:
@@ -58,7 +60,9 @@ class EventsStore:
         return stored is not None
 
     async def last_seq(self, tenant_id: str) -> int:
-        """Where a stream of only new events starts: the tenant's newest stored event (0 if none)."""
+        """The tenant's newest stored event (0 if none): where a stream of only new events starts,
+        and how far a stream's read can go. Every event of the tenant up to it is already
+        visible (migration 0017), so a stream that has read up to it need never read below it."""
         value = await self._pool.fetchval(
             "SELECT coalesce(max(seq), 0) FROM events WHERE tenant_id = $1::uuid", tenant_id
         )
@@ -82,6 +86,8 @@ class EventsStore:
             add("create_time >= ?", q.start_time)
         if q.end_time is not None:
             add("create_time < ?", q.end_time)
+        if q.up_to_seq is not None:
+            add("seq <= ?", q.up_to_seq)
         args.append(q.limit)
         rows = await self._pool.fetch(
             f"SELECT seq, payload FROM events WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ${len(args)}",
