@@ -51,6 +51,7 @@ class Pipeline:
     database_url: str
 
 
+
 @pytest.fixture(scope="module")
 def pipeline(
     suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory
@@ -197,9 +198,7 @@ async def test_a_message_the_worker_cannot_send_ends_failed_and_is_not_multiplie
     assert [r.reason for r in recipients] == ["mta_worker: AttributeError"]
     assert [r.attempts for r in recipients] == [0]  # no SMTP attempt was made or counted
     events = await wait_for_events(api, tenant.metadata, sent.message_id, [event_pb2.EVENT_TYPE_FAILED])
-    assert [e.reason for e in events if e.type == event_pb2.EVENT_TYPE_FAILED] == [
-        "mta_worker: AttributeError"
-    ]
+    assert [e.reason for e in events if e.type == event_pb2.EVENT_TYPE_FAILED] == ["mta_worker: AttributeError"]
     assert most_queued <= 1
     deadline = time.monotonic() + 3 * float(TEST_ENV["POSTWIRE_STALL_SECONDS"])
     while time.monotonic() < deadline:

@@ -54,6 +54,7 @@ class Faults:
     direct_database_url: str
 
 
+
 @pytest.fixture(scope="module")
 def faults(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Faults]:
     data_dir: Path = tmp_path_factory.mktemp("faults")
@@ -105,9 +106,7 @@ def _calls(api: grpc.aio.Channel, tenant: Tenant, message_id: str) -> dict[str, 
             mail_service_pb2.GetMessageRequest(message_id=message_id), metadata=auth
         ),
         "ListEvents": lambda: events.ListEvents(event_service_pb2.ListEventsRequest(), metadata=auth),
-        "ListTemplates": lambda: templates.ListTemplates(
-            template_service_pb2.ListTemplatesRequest(), metadata=auth
-        ),
+        "ListTemplates": lambda: templates.ListTemplates(template_service_pb2.ListTemplatesRequest(), metadata=auth),
         "CreateTemplate": lambda: templates.CreateTemplate(
             template_service_pb2.CreateTemplateRequest(
                 template={"name": f"t-{uuid.uuid4().hex[:8]}", "subject": "s", "text_body": "b"}
@@ -188,9 +187,7 @@ async def test_connections_killed_by_the_server_are_unavailable_never_internal(
     await poll_until(lambda: _all_succeed(calls), timeout=20, what="every call to succeed after the kills")
 
 
-async def test_live_tail_answers_unavailable_while_the_bus_is_down(
-    faults: Faults, api: grpc.aio.Channel
-) -> None:
+async def test_live_tail_answers_unavailable_while_the_bus_is_down(faults: Faults, api: grpc.aio.Channel) -> None:
     tenant = await create_tenant(faults.suite)
     events = event_service_pb2_grpc.EventServiceStub(api)
     faults.bus.down()
@@ -200,10 +197,7 @@ async def test_live_tail_answers_unavailable_while_the_bus_is_down(
                 event_service_pb2.StreamEventsRequest(), metadata=tenant.metadata, timeout=15
             ):
                 pass
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (
-            caught.value.code(),
-            caught.value.details(),
-        )
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (caught.value.code(), caught.value.details())
         assert retry_delay(caught.value) is not None
         # Sends still succeed: the commit is what makes them durable, the publish is swept later.
         sent = await mail_service_pb2_grpc.MailServiceStub(api).SendEmail(mail(), metadata=tenant.metadata)

@@ -90,9 +90,7 @@ async def test_replays_cost_no_quota_and_get_the_first_answer_even_when_the_limi
     assert (await stub.SendEmail(second_request, metadata=auth)).message_id == second.message_id
     # A reused key with another payload is still refused, also with the quota spent.
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await stub.SendEmail(
-            mail(idempotency_key=first_request.idempotency_key, subject="other"), metadata=auth
-        )
+        await stub.SendEmail(mail(idempotency_key=first_request.idempotency_key, subject="other"), metadata=auth)
     assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 

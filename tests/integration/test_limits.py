@@ -186,10 +186,7 @@ async def test_the_limit_holds_across_two_policy_replicas(suite, edge, second_po
     ):
         stubs = [policy_service_pb2_grpc.PolicyServiceStub(c) for c in (one, two)]
         request = policy_service_pb2.AdmitMessageRequest(
-            tenant_id=tenant_id,
-            stream="transactional",
-            recipients=["a@example.com"],
-            from_domain="example.com",
+            tenant_id=tenant_id, stream="transactional", recipients=["a@example.com"], from_domain="example.com"
         )
         admitted = {0: 0, 1: 0}
         refused = 0

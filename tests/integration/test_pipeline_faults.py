@@ -42,10 +42,9 @@ class Pipeline:
     nats: ManagedProcess
 
 
+
 @pytest.fixture(scope="module")
-def pipeline(
-    suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Pipeline]:
+def pipeline(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     data_dir: Path = tmp_path_factory.mktemp("pipeline")
     assert suite.database_url
     direct = create_database(suite.database_url, "postwire_pipeline")

@@ -540,9 +540,7 @@ async def test_a_template_that_spins_is_stopped_and_the_service_keeps_answering(
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.RenderTemplate(
-            template_service_pb2.RenderTemplateRequest(
-                template=spin.name, variables=_vars(name="a", count=1)
-            ),
+            template_service_pb2.RenderTemplateRequest(template=spin.name, variables=_vars(name="a", count=1)),
             metadata=tenant.metadata,
             timeout=30,
         )

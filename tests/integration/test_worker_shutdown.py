@@ -32,9 +32,7 @@ def _sigterm_worker(suite: Suite) -> float:
 
 
 async def _status(stub, tenant, message_id: str) -> message_pb2.RecipientStatus:
-    got = await stub.GetMessage(
-        mail_service_pb2.GetMessageRequest(message_id=message_id), metadata=tenant.metadata
-    )
+    got = await stub.GetMessage(mail_service_pb2.GetMessageRequest(message_id=message_id), metadata=tenant.metadata)
     (status,) = got.message.recipients
     return status
 
@@ -54,9 +52,7 @@ async def test_sigterm_waits_for_a_held_final_dot_reply_that_comes_within_the_gr
     rcpt = unique("holddot2")
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
     sent = await stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata)
-    await poll_until(
-        lambda: _held(smtp_sink, rcpt, "DATA"), timeout=30, what="the sink holding the '.' reply"
-    )
+    await poll_until(lambda: _held(smtp_sink, rcpt, "DATA"), timeout=30, what="the sink holding the '.' reply")
     try:
         took = _sigterm_worker(suite)
     finally:
@@ -74,9 +70,7 @@ async def test_sigterm_gives_up_a_held_final_dot_reply_at_the_grace_and_delivers
     rcpt = unique("holddot8")
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
     sent = await stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata)
-    await poll_until(
-        lambda: _held(smtp_sink, rcpt, "DATA"), timeout=30, what="the sink holding the '.' reply"
-    )
+    await poll_until(lambda: _held(smtp_sink, rcpt, "DATA"), timeout=30, what="the sink holding the '.' reply")
     worker = suite.processes["mta_worker"]
     try:
         took = _sigterm_worker(suite)
@@ -97,9 +91,7 @@ async def test_sigterm_abandons_a_transaction_before_the_final_dot_without_count
     rcpt = unique("holdrcpt8")
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
     sent = await stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata)
-    await poll_until(
-        lambda: _held(smtp_sink, rcpt, "RCPT"), timeout=30, what="the sink holding the RCPT reply"
-    )
+    await poll_until(lambda: _held(smtp_sink, rcpt, "RCPT"), timeout=30, what="the sink holding the RCPT reply")
     try:
         took = _sigterm_worker(suite)
         assert took <= GRACE + MARGIN, f"mta_worker took {took:.1f}s to stop with a {GRACE}s grace"
