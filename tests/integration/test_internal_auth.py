@@ -195,7 +195,7 @@ async def test_list_message_events_needs_the_internal_token_and_keeps_to_the_ten
             answer = await stub.ListMessageEvents(request, metadata=INTERNAL_AUTH, timeout=10)
             return [e.message_id for e in answer.events]
 
-        assert await poll_until(listed, timeout=20, what="the message's events")
+        assert set(await poll_until(listed, timeout=20, what="the message's events")) == {sent.message_id}
         elsewhere = await stub.ListMessageEvents(
             event_reader_service_pb2.ListMessageEventsRequest(
                 tenant_id=str(uuid.uuid4()), message_id=sent.message_id
