@@ -20,7 +20,7 @@ from postwire.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 from libs.errors import InvalidArgument, RateLimited
 from libs.grpcx.auth import KeyResolver
 from libs.page_tokens import PageTokens
-from services.events.filters import event_types, message_filter
+from services.events.filters import event_types, optional_uuid
 from services.events.pagination import page_size, sequence
 from services.events.store import EventQuery, EventsStore
 from services.events.stored_notices import StoredNotices
@@ -60,7 +60,7 @@ class EventApi(event_service_pb2_grpc.EventServiceServicer):
             tenant_id=caller.tenant_id,
             after_seq=cursor.parse(sequence) or 0,
             limit=size + 1,
-            message_id=message_filter(request.message_id),
+            message_id=optional_uuid(request.message_id, field="message_id", what="a message id"),
             recipient=request.recipient or None,
             types=event_types(request.types),
             start_time=request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None,
@@ -83,7 +83,7 @@ class EventApi(event_service_pb2_grpc.EventServiceServicer):
             tenant_id=tenant,
             after_seq=0,
             limit=STREAM_BATCH,
-            message_id=message_filter(request.message_id),
+            message_id=optional_uuid(request.message_id, field="message_id", what="a message id"),
             types=event_types(request.types),
             start_time=request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None,
         )

@@ -9,7 +9,7 @@ from postwire.v1 import event_pb2
 
 from libs.errors import InvalidArgument
 
-__all__ = ["KNOWN_TYPES", "event_types", "message_filter"]
+__all__ = ["KNOWN_TYPES", "event_types", "optional_uuid"]
 
 # Every EventType a filter may name, including those reserved for later (OPENED, CLICKED,
 # UNSUBSCRIBED): a client may subscribe to them today and simply sees none yet.
@@ -26,7 +26,9 @@ def event_types(values: Iterable[int]) -> list[int]:
     return types
 
 
-def message_filter(value: str, *, field: str = "message_id", what: str = "a message id") -> uuid.UUID | None:
+def optional_uuid(value: str, *, field: str, what: str) -> uuid.UUID | None:
+    """A filter or argument that names a message or tenant: None if empty, INVALID_ARGUMENT on
+    `field` if it is not a UUID."""
     if not value:
         return None
     try:

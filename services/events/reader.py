@@ -8,7 +8,7 @@ from postwire.v1 import event_pb2
 
 from libs.errors import InvalidArgument
 from libs.page_tokens import page_size
-from services.events.filters import message_filter
+from services.events.filters import optional_uuid
 from services.events.store import EventQuery, EventsStore
 
 # GetMessage's timeline holds at most this many events (the proto says so).
@@ -23,8 +23,8 @@ class EventReader(event_reader_service_pb2_grpc.EventReaderServiceServicer):
         self, request: event_reader_service_pb2.ListMessageEventsRequest, context: grpc.aio.ServicerContext
     ) -> event_reader_service_pb2.ListMessageEventsResponse:
         # The internal token was checked by the interceptor; the tenant scope is this query's.
-        tenant = message_filter(request.tenant_id, field="tenant_id", what="a tenant id")
-        message_id = message_filter(request.message_id)
+        tenant = optional_uuid(request.tenant_id, field="tenant_id", what="a tenant id")
+        message_id = optional_uuid(request.message_id, field="message_id", what="a message id")
         if tenant is None or message_id is None:
             raise InvalidArgument(
                 [
