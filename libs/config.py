@@ -91,6 +91,10 @@ class CommonConfig:
     internal_token: str = ""
     # Bounded retries of a pipeline stage's failures (libs.stage_retry): outages wait, bugs count.
     stage_retry: StageRetry = field(default_factory=StageRetry)
+    # The gRPC server closes every client connection after this long (plus the grace for calls
+    # in flight), so a scale-out gets traffic; long streams are cut then and resume by cursor.
+    max_connection_age_seconds: float = 300.0
+    max_connection_age_grace_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, service: str, default_port: int) -> CommonConfig:
@@ -115,5 +119,11 @@ class CommonConfig:
                 give_up_after=timedelta(
                     seconds=env_float(env, "POSTWIRE_RETRY_GIVE_UP_SECONDS", 5 * 86400.0)
                 ),
+            ),
+            max_connection_age_seconds=env_float(
+                env, "POSTWIRE_GRPC_MAX_CONNECTION_AGE_SECONDS", 300.0, minimum=1.0
+            ),
+            max_connection_age_grace_seconds=env_float(
+                env, "POSTWIRE_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30.0, minimum=0.0
             ),
         )

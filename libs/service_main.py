@@ -59,7 +59,12 @@ async def serve(
         raise SystemExit(2)
     configure_logging(common.service, common.log_level)
     setup_telemetry(common.service, env)
-    server = GrpcServer(common.listen, internal_token=common.internal_token)
+    server = GrpcServer(
+        common.listen,
+        internal_token=common.internal_token,
+        max_connection_age=common.max_connection_age_seconds,
+        max_connection_age_grace=common.max_connection_age_grace_seconds,
+    )
     service = await wire(server)
     await server.start()
     _log.info("%s serving on %s", common.service, common.listen)

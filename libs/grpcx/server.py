@@ -15,20 +15,23 @@ from libs.errors import InvalidArgument
 from libs.grpcx.internal_auth import InternalAuthInterceptor
 from libs.grpcx.status import abort_for
 
-__all__ = ["MAX_MESSAGE_BYTES", "ErrorInterceptor", "GrpcServer"]
+__all__ = ["MAX_MESSAGE_BYTES", "ErrorInterceptor", "GrpcServer", "server_options"]
 
 # 25 MB of message after encoding, plus base64/proto overhead headroom.
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024
 
 _log = logging.getLogger(__name__)
 
-SERVER_OPTIONS = [
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    # Recycle client connections so new replicas get traffic after an HPA scale-out.
-    ("grpc.max_connection_age_ms", 5 * 60 * 1000),
-    ("grpc.max_connection_age_grace_ms", 30 * 1000),
-]
+
+def server_options(*, max_connection_age: float = 300.0, grace: float = 30.0) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        # Recycle client connections so new replicas get traffic after an HPA scale-out; a stream
+        # still open after the grace is cut (StreamEvents clients resume with their cursor).
+        ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+        ("grpc.max_connection_age_grace_ms", int(grace * 1000)),
+    ]
 
 
 class _Undecodable:
@@ -156,6 +159,8 @@ class GrpcServer:
         *,
         internal_token: str,
         extra_interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+        max_connection_age: float = 300.0,
+        max_connection_age_grace: float = 30.0,
     ) -> None:
         self.server = grpc.aio.server(
             interceptors=[
@@ -164,7 +169,7 @@ class GrpcServer:
                 ErrorInterceptor(),
                 *extra_interceptors,
             ],
-            options=SERVER_OPTIONS,
+            options=server_options(max_connection_age=max_connection_age, grace=max_connection_age_grace),
         )
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from libs.config import CommonConfig, env_int, env_str
+from libs.config import CommonConfig, env_float, env_int, env_str
 from libs.token_keys import KeyRing
 
 
@@ -14,6 +14,8 @@ class EventsConfig:
     max_streams_per_tenant: int
     # Seals page tokens (and later every other token Postwire mints); the first key seals.
     token_keys: KeyRing
+    # A live stream re-reads PostgreSQL at least this often even if no stored notice reaches it.
+    stream_poll_seconds: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EventsConfig:
@@ -22,4 +24,5 @@ class EventsConfig:
             policy_addr=env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
             max_streams_per_tenant=env_int(env, "POSTWIRE_MAX_STREAMS_PER_TENANT", 100, minimum=1),
             token_keys=KeyRing.from_env(env),
+            stream_poll_seconds=env_float(env, "POSTWIRE_STREAM_POLL_SECONDS", 2.0, minimum=0.05),
         )

@@ -11,6 +11,7 @@ from postwire.internal.v1 import bus_pb2
 from libs.bus import Bus, Outcome, Publication
 from libs.stage_retry import StageRetry
 from services.events.store import EventsStore
+from services.events.stored_notices import StoredNotices
 from services.events.suppression_rule import suppression_for
 
 _log = logging.getLogger(__name__)
@@ -22,16 +23,24 @@ __all__ = ["EventRecorder"]
 
 class EventRecorder:
     def __init__(
-        self, store: EventsStore, bus: Bus, *, stall: timedelta, retry: StageRetry | None = None
+        self,
+        store: EventsStore,
+        bus: Bus,
+        notices: StoredNotices,
+        *,
+        stall: timedelta,
+        retry: StageRetry | None = None,
     ) -> None:
         self._store = store
+        self._notices = notices
         self._bus = bus
         self._stall = stall
         self._retry = retry or StageRetry()
 
     async def handle(self, msg: Msg) -> Outcome:
         envelope = bus_pb2.EventEnvelope.FromString(msg.data)
-        await self._store.store(envelope, suppression=suppression_for(envelope))
+        if await self._store.store(envelope, suppression=suppression_for(envelope)):
+            await self._notices.announce(envelope.tenant_id)
         return Outcome.ACK
 
     # libs.bus.StageFailures: the count lives on the outbox row, which the sweeper re-publishes

@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
+from postwire.internal.v1 import event_reader_service_pb2, event_reader_service_pb2_grpc
 from postwire.v1 import event_service_pb2, event_service_pb2_grpc
 
 from libs.bus import EVENTS_STREAM, Bus, ConsumerSpec
@@ -21,8 +22,11 @@ from services.events.api import EventApi
 from services.events.config import EventsConfig
 from services.events.consumer import EventRecorder
 from services.events.policy_client import PolicySuppressions
+from services.events.reader import EventReader
 from services.events.relay_suppressions import SuppressionRelay
 from services.events.store import EventsStore
+from services.events.stored_notices import StoredNotices
+from services.events.stream_cursor import StreamCursors
 from services.events.suppression_store import SuppressionOutbox
 
 
@@ -34,19 +38,30 @@ async def run(env: Mapping[str, str]) -> None:
         bus = await Bus.connect(config.common.nats_url, name="postwire-events")
         policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
         store = EventsStore(pool)
+        notices = StoredNotices(bus.nc, poll_seconds=config.stream_poll_seconds)
         server.add(
             event_service_pb2_grpc.add_EventServiceServicer_to_server,
             EventApi(
                 store,
-                bus,
+                notices,
                 KeyResolver(policy, ttl=config.common.key_cache_seconds),
                 PageTokens(config.token_keys),
+                StreamCursors(config.token_keys),
                 max_streams_per_tenant=config.max_streams_per_tenant,
             ),
             event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
         )
+        server.add(
+            event_reader_service_pb2_grpc.add_EventReaderServiceServicer_to_server,
+            EventReader(store),
+            event_reader_service_pb2.DESCRIPTOR.services_by_name["EventReaderService"].full_name,
+        )
         recorder = EventRecorder(
-            store, bus, stall=timedelta(seconds=config.common.stall_seconds), retry=config.common.stage_retry
+            store,
+            bus,
+            notices,
+            stall=timedelta(seconds=config.common.stall_seconds),
+            retry=config.common.stage_retry,
         )
         bus.start_consumer(
             ConsumerSpec(stream=EVENTS_STREAM, durable="events", subject="postwire.events.>"),

@@ -26,6 +26,8 @@ class EventQuery:
     types: Sequence[int] = ()
     start_time: datetime | None = None
     end_time: datetime | None = None
+    # Only events up to this seq (a stream's read horizon); None for no bound.
+    up_to_seq: int | None = None
 
 
 class EventsStore:
@@ -34,10 +36,10 @@ class EventsStore:
 
     async def store(
         self, envelope: bus_pb2.EventEnvelope, *, suppression: PendingSuppression | None = None
-    ) -> None:
+    ) -> bool:
         """Keep the event (once), queue the suppression it causes, and retire its outbox row, in
-        one transaction. A redelivered event queues nothing: the tenant may have lifted the
-        suppression since."""
+        one transaction; False for an event already stored. A redelivered event queues nothing:
+        the tenant may have lifted the suppression since."""
         event = envelope.event
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await conn.fetchval(
@@ -55,6 +57,16 @@ class EventsStore:
             if stored is not None and suppression is not None:
                 await queue_suppression(conn, suppression)
             await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event.id)
+        return stored is not None
+
+    async def last_seq(self, tenant_id: str) -> int:
+        """The tenant's newest stored event (0 if none): where a stream of only new events starts,
+        and how far a stream's read can go. Every event of the tenant up to it is already
+        visible (migration 0017), so a stream that has read up to it need never read below it."""
+        value = await self._pool.fetchval(
+            "SELECT coalesce(max(seq), 0) FROM events WHERE tenant_id = $1::uuid", tenant_id
+        )
+        return int(value)
 
     async def query(self, q: EventQuery) -> list[tuple[int, bytes]]:
         clauses = ["tenant_id = $1::uuid", "seq > $2"]
@@ -74,6 +86,8 @@ class EventsStore:
             add("create_time >= ?", q.start_time)
         if q.end_time is not None:
             add("create_time < ?", q.end_time)
+        if q.up_to_seq is not None:
+            add("seq <= ?", q.up_to_seq)
         args.append(q.limit)
         rows = await self._pool.fetch(
             f"SELECT seq, payload FROM events WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ${len(args)}",

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 from postwire.internal.v1 import (
     bus_pb2,
+    event_reader_service_pb2_grpc,
     policy_service_pb2,
     policy_service_pb2_grpc,
     render_service_pb2_grpc,
@@ -28,6 +29,7 @@ from libs.mail.addresses import to_ascii_address
 from libs.mail.states import state_to_proto
 from libs.render_request import render_request, versions_from_json, versions_to_json
 from services.submission.store import MessageRow, NewMessage, SubmissionStore
+from services.submission.timeline import read_timeline
 from services.submission.validation import ValidatedSend, check_send_time, validate_send
 
 _log = logging.getLogger(__name__)
@@ -66,10 +68,12 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         policy: policy_service_pb2_grpc.PolicyServiceStub,
         keys: KeyResolver,
         render: render_service_pb2_grpc.RenderServiceStub,
+        events: event_reader_service_pb2_grpc.EventReaderServiceStub,
         *,
         stall: timedelta,
         publish_budget: float = PUBLISH_BUDGET_SECONDS,
     ) -> None:
+        self._events = events
         self._stall = stall
         self._publish_budget = publish_budget
         self._publishing: set[asyncio.Future[Any]] = set()
@@ -187,7 +191,9 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         if not done:
             _log.warning("publishes for %s left to finish late or to the sweepers", stored_id)
 
-    async def _admit(self, tenant_id: str, validated: ValidatedSend) -> policy_service_pb2.AdmitMessageResponse:
+    async def _admit(
+        self, tenant_id: str, validated: ValidatedSend
+    ) -> policy_service_pb2.AdmitMessageResponse:
         try:
             return await self._policy.AdmitMessage(
                 policy_service_pb2.AdmitMessageRequest(
@@ -269,7 +275,8 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         message.create_time.FromDatetime(row.create_time)
         if row.send_time is not None:
             message.send_time.FromDatetime(row.send_time)
-        response = mail_service_pb2.GetMessageResponse(message=message)
+        timeline = await read_timeline(self._events, tenant_id=caller.tenant_id, message_id=row.id)
+        response = mail_service_pb2.GetMessageResponse(message=message, timeline=timeline)
         response.read_time.GetCurrentTime()
         return response
 

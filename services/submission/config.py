@@ -11,6 +11,8 @@ class SubmissionConfig:
     common: CommonConfig
     policy_addr: str
     template_addr: str
+    # GetMessage's timeline comes from the events service (postwire.internal.v1.EventReaderService).
+    events_addr: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SubmissionConfig:
@@ -18,4 +20,5 @@ class SubmissionConfig:
             common=CommonConfig.from_env(env, service="submission", default_port=50061),
             policy_addr=env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
             template_addr=env_str(env, "POSTWIRE_TEMPLATE_ADDR", "127.0.0.1:50062"),
+            events_addr=env_str(env, "POSTWIRE_EVENTS_ADDR", "127.0.0.1:50066"),
         )

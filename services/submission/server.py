@@ -7,7 +7,11 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
-from postwire.internal.v1 import policy_service_pb2_grpc, render_service_pb2_grpc
+from postwire.internal.v1 import (
+    event_reader_service_pb2_grpc,
+    policy_service_pb2_grpc,
+    render_service_pb2_grpc,
+)
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 
 from libs.bus import Bus
@@ -29,6 +33,7 @@ async def run(env: Mapping[str, str]) -> None:
         bus = await Bus.connect(config.common.nats_url, name="postwire-submission")
         policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
         template = open_internal_channel(config.template_addr, token=config.common.internal_token)
+        events = open_internal_channel(config.events_addr, token=config.common.internal_token)
         server.add(
             mail_service_pb2_grpc.add_MailServiceServicer_to_server,
             MailApi(
@@ -37,11 +42,12 @@ async def run(env: Mapping[str, str]) -> None:
                 policy_service_pb2_grpc.PolicyServiceStub(policy),
                 KeyResolver(policy, ttl=config.common.key_cache_seconds),
                 render_service_pb2_grpc.RenderServiceStub(template),
+                event_reader_service_pb2_grpc.EventReaderServiceStub(events),
                 stall=timedelta(seconds=config.common.stall_seconds),
             ),
             mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name,
         )
-        return Service(close=[policy.close, template.close, bus.close, pool.close])
+        return Service(close=[policy.close, template.close, events.close, bus.close, pool.close])
 
     await serve(config.common, env, wire)
 

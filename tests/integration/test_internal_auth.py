@@ -15,18 +15,23 @@ import pytest
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from postwire.internal.v1 import (
+    event_reader_service_pb2,
+    event_reader_service_pb2_grpc,
     policy_service_pb2,
     policy_service_pb2_grpc,
     render_service_pb2,
     render_service_pb2_grpc,
 )
 from postwire.v1 import (
+    mail_service_pb2,
+    mail_service_pb2_grpc,
     suppression_service_pb2,
     suppression_service_pb2_grpc,
     template_service_pb2,
     template_service_pb2_grpc,
 )
 
+from libs.testing.polling import poll_until
 from tests.conftest import ADMIN_TOKEN, INTERNAL_AUTH, INTERNAL_TOKEN, Tenant
 from tests.integration.helpers import unique
 
@@ -37,6 +42,7 @@ INTERNAL_METHODS = (
     "/postwire.internal.v1.PolicyService/RecordSuppressions",
     "/postwire.internal.v1.RenderService/RenderMessage",
     "/postwire.internal.v1.RenderService/RenderMessages",
+    "/postwire.internal.v1.EventReaderService/ListMessageEvents",
 )
 
 
@@ -164,6 +170,40 @@ async def test_render_messages_needs_the_internal_token(suite, edge, tenant) -> 
         await _refused(stub.RenderMessages, request, tenant)
         answer = await stub.RenderMessages(request, metadata=INTERNAL_AUTH, timeout=10)
     assert [r.text_body for r in answer.results] == ["Your code is 654321"]
+
+
+async def test_list_message_events_needs_the_internal_token_and_keeps_to_the_tenant(
+    suite, edge, tenant
+) -> None:
+    sent = await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
+        mail_service_pb2.SendEmailRequest(
+            **{"from": {"address": "sender@example.com"}},
+            to=[{"address": unique()}],
+            subject="s",
+            text_body="b",
+        ),
+        metadata=tenant.metadata,
+    )
+    async with grpc.aio.insecure_channel(suite.ports.addr("events")) as channel:
+        stub = event_reader_service_pb2_grpc.EventReaderServiceStub(channel)
+        request = event_reader_service_pb2.ListMessageEventsRequest(
+            tenant_id=tenant.id, message_id=sent.message_id
+        )
+        await _refused(stub.ListMessageEvents, request, tenant)
+
+        async def listed() -> list[str]:
+            answer = await stub.ListMessageEvents(request, metadata=INTERNAL_AUTH, timeout=10)
+            return [e.message_id for e in answer.events]
+
+        assert set(await poll_until(listed, timeout=20, what="the message's events")) == {sent.message_id}
+        elsewhere = await stub.ListMessageEvents(
+            event_reader_service_pb2.ListMessageEventsRequest(
+                tenant_id=str(uuid.uuid4()), message_id=sent.message_id
+            ),
+            metadata=INTERNAL_AUTH,
+            timeout=10,
+        )
+        assert list(elsewhere.events) == []
 
 
 @pytest.mark.parametrize("method", INTERNAL_METHODS)

@@ -40,6 +40,8 @@ GRPC_EDGES = {
     ("edge", "policy"),
     ("submission", "policy"),
     ("submission", "template"),
+    # GetMessage's timeline (postwire.internal.v1.EventReaderService).
+    ("submission", "events"),
     ("template", "policy"),
     ("events", "policy"),
     ("router", "template"),
