@@ -8,6 +8,7 @@ wrongly counted as attempts would fail messages within the outage.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -195,10 +196,11 @@ async def test_a_message_the_worker_cannot_send_ends_failed_and_is_not_multiplie
         return recipients if all(r.state == FAILED for r in recipients) else []
 
     recipients = await poll_until(failed, timeout=90, interval=0.2, what="the message to be FAILED")
-    assert [r.reason for r in recipients] == ["mta_worker: AttributeError"]
+    # "<stage>: <error class>": which class depends on where the missing body is first touched.
+    assert [re.fullmatch(r"mta_worker: \w+Error", r.reason) is not None for r in recipients] == [True]
     assert [r.attempts for r in recipients] == [0]  # no SMTP attempt was made or counted
     events = await wait_for_events(api, tenant.metadata, sent.message_id, [event_pb2.EVENT_TYPE_FAILED])
-    assert [e.reason for e in events if e.type == event_pb2.EVENT_TYPE_FAILED] == ["mta_worker: AttributeError"]
+    assert [e.reason for e in events if e.type == event_pb2.EVENT_TYPE_FAILED] == [recipients[0].reason]
     assert most_queued <= 1
     deadline = time.monotonic() + 3 * float(TEST_ENV["POSTWIRE_STALL_SECONDS"])
     while time.monotonic() < deadline:
