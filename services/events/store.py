@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from postwire.internal.v1 import bus_pb2
 
+from libs.telemetry import current_trace_context
 from services.events.suppression_rule import PendingSuppression
 from services.events.suppression_store import queue_suppression
+from services.events.webhook_store import queue_deliveries
 
 __all__ = ["EventQuery", "EventsStore"]
 
@@ -35,14 +37,15 @@ class EventsStore:
     async def store(
         self, envelope: bus_pb2.EventEnvelope, *, suppression: PendingSuppression | None = None
     ) -> None:
-        """Keep the event (once), queue the suppression it causes, and retire its outbox row, in
-        one transaction. A redelivered event queues nothing: the tenant may have lifted the
-        suppression since."""
+        """Keep the event (once), queue the suppression it causes and its webhook deliveries, and
+        retire its outbox row, in one transaction. A redelivered event queues nothing: the tenant
+        may have lifted the suppression since, and its webhooks already have their rows.
+        A tenant-level event (WEBHOOK_DISABLED) has no message id."""
         event = envelope.event
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await conn.fetchval(
                 "INSERT INTO events (event_id, tenant_id, message_id, recipient, type, create_time, payload)"
-                " VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING"
+                " VALUES ($1, $2::uuid, NULLIF($3, '')::uuid, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING"
                 " RETURNING seq",
                 event.id,
                 envelope.tenant_id,
@@ -54,6 +57,8 @@ class EventsStore:
             )
             if stored is not None and suppression is not None:
                 await queue_suppression(conn, suppression)
+            if stored is not None:
+                await queue_deliveries(conn, envelope.tenant_id, event, trace_context=current_trace_context())
             await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event.id)
 
     async def query(self, q: EventQuery) -> list[tuple[int, bytes]]:
