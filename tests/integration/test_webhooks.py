@@ -263,3 +263,60 @@ async def test_secrets_are_never_in_get_or_list_and_other_tenants_get_not_found(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await call
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_post_is_a_client_span_in_the_messages_trace(edge, tenant, receiver, otlp) -> None:
+    path = _path()
+    created = await _create(edge, tenant, receiver.url(path))
+    await _send(edge, tenant)
+    (request,) = await _requests(receiver, path, 1)
+
+    def spans_named(service: str, name: str, **attributes: str) -> list:
+        return [
+            s
+            for s in otlp.spans()
+            if s.service == service
+            and s.name == name
+            and all(s.attributes.get(k) == v for k, v in attributes.items())
+        ]
+
+    async def post_and_send():
+        posts = spans_named("postwire-events", "POST", **{"postwire.webhook.id": created.webhook.id})
+        sends = [
+            s
+            for s in otlp.spans()
+            # This test's tenant made one send: the SendEmail span in submission carries its id.
+            if s.service == "postwire-submission" and s.attributes.get("postwire.tenant_id") == tenant.id
+        ]
+        return (posts, sends) if posts and sends else None
+
+    posts, sends = await poll_until(
+        post_and_send, timeout=30, what="the webhook POST span and the send's spans"
+    )
+    (post,) = posts
+    assert post.kind == 3  # SPAN_KIND_CLIENT
+    assert post.parent_span_id
+    assert post.trace_id in {s.trace_id for s in sends}
+    assert request.headers["webhook-id"] == post.attributes["postwire.event.id"]
+
+
+async def test_a_name_that_later_resolves_to_a_private_address_is_refused_at_delivery(
+    edge, tenant, receiver, dns
+) -> None:
+    name = f"hook-{uuid.uuid4().hex[:8]}.example"
+    dns.set("A", name, "127.0.0.1")
+    path = _path()
+    created = await _create(edge, tenant, f"http://{name}:{receiver.port}{path}")
+    # The name moves to a private address after the check at create (DNS rebinding).
+    dns.set("A", name, "10.20.30.40")
+    await _send(edge, tenant)
+
+    async def refused():
+        answer = await _hooks(edge).ListWebhookDeliveries(
+            pb.ListWebhookDeliveriesRequest(webhook_id=created.webhook.id), metadata=tenant.metadata
+        )
+        return [d for d in answer.deliveries if d.attempts >= 1]
+
+    (delivery,) = await poll_until(refused, timeout=30, what="a refused attempt")
+    assert delivery.last_status == 0 and "refused destination" in delivery.last_response
+    assert receiver.at(path) == []
