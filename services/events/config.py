@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from libs.config import CommonConfig, ConfigError, env_float, env_host_port, env_int, env_str
+from libs.config import CommonConfig, ConfigError, env_float, env_int, env_str
 from libs.public_addresses import AddressPolicy
 from libs.token_keys import KeyRing
 from services.events.webhook_rules import DEFAULT_SCHEDULE, RetrySchedule
@@ -17,15 +17,15 @@ class EventsConfig:
     # Seals page tokens (and later every other token Postwire mints); the first key seals.
     token_keys: KeyRing
     # Webhook delivery: back-off after each failed attempt (then dead-lettered), how long an
-    # endpoint may fail every attempt before it is disabled, one attempt's time limit, and which
-    # non-public addresses endpoints may have (dev only; any allowance also allows plain http).
+    # endpoint may fail every attempt before it is disabled, one attempt's time limit (the same
+    # variable libs.http_guard reads), and which non-public addresses endpoints may have (dev
+    # only; any allowance also allows plain http, here for validation, in the guard for sending).
     webhook_schedule: RetrySchedule
     webhook_disable_after_seconds: float
     webhook_timeout_seconds: float
     webhook_max_in_flight: int
     webhook_per_endpoint: int
     webhook_allow: AddressPolicy
-    dns_resolver: tuple[str, int] | None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EventsConfig:
@@ -42,9 +42,6 @@ class EventsConfig:
             webhook_max_in_flight=env_int(env, "POSTWIRE_WEBHOOK_MAX_IN_FLIGHT", 64, minimum=1),
             webhook_per_endpoint=env_int(env, "POSTWIRE_WEBHOOK_PER_ENDPOINT", 4, minimum=1),
             webhook_allow=AddressPolicy.from_env(env, "POSTWIRE_WEBHOOK_ALLOW_PRIVATE"),
-            dns_resolver=env_host_port(env, "POSTWIRE_DNS_RESOLVER", "")
-            if env.get("POSTWIRE_DNS_RESOLVER", "").strip()
-            else None,
         )
 
 

@@ -58,12 +58,7 @@ async def run(env: Mapping[str, str]) -> None:
             ),
             event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
         )
-        http = GuardedHttp(
-            allow=config.webhook_allow,
-            timeout=config.webhook_timeout_seconds,
-            allow_plain_http=config.webhook_allow.allow_all or bool(config.webhook_allow.allowed),
-            resolver=config.dns_resolver,
-        )
+        http = GuardedHttp.from_env(env)
         secrets = WebhookSecrets(config.token_keys)
         webhooks = WebhookStore(pool)
         catalog = WebhookCatalog(

@@ -21,7 +21,7 @@ from postwire.v1 import event_pb2
 
 from libs.bus import Bus
 from libs.event_outbox import publish_events
-from libs.http_guard import GuardedHttp, HttpRefused, HttpResponse
+from libs.http_guard import GuardedHttp, HttpRefused, HttpResponse, HttpTimedOut
 from libs.telemetry import client_span
 from libs.webhook_secrets import WebhookSecrets
 from libs.webhook_signing import sign, webhook_body
@@ -183,8 +183,11 @@ class WebhookDispatcher:
                     self._http.post(claim.url, body, headers), timeout=self._timeout + 5
                 )
                 problem = "" if 200 <= response.status < 300 else _status_problem(response)
+            except HttpTimedOut as exc:
+                problem = f"timed out: {exc.reason}"
             except HttpRefused as exc:
-                problem = f"refused destination: {exc.reason}"
+                # A refused address, a DNS failure, a refused or reset connection, a TLS error.
+                problem = exc.reason
             except TimeoutError:
                 problem = f"timed out after {self._timeout:g} s"
             except OSError as exc:
