@@ -25,7 +25,7 @@ class Store(Protocol):
         self, tenant_id: str, webhook_id: str, spec: WebhookSpec, sealed_secret: str
     ) -> WebhookRow: ...
     async def get(self, tenant_id: str, webhook_id: uuid.UUID) -> WebhookRow | None: ...
-    async def list(
+    async def page(
         self, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[WebhookRow]: ...
     async def update(self, tenant_id: str, webhook_id: uuid.UUID, spec: WebhookSpec) -> WebhookRow | None: ...
@@ -94,10 +94,10 @@ class WebhookCatalog:
             raise _not_found(webhook_id)
         return row
 
-    async def list(
+    async def page(
         self, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[WebhookRow]:
-        return await self._store.list(tenant_id, after, limit)
+        return await self._store.page(tenant_id, after, limit)
 
     async def update(self, tenant_id: str, webhook_id: uuid.UUID, spec: WebhookSpec) -> WebhookRow:
         if not spec.fields:

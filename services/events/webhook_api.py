@@ -33,7 +33,7 @@ def _webhook(row: WebhookRow) -> pb.Webhook:
     return pb.Webhook(
         id=row.id,
         url=row.url,
-        event_types=list(row.event_types),  # type: ignore[arg-type]
+        event_types=list(row.event_types),
         streams=list(row.streams),
         tags=list(row.tags),
         enabled=row.enabled,
@@ -45,8 +45,8 @@ def _webhook(row: WebhookRow) -> pb.Webhook:
 def _delivery(row: DeliveryRow) -> pb.WebhookDelivery:
     out = pb.WebhookDelivery(
         event_id=row.event_id,
-        event_type=row.event_type,  # type: ignore[arg-type]
-        state=row.state,  # type: ignore[arg-type]
+        event_type=row.event_type,
+        state=row.state,
         attempts=row.attempts,
         last_status=row.last_status,
         last_response=row.last_response,
@@ -117,7 +117,7 @@ class WebhookApi(webhook_service_pb2_grpc.WebhookServiceServicer):
         size = page_size(request.page_size)
         cursor = self._pages.cursor(request, caller=tenant)
         after = cursor.parse(_time_and_id)
-        rows = await self._catalog.list(tenant, after, size + 1)
+        rows = await self._catalog.page(tenant, after, size + 1)
         page, token = cursor.page(rows, size, lambda r: f"{r.create_time.isoformat()}|{r.id}")
         return pb.ListWebhooksResponse(webhooks=[_webhook(r) for r in page], next_page_token=token)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -131,11 +132,11 @@ class WebhookDispatcher:
             self._in_flight[claim.webhook_id] += 1
             task = asyncio.create_task(self._attempt(claim))
             self._tasks.add(task)
-            task.add_done_callback(lambda t, w=claim.webhook_id: self._done(t, w))
+            task.add_done_callback(functools.partial(self._done, webhook_id=claim.webhook_id))
             started += 1
         return started
 
-    def _done(self, task: asyncio.Task[None], webhook_id: str) -> None:
+    def _done(self, task: asyncio.Task[None], *, webhook_id: str) -> None:
         self._tasks.discard(task)
         self._in_flight[webhook_id] -= 1
         if self._in_flight[webhook_id] <= 0:

@@ -94,7 +94,7 @@ class WebhookStore:
         )
         return None if row is None else _webhook(row)
 
-    async def list(
+    async def page(
         self, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
     ) -> list[WebhookRow]:
         if after is None:
@@ -157,7 +157,7 @@ class WebhookStore:
         result = await self._pool.execute(
             "DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2::uuid", webhook_id, tenant_id
         )
-        return result.endswith(" 1")
+        return bool(result == "DELETE 1")
 
     async def rotate(
         self, tenant_id: str, webhook_id: uuid.UUID, sealed_secret: str, overlap: timedelta
@@ -173,7 +173,7 @@ class WebhookStore:
             sealed_secret,
             overlap,
         )
-        return None if value is None else value  # type: ignore[no-any-return]
+        return value if isinstance(value, datetime) else None
 
     # --- delivery log ------------------------------------------------------------------------
 
