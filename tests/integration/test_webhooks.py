@@ -325,3 +325,16 @@ async def test_a_name_that_later_resolves_to_a_private_address_is_refused_at_del
         and "resolves to an address Postwire does not connect to" in delivery.last_response
     )
     assert receiver.requests(path) == []
+
+
+async def test_list_webhooks_pages_oldest_first_with_sealed_tokens(edge, tenant, receiver) -> None:
+    made = [(await _create(edge, tenant, receiver.url(_path()))).webhook.id for _ in range(3)]
+    first = await _hooks(edge).ListWebhooks(pb.ListWebhooksRequest(page_size=2), metadata=tenant.metadata)
+    assert [w.id for w in first.webhooks] == made[:2] and first.next_page_token
+    second = await _hooks(edge).ListWebhooks(
+        pb.ListWebhooksRequest(page_size=2, page_token=first.next_page_token), metadata=tenant.metadata
+    )
+    assert [w.id for w in second.webhooks] == made[2:] and not second.next_page_token
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _hooks(edge).ListWebhooks(pb.ListWebhooksRequest(page_token="forged"), metadata=tenant.metadata)
+    assert bad_request_fields(caught.value) == ["page_token"]
