@@ -229,6 +229,8 @@ class WebhookStore:
             " WHERE d.state = 1 AND d.next_attempt_time <= now()"
             " AND (d.lease_until IS NULL OR d.lease_until < now())"
             " AND d.webhook_id <> ALL($3::uuid[])"
+            # A row queued while its webhook was being disabled waits for it to be enabled again.
+            " AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.enabled)"
             " ORDER BY d.next_attempt_time LIMIT $1 FOR UPDATE SKIP LOCKED),"
             " claimed AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::interval FROM due"
             " WHERE d.webhook_id = due.webhook_id AND d.event_id = due.event_id"
