@@ -7,34 +7,24 @@ import os
 from collections.abc import Mapping
 from datetime import timedelta
 
-from postwire.v1 import (
-    event_service_pb2,
-    event_service_pb2_grpc,
-    webhook_service_pb2,
-    webhook_service_pb2_grpc,
-)
+from postwire.v1 import event_service_pb2, event_service_pb2_grpc
 
 from libs.bus import EVENTS_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
 from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
-from libs.http_guard import GuardedHttp
 from libs.page_tokens import PageTokens
 from libs.service_main import Service, serve
 from libs.sweeper import Periodic
-from libs.webhook_secrets import WebhookSecrets
 from services.events.api import EventApi
 from services.events.config import EventsConfig
 from services.events.consumer import EventRecorder
-from services.events.manage_webhooks import WebhookCatalog
 from services.events.policy_client import PolicySuppressions
 from services.events.relay_suppressions import SuppressionRelay
 from services.events.store import EventsStore
 from services.events.suppression_store import SuppressionOutbox
-from services.events.webhook_api import WebhookApi
-from services.events.webhook_dispatch import WebhookDispatcher, refusal
-from services.events.webhook_store import WebhookStore
+from services.events.webhook_wiring import start_webhooks
 
 
 async def run(env: Mapping[str, str]) -> None:
@@ -45,45 +35,17 @@ async def run(env: Mapping[str, str]) -> None:
         bus = await Bus.connect(config.common.nats_url, name="postwire-events")
         policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
         store = EventsStore(pool)
-        keys = KeyResolver(policy, ttl=config.common.key_cache_seconds)
-        pages = PageTokens(config.token_keys)
         server.add(
             event_service_pb2_grpc.add_EventServiceServicer_to_server,
             EventApi(
                 store,
                 bus,
-                keys,
-                pages,
+                KeyResolver(policy, ttl=config.common.key_cache_seconds),
+                PageTokens(config.token_keys),
                 max_streams_per_tenant=config.max_streams_per_tenant,
             ),
             event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
         )
-        http = GuardedHttp.from_env(env)
-        secrets = WebhookSecrets(config.token_keys)
-        webhooks = WebhookStore(pool)
-        catalog = WebhookCatalog(
-            webhooks,
-            secrets,
-            refusal(http),
-            allow_plain_http=config.webhook_allow.allow_all or bool(config.webhook_allow.allowed),
-        )
-        server.add(
-            webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server,
-            WebhookApi(catalog, keys, pages),
-            webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
-        )
-        dispatcher = WebhookDispatcher(
-            webhooks,
-            http,
-            secrets,
-            bus,
-            schedule=config.webhook_schedule,
-            disable_after=timedelta(seconds=config.webhook_disable_after_seconds),
-            timeout=config.webhook_timeout_seconds,
-            max_in_flight=config.webhook_max_in_flight,
-            per_webhook=config.webhook_per_endpoint,
-        )
-        dispatcher.start()
         recorder = EventRecorder(
             store, bus, stall=timedelta(seconds=config.common.stall_seconds), retry=config.common.stage_retry
         )
@@ -99,9 +61,10 @@ async def run(env: Mapping[str, str]) -> None:
         relay = SuppressionRelay(SuppressionOutbox(pool), PolicySuppressions(policy))
         suppressions = Periodic("suppression-outbox", config.common.sweep_interval_seconds, relay.drain)
         suppressions.start()
+        webhooks = start_webhooks(server, env, config, pool, bus, policy)
         return Service(
-            stop_intake=[sweeper.stop, suppressions.stop, bus.stop_consumers, dispatcher.stop],
-            close=[http.close, bus.close, policy.close, pool.close],
+            stop_intake=[sweeper.stop, suppressions.stop, bus.stop_consumers, webhooks.stop],
+            close=[webhooks.close, bus.close, policy.close, pool.close],
         )
 
     await serve(config.common, env, wire)

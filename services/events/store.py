@@ -37,10 +37,9 @@ class EventsStore:
     async def store(
         self, envelope: bus_pb2.EventEnvelope, *, suppression: PendingSuppression | None = None
     ) -> None:
-        """Keep the event (once), queue the suppression it causes and its webhook deliveries, and
-        retire its outbox row, in one transaction. A redelivered event queues nothing: the tenant
-        may have lifted the suppression since, and its webhooks already have their rows.
-        A tenant-level event (WEBHOOK_DISABLED) has no message id."""
+        """Keep the event (once), queue the suppression it causes, and retire its outbox row, in
+        one transaction. A redelivered event queues nothing: the tenant may have lifted the
+        suppression since."""
         event = envelope.event
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await conn.fetchval(
@@ -55,10 +54,13 @@ class EventsStore:
                 event.create_time.ToDatetime(tzinfo=UTC),
                 event.SerializeToString(),
             )
-            if stored is not None and suppression is not None:
-                await queue_suppression(conn, suppression)
+            # Webhook deliveries of a newly stored event, in its transaction (a tenant-level event
+            # such as WEBHOOK_DISABLED has no message id: NULLIF above).
             if stored is not None:
                 await queue_deliveries(conn, envelope.tenant_id, event, trace_context=current_trace_context())
+
+            if stored is not None and suppression is not None:
+                await queue_suppression(conn, suppression)
             await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event.id)
 
     async def query(self, q: EventQuery) -> list[tuple[int, bytes]]:

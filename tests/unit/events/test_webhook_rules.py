@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from postwire.v1 import event_pb2
 
-from services.events.config import EventsConfig
+from services.events.webhook_config import WebhookConfig
 from services.events.webhook_rules import RetrySchedule, WebhookSpec, matches, should_disable, spec_violations
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -33,8 +33,8 @@ def test_jitter_stays_within_its_fraction() -> None:
 
 
 def test_the_schedule_setting_compresses_retries() -> None:
-    config = EventsConfig.from_env({"POSTWIRE_WEBHOOK_RETRY_SCHEDULE": "1,2"})
-    assert config.webhook_schedule.delays == (1.0, 2.0) and config.webhook_schedule.max_attempts == 3
+    config = WebhookConfig.from_env({"POSTWIRE_WEBHOOK_RETRY_SCHEDULE": "1,2"})
+    assert config.schedule.delays == (1.0, 2.0) and config.schedule.max_attempts == 3
 
 
 def test_410_disables_at_once_and_other_failures_after_the_period() -> None:
