@@ -19,7 +19,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span, SpanKind
 
-__all__ = ["consume_span", "publish_span", "setup_telemetry", "shutdown_telemetry", "tracer"]
+__all__ = [
+    "client_span",
+    "consume_span",
+    "current_trace_context",
+    "publish_span",
+    "setup_telemetry",
+    "shutdown_telemetry",
+    "tracer",
+]
 
 _log = logging.getLogger(__name__)
 _provider: TracerProvider | None = None
@@ -74,6 +82,28 @@ def consume_span(subject: str, headers: Mapping[str, str] | None) -> Iterator[Sp
             span.set_attribute("messaging.system", "nats")
             span.set_attribute("messaging.destination.name", subject)
             span.set_attribute("messaging.operation.type", "process")
+            yield span
+    finally:
+        otel_context.detach(token)
+
+
+def current_trace_context() -> str:
+    """The current span's W3C traceparent ('' outside a trace), to store beside work that runs
+    later in another task, so that work's spans join the same trace (see `client_span`)."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+@contextmanager
+def client_span(name: str, traceparent: str, attributes: Mapping[str, str | int]) -> Iterator[Span]:
+    """A CLIENT span whose parent is the stored `traceparent` (a root span when it is empty)."""
+    parent = propagate.extract({"traceparent": traceparent} if traceparent else {})
+    token = otel_context.attach(parent)
+    try:
+        with tracer().start_as_current_span(name, kind=SpanKind.CLIENT) as span:
+            for key, value in attributes.items():
+                span.set_attribute(key, value)
             yield span
     finally:
         otel_context.detach(token)

@@ -52,6 +52,11 @@ TEST_ENV = {
     "POSTWIRE_KEY_CACHE_SECONDS": "1",
     # Tests send from example.com without registering it; every other From domain is checked.
     "POSTWIRE_DEV_FROM_DOMAINS": "example.com",
+    # Webhooks: the suite's receivers listen on loopback over plain http (only 127.0.0.0/8 is
+    # allowed, so a 10.x endpoint is still refused); retries 1 s apart, 4 attempts, 2 s time-out.
+    "POSTWIRE_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
+    "POSTWIRE_WEBHOOK_RETRY_SCHEDULE": "1,1,1",
+    "POSTWIRE_WEBHOOK_TIMEOUT_SECONDS": "2",
     # Every SMTP phase times out after 10 s (not Postfix's minutes), for the slow-server tests.
     **Timeouts.env_all(10),
 }

@@ -19,6 +19,7 @@ class EdgeConfig:
                 "postwire.v1.MailService": env_str(env, "POSTWIRE_SUBMISSION_ADDR", "127.0.0.1:50061"),
                 "postwire.v1.TemplateService": env_str(env, "POSTWIRE_TEMPLATE_ADDR", "127.0.0.1:50062"),
                 "postwire.v1.EventService": env_str(env, "POSTWIRE_EVENTS_ADDR", "127.0.0.1:50066"),
+                "postwire.v1.WebhookService": env_str(env, "POSTWIRE_EVENTS_ADDR", "127.0.0.1:50066"),
                 "postwire.v1.AdminService": env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
                 "postwire.v1.SuppressionService": env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
                 "postwire.v1.DomainService": env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),

@@ -14,6 +14,7 @@ from postwire.v1 import (  # noqa: F401
     mail_service_pb2,
     suppression_service_pb2,
     template_service_pb2,
+    webhook_service_pb2,
 )
 
 from libs.grpcx.server import GrpcServer

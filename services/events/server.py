@@ -28,6 +28,7 @@ from services.events.store import EventsStore
 from services.events.stored_notices import StoredNotices
 from services.events.stream_cursor import StreamCursors
 from services.events.suppression_store import SuppressionOutbox
+from services.events.webhook_wiring import start_webhooks
 
 
 async def run(env: Mapping[str, str]) -> None:
@@ -75,9 +76,10 @@ async def run(env: Mapping[str, str]) -> None:
         relay = SuppressionRelay(SuppressionOutbox(pool), PolicySuppressions(policy))
         suppressions = Periodic("suppression-outbox", config.common.sweep_interval_seconds, relay.drain)
         suppressions.start()
+        webhooks = start_webhooks(server, env, config, pool, bus, policy)
         return Service(
-            stop_intake=[sweeper.stop, suppressions.stop, bus.stop_consumers],
-            close=[bus.close, policy.close, pool.close],
+            stop_intake=[sweeper.stop, suppressions.stop, bus.stop_consumers, webhooks.stop],
+            close=[webhooks.close, bus.close, policy.close, pool.close],
         )
 
     await serve(config.common, env, wire)

@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from postwire.internal.v1 import bus_pb2
 
+from libs.telemetry import current_trace_context
 from services.events.suppression_rule import PendingSuppression
 from services.events.suppression_store import queue_suppression
+from services.events.webhook_store import queue_deliveries
 
 __all__ = ["EventQuery", "EventsStore"]
 
@@ -44,7 +46,7 @@ class EventsStore:
         async with self._pool.acquire() as conn, conn.transaction():
             stored = await conn.fetchval(
                 "INSERT INTO events (event_id, tenant_id, message_id, recipient, type, create_time, payload)"
-                " VALUES ($1, $2::uuid, $3::uuid, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING"
+                " VALUES ($1, $2::uuid, NULLIF($3, '')::uuid, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING"
                 " RETURNING seq",
                 event.id,
                 envelope.tenant_id,
@@ -54,6 +56,11 @@ class EventsStore:
                 event.create_time.ToDatetime(tzinfo=UTC),
                 event.SerializeToString(),
             )
+            # Webhook deliveries of a newly stored event, in its transaction (a tenant-level event
+            # such as WEBHOOK_DISABLED has no message id: NULLIF above).
+            if stored is not None:
+                await queue_deliveries(conn, envelope.tenant_id, event, trace_context=current_trace_context())
+
             if stored is not None and suppression is not None:
                 await queue_suppression(conn, suppression)
             await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event.id)

@@ -30,6 +30,8 @@ KNOWN_SCOPES = (
     "suppressions:write",
     "domains:read",
     "domains:write",
+    "webhooks:read",
+    "webhooks:write",
 )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from libs.dev_switch import DEV_ONLY_SETTINGS
 from libs.embedded.postgres import free_port
 from libs.embedded.process import ManagedProcess
 from services.policy.config import DEV_PEPPER, DEV_SECRET_KEY
@@ -88,7 +89,8 @@ def test_every_offending_variable_is_named_in_the_one_line() -> None:
 
 async def test_real_secrets_start_without_the_dev_switch(suite, tmp_path: Path) -> None:
     env = suite.service_env("policy")
-    for dev_only in ("POSTWIRE_ENV", "POSTWIRE_DEV_FROM_DOMAINS"):
+    # The suite's env carries dev-only allowances (POSTWIRE_WEBHOOK_ALLOW_PRIVATE...): drop them all.
+    for dev_only in ("POSTWIRE_ENV", *DEV_ONLY_SETTINGS):
         env.pop(dev_only, None)
     env |= {
         k: v for k, v in PRODUCTION.items() if k not in ("POSTWIRE_DATABASE_URL", "POSTWIRE_NATS_URL")

@@ -27,6 +27,7 @@ async def test_reflection_lists_the_public_services(suite) -> None:
         "postwire.v1.MailService",
         "postwire.v1.TemplateService",
         "postwire.v1.EventService",
+        "postwire.v1.WebhookService",
         "postwire.v1.AdminService",
         "postwire.v1.SuppressionService",
         "postwire.v1.DomainService",

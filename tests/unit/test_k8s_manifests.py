@@ -613,6 +613,25 @@ def test_only_mta_worker_speaks_smtp_and_only_to_public_addresses() -> None:
     assert smtp_rules
 
 
+def test_only_events_speaks_https_out_and_only_to_public_addresses() -> None:
+    # Webhook delivery; any other service opening 443 outward would be an unguarded SSRF path.
+    https_rules = []
+    for service in SERVICES:
+        for policy in _policies_for(service):
+            for rule in policy["spec"].get("egress", []):
+                if ("TCP", 443) not in _ports(rule):
+                    continue
+                assert service == "events", f"{service} may not open HTTPS connections"
+                blocks = [peer["ipBlock"] for peer in rule["to"]]
+                assert len(blocks) == len(rule["to"]), "HTTPS egress must be by ipBlock only"
+                v4 = [b for b in blocks if b["cidr"] == "0.0.0.0/0"]
+                assert v4 and PRIVATE_RANGES <= set(v4[0]["except"])
+                for block in blocks:
+                    assert block.get("except"), f"{block['cidr']} without private-range exceptions"
+                https_rules.append(rule)
+    assert https_rules
+
+
 def test_no_egress_rule_is_unrestricted() -> None:
     for name, policy in NETWORK_POLICIES.items():
         for rule in policy["spec"].get("egress", []):

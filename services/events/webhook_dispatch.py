@@ -1,0 +1,225 @@
+"""Sends due webhook deliveries: leases rows from PostgreSQL, signs, POSTs through the guarded
+HTTP client and records the outcome (delivered, due again after a back-off, dead-lettered, or
+the endpoint disabled).
+
+Isolation: at most `per_webhook` requests are in flight to one webhook and `max_in_flight` in
+all, each bounded by the client's time-out, and a saturated webhook's rows are not even claimed,
+so a slow or dead endpoint holds a few slots and never the queue of another tenant."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+from opentelemetry.trace import Status, StatusCode
+from postwire.v1 import event_pb2
+
+from libs.bus import Bus
+from libs.event_outbox import publish_events
+from libs.http_guard import GuardedHttp, HttpRefused, HttpResponse, HttpTimedOut
+from libs.telemetry import client_span
+from libs.webhook_secrets import WebhookSecrets
+from libs.webhook_signing import sign, webhook_body
+from services.events.manage_webhooks import CheckUrl
+from services.events.webhook_records import Claim
+from services.events.webhook_rules import RetrySchedule, should_disable
+from services.events.webhook_store import WebhookStore
+
+__all__ = ["WebhookDispatcher", "refusal"]
+
+_log = logging.getLogger(__name__)
+SNIPPET_CHARS = 256
+
+
+def refusal(http: GuardedHttp) -> CheckUrl:
+    """The catalog's destination check (services.events.manage_webhooks.CheckUrl) over `http`."""
+
+    async def check(url: str) -> str | None:
+        try:
+            await http.check_url(url)
+        except HttpRefused as exc:
+            return exc.reason
+        return None
+
+    return check
+
+
+def _snippet(body: bytes) -> str:
+    return body[: SNIPPET_CHARS * 4].decode("utf-8", "replace")[:SNIPPET_CHARS]
+
+
+class WebhookDispatcher:
+    def __init__(
+        self,
+        store: WebhookStore,
+        http: GuardedHttp,
+        secrets: WebhookSecrets,
+        bus: Bus,
+        *,
+        schedule: RetrySchedule,
+        disable_after: timedelta,
+        timeout: float,
+        max_in_flight: int = 64,
+        per_webhook: int = 4,
+        interval: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._http = http
+        self._secrets = secrets
+        self._bus = bus
+        self._schedule = schedule
+        self._disable_after = disable_after
+        self._timeout = timeout
+        # A lease outlives any attempt (time-out plus recording), so a live dispatcher never
+        # loses its row to another; a crashed one's rows are due again when it expires.
+        self._lease = timedelta(seconds=2 * timeout + 30)
+        self._max = max_in_flight
+        self._per_webhook = per_webhook
+        self._interval = interval
+        self._in_flight: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.create_task(self._run(), name="webhook-dispatcher")
+
+    async def stop(self) -> None:
+        """Stop claiming, let attempts in flight finish within the time-out, then cancel the
+        rest (their leases expire and the rows are tried again)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=self._timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                claimed = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _log.warning("webhook dispatch failed: %s", type(exc).__name__)
+                claimed = 0
+            if claimed:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+
+    async def tick(self) -> int:
+        free = self._max - len(self._tasks)
+        if free <= 0:
+            return 0
+        saturated = [w for w, n in self._in_flight.items() if n >= self._per_webhook]
+        claims = await self._store.claim(limit=free, lease=self._lease, exclude=saturated)
+        started = 0
+        for claim in claims:
+            if self._in_flight[claim.webhook_id] >= self._per_webhook:
+                await self._store.release(claim.webhook_id, claim.event_id)
+                continue
+            self._in_flight[claim.webhook_id] += 1
+            task = asyncio.create_task(self._attempt(claim))
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._done, webhook_id=claim.webhook_id))
+            started += 1
+        return started
+
+    def _done(self, task: asyncio.Task[None], *, webhook_id: str) -> None:
+        self._tasks.discard(task)
+        self._in_flight[webhook_id] -= 1
+        if self._in_flight[webhook_id] <= 0:
+            del self._in_flight[webhook_id]
+        self._wake.set()
+
+    async def _attempt(self, claim: Claim) -> None:
+        try:
+            await self._send(claim)
+        except Exception as exc:
+            # Recording failed (database away): the lease expires and the row is tried again.
+            _log.warning(
+                "webhook %s event %s: attempt not recorded: %s",
+                claim.webhook_id,
+                claim.event_id,
+                type(exc).__name__,
+            )
+
+    async def _send(self, claim: Claim) -> None:
+        event = event_pb2.Event.FromString(claim.payload)
+        body = webhook_body(event)
+        keys = [self._secrets.open(claim.secret, claim.webhook_id)]
+        if claim.previous_secret:
+            keys.append(self._secrets.open(claim.previous_secret, claim.webhook_id))
+        stamp = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": event.id,
+            "webhook-timestamp": str(stamp),
+            "webhook-signature": sign(event.id, stamp, body, keys),
+        }
+        attributes: dict[str, str | int] = {
+            "http.request.method": "POST",
+            "server.address": urlsplit(claim.url).hostname or "",
+            "postwire.webhook.id": claim.webhook_id,
+            "postwire.event.id": event.id,
+            "postwire.webhook.attempt": claim.attempts + 1,
+        }
+        with client_span("POST", claim.trace_context, attributes) as span:
+            started = time.monotonic()
+            response: HttpResponse | None = None
+            try:
+                # The client bounds each phase; this bounds the whole attempt whatever it does.
+                response = await asyncio.wait_for(
+                    self._http.post(claim.url, body, headers), timeout=self._timeout + 5
+                )
+                problem = "" if 200 <= response.status < 300 else _status_problem(response)
+            except HttpTimedOut as exc:
+                problem = f"timed out: {exc.reason}"
+            except HttpRefused as exc:
+                # A refused address, a DNS failure, a refused or reset connection, a TLS error.
+                problem = exc.reason
+            except TimeoutError:
+                problem = f"timed out after {self._timeout:g} s"
+            except OSError as exc:
+                problem = f"connection failed: {exc.strerror or type(exc).__name__}"
+            latency_ms = int((time.monotonic() - started) * 1000)
+            status = response.status if response is not None else 0
+            if status:
+                span.set_attribute("http.response.status_code", status)
+            if not problem:
+                assert response is not None
+                await self._store.delivered(
+                    claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms
+                )
+                return
+            span.set_status(Status(StatusCode.ERROR, problem[:128]))
+        now = datetime.now(UTC)
+        disabled = await self._store.failed(
+            claim,
+            status=status,
+            snippet=problem,
+            latency_ms=latency_ms,
+            next_attempt=self._schedule.next_attempt(claim.attempts + 1, now),
+            disable=lambda code, since, at: should_disable(code, since, at, after=self._disable_after),
+        )
+        if disabled is not None:
+            _log.warning("webhook %s disabled: %s", claim.webhook_id, disabled.event.reason)
+            await publish_events(self._bus, [disabled])
+
+
+def _status_problem(response: HttpResponse) -> str:
+    text = _snippet(response.body)
+    if 300 <= response.status < 400:
+        return f"HTTP {response.status}: redirects are not followed" + (f"; {text}" if text else "")
+    return f"HTTP {response.status}" + (f": {text}" if text else "")

@@ -1,0 +1,352 @@
+"""PostgreSQL access for webhooks: endpoints, the fan-out of stored events into delivery rows,
+and the dispatcher's leases and outcomes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from postwire.internal.v1 import bus_pb2
+from postwire.v1 import event_pb2
+
+from libs.event_outbox import insert_events
+from services.events.webhook_records import Claim, DeliveryRow, WebhookRow
+from services.events.webhook_rules import WebhookSpec, matches
+
+__all__ = ["DisableRule", "WebhookStore", "disabled_event", "queue_deliveries"]
+
+PENDING, DELIVERED, DEAD_LETTERED = 1, 2, 3
+# (status of the failed attempt, start of the failure run, now) -> why to disable, or ''.
+DisableRule = Callable[[int, datetime | None, datetime], str]
+
+_WEBHOOK_COLUMNS = "id, url, event_types, streams, tags, enabled, disabled_reason, create_time"
+_DELIVERY_COLUMNS = (
+    "event_id, event_type, state, attempts, last_status, last_response, last_latency_ms,"
+    " last_attempt_time, next_attempt_time, create_time"
+)
+
+
+def _webhook(r: asyncpg.Record) -> WebhookRow:
+    return WebhookRow(
+        id=str(r["id"]),
+        url=r["url"],
+        event_types=tuple(r["event_types"]),
+        streams=tuple(r["streams"]),
+        tags=tuple(r["tags"]),
+        enabled=r["enabled"],
+        disabled_reason=r["disabled_reason"],
+        create_time=r["create_time"],
+    )
+
+
+def _delivery(r: asyncpg.Record) -> DeliveryRow:
+    return DeliveryRow(**{k: r[k] for k in DeliveryRow.__slots__})
+
+
+async def queue_deliveries(
+    conn: asyncpg.Connection, tenant_id: str, event: event_pb2.Event, *, trace_context: str = ""
+) -> int:
+    """One PENDING delivery per enabled webhook of the tenant that wants `event`; called in the
+    transaction that stores the event, so an event is never stored without its deliveries."""
+    hooks = await conn.fetch(
+        "SELECT id, event_types, streams, tags FROM webhooks WHERE tenant_id = $1::uuid AND enabled",
+        tenant_id,
+    )
+    wanted = [h["id"] for h in hooks if matches(h["event_types"], h["streams"], h["tags"], event)]
+    if wanted:
+        await conn.executemany(
+            "INSERT INTO webhook_deliveries (webhook_id, event_id, tenant_id, event_type, trace_context)"
+            " VALUES ($1, $2, $3::uuid, $4, $5) ON CONFLICT DO NOTHING",
+            [(w, event.id, tenant_id, event.type, trace_context) for w in wanted],
+        )
+    return len(wanted)
+
+
+class WebhookStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    async def create(
+        self, tenant_id: str, webhook_id: str, spec: WebhookSpec, sealed_secret: str
+    ) -> WebhookRow:
+        row = await self._pool.fetchrow(
+            "INSERT INTO webhooks (id, tenant_id, url, event_types, streams, tags, secret)"
+            f" VALUES ($1::uuid, $2::uuid, $3, $4::smallint[], $5, $6, $7) RETURNING {_WEBHOOK_COLUMNS}",
+            webhook_id,
+            tenant_id,
+            spec.url,
+            list(spec.event_types),
+            list(spec.streams),
+            list(spec.tags),
+            sealed_secret,
+        )
+        return _webhook(row)
+
+    async def get(self, tenant_id: str, webhook_id: uuid.UUID) -> WebhookRow | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND tenant_id = $2::uuid",
+            webhook_id,
+            tenant_id,
+        )
+        return None if row is None else _webhook(row)
+
+    async def page(
+        self, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[WebhookRow]:
+        if after is None:
+            rows = await self._pool.fetch(
+                f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1::uuid"
+                " ORDER BY create_time, id LIMIT $2",
+                tenant_id,
+                limit,
+            )
+        else:
+            rows = await self._pool.fetch(
+                f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE tenant_id = $1::uuid AND (create_time, id) > ($2, $3)"
+                " ORDER BY create_time, id LIMIT $4",
+                tenant_id,
+                after[0],
+                after[1],
+                limit,
+            )
+        return [_webhook(r) for r in rows]
+
+    async def update(self, tenant_id: str, webhook_id: uuid.UUID, spec: WebhookSpec) -> WebhookRow | None:
+        """Sets the fields named in `spec.fields`. Enabling clears the reason and the failure
+        clock; disabling by hand dead-letters what is pending, as an automatic disabling does."""
+        sets: list[str] = ["update_time = now()"]
+        args: list[object] = [webhook_id, tenant_id]
+
+        def put(column: str, value: object, cast: str = "") -> None:
+            args.append(value)
+            sets.append(f"{column} = ${len(args)}{cast}")
+
+        if "url" in spec.fields:
+            put("url", spec.url)
+        if "event_types" in spec.fields:
+            put("event_types", list(spec.event_types), "::smallint[]")
+        if "streams" in spec.fields:
+            put("streams", list(spec.streams))
+        if "tags" in spec.fields:
+            put("tags", list(spec.tags))
+        if "enabled" in spec.fields:
+            put("enabled", spec.enabled)
+            if spec.enabled:
+                sets.append("disabled_reason = CASE WHEN enabled THEN disabled_reason ELSE '' END")
+                sets.append("failing_since = CASE WHEN enabled THEN failing_since END")
+            else:
+                sets.append(
+                    "disabled_reason = CASE WHEN enabled THEN 'disabled by the tenant' ELSE disabled_reason END"
+                )
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE webhooks SET {', '.join(sets)} WHERE id = $1 AND tenant_id = $2::uuid"
+                f" RETURNING {_WEBHOOK_COLUMNS}",
+                *args,
+            )
+            if row is not None and not row["enabled"]:
+                await _dead_letter_pending(conn, webhook_id)
+        return None if row is None else _webhook(row)
+
+    async def delete(self, tenant_id: str, webhook_id: uuid.UUID) -> bool:
+        # Delivery rows go with it (ON DELETE CASCADE).
+        result = await self._pool.execute(
+            "DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2::uuid", webhook_id, tenant_id
+        )
+        return bool(result == "DELETE 1")
+
+    async def rotate(
+        self, tenant_id: str, webhook_id: uuid.UUID, sealed_secret: str, overlap: timedelta
+    ) -> datetime | None:
+        """The current secret becomes the previous one for `overlap`; None if there is no such
+        webhook. The seal is bound to the webhook id, so the previous seal stays valid."""
+        value = await self._pool.fetchval(
+            "UPDATE webhooks SET previous_secret = secret, secret = $3,"
+            " previous_expire_time = now() + $4::interval, update_time = now()"
+            " WHERE id = $1 AND tenant_id = $2::uuid RETURNING previous_expire_time",
+            webhook_id,
+            tenant_id,
+            sealed_secret,
+            overlap,
+        )
+        return value if isinstance(value, datetime) else None
+
+    # --- delivery log ------------------------------------------------------------------------
+
+    async def deliveries(
+        self,
+        tenant_id: str,
+        webhook_id: uuid.UUID,
+        *,
+        state: int,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[DeliveryRow]:
+        clauses = ["webhook_id = $1", "tenant_id = $2::uuid"]
+        args: list[object] = [webhook_id, tenant_id]
+        if state:
+            args.append(state)
+            clauses.append(f"state = ${len(args)}")
+        if after is not None:
+            args.extend(after)
+            clauses.append(f"(create_time, event_id) < (${len(args) - 1}, ${len(args)})")
+        args.append(limit)
+        rows = await self._pool.fetch(
+            f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries WHERE {' AND '.join(clauses)}"
+            f" ORDER BY create_time DESC, event_id DESC LIMIT ${len(args)}",
+            *args,
+        )
+        return [_delivery(r) for r in rows]
+
+    async def redeliver(self, tenant_id: str, webhook_id: uuid.UUID, event_id: str) -> DeliveryRow | None:
+        """Due at once, PENDING (also when delivered or dead-lettered, or never queued because
+        the webhook came later); None when the tenant has no such event."""
+        row = await self._pool.fetchrow(
+            "INSERT INTO webhook_deliveries (webhook_id, event_id, tenant_id, event_type)"
+            " SELECT $1, e.event_id, e.tenant_id, e.type FROM events e"
+            " WHERE e.event_id = $3 AND e.tenant_id = $2::uuid"
+            " ON CONFLICT (webhook_id, event_id) DO UPDATE SET state = 1, next_attempt_time = now(),"
+            f" lease_until = NULL RETURNING {_DELIVERY_COLUMNS}",
+            webhook_id,
+            tenant_id,
+            event_id,
+        )
+        return None if row is None else _delivery(row)
+
+    # --- dispatcher --------------------------------------------------------------------------
+
+    async def claim(self, *, limit: int, lease: timedelta, exclude: Sequence[str]) -> list[Claim]:
+        """Lease up to `limit` due deliveries of enabled webhooks (not those in `exclude`, which
+        have all the requests in flight they may have). SKIP LOCKED: replicas never claim the
+        same row, and an expired lease (a crashed dispatcher) makes the row due again."""
+        rows = await self._pool.fetch(
+            "WITH due AS ("
+            " SELECT d.webhook_id, d.event_id FROM webhook_deliveries d"
+            " WHERE d.state = 1 AND d.next_attempt_time <= now()"
+            " AND (d.lease_until IS NULL OR d.lease_until < now())"
+            " AND d.webhook_id <> ALL($3::uuid[])"
+            # A row queued while its webhook was being disabled waits for it to be enabled again.
+            " AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = d.webhook_id AND w.enabled)"
+            " ORDER BY d.next_attempt_time LIMIT $1 FOR UPDATE SKIP LOCKED),"
+            " claimed AS (UPDATE webhook_deliveries d SET lease_until = now() + $2::interval FROM due"
+            " WHERE d.webhook_id = due.webhook_id AND d.event_id = due.event_id"
+            " RETURNING d.webhook_id, d.event_id, d.attempts, d.trace_context)"
+            " SELECT c.webhook_id, c.event_id, c.attempts, c.trace_context, w.url, w.secret,"
+            " CASE WHEN w.previous_expire_time > now() THEN w.previous_secret END AS previous_secret,"
+            " e.payload FROM claimed c JOIN webhooks w ON w.id = c.webhook_id AND w.enabled"
+            " JOIN events e ON e.event_id = c.event_id",
+            limit,
+            lease,
+            list(exclude),
+        )
+        return [
+            Claim(
+                webhook_id=str(r["webhook_id"]),
+                event_id=r["event_id"],
+                attempts=r["attempts"],
+                trace_context=r["trace_context"],
+                url=r["url"],
+                secret=r["secret"],
+                previous_secret=r["previous_secret"],
+                payload=r["payload"],
+            )
+            for r in rows
+        ]
+
+    async def release(self, webhook_id: str, event_id: str) -> None:
+        await self._pool.execute(
+            "UPDATE webhook_deliveries SET lease_until = NULL WHERE webhook_id = $1::uuid AND event_id = $2",
+            webhook_id,
+            event_id,
+        )
+
+    async def delivered(self, claim: Claim, *, status: int, snippet: str, latency_ms: int) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE webhook_deliveries SET state = 2, attempts = attempts + 1, lease_until = NULL,"
+                " last_status = $3, last_response = $4, last_latency_ms = $5, last_attempt_time = now()"
+                " WHERE webhook_id = $1::uuid AND event_id = $2",
+                claim.webhook_id,
+                claim.event_id,
+                status,
+                snippet,
+                latency_ms,
+            )
+            await conn.execute(
+                "UPDATE webhooks SET failing_since = NULL WHERE id = $1::uuid AND failing_since IS NOT NULL",
+                claim.webhook_id,
+            )
+
+    async def failed(
+        self,
+        claim: Claim,
+        *,
+        status: int,
+        snippet: str,
+        latency_ms: int,
+        next_attempt: datetime | None,
+        disable: DisableRule,
+    ) -> bus_pb2.EventEnvelope | None:
+        """Records a failed attempt: due again at `next_attempt`, or dead-lettered when None.
+        Starts the failure clock; if `disable` says so the webhook is disabled, its pending
+        deliveries dead-lettered and a WEBHOOK_DISABLED event queued in the same transaction
+        (returned, to publish after commit)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = NULL,"
+                " state = CASE WHEN $6::timestamptz IS NULL THEN 3 ELSE 1 END,"
+                " next_attempt_time = COALESCE($6, next_attempt_time),"
+                " last_status = $3, last_response = $4, last_latency_ms = $5, last_attempt_time = now()"
+                " WHERE webhook_id = $1::uuid AND event_id = $2 AND state = 1",
+                claim.webhook_id,
+                claim.event_id,
+                status,
+                snippet,
+                latency_ms,
+                next_attempt,
+            )
+            hook = await conn.fetchrow(
+                "UPDATE webhooks SET failing_since = COALESCE(failing_since, now()) WHERE id = $1::uuid"
+                " RETURNING tenant_id, enabled, failing_since, now() AS now",
+                claim.webhook_id,
+            )
+            if hook is None or not hook["enabled"]:
+                return None
+            reason = disable(status, hook["failing_since"], hook["now"])
+            if not reason:
+                return None
+            disabled = await conn.fetchval(
+                "UPDATE webhooks SET enabled = false, disabled_reason = $2, update_time = now()"
+                " WHERE id = $1::uuid AND enabled RETURNING now()",
+                claim.webhook_id,
+                reason,
+            )
+            if disabled is None:
+                return None  # another attempt disabled it first
+            await _dead_letter_pending(conn, uuid.UUID(claim.webhook_id))
+            envelope = disabled_event(str(hook["tenant_id"]), claim.webhook_id, reason, disabled)
+            await insert_events(conn, [envelope])
+            return envelope
+
+
+def disabled_event(tenant_id: str, webhook_id: str, reason: str, when: datetime) -> bus_pb2.EventEnvelope:
+    """The tenant-level WEBHOOK_DISABLED event: no message, the webhook's id and the reason."""
+    event = event_pb2.Event(
+        id=f"webhook:{webhook_id}:disabled:{int(when.timestamp() * 1000)}",
+        type=event_pb2.EVENT_TYPE_WEBHOOK_DISABLED,
+        webhook_id=webhook_id,
+        reason=reason,
+    )
+    event.create_time.FromDatetime(when.astimezone(UTC))
+    return bus_pb2.EventEnvelope(tenant_id=tenant_id, event=event)
+
+
+async def _dead_letter_pending(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE webhook_deliveries SET state = 3, lease_until = NULL WHERE webhook_id = $1 AND state = 1",
+        webhook_id,
+    )

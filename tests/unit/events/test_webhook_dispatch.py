@@ -1,0 +1,92 @@
+"""The dispatcher's isolation: a webhook whose endpoint hangs holds at most `per_webhook` slots
+and is not even claimed once saturated, so another tenant's webhook is sent at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+from postwire.v1 import event_pb2
+
+from libs.http_guard import HttpResponse
+from libs.token_keys import KeyRing
+from libs.webhook_secrets import WebhookSecrets
+from services.events.webhook_dispatch import WebhookDispatcher
+from services.events.webhook_records import Claim
+from services.events.webhook_rules import RetrySchedule
+
+SECRETS = WebhookSecrets(KeyRing.from_env({}))  # the dev key ring
+
+
+def _claim(webhook: str, n: int) -> Claim:
+    event = event_pb2.Event(id=f"{webhook}-{n}", type=event_pb2.EVENT_TYPE_DELIVERED, message_id="m")
+    event.create_time.GetCurrentTime()
+    _, sealed = SECRETS.new(webhook)
+    return Claim(
+        webhook, event.id, 0, "", f"https://{webhook}.example/hook", sealed, None, event.SerializeToString()
+    )
+
+
+class FakeStore:
+    def __init__(self, due: list[Claim]) -> None:
+        self.due = due
+        self.excluded: list[list[str]] = []
+        self.sent: list[str] = []
+
+    async def claim(self, *, limit: int, lease: timedelta, exclude: Sequence[str]) -> list[Claim]:
+        self.excluded.append(list(exclude))
+        taken = [c for c in self.due if c.webhook_id not in exclude][:limit]
+        for c in taken:
+            self.due.remove(c)
+        return taken
+
+    async def release(self, webhook_id: str, event_id: str) -> None:
+        self.due.append(next(c for c in ALL if c.event_id == event_id))
+
+    async def delivered(self, claim: Claim, **_: object) -> None:
+        self.sent.append(claim.event_id)
+
+
+class HangingHttp:
+    """Endpoints of `slow` never answer (until released); the others answer 200 at once."""
+
+    def __init__(self) -> None:
+        self.slow_in_flight = 0
+        self.release = asyncio.Event()
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> HttpResponse:
+        if "slow" in url:
+            self.slow_in_flight += 1
+            await self.release.wait()
+        return HttpResponse(200, b"", 0.0)
+
+
+ALL = [_claim("slow", n) for n in range(10)] + [_claim("quick", 0)]
+
+
+async def test_a_hanging_endpoint_holds_its_own_slots_only() -> None:
+    store = FakeStore(list(ALL))
+    http = HangingHttp()
+    dispatcher = WebhookDispatcher(
+        store,  # type: ignore[arg-type]
+        http,  # type: ignore[arg-type]
+        SECRETS,
+        None,  # type: ignore[arg-type]
+        schedule=RetrySchedule(),
+        disable_after=timedelta(days=5),
+        timeout=60,
+        max_in_flight=8,
+        per_webhook=4,
+    )
+    # The first claim may be all slow rows: 4 are sent, the rest go back. From the next claim
+    # on (the loop claims again at once) the saturated webhook is excluded and the quick one
+    # goes out, however many slow rows are due.
+    for _ in range(3):
+        await dispatcher.tick()
+        await asyncio.sleep(0.02)
+    assert http.slow_in_flight == 4
+    assert store.sent == ["quick-0"]
+    assert store.excluded[1:] == [["slow"], ["slow"]]
+    http.release.set()
+    await dispatcher.stop()
