@@ -53,7 +53,6 @@ class BounceReport:
     original: OriginalHeaders | None
 
 
-
 def parse_bounce(raw: bytes) -> BounceReport | None:
     """The report in `raw`, or None when it is not recognisably a bounce. Never raises."""
     try:
@@ -85,7 +84,9 @@ def _rfc3464(parts: list[Message]) -> BounceReport | None:
             continue
         failures.append(
             Failure(
-                recipient=_typed_value(header(block, "Final-Recipient") or header(block, "Original-Recipient")),
+                recipient=_typed_value(
+                    header(block, "Final-Recipient") or header(block, "Original-Recipient")
+                ),
                 status=_status(header(block, "Status")),
                 diagnostic=_typed_value(header(block, "Diagnostic-Code")),
                 remote_mta=_typed_value(header(block, "Remote-MTA") or reporting),
@@ -112,7 +113,9 @@ def _text(msg: Message) -> BounceReport | None:
     if match is None or not match.group(1).startswith("5"):
         return None
     diagnostic = f"{match.group(1)} {match.group(2).strip()}"
-    return BounceReport("text", (Failure(_address_near(text, match.start()), "", diagnostic, ""),), 0, original)
+    return BounceReport(
+        "text", (Failure(_address_near(text, match.start()), "", diagnostic, ""),), 0, original
+    )
 
 
 def _qmail(text: str, original: OriginalHeaders | None) -> BounceReport:
@@ -175,7 +178,9 @@ def _first_text(msg: Message) -> str:
 
 
 def _address_near(text: str, pos: int) -> str:
-    found = re.findall(r"<?([A-Za-z0-9._%+'=-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>?", text[max(0, pos - 400) : pos + 400])
+    found = re.findall(
+        r"<?([A-Za-z0-9._%+'=-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>?", text[max(0, pos - 400) : pos + 400]
+    )
     return found[0] if found else ""
 
 

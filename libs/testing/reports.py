@@ -62,15 +62,26 @@ def dsn_report(
         )
     )
     status_part = MIMEBase("message", "delivery-status")
-    fields = [("Final-Recipient", f"rfc822; {recipient}"), ("Original-Recipient", f"rfc822;{recipient}"),
-              ("Action", action), ("Status", status)]
+    fields = [
+        ("Final-Recipient", f"rfc822; {recipient}"),
+        ("Original-Recipient", f"rfc822;{recipient}"),
+        ("Action", action),
+        ("Status", status),
+    ]
     if remote_mta:
         fields.append(("Remote-MTA", remote_mta))
     if diagnostic:
         fields.append(("Diagnostic-Code", diagnostic.format(rcpt=recipient)))
     status_part.set_payload(
-        [_block([("Reporting-MTA", "dns; mx.example.net"), ("Arrival-Date", "Mon, 30 Nov 2026 10:00:00 +0000")]),
-         _block(fields)]
+        [
+            _block(
+                [
+                    ("Reporting-MTA", "dns; mx.example.net"),
+                    ("Arrival-Date", "Mon, 30 Nov 2026 10:00:00 +0000"),
+                ]
+            ),
+            _block(fields),
+        ]
     )
     report.attach(status_part)
     if original is not None:
@@ -90,7 +101,9 @@ def arf_report(
     report = MIMEMultipart("report", report_type="feedback-report")
     report["From"] = "feedback@arf.mail.example.net"
     report["Subject"] = "FW: Your receipt"
-    report.attach(MIMEText("This is an email abuse report for an email message received from IP 192.0.2.1.\n"))
+    report.attach(
+        MIMEText("This is an email abuse report for an email message received from IP 192.0.2.1.\n")
+    )
     fields = [("Feedback-Type", feedback_type), ("User-Agent", "ExampleFBL/1.0"), ("Version", "1")]
     if mail_from:
         fields.append(("Original-Mail-From", f"<{mail_from}>"))

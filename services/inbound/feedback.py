@@ -95,7 +95,11 @@ def decide(raw: bytes, envelope_tokens: Sequence[str], tokens: TokenOpener) -> D
         return Dropped("ignored", f"{report.format} report without a failed recipient (delayed or delivered)")
     original = report.original
     target = _first_target(
-        [*envelope_tokens, _token(original.return_path if original else ""), original.feedback_id if original else ""],
+        [
+            *envelope_tokens,
+            _token(original.return_path if original else ""),
+            original.feedback_id if original else "",
+        ],
         tokens,
     )
     if target is None:

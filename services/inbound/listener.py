@@ -35,6 +35,10 @@ class _Handler:
         self._take = take
         self._config = config
         self._tokens = tokens
+        # Reports being processed; shutdown waits for them to get their reply.
+        self._active = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     def _rcpt(self, address: str) -> Rcpt | None:
         return accept_rcpt(address, self._config, self._tokens)
@@ -52,6 +56,8 @@ class _Handler:
         if isinstance(raw, str):
             raw = raw.encode("utf-8", "surrogateescape")
         rcpts = [r for r in (self._rcpt(a) for a in envelope.rcpt_tos) if r is not None]
+        self._active += 1
+        self.idle.clear()
         try:
             await self._take(raw, rcpts)
         except Exception as exc:
@@ -62,6 +68,10 @@ class _Handler:
                 return _TRY_LATER
             _log.exception("inbound report could not be processed")
             return _UNPROCESSABLE
+        finally:
+            self._active -= 1
+            if not self._active:
+                self.idle.set()
         return _OK
 
 
@@ -132,14 +142,12 @@ class InboundListener:
                 del self._per_ip[ip]
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting, give sessions in DATA `grace` seconds to get their reply, hang up."""
+        """Stop accepting, give reports being processed `grace` seconds to get their reply, hang up."""
         if self._server is None:
             return
         self._server.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while any(s.busy for s in self._sessions) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._handler.idle.wait(), grace)
         for session in list(self._sessions):
             session.hang_up()
         with contextlib.suppress(Exception):
@@ -155,10 +163,6 @@ class _Smtp(SMTP):
         self._owner = owner
         self._ip = ""
         self._admitted = False
-
-    @property
-    def busy(self) -> bool:
-        return self._handler_coroutine is not None and self.envelope is not None and bool(self.envelope.rcpt_tos)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None

@@ -53,7 +53,9 @@ class InboundStore:
                 event_pb2.EVENT_TYPE_BOUNCED,
                 row["address"],
                 discriminator=f"{bounce.target.index}:async",
-                smtp_reply=message_pb2.SmtpReply(code=reply.code, enhanced_code=reply.enhanced, text=reply.text),
+                smtp_reply=message_pb2.SmtpReply(
+                    code=reply.code, enhanced_code=reply.enhanced, text=reply.text
+                ),
                 reason=bounce.reason,
                 bounce_category=bounce.category,
                 remote=message_pb2.RemoteServer(host=bounce.remote_host) if bounce.remote_host else None,
@@ -100,7 +102,11 @@ class InboundStore:
 
 def _context(target: Target, row: asyncpg.Record) -> EventContext:
     return EventContext(
-        str(row["tenant_id"]), target.message_id, row["stream"], list(row["tags"]), json.loads(row["metadata"])
+        str(row["tenant_id"]),
+        target.message_id,
+        row["stream"],
+        list(row["tags"]),
+        json.loads(row["metadata"]),
     )
 
 

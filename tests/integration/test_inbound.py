@@ -61,7 +61,9 @@ async def _suppression(edge: Any, tenant: Any, address: str) -> suppression_serv
     stub = suppression_service_pb2_grpc.SuppressionServiceStub(edge)
     try:
         got = await stub.GetSuppression(
-            suppression_service_pb2.GetSuppressionRequest(address=address), metadata=tenant.metadata, timeout=10
+            suppression_service_pb2.GetSuppressionRequest(address=address),
+            metadata=tenant.metadata,
+            timeout=10,
         )
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
@@ -80,7 +82,9 @@ async def _recipient_state(edge: Any, tenant: Any, message_id: str) -> int:
 async def _counter(suite: Any, name: str) -> int:
     conn = await asyncpg.connect(suite.database_url)
     try:
-        return int(await conn.fetchval("SELECT coalesce(max(count), 0) FROM inbound_counters WHERE name = $1", name))
+        return int(
+            await conn.fetchval("SELECT coalesce(max(count), 0) FROM inbound_counters WHERE name = $1", name)
+        )
     finally:
         await conn.close()
 
@@ -104,7 +108,9 @@ async def test_a_dsn_to_the_return_path_bounces_the_delivered_recipient_and_supp
     assert bounce.remote.host == "mx1.example.net"
     assert await _recipient_state(edge, tenant, message_id) == message_pb2.RECIPIENT_STATE_BOUNCED
 
-    suppression = await poll_until(lambda: _suppression(edge, tenant, rcpt), timeout=30, what=f"suppression of {rcpt}")
+    suppression = await poll_until(
+        lambda: _suppression(edge, tenant, rcpt), timeout=30, what=f"suppression of {rcpt}"
+    )
     assert suppression.reason == suppression_service_pb2.SUPPRESSION_REASON_HARD_BOUNCE
     assert suppression.source_message_id == message_id
 
@@ -122,7 +128,9 @@ async def _more(suite: Any, name: str, than: int) -> bool:
 async def test_a_delay_notice_changes_nothing(suite, edge, tenant, smtp_sink) -> None:
     rcpt, message_id, received = await _delivered(edge, tenant, smtp_sink)
     ignored = await _counter(suite, "ignored")
-    await _send_report(suite, received.mail_from, dsn_report(recipient=rcpt, action="delayed", status="4.4.7"))
+    await _send_report(
+        suite, received.mail_from, dsn_report(recipient=rcpt, action="delayed", status="4.4.7")
+    )
     await poll_until(lambda: _more(suite, "ignored", ignored), timeout=10, what="the delay notice counted")
     assert BOUNCED not in [e.type for e in await events_of(edge, tenant.metadata, message_id)]
     assert await _recipient_state(edge, tenant, message_id) == message_pb2.RECIPIENT_STATE_DELIVERED
@@ -144,7 +152,9 @@ async def test_an_arf_report_to_the_feedback_loop_is_a_complaint_and_suppresses(
     assert "abuse" in complaint.reason
     # A complaint says nothing about delivery.
     assert await _recipient_state(edge, tenant, message_id) == message_pb2.RECIPIENT_STATE_DELIVERED
-    suppression = await poll_until(lambda: _suppression(edge, tenant, rcpt), timeout=30, what=f"suppression of {rcpt}")
+    suppression = await poll_until(
+        lambda: _suppression(edge, tenant, rcpt), timeout=30, what=f"suppression of {rcpt}"
+    )
     assert suppression.reason == suppression_service_pb2.SUPPRESSION_REASON_COMPLAINT
 
     await _send_report(suite, FEEDBACK_LOOP, report)

@@ -8,14 +8,19 @@ from libs.testing.reports import arf_report, dsn_report, original_message
 
 def test_report_with_original_headers_only() -> None:
     original = original_message(return_path="bounces+tok@bounces.example", feedback_id="tok")
-    report = parse_arf(arf_report(original=original, rcpt_to="rcpt@example.net", mail_from="bounces+tok@bounces.example"))
+    report = parse_arf(
+        arf_report(original=original, rcpt_to="rcpt@example.net", mail_from="bounces+tok@bounces.example")
+    )
     assert report is not None and report.is_complaint
     assert report.feedback_type == "abuse"
     assert report.user_agent == "ExampleFBL/1.0"
     assert report.original_rcpt_to == "rcpt@example.net"
     assert report.original_mail_from == "bounces+tok@bounces.example"
     assert report.original is not None
-    assert (report.original.return_path, report.original.feedback_id) == ("bounces+tok@bounces.example", "tok")
+    assert (report.original.return_path, report.original.feedback_id) == (
+        "bounces+tok@bounces.example",
+        "tok",
+    )
 
 
 def test_report_with_the_whole_original_and_no_return_path() -> None:

@@ -10,7 +10,9 @@ from libs.testing.reports import dsn_report, original_message
 
 
 def test_rfc3464_failed_recipient_with_its_diagnostic_and_remote_mta() -> None:
-    raw = dsn_report(recipient="gone@example.net", original=original_message(return_path="bounces+t@h.example"))
+    raw = dsn_report(
+        recipient="gone@example.net", original=original_message(return_path="bounces+t@h.example")
+    )
     report = parse_bounce(raw)
     assert report is not None and report.format == "rfc3464"
     (failure,) = report.failures
@@ -133,5 +135,7 @@ def test_plain_text_bounce_with_a_reply_in_the_body() -> None:
 def test_ordinary_mail_and_garbage_are_not_bounces() -> None:
     assert parse_bounce(b"Subject: hi\r\n\r\nSee you at 5.\r\n") is None
     assert parse_bounce(b"\x00\xff\xfe garbage \r\n\r\n\x80") is None
-    assert parse_bounce(b"Content-Type: multipart/report; report-type=delivery-status\r\n\r\nno parts") is None
+    assert (
+        parse_bounce(b"Content-Type: multipart/report; report-type=delivery-status\r\n\r\nno parts") is None
+    )
     assert parse_bounce(b"") is None

@@ -461,7 +461,9 @@ def test_inbound_smtp_is_public_on_port_25_and_keeps_the_client_address() -> Non
     (container,) = _containers(DEPLOYMENTS["inbound"])
     assert {"name": "smtp", "containerPort": INBOUND_SMTP_PORT, "protocol": "TCP"} in container["ports"]
     assert _env(container)["POSTWIRE_INBOUND_LISTEN"]["value"] == f"0.0.0.0:{INBOUND_SMTP_PORT}"
-    assert spec["selector"].items() <= DEPLOYMENTS["inbound"]["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        spec["selector"].items() <= DEPLOYMENTS["inbound"]["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
 # --- shared config and the migration Job ------------------------------------------------------

@@ -82,8 +82,11 @@ async def test_unknown_and_forged_recipients_are_refused_at_rcpt(listener) -> No
     async with _client(server) as client:
         await client.ehlo()
         await client.mail("")
-        for address in (f"someone@{CONFIG.host}", f"bounces+{FORGER.mint(str(uuid.uuid4()), 0)}@{CONFIG.host}",
-                        "postmaster@example.org"):
+        for address in (
+            f"someone@{CONFIG.host}",
+            f"bounces+{FORGER.mint(str(uuid.uuid4()), 0)}@{CONFIG.host}",
+            "postmaster@example.org",
+        ):
             with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
                 await client.rcpt(address)
             assert (refused.value.code, refused.value.message[:5]) == (550, "5.1.1")

@@ -70,7 +70,9 @@ async def test_a_dsn_to_a_return_path_is_a_categorised_bounce_of_that_recipient(
 async def test_a_dsn_to_postmaster_is_matched_by_the_returned_original() -> None:
     take, store, _ = _take()
     token = TOKENS.mint(MESSAGE, 1)
-    raw = dsn_report(recipient="gone@example.net", original=original_message(feedback_id=token), headers_only=True)
+    raw = dsn_report(
+        recipient="gone@example.net", original=original_message(feedback_id=token), headers_only=True
+    )
     assert await take(raw, [Rcpt(Kind.POSTMASTER)]) == "bounced"
     assert store.bounces[0].target == Target(MESSAGE, 1)
 
@@ -78,7 +80,10 @@ async def test_a_dsn_to_postmaster_is_matched_by_the_returned_original() -> None
 async def test_a_delay_notice_is_ignored_and_garbage_is_malformed() -> None:
     take, store, published = _take()
     token = TOKENS.mint(MESSAGE, 0)
-    assert await take(dsn_report(recipient="x@example.net", action="delayed", status="4.4.7"), [_rp(token)]) == "ignored"
+    assert (
+        await take(dsn_report(recipient="x@example.net", action="delayed", status="4.4.7"), [_rp(token)])
+        == "ignored"
+    )
     assert await take(b"\x00\xff garbage\r\n.\r\n", [_rp(token)]) == "malformed"
     assert store.counts == ["ignored", "malformed"] and not store.bounces and not published
 
@@ -98,7 +103,9 @@ async def test_a_complaint_is_matched_by_return_path_then_by_the_signed_header()
 async def test_reports_without_a_valid_token_are_unmatched() -> None:
     take, store, published = _take()
     forged = OTHER_RING.mint(MESSAGE, 0)
-    raw = arf_report(original=original_message(return_path=f"bounces+{forged}@{CONFIG.host}", feedback_id=forged))
+    raw = arf_report(
+        original=original_message(return_path=f"bounces+{forged}@{CONFIG.host}", feedback_id=forged)
+    )
     assert await take(raw, [Rcpt(Kind.FEEDBACK_LOOP)]) == "unmatched"
     assert await take(dsn_report(recipient="a@example.net"), [Rcpt(Kind.POSTMASTER)]) == "unmatched"
     assert await take(arf_report(original=original_message(), feedback_type="not-spam"), []) == "ignored"
@@ -125,5 +132,9 @@ def test_rcpt_rules() -> None:
 
 
 def test_only_live_states_move_to_bounced() -> None:
-    assert [s for s in ("queued", "deferred", "delivered") if bounce_moves(s)] == ["queued", "deferred", "delivered"]
+    assert [s for s in ("queued", "deferred", "delivered") if bounce_moves(s)] == [
+        "queued",
+        "deferred",
+        "delivered",
+    ]
     assert not any(bounce_moves(s) for s in ("bounced", "expired", "failed", "suppressed", "accepted"))
