@@ -136,14 +136,24 @@ async def test_a_delay_notice_changes_nothing(suite, edge, tenant, smtp_sink) ->
     assert await _recipient_state(edge, tenant, message_id) == message_pb2.RECIPIENT_STATE_DELIVERED
 
 
+@pytest.mark.parametrize("matched_by", ["feedback-id header", "return path"])
 async def test_an_arf_report_to_the_feedback_loop_is_a_complaint_and_suppresses(
-    suite, edge, tenant, smtp_sink
+    suite, edge, tenant, smtp_sink, matched_by: str
 ) -> None:
     rcpt, message_id, received = await _delivered(edge, tenant, smtp_sink)
     assert received.header("X-Postwire-Feedback-Id")
-    # The loop returns the original's headers, Return-Path stripped (as Microsoft's does): only
-    # the signed X-Postwire-Feedback-Id names the recipient.
-    report = arf_report(original=received.data, rcpt_to=rcpt, headers_only=True)
+    if matched_by == "return path":
+        # What the receiving MTA recorded, and the token header gone: the Return-Path alone names it.
+        lines = received.data.split(b"\r\n")
+        original = b"\r\n".join(
+            [f"Return-Path: <{received.mail_from}>".encode()]
+            + [line for line in lines if not line.lower().startswith(b"x-postwire-feedback-id:")]
+        )
+    else:
+        original = received.data
+    # The loop returns the original's headers only; the sink's copy has no Return-Path (the final
+    # MTA adds it), so without one only the signed X-Postwire-Feedback-Id names the recipient.
+    report = arf_report(original=original, rcpt_to=rcpt, headers_only=True)
     await _send_report(suite, FEEDBACK_LOOP, report)
 
     events = await wait_for_events(edge, tenant.metadata, message_id, [DELIVERED, COMPLAINED])
@@ -157,8 +167,9 @@ async def test_an_arf_report_to_the_feedback_loop_is_a_complaint_and_suppresses(
     )
     assert suppression.reason == suppression_service_pb2.SUPPRESSION_REASON_COMPLAINT
 
+    duplicates = await _counter(suite, "duplicate")
     await _send_report(suite, FEEDBACK_LOOP, report)
-    await asyncio.sleep(1)
+    await poll_until(lambda: _more(suite, "duplicate", duplicates), timeout=10, what="the duplicate counted")
     assert [e.type for e in await events_of(edge, tenant.metadata, message_id)].count(COMPLAINED) == 1
 
 
