@@ -8,9 +8,11 @@ a 5xx reply (or names a permanent failure in its own words) and does not read as
 
 from __future__ import annotations
 
+import email.policy
 import re
 from dataclasses import dataclass
 from email.message import Message
+from email.parser import HeaderParser
 
 from libs.mail.reports import OriginalHeaders, body_text, header, load, original_headers, report_parts
 from libs.mail.smtp_outcome import Reply, parse_reply
@@ -58,6 +60,9 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
     try:
         msg = load(raw)
         parts = report_parts(msg, "delivery-status")
+        if parts is None:
+            # RFC 6533's internationalised report (SMTPUTF8 recipients): the same fields in UTF-8.
+            parts = report_parts(msg, "global-delivery-status")
         if parts is not None:
             return _rfc3464(parts)
         return _text(msg)
@@ -67,13 +72,10 @@ def parse_bounce(raw: bytes) -> BounceReport | None:
 
 
 def _rfc3464(parts: list[Message]) -> BounceReport | None:
-    status_part = next((p for p in parts if p.get_content_type() == "message/delivery-status"), None)
+    status_part = next((p for p in parts if p.get_content_type() in _STATUS_TYPES), None)
     if status_part is None:
         return None
-    blocks = status_part.get_payload()
-    if not isinstance(blocks, list):
-        return None
-    fields = [b for b in blocks if isinstance(b, Message)]
+    fields = _field_blocks(status_part)
     per_message, per_recipient = (fields[0], fields[1:]) if fields else (None, [])
     reporting = header(per_message, "Reporting-MTA") if per_message is not None else ""
     failures: list[Failure] = []
@@ -93,6 +95,35 @@ def _rfc3464(parts: list[Message]) -> BounceReport | None:
             )
         )
     return BounceReport("rfc3464", tuple(failures), others, original_headers(parts))
+
+
+_STATUS_TYPES = ("message/delivery-status", "message/global-delivery-status")
+
+
+def _field_blocks(part: Message) -> list[Message]:
+    """The header blocks of a status part. The email package splits message/delivery-status into
+    blocks itself; any other message/* type (the global one) comes back as one message whose body
+    holds the remaining blocks, which are parsed here."""
+    payload = part.get_payload()
+    found: list[Message] = []
+    texts: list[str] = []
+    if isinstance(payload, list):
+        for block in payload:
+            if not isinstance(block, Message):
+                continue
+            found.append(block)
+            if part.get_content_type() != "message/delivery-status" and not block.is_multipart():
+                # decode=True gives the raw bytes; the str form has 8-bit UTF-8 replaced.
+                rest = block.get_payload(decode=True)
+                if isinstance(rest, bytes):
+                    texts.append(rest.decode("utf-8", "replace"))
+    elif isinstance(payload, str):
+        texts.append(payload)
+    for text in texts:
+        for chunk in re.split(r"\r?\n[ \t]*\r?\n", text.strip()):
+            if chunk.strip():
+                found.append(HeaderParser(policy=email.policy.compat32).parsestr(chunk.strip() + "\n"))
+    return found
 
 
 def _text(msg: Message) -> BounceReport | None:

@@ -29,7 +29,13 @@ def header(msg: Message, name: str) -> str:
         return ""
     if value is None:
         return ""
-    return " ".join(str(value).split())
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Raw 8-bit bytes (UTF-8 in an RFC 6533 report) arrive as surrogate escapes.
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return " ".join(text.split())
 
 
 def report_parts(msg: Message, report_type: str) -> list[Message] | None:

@@ -4,6 +4,7 @@ runs it with fakes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
@@ -40,7 +41,9 @@ class TakeReport:
         """Returns the counter the report went to (bounced, complained, duplicate, malformed,
         unmatched, ignored). Raises only when the store does (the sender then retries)."""
         envelope_tokens = [r.token for r in rcpts if r.kind is Kind.RETURN_PATH]
-        decision = decide(raw, envelope_tokens, self._tokens)
+        # Parsing up to 10 MB of untrusted MIME is CPU work: off the event loop, so the listener
+        # keeps answering other sessions meanwhile.
+        decision = await asyncio.to_thread(decide, raw, envelope_tokens, self._tokens)
         if isinstance(decision, Dropped):
             await self._store.count(decision.counter)
             # No addresses in the log: they are personal data.

@@ -139,3 +139,35 @@ def test_ordinary_mail_and_garbage_are_not_bounces() -> None:
         parse_bounce(b"Content-Type: multipart/report; report-type=delivery-status\r\n\r\nno parts") is None
     )
     assert parse_bounce(b"") is None
+
+
+GLOBAL = """From: MAILER-DAEMON@mx.example.jp
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=global-delivery-status; boundary="b"
+
+--b
+Content-Type: text/plain; charset=utf-8
+
+Your message could not be delivered.
+
+--b
+Content-Type: message/global-delivery-status
+
+Reporting-MTA: dns; mx.example.jp
+
+Final-Recipient: utf-8; 用户@example.jp
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 mailbox unavailable
+
+--b--
+""".encode()
+
+
+def test_rfc6533_global_delivery_status() -> None:
+    report = parse_bounce(GLOBAL)
+    assert report is not None and report.format == "rfc3464"
+    (failure,) = report.failures
+    assert failure.recipient == "用户@example.jp"
+    assert (reply_of(failure).code, reply_of(failure).enhanced) == (550, "5.1.1")

@@ -138,3 +138,29 @@ def test_only_live_states_move_to_bounced() -> None:
         "delivered",
     ]
     assert not any(bounce_moves(s) for s in ("bounced", "expired", "failed", "suppressed", "accepted"))
+
+
+def test_no_bytes_make_the_decision_raise() -> None:
+    """Reports mangled at random (seeded): every one is decided, none raises."""
+    import random
+
+    from services.inbound.feedback import Dropped, decide
+
+    rng = random.Random(11)
+    token = TOKENS.mint(MESSAGE, 0)
+    samples = [
+        dsn_report(recipient="a@example.net", original=original_message(feedback_id=token)),
+        arf_report(original=original_message(return_path=f"bounces+{token}@{CONFIG.host}")),
+    ]
+    for _ in range(300):
+        data = bytearray(rng.choice(samples))
+        for _ in range(rng.randint(1, 40)):
+            if not data:
+                break
+            at = rng.randrange(len(data))
+            if rng.random() < 0.5:
+                data[at] = rng.randrange(256)
+            else:
+                del data[at : at + rng.randint(1, 200)]
+        decision = decide(bytes(data), [token] if rng.random() < 0.5 else [], TOKENS)
+        assert isinstance(decision, AsyncBounce | Complaint | Dropped)
