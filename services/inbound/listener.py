@@ -127,14 +127,15 @@ class InboundListener:
             timeout=120,
         )
 
-    def _admit(self, session: _Smtp, ip: str) -> bool:
+    def admit(self, session: _Smtp, ip: str) -> bool:
+        """Count a new connection from `ip`; False when it is one over the limit."""
         if self._per_ip[ip] >= self._max_per_ip:
             return False
         self._per_ip[ip] += 1
         self._sessions.add(session)
         return True
 
-    def _release(self, session: _Smtp, ip: str) -> None:
+    def release(self, session: _Smtp, ip: str) -> None:
         if session in self._sessions:
             self._sessions.discard(session)
             self._per_ip[ip] -= 1
@@ -171,7 +172,7 @@ class _Smtp(SMTP):
             return  # the TLS transport after STARTTLS: the same connection
         peer = transport.get_extra_info("peername")
         self._ip = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
-        self._admitted = self._owner._admit(self, self._ip)
+        self._admitted = self._owner.admit(self, self._ip)
         if not self._admitted:
             _log.warning("inbound connection from %s refused: over the per-address limit", self._ip)
             if self._handler_coroutine is not None:
@@ -183,7 +184,7 @@ class _Smtp(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._admitted:
             self._admitted = False
-            self._owner._release(self, self._ip)
+            self._owner.release(self, self._ip)
         super().connection_lost(error)
 
     def hang_up(self) -> None:
