@@ -53,6 +53,8 @@ SECRETS_BY_SERVICE: Mapping[str, tuple[str, ...]] = {
     "router": ("POSTWIRE_INTERNAL_TOKEN",),
     "events": ("POSTWIRE_INTERNAL_TOKEN", "POSTWIRE_TOKEN_KEYS"),
     "mta_worker": ("POSTWIRE_SECRET_KEY",),
+    # Opens return-path tokens: with the public dev ring anyone could forge a bounce.
+    "inbound": ("POSTWIRE_TOKEN_KEYS",),
     "edge": (),
 }
 

@@ -181,6 +181,7 @@ def _up() -> None:
             ("gRPC API (all public services)", suite.ports.addr("edge")),
             ("capture inbox (web)", f"http://127.0.0.1:{web.port}"),
             ("capture inbox (SMTP)", f"127.0.0.1:{inbox.port}"),
+            ("inbound SMTP (bounces, complaints)", suite.ports.addr("inbound_smtp")),
             ("delivery goes to", suite.smarthost or "each recipient domain's MX"),
             ("NATS", suite.nats_url or ""),
             ("PostgreSQL", suite.database_url or ""),

@@ -17,7 +17,9 @@ from libs.embedded.process import ManagedProcess
 __all__ = ["SERVICES", "Suite", "SuitePorts"]
 
 # Start order: dependencies first; shutdown runs in reverse, so the edge stops taking calls first.
-SERVICES = ("policy", "template", "events", "submission", "router", "mta_worker", "edge")
+SERVICES = ("policy", "template", "events", "submission", "router", "mta_worker", "inbound", "edge")
+# The gRPC port of each service (inbound's serves health and reflection only), and inbound's SMTP
+# listener for bounces and complaints (POSTWIRE_INBOUND_LISTEN).
 DEFAULT_PORTS = {
     "edge": 50051,
     "submission": 50061,
@@ -26,6 +28,8 @@ DEFAULT_PORTS = {
     "router": 50064,
     "mta_worker": 50065,
     "events": 50066,
+    "inbound": 50067,
+    "inbound_smtp": 2526,
 }
 
 
@@ -89,6 +93,7 @@ class Suite:
                 "POSTWIRE_TEMPLATE_ADDR": self.ports.addr("template"),
                 "POSTWIRE_SUBMISSION_ADDR": self.ports.addr("submission"),
                 "POSTWIRE_EVENTS_ADDR": self.ports.addr("events"),
+                "POSTWIRE_INBOUND_LISTEN": self.ports.addr("inbound_smtp"),
                 "OTEL_SERVICE_NAME": f"postwire-{service}",
                 "PYTHONUNBUFFERED": "1",
             }

@@ -1,8 +1,10 @@
 """Which stored events add their recipient to the tenant's suppression list; pure.
 
-Only a HARD bounce suppresses: SOFT, BLOCK, THROTTLE and CONFIG failures say nothing against the
-address (a full mailbox empties, a block list is the sender's to fix). A complaint will be a
-second rule here, with SUPPRESSION_REASON_COMPLAINT, through the same outbox.
+Two rules. A HARD bounce suppresses (synchronous, or asynchronous from a DSN): SOFT, BLOCK,
+THROTTLE and CONFIG failures say nothing against the address (a full mailbox empties, a block
+list is the sender's to fix). A complaint (COMPLAINED, from a feedback loop) suppresses with
+SUPPRESSION_REASON_COMPLAINT: the recipient asked not to get this mail, and mailbox providers
+count every further message to them against the sender.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ class PendingSuppression:
 
 def suppression_for(envelope: bus_pb2.EventEnvelope) -> PendingSuppression | None:
     event = envelope.event
+    if event.type == event_pb2.EVENT_TYPE_COMPLAINED and event.recipient:
+        return PendingSuppression(
+            event_id=event.id,
+            tenant_id=envelope.tenant_id,
+            address=event.recipient,
+            reason=suppression_service_pb2.SUPPRESSION_REASON_COMPLAINT,
+            source_message_id=event.message_id,
+            detail=(event.reason or "complaint")[:512],
+        )
     if (
         event.type != event_pb2.EVENT_TYPE_BOUNCED
         or event.bounce_category != message_pb2.BOUNCE_CATEGORY_HARD

@@ -64,6 +64,13 @@ def test_mta_worker_needs_the_secret_key_that_opens_dkim_keys() -> None:
     assert unsafe_settings(REAL, "mta_worker") == []
 
 
+def test_inbound_needs_a_real_key_ring_and_nothing_else() -> None:
+    # The ring opens return-path tokens; the public dev ring would let anyone forge bounces.
+    assert unsafe_settings({}, "inbound") == ["POSTWIRE_TOKEN_KEYS"]
+    assert unsafe_settings({"POSTWIRE_TOKEN_KEYS": DEV_TOKEN_KEYS}, "inbound") == ["POSTWIRE_TOKEN_KEYS"]
+    assert unsafe_settings({"POSTWIRE_TOKEN_KEYS": REAL["POSTWIRE_TOKEN_KEYS"]}, "inbound") == []
+
+
 def test_only_the_secrets_a_service_uses_are_required() -> None:
     assert unsafe_settings({"POSTWIRE_INTERNAL_TOKEN": "t"}, "submission") == []
     assert unsafe_settings({}, "edge") == []

@@ -31,7 +31,11 @@ SERVICES = {
     "router": "router",
     "mta-worker": "mta_worker",
     "events": "events",
+    "inbound": "inbound",
 }
+# Services beyond each deployment's own gRPC one: inbound's public SMTP listener.
+EXTRA_SERVICES = {"inbound-smtp"}
+INBOUND_SMTP_PORT = 2526
 # Who may call whom on GRPC_PORT, and nothing else.
 GRPC_EDGES = {
     ("edge", "submission"),
@@ -108,7 +112,8 @@ def _env(container: Doc) -> dict[str, Doc]:
 
 
 DEPLOYMENTS = _only("Deployment", BASE)
-SERVICES_BY_NAME = _only("Service", BASE)
+ALL_SERVICES = _only("Service", BASE)
+SERVICES_BY_NAME = {k: v for k, v in ALL_SERVICES.items() if k not in EXTRA_SERVICES}
 HPAS = _only("HorizontalPodAutoscaler", BASE)
 PDBS = _only("PodDisruptionBudget", BASE)
 NETWORK_POLICIES = _only("NetworkPolicy", NETPOL)
@@ -182,7 +187,7 @@ def test_base_lists_every_service_and_labels_everything_part_of_postwire() -> No
             "service.yaml",
             "hpa.yaml",
             "pdb.yaml",
-        }
+        } | ({"smtp-service.yaml"} if name == "inbound" else set())
 
 
 def test_network_policies_are_an_opt_in_component_used_by_prod_only() -> None:
@@ -445,6 +450,22 @@ def test_every_deployment_has_a_pdb(name: str) -> None:
 def test_no_orphan_services_hpas_or_pdbs() -> None:
     for kind in (SERVICES_BY_NAME, HPAS, PDBS):
         assert set(kind) == set(SERVICES)
+    assert set(ALL_SERVICES) - set(SERVICES_BY_NAME) == EXTRA_SERVICES
+
+
+def test_inbound_smtp_is_public_on_port_25_and_keeps_the_client_address() -> None:
+    spec = ALL_SERVICES["inbound-smtp"]["spec"]
+    assert spec["type"] == "LoadBalancer"
+    # The per-address connection limit needs the client's own address, not a node's.
+    assert spec["externalTrafficPolicy"] == "Local"
+    (port,) = spec["ports"]
+    assert (port["port"], port["targetPort"]) == (25, "smtp")
+    (container,) = _containers(DEPLOYMENTS["inbound"])
+    assert {"name": "smtp", "containerPort": INBOUND_SMTP_PORT, "protocol": "TCP"} in container["ports"]
+    assert _env(container)["POSTWIRE_INBOUND_LISTEN"]["value"] == f"0.0.0.0:{INBOUND_SMTP_PORT}"
+    assert (
+        spec["selector"].items() <= DEPLOYMENTS["inbound"]["spec"]["template"]["metadata"]["labels"].items()
+    )
 
 
 # --- shared config and the migration Job ------------------------------------------------------
@@ -578,15 +599,20 @@ def test_grpc_calls_are_allowed_only_along_the_documented_edges() -> None:
     assert by_ingress == GRPC_EDGES
 
 
-def test_only_edge_accepts_grpc_from_anywhere() -> None:
-    open_to_all = set()
+def test_only_edge_accepts_grpc_and_only_inbound_smtp_from_anywhere() -> None:
+    open_to_all = {}
     for service in SERVICES:
         for policy in _policies_for(service):
             for rule in policy["spec"].get("ingress", []):
                 if "from" not in rule:
-                    assert _ports(rule) == {("TCP", GRPC_PORT)}, service
-                    open_to_all.add(service)
-    assert open_to_all == {"edge"}
+                    open_to_all[service] = _ports(rule)
+    assert open_to_all == {"edge": {("TCP", GRPC_PORT)}, "inbound": {("TCP", INBOUND_SMTP_PORT)}}
+
+
+def test_inbound_calls_no_peer() -> None:
+    # Its events go through the outbox in PostgreSQL and NATS (the common rule), nothing else.
+    egress = [rule for p in _policies_for("inbound") for rule in p["spec"].get("egress", [])]
+    assert {port for rule in egress for _, port in _ports(rule)} == COMMON_EGRESS_PORTS | {53}
 
 
 def test_only_mta_worker_speaks_smtp_and_only_to_public_addresses() -> None:

@@ -67,6 +67,28 @@ def test_only_a_bounce_suppresses(type_: int) -> None:
     assert suppression_for(bounce(message_pb2.BOUNCE_CATEGORY_HARD, type_=type_)) is None
 
 
+def test_a_complaint_suppresses_its_recipient_as_a_complaint() -> None:
+    envelope = bus_pb2.EventEnvelope(
+        tenant_id=TENANT_A,
+        event=event_pb2.Event(
+            id=f"{MESSAGE}:0:complained",
+            type=event_pb2.EVENT_TYPE_COMPLAINED,
+            message_id=MESSAGE,
+            recipient="Ada@example.org",
+            reason="complaint (abuse) via ExampleFBL/1.0",
+            asynchronous=True,
+        ),
+    )
+    assert suppression_for(envelope) == PendingSuppression(
+        event_id=f"{MESSAGE}:0:complained",
+        tenant_id=TENANT_A,
+        address="Ada@example.org",
+        reason=suppression_service_pb2.SUPPRESSION_REASON_COMPLAINT,
+        source_message_id=MESSAGE,
+        detail="complaint (abuse) via ExampleFBL/1.0",
+    )
+
+
 def test_a_bounce_without_a_reply_names_its_reason() -> None:
     envelope = bounce(message_pb2.BOUNCE_CATEGORY_HARD)
     envelope.event.ClearField("smtp_reply")

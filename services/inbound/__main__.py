@@ -1,0 +1,3 @@
+from services.inbound.server import main
+
+main()
