@@ -166,23 +166,35 @@ class RenderPool:
             "variables": variables,
             "mjml": mjml,
         }
-        worker = await self._acquire(tenant)
-        keep = False
-        try:
-            answer = await asyncio.wait_for(worker.call(request), self._limit + KILL_MARGIN_SECONDS)
-            keep = not answer.get("recycle")
-        except TimeoutError:
-            raise InvalidArgument(
-                [("template", f"'{name}': rendering took longer than {self._limit:g} s and was stopped")]
-            ) from None
-        except _WorkerGone:
-            raise InvalidArgument(
-                [("template", f"'{name}': rendering stopped: it ran out of memory or crashed the renderer")]
-            ) from None
-        finally:
-            # Killed unless it answered a whole frame: a cancelled call may have left half a
-            # request in its pipe, and a worker past its time is stuck.
-            self._release(tenant, worker, keep=keep)
+        # A worker that dies under a render is tried once more on a fresh one before the
+        # template is blamed: it may have been dying already (killed from outside a moment before
+        # it was handed out, which `alive` cannot see until the signal lands). A template that
+        # really crashes the renderer crashes the second one too.
+        for attempt in (1, 2):
+            worker = await self._acquire(tenant)
+            keep = False
+            try:
+                answer = await asyncio.wait_for(worker.call(request), self._limit + KILL_MARGIN_SECONDS)
+                keep = not answer.get("recycle")
+                break
+            except TimeoutError:
+                raise InvalidArgument(
+                    [("template", f"'{name}': rendering took longer than {self._limit:g} s and was stopped")]
+                ) from None
+            except _WorkerGone:
+                if attempt == 1:
+                    _log.warning("a render worker exited under a render; trying a fresh one")
+                    # Whatever killed it may have hit its idle siblings too: let those signals
+                    # land, so the next worker handed out is one that is really alive.
+                    await asyncio.sleep(0.05)
+                    continue
+                raise InvalidArgument(
+                    [("template", f"'{name}': rendering stopped: it ran out of memory or crashed the renderer")]
+                ) from None
+            finally:
+                # Killed unless it answered a whole frame: a cancelled call may have left half a
+                # request in its pipe, and a worker past its time is stuck.
+                self._release(tenant, worker, keep=keep)
         if "parts" in answer:
             return Parts(*answer["parts"])
         if "invalid" in answer:

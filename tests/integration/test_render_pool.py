@@ -124,3 +124,14 @@ async def test_workers_inherit_no_postwire_secret(monkeypatch: pytest.MonkeyPatc
             assert b"POSTWIRE_" not in environ
     finally:
         await pool.close()
+
+
+async def test_a_worker_killed_just_before_it_is_handed_out_does_not_fail_the_render(pool: RenderPool) -> None:
+    # The render stage saw this as a crashing template ("ran out of memory or crashed the
+    # renderer") when the kill had not landed yet as the worker was handed out.
+    parts = Parts("Hi {{ name }}", "<p>Hi {{ name }}</p>", "")
+    for _ in range(10):
+        await _render(pool, "t", parts)
+        for pid in _pids(pool):
+            os.kill(pid, signal.SIGKILL)
+        assert (await _render(pool, "t", parts)).html_body == "<p>Hi Ada</p>"

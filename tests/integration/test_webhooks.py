@@ -25,7 +25,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from libs.testing.polling import poll_until
 from libs.testing.webhook_receiver import Reply, WebhookReceiver
 from tests.conftest import create_tenant
-from tests.integration.helpers import bad_request_fields, mail
+from tests.integration.helpers import bad_request_fields, mail, wait_for_events
 
 DELIVERED = event_pb2.EVENT_TYPE_DELIVERED
 PENDING = pb.WEBHOOK_DELIVERY_STATE_PENDING
@@ -338,3 +338,56 @@ async def test_list_webhooks_pages_oldest_first_with_sealed_tokens(edge, tenant,
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _hooks(edge).ListWebhooks(pb.ListWebhooksRequest(page_token="forged"), metadata=tenant.metadata)
     assert bad_request_fields(caught.value) == ["page_token"]
+
+
+@pytest.fixture
+def quick_disable(suite) -> Iterator[None]:
+    """The events service restarted with a 2 s disabling clock; put back afterwards."""
+    original = dict(suite.extra_env)
+
+    def restart(env: dict[str, str]) -> None:
+        suite.processes["events"].stop(timeout=30)
+        suite.extra_env = env
+        suite.start_service("events")
+
+    restart({**original, "POSTWIRE_WEBHOOK_DISABLE_AFTER_SECONDS": "2"})
+    yield
+    restart(original)
+
+
+async def test_an_endpoint_failing_continuously_is_disabled_with_a_tenant_event(
+    quick_disable, edge, tenant, receiver
+) -> None:
+    path = _path()
+    receiver.script(path, *[Reply(500, body=b"down")] * 50)
+    created = await _create(edge, tenant, receiver.url(path))
+    await _send(edge, tenant)
+
+    async def disabled() -> pb.Webhook | None:
+        hook = (
+            await _hooks(edge).GetWebhook(
+                pb.GetWebhookRequest(id=created.webhook.id), metadata=tenant.metadata
+            )
+        ).webhook
+        return None if hook.enabled else hook
+
+    hook = await poll_until(disabled, timeout=30, what="the failing webhook to be disabled")
+    assert "failed every attempt for 2 seconds" in hook.disabled_reason
+    attempts = receiver.requests(path)
+    assert len(attempts) >= 2 and len({a.headers["webhook-id"] for a in attempts}) == 1
+
+    async def disabled_events() -> list[event_pb2.Event]:
+        answer = await event_service_pb2_grpc.EventServiceStub(edge).ListEvents(
+            event_service_pb2.ListEventsRequest(types=[event_pb2.EVENT_TYPE_WEBHOOK_DISABLED]),
+            metadata=tenant.metadata,
+        )
+        return [e for e in answer.events if e.webhook_id == created.webhook.id]
+
+    (event,) = await poll_until(disabled_events, timeout=30, what="a WEBHOOK_DISABLED event")
+    assert "failed every attempt" in event.reason
+    # Nothing more is sent to a disabled endpoint.
+    await _delivery(edge, tenant, created.webhook.id, DEAD)
+    seen = len(receiver.requests(path))
+    later = await _send(edge, tenant)
+    await wait_for_events(edge, tenant.metadata, later, [DELIVERED])
+    assert len(receiver.requests(path)) == seen
