@@ -145,15 +145,15 @@ async def test_a_refused_login_is_a_configuration_failure_not_a_bounce(servers, 
 
 
 async def test_each_phase_has_its_own_time_out(servers) -> None:
-    slow = _serve(servers, reply_delay=1.5)
-    impatient = Timeouts(connect=5, greeting=0.5, ehlo=0.5)
+    slow = _serve(servers, reply_delay=0.3)
+    impatient = Timeouts(connect=5, greeting=0.1, ehlo=0.1)
     with pytest.raises(SessionFailure) as failed:
         await SmtpSession.open(_endpoint(slow), helo_name="h.test", timeouts=impatient)
     assert failed.value.try_next and failed.value.reply.code == 0
 
     # Patient enough for every command but the reply to ".": the recipient gets a "lost reply"
     # (it may have been delivered), never a bounce.
-    patient = Timeouts(connect=5, greeting=5, ehlo=5, mail=5, rcpt=5, data_init=5, data_done=0.5)
+    patient = Timeouts(connect=5, greeting=2, ehlo=2, mail=2, rcpt=2, data_init=2, data_done=0.1)
     session = await SmtpSession.open(_endpoint(slow), helo_name="h.test", timeouts=patient)
     with pytest.raises(SessionBroken) as broken:
         await session.deliver("s@example.com", "r@example.net", MESSAGE, smtputf8=False)
