@@ -41,6 +41,11 @@ class EventReader(event_reader_service_pb2_grpc.EventReaderServiceServicer):
                 message_id=message_id,
             )
         )
-        return event_reader_service_pb2.ListMessageEventsResponse(
-            events=[event_pb2.Event.FromString(payload) for _, payload in rows]
+        # In the order things happened, not the order the events service stored them: the
+        # ACCEPTED event can reach it after DELIVERED (its publish is after the commit, or the
+        # sweeper's). sorted() is stable, so events of one instant keep their storage order.
+        events = sorted(
+            (event_pb2.Event.FromString(payload) for _, payload in rows),
+            key=lambda e: (e.create_time.seconds, e.create_time.nanos),
         )
+        return event_reader_service_pb2.ListMessageEventsResponse(events=events)
