@@ -26,8 +26,10 @@ async def test_get_message_returns_its_events_oldest_first(edge, tenant) -> None
         mail_service_pb2.GetMessageRequest(message_id=sent.message_id), metadata=tenant.metadata
     )
 
+    # ListEvents is in storage order; the timeline is in the order things happened.
     stored = await events_of(edge, tenant.metadata, sent.message_id)
-    assert [e.id for e in answer.timeline] == [e.id for e in stored]
+    by_time = sorted(stored, key=lambda e: (e.create_time.seconds, e.create_time.nanos))
+    assert [e.id for e in answer.timeline] == [e.id for e in by_time]
     assert sorted(e.type for e in answer.timeline) == [ACCEPTED, ACCEPTED, DELIVERED, DELIVERED]
     assert {e.message_id for e in answer.timeline} == {sent.message_id}
     times = [e.create_time.ToDatetime() for e in answer.timeline]
