@@ -24,18 +24,22 @@ install: $(BIN)/.installed ## Create .venv and install Postwire with its dev too
 
 $(PROTO_OUT)/.generated: $(BIN)/.installed $(PROTOS)
 	rm -rf $(PROTO_OUT) && mkdir -p $(PROTO_OUT)
-	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) \
-		--grpc_python_out=$(PROTO_OUT) $(PROTOS)
+	# mypy-protobuf writes the .pyi stubs (messages and gRPC stubs/servicers) that mypy --strict
+	# checks our code against; protoc's own --pyi_out has no types for the _grpc modules.
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=$(PROTO_OUT) \
+		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=$(PROTO_OUT) $(PROTOS)
 	# Generated code imports itself as `postwire.v1…`; a .pth puts the output dir on sys.path.
 	echo "$(CURDIR)/$(PROTO_OUT)" > $(VENV)/$(SITE)/postwire_protogen.pth
 	touch $@
 
 gen: $(PROTO_OUT)/.generated ## Generate Python code from protos/
 
-lint: gen ## buf lint + buf format + ruff + import contracts
+lint: gen ## buf lint + buf format + ruff + mypy --strict + import contracts
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/ruff check services libs tests bench
+	$(BIN)/mypy services libs
 	$(BIN)/lint-imports
 
 test: lint ## Install, generate, lint and run every test (what CI runs)

@@ -15,6 +15,7 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "required",
 ]
 
 
@@ -84,3 +85,10 @@ class Unavailable(PostwireError, ConnectionError):
 
 class Unimplemented(PostwireError):
     pass
+
+
+def required(value: str, field: str, description: str) -> str:
+    """`value`, or INVALID_ARGUMENT naming `field` when it is empty."""
+    if not value:
+        raise InvalidArgument([(field, description)])
+    return value

@@ -26,7 +26,10 @@ P = TypeVar("P")
 __all__ = [
     "ADMIN_CALLER",
     "INVALID_PAGE_TOKEN",
+    "MAX_PAGE_SIZE",
     "PAGE_TOKEN_TTL",
+    "RECORDS_PAGE_SIZE",
+    "RESOURCES_PAGE_SIZE",
     "Cursor",
     "PageTokens",
     "filters_digest",
@@ -40,10 +43,18 @@ INVALID_PAGE_TOKEN = "page_token is invalid or expired; repeat the request witho
 ADMIN_CALLER = "admin"
 
 
-def page_size(requested: int, *, default: int, maximum: int) -> int:
+# The page sizes every List method documents in its proto: resources people create by hand
+# (tenants, keys, templates, domains) page by 50, records the system writes (events,
+# suppressions, webhook deliveries) by 100; none returns more than 1000 at once.
+RESOURCES_PAGE_SIZE = 50
+RECORDS_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(requested: int, *, default: int) -> int:
     if requested < 0:
         raise InvalidArgument([("page_size", "must not be negative")])
-    return min(requested or default, maximum)
+    return min(requested or default, MAX_PAGE_SIZE)
 
 
 def _invalid() -> InvalidArgument:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import trace
@@ -13,10 +14,13 @@ from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 from libs.errors import PermissionDenied, Unauthenticated
 from libs.grpcx.status import error_from_rpc
 
-__all__ = ["Caller", "KeyResolver", "bearer_token", "tag_span"]
+__all__ = ["Caller", "Context", "KeyResolver", "bearer_token", "tag_span"]
+
+# What every servicer method receives; the request/response type parameters add nothing there.
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
-def bearer_token(context: grpc.aio.ServicerContext) -> str:
+def bearer_token(context: Context) -> str:
     """The API key from `authorization: Bearer <key>`; UNAUTHENTICATED if absent or malformed."""
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
@@ -59,7 +63,13 @@ class KeyResolver:
         self._max = max_entries
         self._cache: dict[bytes, tuple[float, Caller]] = {}
 
-    async def resolve(self, context: grpc.aio.ServicerContext) -> Caller:
+    async def authorize(self, context: Context, scope: str) -> Caller:
+        """The opening of every tenant RPC: who is calling, and may they do this?"""
+        caller = await self.resolve(context)
+        caller.require(scope)
+        return caller
+
+    async def resolve(self, context: Context) -> Caller:
         token = bearer_token(context)
         # Keyed by digest so the cache never holds key material.
         digest = hashlib.sha256(token.encode()).digest()

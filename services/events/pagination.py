@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from libs.page_tokens import RECORDS_PAGE_SIZE
 from libs.page_tokens import page_size as _page_size
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "page_size", "sequence"]
+__all__ = ["page_size", "sequence"]
 
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 _BIGINT_MAX = 2**63 - 1
 
 
 def page_size(requested: int) -> int:
-    return _page_size(requested, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+    return _page_size(requested, default=RECORDS_PAGE_SIZE)
 
 
 def sequence(position: str) -> int:

@@ -37,7 +37,7 @@ class EventReader(event_reader_service_pb2_grpc.EventReaderServiceServicer):
             EventQuery(
                 tenant_id=str(tenant),
                 after_seq=0,
-                limit=page_size(request.limit, default=MAX_TIMELINE, maximum=MAX_TIMELINE),
+                limit=min(page_size(request.limit, default=MAX_TIMELINE), MAX_TIMELINE),
                 message_id=message_id,
             )
         )

@@ -13,7 +13,7 @@ from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 from libs.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from libs.grpcx.auth import bearer_token
-from libs.page_tokens import ADMIN_CALLER, PageTokens, page_size
+from libs.page_tokens import ADMIN_CALLER, RESOURCES_PAGE_SIZE, PageTokens, page_size
 from services.policy.api_keys import generate_key, hash_key, key_prefix, scope_violations
 from services.policy.core import PolicyCore
 from services.policy.limits import Limits, check_limits
@@ -21,8 +21,6 @@ from services.policy.store import KeyRow, TenantRow
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 MAX_LIMITS = 64
 _TENANT_FIELDS = ("name", "sandbox", "require_tls", "limits")
 
@@ -130,7 +128,7 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
         self, request: admin_service_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext
     ) -> admin_service_pb2.ListTenantsResponse:
         self._authorize(context)
-        size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        size = page_size(request.page_size, default=RESOURCES_PAGE_SIZE)
         cursor = self._pages.cursor(request, caller=ADMIN_CALLER)
         rows = await self._core.store.list_tenants(after=cursor.parse(_time_and_id) or "", limit=size + 1)
         page, token = cursor.page(rows, size, _after)
@@ -199,7 +197,7 @@ class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
         self._authorize(context)
         if not request.tenant_id:
             raise InvalidArgument([("tenant_id", "a tenant id is required")])
-        size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        size = page_size(request.page_size, default=RESOURCES_PAGE_SIZE)
         cursor = self._pages.cursor(request, caller=ADMIN_CALLER)
         rows = await self._core.store.list_keys(
             request.tenant_id,

@@ -11,7 +11,7 @@ from postwire.v1 import domain_service_pb2, domain_service_pb2_grpc
 
 from libs.domain_keys import Sealer
 from libs.errors import FailedPrecondition, InvalidArgument
-from libs.page_tokens import PageTokens, page_size
+from libs.page_tokens import RESOURCES_PAGE_SIZE, PageTokens, page_size
 from libs.ttl_cache import TtlCache
 from services.policy.core import PolicyCore
 from services.policy.dns_lookup import DnsLookup
@@ -25,9 +25,6 @@ from services.policy.domains import (
     normalise_domain,
     records_for,
 )
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +163,7 @@ class DomainApi(domain_service_pb2_grpc.DomainServiceServicer):
         self, request: domain_service_pb2.ListDomainsRequest, context: grpc.aio.ServicerContext
     ) -> domain_service_pb2.ListDomainsResponse:
         caller = await self._core.caller(context, "domains:read")
-        size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        size = page_size(request.page_size, default=RESOURCES_PAGE_SIZE)
         cursor = self._pages.cursor(request, caller=caller.tenant_id)
         rows = await self._domains.store.list(caller.tenant_id, after=cursor.after, limit=size + 1)
         page, token = cursor.page(rows, size, lambda r: r.name)

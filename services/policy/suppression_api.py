@@ -10,13 +10,10 @@ from postwire.v1 import suppression_service_pb2, suppression_service_pb2_grpc
 
 from libs.errors import InvalidArgument, NotFound
 from libs.mail.stream_names import name_problem
-from libs.page_tokens import PageTokens, page_size
+from libs.page_tokens import RECORDS_PAGE_SIZE, PageTokens, page_size
 from services.policy.core import PolicyCore
 from services.policy.suppression_lookup import Suppressions
 from services.policy.suppressions import MAX_BATCH, Entry, check_entry, normalise_address
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 
 def to_proto(e: Entry) -> suppression_service_pb2.Suppression:
@@ -109,7 +106,7 @@ class SuppressionApi(suppression_service_pb2_grpc.SuppressionServiceServicer):
         caller = await self._core.caller(context, "suppressions:read")
         if request.unsubscribe_group and (problem := name_problem(request.unsubscribe_group)):
             raise InvalidArgument([("unsubscribe_group", problem)])
-        size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        size = page_size(request.page_size, default=RECORDS_PAGE_SIZE)
         cursor = self._pages.cursor(request, caller=caller.tenant_id)
         rows = await self._suppressions.store.list(
             caller.tenant_id,

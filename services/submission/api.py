@@ -26,7 +26,7 @@ from libs.event_outbox import EventContext, new_event, publish_events
 from libs.grpcx.auth import KeyResolver, bearer_token
 from libs.grpcx.status import error_from_rpc
 from libs.mail.addresses import to_ascii_address
-from libs.mail.states import state_to_proto
+from libs.mail.states import RecipientState
 from libs.render_request import render_request, versions_from_json, versions_to_json
 from services.submission.store import MessageRow, NewMessage, SubmissionStore
 from services.submission.timeline import read_timeline
@@ -45,7 +45,7 @@ def _recipient_statuses(row: MessageRow) -> list[message_pb2.RecipientStatus]:
         status = message_pb2.RecipientStatus(
             address=r.address,
             kind=r.kind,
-            state=state_to_proto(r.state),
+            state=RecipientState(r.state).proto,
             attempts=r.attempts,  # type: ignore[arg-type]
             reason=r.failure_reason or "",
         )
@@ -163,7 +163,7 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
         await self._publish_after_commit(stored_id, events, route=admitted and not scheduled)
         response = mail_service_pb2.SendEmailResponse(message_id=stored_id)
         for address, kind, state in recipients:
-            response.recipients.add(address=address, kind=kind, state=state_to_proto(state))  # type: ignore[arg-type]
+            response.recipients.add(address=address, kind=kind, state=RecipientState(state).proto)  # type: ignore[arg-type]
         return response
 
     async def _publish_after_commit(

@@ -20,6 +20,7 @@ from libs.mail.addresses import AddressError, has_unsafe_chars, normalize_addres
 from libs.mail.filenames import is_blocked_filename
 from libs.mail.headers import header_name_problem
 from libs.mail.stream_names import name_problem
+from libs.request_ids import key_problem
 
 __all__ = ["LIMITS", "ValidatedSend", "validate_send"]
 
@@ -38,7 +39,6 @@ class Limits:
     max_tags: int = 10
     max_metadata: int = 20
     max_metadata_value: int = 512
-    max_idempotency_key: int = 256
     max_variables_bytes: int = 256 * 1024
     max_variables_depth: int = 32
     max_schedule_ahead: timedelta = timedelta(days=30)
@@ -52,7 +52,6 @@ _TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _META_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}$")
 _CONTENT_ID = re.compile(r"^[A-Za-z0-9._\-@$]{1,128}$")
-_IDEMPOTENCY = re.compile(r"^[\x20-\x7e]+$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,12 +262,8 @@ def validate_send(
     if now is not None and (problem := _send_time_problem(request, now)):
         v.append(("send_time", problem))
 
-    if request.idempotency_key:
-        key = request.idempotency_key
-        if len(key) > LIMITS.max_idempotency_key:
-            v.append(("idempotency_key", f"at most {LIMITS.max_idempotency_key} characters"))
-        elif not _IDEMPOTENCY.fullmatch(key):
-            v.append(("idempotency_key", "printable ASCII characters only"))
+    if request.idempotency_key and (problem := key_problem(request.idempotency_key)):
+        v.append(("idempotency_key", problem))
 
     if v:
         raise InvalidArgument(v)

@@ -16,7 +16,7 @@ from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2
 from libs.errors import InvalidArgument
 from libs.grpcx.auth import KeyResolver
 from libs.locales import closest_locale, locale_problem
-from libs.page_tokens import PageTokens, page_size
+from libs.page_tokens import RESOURCES_PAGE_SIZE, PageTokens, page_size
 from services.template.references import Kind, Reference, check_references, find_cycle, references_in, reject
 from services.template.render import Parts, check_syntax, struct_to_variables
 from services.template.render_pool import RenderPool
@@ -25,8 +25,6 @@ from services.template.variables_schema import SchemaCache, check_schema
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_PART_CHARS = 512 * 1024
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 _WRITABLE = ("subject", "html_body", "text_body", "mjml_body", "variables_schema", "locales")
 MAX_LOCALES = 50
 MAX_BATCH = 10_000
@@ -348,7 +346,7 @@ class TemplateApi(template_service_pb2_grpc.TemplateServiceServicer):
     ) -> template_service_pb2.ListTemplatesResponse:
         caller = await self._keys.resolve(context)
         caller.require("templates:read")
-        size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
+        size = page_size(request.page_size, default=RESOURCES_PAGE_SIZE)
         cursor = self._pages.cursor(request, caller=caller.tenant_id)
         rows = await self._core.versions.list(
             caller.tenant_id, name_prefix=request.name_prefix, after_name=cursor.after, limit=size + 1

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from libs.errors import InvalidArgument
+from libs.page_tokens import MAX_PAGE_SIZE, RECORDS_PAGE_SIZE
 from services.events.pagination import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
     page_size,
     sequence,
 )
@@ -26,7 +25,7 @@ def test_positions_the_query_cannot_take_are_value_errors(position: str) -> None
 
 
 def test_page_size_default() -> None:
-    assert DEFAULT_PAGE_SIZE == 100
+    assert RECORDS_PAGE_SIZE == 100
     assert page_size(0) == 100
 
 
