@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from libs.errors import InvalidArgument
-from services.template.render import Parts, Renderer
+from libs.mail.parts import Parts
+from services.template.render import Renderer
 from services.template.render_pool import RenderPool
 
 SPIN = Parts("s", "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", "")

@@ -14,9 +14,10 @@ from postwire.v1 import event_pb2, mail_service_pb2
 from libs.bus import DELIVER_SUBJECT, ROUTE_SUBJECT, Bus, Outcome, Publication
 from libs.errors import Unavailable
 from libs.event_outbox import EventContext, new_event, publish_events
+from libs.mail.parts import Parts
 from libs.render_request import render_request, versions_from_json
 from libs.stage_retry import StageRetry
-from services.router.mime import Content, build_mime
+from services.router.mime import build_mime
 from services.router.store import RouteRow, RouterStore
 
 __all__ = ["Router"]
@@ -79,7 +80,7 @@ class Router:
         if row.send_time is not None and row.send_time > now:
             return Outcome.ACK  # scheduled; the sweeper brings it back when due
         request = mail_service_pb2.SendEmailRequest.FromString(row.request)
-        content = Content(request.subject, request.text_body, request.html_body)
+        content = Parts(subject=request.subject, html_body=request.html_body, text_body=request.text_body)
         if request.HasField("template"):
             ref = request.template
             try:
@@ -96,7 +97,11 @@ class Router:
                     # Retried without counting until the message's give-up time; never bounced.
                     raise Unavailable(f"template service unavailable ({exc.code().name})") from exc
                 raise  # the template service failed on this message: counts as an attempt
-            content = Content(request.subject or rendered.subject, rendered.text_body, rendered.html_body)
+            content = Parts(
+                subject=request.subject or rendered.subject,
+                html_body=rendered.html_body,
+                text_body=rendered.text_body,
+            )
         built = build_mime(request, content, message_id=row.id, hostname=self._hostname, now=now)
         routed = await self._store.mark_routed(
             row.id,

@@ -26,8 +26,9 @@ from email.utils import format_datetime, formataddr
 from postwire.v1 import mail_service_pb2, message_pb2
 
 from libs.mail.addresses import to_ascii_address
+from libs.mail.parts import Parts
 
-__all__ = ["BuiltMessage", "Content", "build_mime"]
+__all__ = ["BuiltMessage", "build_mime"]
 
 _UTF8_QP = Charset("utf-8")
 _UTF8_QP.body_encoding = QP
@@ -35,13 +36,6 @@ _POLICY = compat32.clone(linesep="\r\n", max_line_length=78)
 _FOLD_AT = 76
 _SPECIALS = re.compile(r'[][\\()<>@,:;".]')
 _ESCAPES = re.compile(r'([\\"])')
-
-
-@dataclass(frozen=True, slots=True)
-class Content:
-    subject: str
-    text_body: str
-    html_body: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +130,7 @@ def _attachment(att: message_pb2.Attachment) -> MIMEBase:
 
 def build_mime(
     request: mail_service_pb2.SendEmailRequest,
-    content: Content,
+    content: Parts,
     /,
     *,
     message_id: str,

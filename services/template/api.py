@@ -16,9 +16,10 @@ from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2
 from libs.errors import InvalidArgument
 from libs.grpcx.auth import KeyResolver
 from libs.locales import closest_locale, locale_problem
+from libs.mail.parts import Parts
 from libs.page_tokens import RESOURCES_PAGE_SIZE, PageTokens, page_size
 from services.template.references import Kind, Reference, check_references, find_cycle, references_in, reject
-from services.template.render import Parts, check_syntax, struct_to_variables
+from services.template.render import check_syntax, struct_to_variables
 from services.template.render_pool import RenderPool
 from services.template.store import StoredTemplate, TemplateStore, TemplateVersions
 from services.template.variables_schema import SchemaCache, check_schema

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import css_inline
@@ -27,6 +26,7 @@ from mjml import mjml2html
 
 from libs.errors import InvalidArgument
 from libs.mail.addresses import has_unsafe_chars
+from libs.mail.parts import Parts
 from services.template.html_text import html_to_text
 from services.template.time_limit import RenderTimedOut, time_limit
 
@@ -64,13 +64,6 @@ _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_style_tags=
 
 _HTML_ENV = _BoundedSandbox(autoescape=True, undefined=StrictUndefined)
 _TEXT_ENV = _BoundedSandbox(autoescape=False, undefined=StrictUndefined)
-
-
-@dataclass(frozen=True, slots=True)
-class Parts:
-    subject: str
-    html_body: str
-    text_body: str
 
 
 def _env(part: str) -> _BoundedSandbox:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from libs.errors import InvalidArgument
+from libs.mail.parts import Parts
 from services.template.fair_queue import FairQueue, tenant_share
-from services.template.render import Parts
 
 __all__ = ["RenderFailed", "RenderPool"]
 

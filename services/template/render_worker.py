@@ -56,7 +56,8 @@ def _serve(memory_mb: int, time_limit_seconds: float) -> None:
 
     # Imported under the cap, so the limit counts everything the renderer loads.
     from libs.errors import InvalidArgument
-    from services.template.render import Parts, Renderer, TemplateOutOfMemory
+    from libs.mail.parts import Parts
+    from services.template.render import Renderer, TemplateOutOfMemory
 
     renderer = Renderer(time_limit_seconds=time_limit_seconds)
     write_frame(answers, {"ready": True})

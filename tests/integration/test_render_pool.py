@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from libs.errors import InvalidArgument
+from libs.mail.parts import Parts
 from libs.testing.polling import poll_until
-from services.template.render import Parts
 from services.template.render_pool import RenderPool
 
 SPIN = Parts("s", "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}", "")

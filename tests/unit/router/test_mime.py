@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from postwire.v1 import mail_service_pb2
 
-from services.router.mime import BuiltMessage, Content, build_mime
+from libs.mail.parts import Parts
+from services.router.mime import BuiltMessage, build_mime
 
 NOW = datetime(2025, 6, 1, 12, 30, 15, tzinfo=UTC)
 MESSAGE_ID = "msg_01HZX3K8"
@@ -49,7 +50,7 @@ def build(
 ) -> BuiltMessage:
     return build_mime(
         make_request() if request is None else request,
-        Content(subject=subject, text_body=text, html_body=html),
+        Parts(subject=subject, text_body=text, html_body=html),
         message_id=MESSAGE_ID,
         hostname=HOSTNAME,
         now=NOW,

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from libs.mail.parts import Parts
 from services.template.html_text import html_to_text
-from services.template.render import Parts, Renderer
+from services.template.render import Renderer
 
 HTML = (
     "<html><head><title>t</title><style>p { color: #c00 } @media (max-width: 600px) { p { color: #00c } }"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from libs.errors import InvalidArgument
+from libs.mail.parts import Parts
 from services.template.references import Kind, Reference, Target, check_references, find_cycle, references_in
-from services.template.render import Parts, Renderer
+from services.template.render import Renderer
 
 
 def test_references_are_found_with_statement_and_line() -> None:

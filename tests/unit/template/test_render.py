@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from libs.errors import InvalidArgument
-from services.template.render import MAX_OUTPUT_CHARS, Parts, Renderer, check_syntax
+from libs.mail.parts import Parts
+from services.template.render import MAX_OUTPUT_CHARS, Renderer, check_syntax
 
 SSTI_PAYLOADS = [
     "{{ ''.__class__.__mro__ }}",
