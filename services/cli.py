@@ -94,7 +94,9 @@ async def _dev_key(
     async with grpc.aio.insecure_channel(edge_addr) as channel:
         stub_admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         made = await stub_admin.CreateTenant(
-            admin_service_pb2.CreateTenantRequest(tenant={"name": DEV_TENANT}), metadata=admin, timeout=10
+            admin_service_pb2.CreateTenantRequest(tenant=admin_service_pb2.Tenant(name=DEV_TENANT)),
+            metadata=admin,
+            timeout=10,
         )
         created = await stub_admin.CreateApiKey(
             admin_service_pb2.CreateApiKeyRequest(

@@ -171,7 +171,6 @@ class SmtpSink:
         if self._store_dir is not None:
             self._load_store(self._store_dir)
         ready = threading.Event()
-        self._startup_error = None
         thread = threading.Thread(target=self._run, args=(ready,), name="smtp-sink", daemon=True)
         thread.start()
         if not ready.wait(_READY_TIMEOUT):

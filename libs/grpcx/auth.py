@@ -5,19 +5,16 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
-from typing import Any, TypeAlias
 
 import grpc
 from opentelemetry import trace
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
 from libs.errors import PermissionDenied, Unauthenticated
+from libs.grpcx.context import Context
 from libs.grpcx.status import error_from_rpc
 
 __all__ = ["Caller", "Context", "KeyResolver", "bearer_token", "tag_span"]
-
-# What every servicer method receives; the request/response type parameters add nothing there.
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 def bearer_token(context: Context) -> str:

@@ -28,7 +28,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._spans: list[ReceivedSpan] = []
         self._lock = threading.Lock()
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]  # opentelemetry-proto ships no stubs for its _grpc modules
         self.port = self._server.add_insecure_port("127.0.0.1:0")
 
     def Export(

@@ -246,7 +246,6 @@ class ScriptedSmtpServer:
         if self._thread is not None:
             raise RuntimeError("ScriptedSmtpServer is already running")
         ready = threading.Event()
-        self._startup_error = None
         thread = threading.Thread(
             target=self._run, args=(ready,), name=f"scripted-smtp-{self.host}", daemon=True
         )
