@@ -4,13 +4,20 @@ libs/request_ids.py for the semantics."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import asyncpg
 
 from libs.errors import AlreadyExists
 from libs.request_ids import RequestId
 
-__all__ = ["claim", "once", "remember"]
+__all__ = ["KEEP", "claim", "once", "remember"]
+
+# How long an answer is remembered (PRODUCT.md: idempotency keys kept at least 24 hours).
+KEEP = timedelta(days=7)
+# Rows past KEEP that one create clears for its owner: creates are rare management calls, so a
+# small, bounded clean-up on each is enough to keep the table from growing without a sweeper.
+_FORGET_AT_MOST = 100
 
 Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -22,6 +29,13 @@ def _same(answer: bytes) -> bytes:
 async def claim(conn: Connection, rid: RequestId) -> bytes | None:
     """Within a transaction: None when this is the id's first use (the row is now ours until
     commit), else the first call's stored answer."""
+    await conn.execute(
+        "DELETE FROM request_ids WHERE ctid = ANY(ARRAY(SELECT ctid FROM request_ids"
+        " WHERE owner = $1 AND create_time < now() - $2::interval LIMIT $3))",
+        rid.owner,
+        KEEP,
+        _FORGET_AT_MOST,
+    )
     inserted = await conn.fetchval(
         "INSERT INTO request_ids (owner, method, request_id, fingerprint) VALUES ($1, $2, $3, $4)"
         " ON CONFLICT DO NOTHING RETURNING true",
