@@ -33,6 +33,7 @@ __all__ = [
     "Accepted",
     "Admission",
     "AdmissionQuery",
+    "Authorize",
     "Caller",
     "MessageStore",
     "PinnedTemplate",
