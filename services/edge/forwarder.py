@@ -6,8 +6,8 @@ Requests and responses pass through undecoded; status codes, messages and traili
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeAlias
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -20,8 +20,13 @@ __all__ = ["Forwarder"]
 DEFAULT_DEADLINE = 60.0
 _DROP = {"user-agent", "content-type", "te", "traceparent", "tracestate", "baggage"}
 
+# Requests and responses stay serialized: the forwarder never decodes a message.
+Context: TypeAlias = grpc.aio.ServicerContext[bytes, bytes]
+UnaryHandler: TypeAlias = Callable[[bytes, Context], Awaitable[bytes]]
+StreamHandler: TypeAlias = Callable[[bytes, Context], AsyncIterator[bytes]]
 
-def _forwardable(metadata: Any) -> list[tuple[str, Any]]:
+
+def _forwardable(metadata: grpc.aio.Metadata | None) -> list[tuple[str, str | bytes]]:
     return [
         (key, value)
         for key, value in metadata or ()
@@ -34,7 +39,9 @@ class Forwarder(grpc.GenericRpcHandler):
         self._channels = {service: open_channel(target) for service, target in routes.items()}
         self._pool = descriptor_pool.Default()
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         path = handler_call_details.method  # "/package.Service/Method"
         service, _, method = path.lstrip("/").partition("/")
         channel = self._channels.get(service)
@@ -51,10 +58,10 @@ class Forwarder(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(self._unary_unary(channel, path))
 
     @staticmethod
-    def _unary_unary(channel: grpc.aio.Channel, path: str) -> Any:
-        multicallable = channel.unary_unary(path)
+    def _unary_unary(channel: grpc.aio.Channel, path: str) -> UnaryHandler:
+        multicallable: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
 
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def forward(request: bytes, context: Context) -> bytes:
             # wait_for_ready rides out a backend restart (rolling deploy) within the deadline
             # instead of failing the caller at once.
             call = multicallable(
@@ -72,10 +79,10 @@ class Forwarder(grpc.GenericRpcHandler):
         return forward
 
     @staticmethod
-    def _unary_stream(channel: grpc.aio.Channel, path: str) -> Any:
-        multicallable = channel.unary_stream(path)
+    def _unary_stream(channel: grpc.aio.Channel, path: str) -> StreamHandler:
+        multicallable: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(path)
 
-        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        async def forward(request: bytes, context: Context) -> AsyncIterator[bytes]:
             call = multicallable(
                 request,
                 metadata=_forwardable(context.invocation_metadata()),

@@ -20,9 +20,15 @@ from libs.grpcx.auth import KeyResolver
 from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
 from libs.service_main import Service, serve
+from services.submission.accept import Accept
 from services.submission.api import MailApi
 from services.submission.config import SubmissionConfig
+from services.submission.get_message import GetMessage
+from services.submission.policy_client import PolicyClient
+from services.submission.publisher import Publisher
 from services.submission.store import SubmissionStore
+from services.submission.template_client import TemplateClient
+from services.submission.timeline import EventsTimeline
 
 
 async def run(env: Mapping[str, str]) -> None:
@@ -34,16 +40,22 @@ async def run(env: Mapping[str, str]) -> None:
         policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
         template = open_internal_channel(config.template_addr, token=config.common.internal_token)
         events = open_internal_channel(config.events_addr, token=config.common.internal_token)
+        store = SubmissionStore(pool)
         server.add(
             mail_service_pb2_grpc.add_MailServiceServicer_to_server,
             MailApi(
-                SubmissionStore(pool),
-                bus,
-                policy_service_pb2_grpc.PolicyServiceStub(policy),
-                KeyResolver(policy, ttl=config.common.key_cache_seconds),
-                render_service_pb2_grpc.RenderServiceStub(template),
-                event_reader_service_pb2_grpc.EventReaderServiceStub(events),
-                stall=timedelta(seconds=config.common.stall_seconds),
+                accept=Accept(
+                    store=store,
+                    policy=PolicyClient(policy_service_pb2_grpc.PolicyServiceStub(policy)),
+                    templates=TemplateClient(render_service_pb2_grpc.RenderServiceStub(template)),
+                    publisher=Publisher(bus),
+                    stall=timedelta(seconds=config.common.stall_seconds),
+                ),
+                get_message=GetMessage(
+                    store=store,
+                    timeline=EventsTimeline(event_reader_service_pb2_grpc.EventReaderServiceStub(events)),
+                ),
+                keys=KeyResolver(policy, ttl=config.common.key_cache_seconds),
             ),
             mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name,
         )

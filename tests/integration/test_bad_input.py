@@ -114,3 +114,31 @@ async def test_methods_not_built_yet_say_so(edge, tenant) -> None:
         await stub.SendBatch(mail_service_pb2.SendBatchRequest(messages=[mail()]), metadata=tenant.metadata)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "not built yet" in (caught.value.details() or "")
+
+
+async def test_send_batch_opens_like_every_call_before_saying_unimplemented(suite, edge) -> None:
+    """An unknown key or a key without `send` learns nothing about the method, not even that it is
+    not built yet."""
+    from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
+
+    from tests.conftest import ADMIN_TOKEN
+
+    admin_auth = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
+    admin = admin_service_pb2_grpc.AdminServiceStub(edge)
+    made = await admin.CreateTenant(
+        admin_service_pb2.CreateTenantRequest(tenant={"name": "batch-opening"}), metadata=admin_auth
+    )
+    reader = await admin.CreateApiKey(
+        admin_service_pb2.CreateApiKeyRequest(tenant_id=made.tenant.id, scopes=["messages:read"]),
+        metadata=admin_auth,
+    )
+    stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    batch = mail_service_pb2.SendBatchRequest(messages=[mail()])
+    for metadata, code in (
+        ((), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", "Bearer pw_nope_nope"),), grpc.StatusCode.UNAUTHENTICATED),
+        ((("authorization", f"Bearer {reader.secret}"),), grpc.StatusCode.PERMISSION_DENIED),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SendBatch(batch, metadata=metadata)
+        assert caught.value.code() == code

@@ -1,0 +1,54 @@
+"""The accept use case's Publisher port over JetStream: the route task and the first events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from postwire.internal.v1 import bus_pb2
+
+from libs.bus import ROUTE_SUBJECT, Bus
+from libs.event_outbox import publish_events
+
+__all__ = ["PUBLISH_BUDGET_SECONDS", "Publisher"]
+
+_log = logging.getLogger(__name__)
+# How long SendEmail waits, after its commit, for the route task and events to reach NATS. The
+# message is durable already; a publish that misses this budget is the sweepers' job, so a slow
+# or absent NATS never holds up the caller (issue 9 item 4: p99 <= 0.5 s during an outage).
+PUBLISH_BUDGET_SECONDS = 0.25
+
+
+class Publisher:
+    def __init__(self, bus: Bus, *, budget: float = PUBLISH_BUDGET_SECONDS) -> None:
+        self._bus = bus
+        self._budget = budget
+        # Publishes still running past the budget; held so the event loop does not drop them.
+        self._late: set[asyncio.Future[Any]] = set()
+
+    async def publish_after_commit(
+        self, message_id: str, events: Sequence[bus_pb2.EventEnvelope], *, route: bool
+    ) -> None:
+        publishes = [publish_events(self._bus, events)]
+        if route:
+            publishes.append(self._publish_route(message_id))
+        # Not cancelled at the budget: a NATS that is merely slow still gets the task (each
+        # publish ends at its own time-out), and the sweepers cover one that is away.
+        task = asyncio.ensure_future(asyncio.gather(*publishes))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+        done, _ = await asyncio.wait({task}, timeout=self._budget)
+        if not done:
+            _log.warning("publishes for %s left to finish late or to the sweepers", message_id)
+
+    async def _publish_route(self, message_id: str) -> None:
+        try:
+            await self._bus.publish(
+                ROUTE_SUBJECT,
+                bus_pb2.RouteTask(message_id=message_id).SerializeToString(),
+                msg_id=f"{message_id}:route",
+            )
+        except Exception as exc:
+            _log.warning("route publish for %s left to the sweeper: %s", message_id, type(exc).__name__)
