@@ -20,7 +20,7 @@ from postwire.v1 import (
     suppression_service_pb2_grpc,
 )
 
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, create_tenant
 from tests.integration.helpers import bad_request_fields, unique
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
@@ -151,14 +151,11 @@ async def test_batch_create_suppressions_with_a_request_id_happens_once(edge, te
         return len(listed.suppressions)
 
     first = await _same_id_contract(create, count)
-    # create_time is the first write's: the retry did not upsert the entry again.
     assert [s.address for s in first.suppressions] == [addresses["a"]]
 
 
 async def test_one_request_id_is_per_tenant(edge, tenant, suite) -> None:
     """Another tenant using the same id creates its own domain, not a replay of the first."""
-    from tests.conftest import create_tenant
-
     other = await create_tenant(suite)
     stub = domain_service_pb2_grpc.DomainServiceStub(edge)
     rid = str(uuid.uuid4())
