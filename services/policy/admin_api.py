@@ -2,37 +2,31 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import logging
 from datetime import datetime
 from uuid import UUID
 
-import grpc
 from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 
-from libs.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from libs.grpcx.auth import bearer_token
+from libs.grpcx.auth import Context, bearer_token
 from libs.page_tokens import ADMIN_CALLER, RESOURCES_PAGE_SIZE, PageTokens, page_size
-from services.policy.api_keys import generate_key, hash_key, key_prefix, scope_violations
-from services.policy.core import PolicyCore
-from services.policy.limits import Limits, check_limits
-from services.policy.store import KeyRow, TenantRow
+from libs.request_ids import RequestId
+from services.policy.admin_credential import AdminCredential
+from services.policy.limits import Limits
+from services.policy.manage_api_keys import ManageApiKeys
+from services.policy.manage_tenants import ManageTenants, TenantSpec
+from services.policy.records import KeyRow, TenantRow
 
-_log = logging.getLogger(__name__)
-
-MAX_LIMITS = 64
-_TENANT_FIELDS = ("name", "sandbox", "require_tls", "limits")
+P = admin_service_pb2
 
 
-def _tenant_proto(t: TenantRow) -> admin_service_pb2.Tenant:
-    out = admin_service_pb2.Tenant(
+def _tenant_proto(t: TenantRow) -> P.Tenant:
+    out = P.Tenant(
         id=t.id,
         name=t.name,
         sandbox=t.sandbox,
         require_tls=t.require_tls,
         limits=[
-            admin_service_pb2.StreamLimits(
+            P.StreamLimits(
                 stream=lim.stream,
                 recipients_per_second=lim.recipients_per_second,
                 burst=lim.burst,
@@ -46,8 +40,27 @@ def _tenant_proto(t: TenantRow) -> admin_service_pb2.Tenant:
     return out
 
 
-def _key_proto(k: KeyRow) -> admin_service_pb2.ApiKey:
-    out = admin_service_pb2.ApiKey(
+def _tenant_spec(t: P.Tenant) -> TenantSpec:
+    return TenantSpec(
+        id=t.id,
+        name=t.name,
+        sandbox=t.sandbox,
+        require_tls=t.require_tls,
+        limits=tuple(
+            Limits(
+                stream=lim.stream,
+                recipients_per_second=lim.recipients_per_second,
+                burst=lim.burst,
+                recipients_per_day=lim.recipients_per_day,
+                recipients_per_month=lim.recipients_per_month,
+            )
+            for lim in t.limits
+        ),
+    )
+
+
+def _key_proto(k: KeyRow) -> P.ApiKey:
+    out = P.ApiKey(
         id=k.id, tenant_id=k.tenant_id, prefix=k.prefix, scopes=k.scopes, display_name=k.display_name
     )
     out.create_time.FromDatetime(k.create_time)
@@ -56,174 +69,77 @@ def _key_proto(k: KeyRow) -> admin_service_pb2.ApiKey:
     return out
 
 
-def _name(value: str, field: str) -> str:
-    name = value.strip()
-    if not name or len(name) > 128:
-        raise InvalidArgument([(field, "1-128 characters are required")])
-    return name
+def _created_tenant(t: TenantRow) -> bytes:
+    return P.CreateTenantResponse(tenant=_tenant_proto(t)).SerializeToString()
 
 
-def _limits(tenant: admin_service_pb2.Tenant) -> list[Limits]:
-    if len(tenant.limits) > MAX_LIMITS:
-        raise InvalidArgument([("tenant.limits", f"at most {MAX_LIMITS} entries")])
-    limits = [
-        Limits(
-            stream=lim.stream,
-            recipients_per_second=lim.recipients_per_second,
-            burst=lim.burst,
-            recipients_per_day=lim.recipients_per_day,
-            recipients_per_month=lim.recipients_per_month,
-        )
-        for lim in tenant.limits
-    ]
-    violations = check_limits(limits)
-    if violations:
-        raise InvalidArgument(violations)
-    return limits
+def _created_key(k: KeyRow, secret: str) -> bytes:
+    return P.CreateApiKeyResponse(api_key=_key_proto(k), secret=secret).SerializeToString()
 
 
 class AdminApi(admin_service_pb2_grpc.AdminServiceServicer):
-    def __init__(self, core: PolicyCore, admin_token: str, pages: PageTokens) -> None:
-        self._core = core
+    def __init__(
+        self, credential: AdminCredential, tenants: ManageTenants, keys: ManageApiKeys, pages: PageTokens
+    ) -> None:
+        self._credential = credential
+        self._tenants = tenants
+        self._keys = keys
         self._pages = pages
-        # Only a digest is kept, and compared in constant time.
-        self._token_digest = hashlib.sha256(admin_token.encode()).digest() if admin_token else b""
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if not self._token_digest:
-            raise Unauthenticated(
-                "the admin API is disabled on this deployment (POSTWIRE_ADMIN_TOKEN is not set)"
-            )
-        token = bearer_token(context)
-        if hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._token_digest):
-            return
-        if key_prefix(token):
-            raise PermissionDenied("API keys cannot call AdminService; use the admin credential")
-        raise Unauthenticated("wrong admin credential")
+    def _authorize(self, context: Context) -> None:
+        self._credential.check(lambda: bearer_token(context))
 
-    async def CreateTenant(
-        self, request: admin_service_pb2.CreateTenantRequest, context: grpc.aio.ServicerContext
-    ) -> admin_service_pb2.CreateTenantResponse:
+    async def CreateTenant(self, request: P.CreateTenantRequest, context: Context) -> P.CreateTenantResponse:
         self._authorize(context)
-        name = _name(request.tenant.name, "tenant.name")
-        limits = _limits(request.tenant)
-        tenant_id = await self._core.store.create_tenant(
-            name, sandbox=request.tenant.sandbox, require_tls=request.tenant.require_tls, limits=limits
+        answer = await self._tenants.create(
+            _tenant_spec(request.tenant), RequestId.of(ADMIN_CALLER, "CreateTenant", request), _created_tenant
         )
-        return admin_service_pb2.CreateTenantResponse(
-            tenant=_tenant_proto(await self._core.store.get_tenant(tenant_id))
-        )
+        return P.CreateTenantResponse.FromString(answer)
 
-    async def GetTenant(
-        self, request: admin_service_pb2.GetTenantRequest, context: grpc.aio.ServicerContext
-    ) -> admin_service_pb2.GetTenantResponse:
+    async def GetTenant(self, request: P.GetTenantRequest, context: Context) -> P.GetTenantResponse:
         self._authorize(context)
-        if not request.tenant_id:
-            raise InvalidArgument([("tenant_id", "a tenant id is required")])
-        return admin_service_pb2.GetTenantResponse(
-            tenant=_tenant_proto(await self._core.store.get_tenant(request.tenant_id))
-        )
+        return P.GetTenantResponse(tenant=_tenant_proto(await self._tenants.get(request.tenant_id)))
 
-    async def ListTenants(
-        self, request: admin_service_pb2.ListTenantsRequest, context: grpc.aio.ServicerContext
-    ) -> admin_service_pb2.ListTenantsResponse:
+    async def ListTenants(self, request: P.ListTenantsRequest, context: Context) -> P.ListTenantsResponse:
         self._authorize(context)
         size = page_size(request.page_size, default=RESOURCES_PAGE_SIZE)
         cursor = self._pages.cursor(request, caller=ADMIN_CALLER)
-        rows = await self._core.store.list_tenants(after=cursor.parse(_time_and_id) or "", limit=size + 1)
+        rows = await self._tenants.list(after=cursor.parse(_time_and_id) or "", limit=size + 1)
         page, token = cursor.page(rows, size, _after)
-        return admin_service_pb2.ListTenantsResponse(
-            tenants=[_tenant_proto(t) for t in page], next_page_token=token
-        )
+        return P.ListTenantsResponse(tenants=[_tenant_proto(t) for t in page], next_page_token=token)
 
-    async def UpdateTenant(
-        self, request: admin_service_pb2.UpdateTenantRequest, context: grpc.aio.ServicerContext
-    ) -> admin_service_pb2.UpdateTenantResponse:
+    async def UpdateTenant(self, request: P.UpdateTenantRequest, context: Context) -> P.UpdateTenantResponse:
         self._authorize(context)
-        tenant = request.tenant
-        if not tenant.id:
-            raise InvalidArgument([("tenant.id", "the id of the tenant to update is required")])
-        paths = list(request.update_mask.paths)
-        if not paths:
-            raise InvalidArgument(
-                [("update_mask", f"name the fields to change: {', '.join(_TENANT_FIELDS)}")]
-            )
-        unknown = [p for p in paths if p not in _TENANT_FIELDS]
-        if unknown:
-            raise InvalidArgument(
-                [
-                    ("update_mask", f"'{p}' cannot be updated; writable: {', '.join(_TENANT_FIELDS)}")
-                    for p in unknown
-                ]
-            )
-        updated = await self._core.store.update_tenant(
-            tenant.id,
-            name=_name(tenant.name, "tenant.name") if "name" in paths else None,
-            sandbox=tenant.sandbox if "sandbox" in paths else None,
-            require_tls=tenant.require_tls if "require_tls" in paths else None,
-            limits=_limits(tenant) if "limits" in paths else None,
-        )
-        self._core.forget_tenant(updated.id)
-        return admin_service_pb2.UpdateTenantResponse(tenant=_tenant_proto(updated))
+        updated = await self._tenants.update(_tenant_spec(request.tenant), list(request.update_mask.paths))
+        return P.UpdateTenantResponse(tenant=_tenant_proto(updated))
 
-    async def CreateApiKey(
-        self, request: admin_service_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
-    ) -> admin_service_pb2.CreateApiKeyResponse:
+    async def CreateApiKey(self, request: P.CreateApiKeyRequest, context: Context) -> P.CreateApiKeyResponse:
         self._authorize(context)
-        violations = scope_violations(list(request.scopes))
-        if not request.tenant_id:
-            violations.append(("tenant_id", "a tenant id is required"))
-        if len(request.display_name) > 128:
-            violations.append(("display_name", "at most 128 characters"))
-        if violations:
-            raise InvalidArgument(violations)
-        new = generate_key()
-        row = await self._core.store.create_key(
+        answer = await self._keys.create(
             request.tenant_id,
-            prefix=new.prefix,
-            key_hash=hash_key(new.key, self._core.pepper),
-            scopes=list(request.scopes),
-            display_name=request.display_name,
+            list(request.scopes),
+            request.display_name,
+            RequestId.of(ADMIN_CALLER, "CreateApiKey", request),
+            _created_key,
         )
-        # The prefix names the key in logs; the secret never goes there.
-        _log.info(
-            "API key %s created for tenant %s with scopes %s", row.prefix, row.tenant_id, ",".join(row.scopes)
-        )
-        return admin_service_pb2.CreateApiKeyResponse(api_key=_key_proto(row), secret=new.key)
+        return P.CreateApiKeyResponse.FromString(answer)
 
-    async def ListApiKeys(
-        self, request: admin_service_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
-    ) -> admin_service_pb2.ListApiKeysResponse:
+    async def ListApiKeys(self, request: P.ListApiKeysRequest, context: Context) -> P.ListApiKeysResponse:
         self._authorize(context)
-        if not request.tenant_id:
-            raise InvalidArgument([("tenant_id", "a tenant id is required")])
         size = page_size(request.page_size, default=RESOURCES_PAGE_SIZE)
         cursor = self._pages.cursor(request, caller=ADMIN_CALLER)
-        rows = await self._core.store.list_keys(
+        rows = await self._keys.list(
             request.tenant_id,
             show_revoked=request.show_revoked,
             after=cursor.parse(_time_and_id) or "",
             limit=size + 1,
         )
         page, token = cursor.page(rows, size, _after)
-        return admin_service_pb2.ListApiKeysResponse(
-            api_keys=[_key_proto(k) for k in page], next_page_token=token
-        )
+        return P.ListApiKeysResponse(api_keys=[_key_proto(k) for k in page], next_page_token=token)
 
-    async def RevokeApiKey(
-        self, request: admin_service_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
-    ) -> admin_service_pb2.RevokeApiKeyResponse:
+    async def RevokeApiKey(self, request: P.RevokeApiKeyRequest, context: Context) -> P.RevokeApiKeyResponse:
         self._authorize(context)
-        if not request.api_key:
-            raise InvalidArgument([("api_key", "the key's id or prefix is required")])
-        if key_prefix(request.api_key):
-            # A whole key pasted by mistake: refuse it rather than look it up by content.
-            raise InvalidArgument(
-                [("api_key", "give the key's id or prefix (pw_xxxxxxxx), not the key itself")]
-            )
-        row = await self._core.store.revoke_key(request.api_key)
-        _log.info("API key %s of tenant %s revoked", row.prefix, row.tenant_id)
-        return admin_service_pb2.RevokeApiKeyResponse(api_key=_key_proto(row))
+        return P.RevokeApiKeyResponse(api_key=_key_proto(await self._keys.revoke(request.api_key)))
 
 
 def _after(row: TenantRow | KeyRow) -> str:

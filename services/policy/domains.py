@@ -16,10 +16,12 @@ from enum import IntEnum
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from postwire.v1 import domain_service_pb2 as _pb
 
 __all__ = [
     "DnsAnswer",
     "DomainKeys",
+    "DomainState",
     "Purpose",
     "Record",
     "RecordStatus",
@@ -33,20 +35,31 @@ __all__ = [
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
+# The values ARE the public proto's, so the API and the stored record_status cannot drift apart;
+# the names are what record_status is keyed by in the database.
 class Purpose(IntEnum):
-    DKIM_RSA = 1
-    DKIM_ED25519 = 2
-    SPF = 3
-    RETURN_PATH = 4
-    DMARC = 5
+    DKIM_RSA = _pb.DNS_RECORD_PURPOSE_DKIM_RSA
+    DKIM_ED25519 = _pb.DNS_RECORD_PURPOSE_DKIM_ED25519
+    SPF = _pb.DNS_RECORD_PURPOSE_SPF
+    RETURN_PATH = _pb.DNS_RECORD_PURPOSE_RETURN_PATH
+    DMARC = _pb.DNS_RECORD_PURPOSE_DMARC
 
 
 class RecordStatus(IntEnum):
-    UNCHECKED = 0
-    FOUND = 1
-    MISSING = 2
-    MISMATCH = 3
-    LOOKUP_FAILED = 4
+    UNCHECKED = _pb.DNS_RECORD_STATUS_UNSPECIFIED  # not looked up yet
+    FOUND = _pb.DNS_RECORD_STATUS_FOUND
+    MISSING = _pb.DNS_RECORD_STATUS_MISSING
+    MISMATCH = _pb.DNS_RECORD_STATUS_MISMATCH
+    LOOKUP_FAILED = _pb.DNS_RECORD_STATUS_LOOKUP_FAILED
+
+
+class DomainState(IntEnum):
+    PENDING = _pb.DOMAIN_STATE_PENDING
+    VERIFIED = _pb.DOMAIN_STATE_VERIFIED
+
+    @classmethod
+    def of(cls, verified: bool) -> DomainState:
+        return cls.VERIFIED if verified else cls.PENDING
 
 
 def normalise_domain(name: str) -> str:
@@ -83,21 +96,21 @@ def generate_keys() -> DomainKeys:
     tag = secrets.token_hex(4)
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ed_key = ed25519.Ed25519PrivateKey.generate()
-    pkcs8 = {
-        "encoding": serialization.Encoding.PEM,
-        "format": serialization.PrivateFormat.PKCS8,
-        "encryption_algorithm": serialization.NoEncryption(),
-    }
+    pem, pkcs8, clear = (
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
     return DomainKeys(
         rsa_selector=f"pwr-{tag}",
-        rsa_private_pem=rsa_key.private_bytes(**pkcs8),
+        rsa_private_pem=rsa_key.private_bytes(pem, pkcs8, clear),
         rsa_public=base64.b64encode(
             rsa_key.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         ).decode(),
         ed25519_selector=f"pwe-{tag}",
-        ed25519_private_pem=ed_key.private_bytes(**pkcs8),
+        ed25519_private_pem=ed_key.private_bytes(pem, pkcs8, clear),
         ed25519_public=base64.b64encode(
             ed_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         ).decode(),

@@ -3,45 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import asyncpg
 
 from libs.errors import NotFound
+from libs.request_id_store import Connection
+from libs.request_ids import RequestId
+from services.policy.db import Db, run_once, transaction
 from services.policy.limits import Limits, Refusal, oversize_refusal, quota_refusal, rate_refusal
+from services.policy.records import KeyRecord, KeyRow, TenantRow
 
-__all__ = ["KeyRecord", "KeyRow", "PolicyStore", "TenantRow"]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRecord:
-    tenant_id: str
-    scopes: tuple[str, ...]
-    prefix: str
-    sandbox: bool
+__all__ = ["PolicyStore"]
 
 
-@dataclass(frozen=True, slots=True)
-class TenantRow:
-    id: str
-    name: str
-    sandbox: bool
-    require_tls: bool
-    create_time: datetime
-    limits: tuple[Limits, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRow:
-    id: str
-    tenant_id: str
-    prefix: str
-    scopes: tuple[str, ...]
-    display_name: str
-    create_time: datetime
-    revoke_time: datetime | None
+def _same(answer: bytes) -> bytes:
+    return answer
 
 
 def _uuid(value: str) -> uuid.UUID | None:
@@ -49,6 +27,13 @@ def _uuid(value: str) -> uuid.UUID | None:
         return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def _returned(row: asyncpg.Record | None) -> asyncpg.Record:
+    """The row an INSERT … RETURNING gave back; there always is one."""
+    if row is None:
+        raise RuntimeError("INSERT … RETURNING returned no row")
+    return row
 
 
 def _key_row(row: asyncpg.Record) -> KeyRow:
@@ -67,11 +52,22 @@ _KEY_COLUMNS = "id, tenant_id, prefix, scopes, display_name, create_time, revoke
 
 
 class PolicyStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    async def once(
+        self,
+        rid: RequestId | None,
+        create: Callable[[PolicyStore], Awaitable[bytes]],
+        *,
+        seal: Callable[[bytes], bytes] = _same,
+        unseal: Callable[[bytes], bytes] = _same,
+    ) -> bytes:
+        """`create` on a store bound to one transaction that also claims `rid`."""
+        return await run_once(self._db, rid, lambda conn: create(PolicyStore(conn)), seal=seal, unseal=unseal)
 
     async def find_key(self, key_hash: bytes) -> KeyRecord | None:
-        row = await self._pool.fetchrow(
+        row = await self._db.fetchrow(
             "SELECT k.tenant_id, k.scopes, k.prefix, t.sandbox FROM api_keys k"
             " JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = $1 AND k.revoke_time IS NULL",
             key_hash,
@@ -90,7 +86,7 @@ class PolicyStore:
     ) -> str:
         """A tenant with its limits; keys are added with create_key."""
         tenant_id = uuid.uuid4()
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._db) as conn:
             await conn.execute(
                 "INSERT INTO tenants (id, name, sandbox, require_tls) VALUES ($1, $2, $3, $4)",
                 tenant_id,
@@ -106,14 +102,14 @@ class PolicyStore:
         tid = _uuid(tenant_id)
         if tid is None:
             return None
-        found: bool | None = await self._pool.fetchval("SELECT sandbox FROM tenants WHERE id = $1", tid)
+        found: bool | None = await self._db.fetchval("SELECT sandbox FROM tenants WHERE id = $1", tid)
         return found
 
     async def get_tenant(self, tenant_id: str) -> TenantRow:
         tid = _uuid(tenant_id)
         row = None
         if tid is not None:
-            row = await self._pool.fetchrow(
+            row = await self._db.fetchrow(
                 "SELECT id, name, sandbox, require_tls, create_time FROM tenants WHERE id = $1", tid
             )
         if row is None:
@@ -131,7 +127,7 @@ class PolicyStore:
         """Oldest first; `after` is the previous page's last (create_time, id) as 'iso|id'.
         Two queries per page, however many tenants are on it."""
         stamp, _, last_id = after.partition("|")
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "SELECT id, name, sandbox, require_tls, create_time FROM tenants"
             " WHERE $1::timestamptz IS NULL OR (create_time, id) > ($1::timestamptz, $2::uuid)"
             " ORDER BY create_time, id LIMIT $3",
@@ -140,7 +136,7 @@ class PolicyStore:
             limit,
         )
         limits: dict[uuid.UUID, list[Limits]] = {r["id"]: [] for r in rows}
-        for lim in await self._pool.fetch(
+        for lim in await self._db.fetch(
             "SELECT tenant_id, stream, recipients_per_second, burst, recipients_per_day, recipients_per_month"
             " FROM tenant_limits WHERE tenant_id = ANY($1::uuid[]) ORDER BY tenant_id, stream",
             list(limits),
@@ -170,7 +166,7 @@ class PolicyStore:
         limits: Sequence[Limits] | None = None,
     ) -> TenantRow:
         tid = _uuid(tenant_id)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._db) as conn:
             found = tid is not None and await conn.fetchval(
                 "UPDATE tenants SET name = COALESCE($2, name), sandbox = COALESCE($3, sandbox),"
                 " require_tls = COALESCE($4, require_tls) WHERE id = $1 RETURNING true",
@@ -179,7 +175,7 @@ class PolicyStore:
                 sandbox,
                 require_tls,
             )
-            if not found:
+            if tid is None or not found:
                 raise NotFound(f"tenant '{tenant_id}' not found")
             if limits is not None:
                 await conn.execute("DELETE FROM tenant_limits WHERE tenant_id = $1", tid)
@@ -187,7 +183,7 @@ class PolicyStore:
         return await self.get_tenant(tenant_id)
 
     async def limits(self, tenant_id: str) -> list[Limits]:
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "SELECT stream, recipients_per_second, burst, recipients_per_day, recipients_per_month"
             " FROM tenant_limits WHERE tenant_id = $1 ORDER BY stream",
             uuid.UUID(tenant_id),
@@ -198,7 +194,7 @@ class PolicyStore:
         self, tenant_id: str, *, prefix: str, key_hash: bytes, scopes: Sequence[str], display_name: str
     ) -> KeyRow:
         tid = _uuid(tenant_id)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._db) as conn:
             exists = tid is not None and await conn.fetchval("SELECT true FROM tenants WHERE id = $1", tid)
             if not exists:
                 raise NotFound(f"tenant '{tenant_id}' not found")
@@ -212,15 +208,15 @@ class PolicyStore:
                 list(scopes),
                 display_name,
             )
-        return _key_row(row)
+        return _key_row(_returned(row))
 
     async def list_keys(self, tenant_id: str, *, show_revoked: bool, after: str, limit: int) -> list[KeyRow]:
         """Newest first; `after` is the previous page's last (create_time, id) as 'iso|id'."""
         tid = _uuid(tenant_id)
-        if tid is None or not await self._pool.fetchval("SELECT true FROM tenants WHERE id = $1", tid):
+        if tid is None or not await self._db.fetchval("SELECT true FROM tenants WHERE id = $1", tid):
             raise NotFound(f"tenant '{tenant_id}' not found")
         stamp, _, last_id = after.partition("|")
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND ($2 OR revoke_time IS NULL)"
             " AND ($3::timestamptz IS NULL OR (create_time, id) < ($3::timestamptz, $4::uuid))"
             " ORDER BY create_time DESC, id DESC LIMIT $5",
@@ -233,7 +229,7 @@ class PolicyStore:
         return [_key_row(r) for r in rows]
 
     async def revoke_key(self, id_or_prefix: str) -> KeyRow:
-        row = await self._pool.fetchrow(
+        row = await self._db.fetchrow(
             "UPDATE api_keys SET revoke_time = COALESCE(revoke_time, now())"
             f" WHERE id = $1 OR ($1 IS NULL AND prefix = $2) RETURNING {_KEY_COLUMNS}",
             _uuid(id_or_prefix),
@@ -251,7 +247,7 @@ class PolicyStore:
         """
         tid = uuid.UUID(tenant_id)
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with transaction(self._db) as conn:
                 now: datetime = await conn.fetchval("SELECT now()")
                 for limit in limits:
                     refusal = await _take(conn, tid, limit, recipients, now)
@@ -269,7 +265,7 @@ class _Refused(Exception):
         self.refusal = refusal
 
 
-async def _write_limits(conn: asyncpg.Connection, tenant_id: uuid.UUID, limits: Sequence[Limits]) -> None:
+async def _write_limits(conn: Connection, tenant_id: uuid.UUID, limits: Sequence[Limits]) -> None:
     await conn.executemany(
         "INSERT INTO tenant_limits (tenant_id, stream, recipients_per_second, burst, recipients_per_day,"
         " recipients_per_month) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -288,7 +284,7 @@ async def _write_limits(conn: asyncpg.Connection, tenant_id: uuid.UUID, limits: 
 
 
 async def _take(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, limit: Limits, n: int, now: datetime
+    conn: Connection, tenant_id: uuid.UUID, limit: Limits, n: int, now: datetime
 ) -> Refusal | None:
     if limit.recipients_per_second > 0:
         burst = limit.effective_burst

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 from libs.ttl_cache import TtlCache
-from services.policy.suppression_store import SuppressionStore
-from services.policy.suppressions import Entry, normalise_address
+from services.policy.suppressions import normalise_address
 
 __all__ = ["Suppressions"]
+
+
+class SuppressedLookup(Protocol):
+    async def suppressed(self, tenant_id: str, addresses: Sequence[str], group: str) -> set[str]: ...
 
 
 class Suppressions:
     """Lookups for admission, with bounded staleness: a change made on this replica applies at
     once, on other replicas within the cache time."""
 
-    def __init__(self, store: SuppressionStore, *, cache_seconds: float) -> None:
-        self.store = store
+    def __init__(self, store: SuppressedLookup, *, cache_seconds: float) -> None:
+        self._store = store
         self._cache: TtlCache[bool] = TtlCache(cache_seconds, max_entries=100_000)
 
     async def suppressed(self, tenant_id: str, addresses: Sequence[str], group: str) -> set[str]:
@@ -30,7 +34,7 @@ class Suppressions:
             elif hit:
                 found.add(address)
         if misses:
-            looked_up = await self.store.suppressed(tenant_id, misses, group)
+            looked_up = await self._store.suppressed(tenant_id, misses, group)
             for address in misses:
                 self._cache.put((tenant_id, group, address), address in looked_up)
             found |= looked_up
@@ -45,8 +49,3 @@ class Suppressions:
             else:
                 self._cache.clear()
                 return
-
-    async def record(self, tenant_id: str, entries: Sequence[Entry]) -> list[Entry]:
-        stored = await self.store.upsert(tenant_id, entries)
-        self.changed(tenant_id, [(e.address, e.group) for e in entries])
-        return stored

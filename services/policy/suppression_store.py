@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
 from libs.errors import NotFound
+from libs.request_ids import RequestId
+from services.policy.db import Db, run_once, transaction
 from services.policy.suppressions import Entry
 
 __all__ = ["SuppressionStore"]
@@ -27,8 +29,14 @@ def _entry(row: asyncpg.Record) -> Entry:
 
 
 class SuppressionStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, db: Db) -> None:
+        self._db = db
+
+    async def once(
+        self, rid: RequestId | None, create: Callable[[SuppressionStore], Awaitable[bytes]]
+    ) -> bytes:
+        """`create` on a store bound to one transaction that also claims `rid`."""
+        return await run_once(self._db, rid, lambda conn: create(SuppressionStore(conn)))
 
     async def upsert(self, tenant_id: str, entries: Sequence[Entry]) -> list[Entry]:
         """NOT_FOUND for an unknown tenant (the foreign key says so; no separate lookup)."""
@@ -41,7 +49,7 @@ class SuppressionStore:
             raise NotFound(f"tenant '{tenant_id}' not found") from None
 
     async def _upsert(self, tenant_id: uuid.UUID, entries: Sequence[Entry]) -> list[Entry]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._db) as conn:
             rows = await conn.fetch(
                 "INSERT INTO suppressions (tenant_id, address, grp, reason, source_message_id, expire_time)"
                 " SELECT $1, e.address, e.grp, e.reason, e.source, e.expire"
@@ -61,7 +69,7 @@ class SuppressionStore:
         return [stored[(e.address, e.group)] for e in entries]
 
     async def get(self, tenant_id: str, address: str, group: str) -> Entry | None:
-        row = await self._pool.fetchrow(
+        row = await self._db.fetchrow(
             f"SELECT {_COLUMNS} FROM suppressions WHERE tenant_id = $1 AND address = $2 AND grp = $3"
             " AND (expire_time IS NULL OR expire_time > now())",
             uuid.UUID(tenant_id),
@@ -73,7 +81,7 @@ class SuppressionStore:
     async def list(
         self, tenant_id: str, *, reason: int, group: str | None, after: tuple[str, str] | None, limit: int
     ) -> list[Entry]:
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             f"SELECT {_COLUMNS} FROM suppressions WHERE tenant_id = $1 AND ($2 = 0 OR reason = $2)"
             " AND ($3::text IS NULL OR grp = $3) AND ($4::text IS NULL OR (address, grp) > ($4, $5))"
             " AND (expire_time IS NULL OR expire_time > now()) ORDER BY address, grp LIMIT $6",
@@ -87,7 +95,7 @@ class SuppressionStore:
         return [_entry(r) for r in rows]
 
     async def delete(self, tenant_id: str, address: str, group: str) -> bool:
-        done = await self._pool.execute(
+        done = await self._db.execute(
             "DELETE FROM suppressions WHERE tenant_id = $1 AND address = $2 AND grp = $3",
             uuid.UUID(tenant_id),
             address,
@@ -97,7 +105,7 @@ class SuppressionStore:
 
     async def suppressed(self, tenant_id: str, addresses: Sequence[str], group: str) -> set[str]:
         """Which of these (normalised) addresses may not get this send: one indexed lookup."""
-        rows = await self._pool.fetch(
+        rows = await self._db.fetch(
             "SELECT DISTINCT address FROM suppressions WHERE tenant_id = $1 AND address = ANY($2::text[])"
             " AND (grp = '' OR grp = $3) AND (expire_time IS NULL OR expire_time > now())",
             uuid.UUID(tenant_id),

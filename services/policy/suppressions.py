@@ -5,15 +5,30 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from enum import IntEnum
+
+from postwire.v1 import suppression_service_pb2 as _pb
 
 from libs.mail.stream_names import name_problem
 
-__all__ = ["ALL_MAIL_ONLY", "MAX_BATCH", "Entry", "check_entry", "normalise_address"]
+__all__ = ["ALL_MAIL_ONLY", "MAX_BATCH", "Entry", "Reason", "check_entry", "normalise_address"]
 
 MAX_BATCH = 10_000
-# postwire.v1.SuppressionReason values whose suppression covers all mail, never one group.
-ALL_MAIL_ONLY = {1, 2}
-_REASONS = {1, 2, 3, 4}
+
+
+class Reason(IntEnum):
+    """postwire.v1.SuppressionReason; the values are the proto's, stored as they are."""
+
+    HARD_BOUNCE = _pb.SUPPRESSION_REASON_HARD_BOUNCE
+    COMPLAINT = _pb.SUPPRESSION_REASON_COMPLAINT
+    UNSUBSCRIBE = _pb.SUPPRESSION_REASON_UNSUBSCRIBE
+    MANUAL = _pb.SUPPRESSION_REASON_MANUAL
+
+
+# Reasons whose suppression covers all mail, never one group.
+ALL_MAIL_ONLY = frozenset({Reason.HARD_BOUNCE, Reason.COMPLAINT})
+_REASONS = frozenset(r.value for r in Reason)
+_REASON_NAMES = ", ".join(r.name for r in Reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +62,7 @@ def check_entry(
     if not at or not local or not domain or len(addr) > 254 or any(c.isspace() or ord(c) < 32 for c in addr):
         violations.append((f"{field}.address", "an email address is required"))
     if reason not in _REASONS:
-        violations.append(
-            (f"{field}.reason", "a reason is required: HARD_BOUNCE, COMPLAINT, UNSUBSCRIBE or MANUAL")
-        )
+        violations.append((f"{field}.reason", f"a reason is required: {_REASON_NAMES}"))
     group_problem = group and name_problem(group)
     if group_problem:
         violations.append((f"{field}.unsubscribe_group", group_problem))
@@ -67,4 +80,4 @@ def check_entry(
         violations.append((f"{field}.expire_time", "must be in the future"))
     if violations:
         return None, violations
-    return Entry(addr, reason, group, source, expire_time), []
+    return Entry(addr, Reason(reason), group, source, expire_time), []

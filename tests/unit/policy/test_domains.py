@@ -11,6 +11,7 @@ from libs.domain_keys import Sealer
 from services.policy.domains import (
     DnsAnswer,
     Purpose,
+    Record,
     RecordStatus,
     check_records,
     domain_problem,
@@ -22,7 +23,7 @@ from services.policy.domains import (
 SPF = "_spf.postwire.test"
 
 
-def _records():
+def _records() -> list[Record]:
     return records_for(
         "example.org",
         rsa_selector="pwr-1",

@@ -1,0 +1,143 @@
+"""Admission's steps in order, with hand-written fakes of its ports (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from libs.errors import FailedPrecondition, InvalidArgument, RateLimited, Unauthenticated
+from services.policy.admit import Admit, Decision, Send
+from services.policy.limits import Limits, Refusal
+
+TENANT = "7d1f3c1e-0000-4000-8000-000000000001"
+
+
+class World:
+    """Every port at once, writing what was asked into one log so the order shows."""
+
+    def __init__(
+        self,
+        *,
+        sandbox: bool | None = False,
+        limits: Sequence[Limits] = (),
+        suppressed: set[str] | None = None,
+        verified: bool = True,
+        refusal: Refusal | None = None,
+    ) -> None:
+        self.log: list[str] = []
+        self.charged: list[tuple[list[str], int]] = []
+        self._sandbox = sandbox
+        self._limits = list(limits)
+        self._suppressed = suppressed or set()
+        self._verified = verified
+        self._refusal = refusal
+
+    async def sandbox(self, tenant_id: str) -> bool | None:
+        self.log.append("tenant")
+        return self._sandbox
+
+    async def limits(self, tenant_id: str) -> list[Limits]:
+        self.log.append("limits")
+        return self._limits
+
+    async def check_from(self, tenant_id: str, from_domain: str) -> None:
+        self.log.append("from")
+        if not self._verified:
+            raise FailedPrecondition(
+                "not verified", violations=[("DOMAIN_NOT_VERIFIED", "from.address", "x")]
+            )
+
+    async def suppressed(self, tenant_id: str, addresses: Sequence[str], group: str) -> set[str]:
+        self.log.append("suppressions")
+        return {a for a in addresses if a in self._suppressed}
+
+    async def consume(self, tenant_id: str, limits: Sequence[Limits], recipients: int) -> Refusal | None:
+        self.log.append("charge")
+        self.charged.append(([lim.stream for lim in limits], recipients))
+        return self._refusal
+
+
+def _admit(world: World) -> Admit:
+    return Admit(world, world, world, world)
+
+
+def _send(*recipients: str, stream: str = "transactional", group: str = "") -> Send:
+    return Send(TENANT, "example.org", stream, group, tuple(recipients))
+
+
+async def test_the_steps_run_in_order_and_only_admitted_recipients_are_charged() -> None:
+    world = World(limits=[Limits("transactional", recipients_per_day=10)], suppressed={"b@x.org"})
+
+    admission = await _admit(world)(_send("a@x.org", "b@x.org", "c@x.org"))
+
+    assert admission.decisions == (Decision.ADMIT, Decision.SUPPRESS, Decision.ADMIT)
+    assert not admission.sandbox
+    assert world.log == ["tenant", "from", "suppressions", "limits", "charge"]
+    assert world.charged == [(["transactional"], 2)]
+
+
+async def test_an_unknown_tenant_is_refused_before_anything_else() -> None:
+    world = World(sandbox=None, limits=[Limits("*", recipients_per_day=10)])
+
+    with pytest.raises(Unauthenticated):
+        await _admit(world)(_send("a@x.org"))
+
+    assert world.log == ["tenant"]
+    assert world.charged == []
+
+
+async def test_a_sandbox_tenant_is_told_so_and_still_charged() -> None:
+    world = World(sandbox=True, limits=[Limits("*", recipients_per_day=10)])
+
+    admission = await _admit(world)(_send("a@x.org"))
+
+    assert admission.sandbox
+    assert world.charged == [(["*"], 1)]
+
+
+async def test_an_unverified_from_domain_is_refused_before_suppressions_and_charges() -> None:
+    world = World(verified=False, limits=[Limits("*", recipients_per_day=10)])
+
+    with pytest.raises(FailedPrecondition):
+        await _admit(world)(_send("a@x.org"))
+
+    assert world.log == ["tenant", "from"]
+
+
+async def test_bad_stream_and_group_names_are_refused_before_lookups() -> None:
+    world = World()
+
+    with pytest.raises(InvalidArgument) as refused:
+        await _admit(world)(_send("a@x.org", stream="Not A Stream", group="also bad!"))
+
+    assert [field for field, _ in refused.value.violations] == ["stream", "unsubscribe_group"]
+    assert world.log == ["tenant", "from"]
+
+
+async def test_nothing_is_charged_when_every_recipient_is_suppressed() -> None:
+    world = World(limits=[Limits("*", recipients_per_day=10)], suppressed={"a@x.org"})
+
+    admission = await _admit(world)(_send("a@x.org"))
+
+    assert admission.decisions == (Decision.SUPPRESS,)
+    assert world.charged == []
+
+
+async def test_limits_of_other_streams_are_not_charged() -> None:
+    world = World(limits=[Limits("marketing", recipients_per_day=10), Limits("*", recipients_per_day=99)])
+
+    await _admit(world)(_send("a@x.org"))
+
+    assert world.charged == [(["*"], 1)]
+
+
+async def test_a_refusal_is_rate_limited_with_its_subject_and_wait() -> None:
+    refusal = Refusal(subject="stream 'transactional'", description="daily quota", retry_after=30.0)
+    world = World(limits=[Limits("transactional", recipients_per_day=1)], refusal=refusal)
+
+    with pytest.raises(RateLimited) as refused:
+        await _admit(world)(_send("a@x.org", "b@x.org"))
+
+    assert refused.value.retry_after == 30.0
+    assert refused.value.subject == "stream 'transactional'"
