@@ -13,7 +13,9 @@ from tests.conftest import Suite, create_tenant
 from tests.integration.helpers import bad_request_fields
 
 
-def _request(name: str, request_id: str, subject: str = "Hello {{ name }}") -> template_service_pb2.CreateTemplateRequest:
+def _request(
+    name: str, request_id: str, subject: str = "Hello {{ name }}"
+) -> template_service_pb2.CreateTemplateRequest:
     return template_service_pb2.CreateTemplateRequest(
         template={"name": name, "subject": subject, "text_body": "Hi {{ name }}"}, request_id=request_id
     )
@@ -79,7 +81,9 @@ async def test_a_create_that_fails_does_not_use_up_its_request_id(edge, tenant) 
     prefix = f"rid-{uuid.uuid4().hex[:8]}"
     request_id = str(uuid.uuid4())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.CreateTemplate(_request(f"{prefix}-a", request_id, subject="{{ oops"), metadata=tenant.metadata)
+        await stub.CreateTemplate(
+            _request(f"{prefix}-a", request_id, subject="{{ oops"), metadata=tenant.metadata
+        )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     created = await stub.CreateTemplate(_request(f"{prefix}-a", request_id), metadata=tenant.metadata)
     assert created.template.name == f"{prefix}-a"
