@@ -7,9 +7,10 @@ import uuid
 
 import grpc
 import pytest
-from postwire.v1 import template_service_pb2, template_service_pb2_grpc
+from postwire.v1 import template_pb2, template_service_pb2, template_service_pb2_grpc
 
-from tests.conftest import Suite, create_tenant
+from libs.embedded.suite import Suite
+from tests.conftest import Tenant, create_tenant
 from tests.integration.helpers import bad_request_fields
 
 
@@ -17,19 +18,28 @@ def _request(
     name: str, request_id: str, subject: str = "Hello {{ name }}"
 ) -> template_service_pb2.CreateTemplateRequest:
     return template_service_pb2.CreateTemplateRequest(
-        template={"name": name, "subject": subject, "text_body": "Hi {{ name }}"}, request_id=request_id
+        template=template_pb2.Template(name=name, subject=subject, text_body="Hi {{ name }}"),
+        request_id=request_id,
     )
 
 
-async def _names(stub: template_service_pb2_grpc.TemplateServiceStub, tenant, prefix: str) -> list[str]:
+def _stub(edge: grpc.aio.Channel) -> template_service_pb2_grpc.TemplateServiceAsyncStub:
+    return template_service_pb2_grpc.TemplateServiceStub(edge)
+
+
+async def _names(
+    stub: template_service_pb2_grpc.TemplateServiceAsyncStub, tenant: Tenant, prefix: str
+) -> list[str]:
     answer = await stub.ListTemplates(
         template_service_pb2.ListTemplatesRequest(name_prefix=prefix), metadata=tenant.metadata
     )
     return [t.name for t in answer.templates]
 
 
-async def test_a_retried_create_returns_the_first_answer_and_creates_nothing(edge, tenant) -> None:
-    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+async def test_a_retried_create_returns_the_first_answer_and_creates_nothing(
+    edge: grpc.aio.Channel, tenant: Tenant
+) -> None:
+    stub = _stub(edge)
     prefix = f"rid-{uuid.uuid4().hex[:8]}"
     request_id = str(uuid.uuid4())
     first = await stub.CreateTemplate(_request(f"{prefix}-a", request_id), metadata=tenant.metadata)
@@ -42,8 +52,10 @@ async def test_a_retried_create_returns_the_first_answer_and_creates_nothing(edg
     assert got.template.version == 1
 
 
-async def test_the_same_request_id_with_another_template_is_already_exists(edge, tenant) -> None:
-    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+async def test_the_same_request_id_with_another_template_is_already_exists(
+    edge: grpc.aio.Channel, tenant: Tenant
+) -> None:
+    stub = _stub(edge)
     prefix = f"rid-{uuid.uuid4().hex[:8]}"
     request_id = str(uuid.uuid4())
     await stub.CreateTemplate(_request(f"{prefix}-a", request_id), metadata=tenant.metadata)
@@ -54,9 +66,9 @@ async def test_the_same_request_id_with_another_template_is_already_exists(edge,
     assert await _names(stub, tenant, prefix) == [f"{prefix}-a"]
 
 
-async def test_request_ids_are_per_tenant(suite: Suite, edge, tenant) -> None:
+async def test_request_ids_are_per_tenant(suite: Suite, edge: grpc.aio.Channel, tenant: Tenant) -> None:
     other_tenant = await create_tenant(suite)
-    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+    stub = _stub(edge)
     prefix = f"rid-{uuid.uuid4().hex[:8]}"
     request_id = str(uuid.uuid4())
     await stub.CreateTemplate(_request(f"{prefix}-a", request_id), metadata=tenant.metadata)
@@ -65,8 +77,10 @@ async def test_request_ids_are_per_tenant(suite: Suite, edge, tenant) -> None:
     assert await _names(stub, other_tenant, prefix) == [f"{prefix}-b"]
 
 
-async def test_a_malformed_request_id_is_invalid_argument_and_creates_nothing(edge, tenant) -> None:
-    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+async def test_a_malformed_request_id_is_invalid_argument_and_creates_nothing(
+    edge: grpc.aio.Channel, tenant: Tenant
+) -> None:
+    stub = _stub(edge)
     prefix = f"rid-{uuid.uuid4().hex[:8]}"
     for bad in ("new\nline", "x" * 257):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -76,8 +90,10 @@ async def test_a_malformed_request_id_is_invalid_argument_and_creates_nothing(ed
     assert await _names(stub, tenant, prefix) == []
 
 
-async def test_a_create_that_fails_does_not_use_up_its_request_id(edge, tenant) -> None:
-    stub = template_service_pb2_grpc.TemplateServiceStub(edge)
+async def test_a_create_that_fails_does_not_use_up_its_request_id(
+    edge: grpc.aio.Channel, tenant: Tenant
+) -> None:
+    stub = _stub(edge)
     prefix = f"rid-{uuid.uuid4().hex[:8]}"
     request_id = str(uuid.uuid4())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
