@@ -103,3 +103,40 @@ async def test_a_create_that_fails_does_not_use_up_its_request_id(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     created = await stub.CreateTemplate(_request(f"{prefix}-a", request_id), metadata=tenant.metadata)
     assert created.template.name == f"{prefix}-a"
+
+
+async def test_a_retry_answers_first_even_when_the_request_would_no_longer_be_valid(
+    edge: grpc.aio.Channel, tenant: Tenant
+) -> None:
+    stub = _stub(edge)
+    prefix = f"rid-{uuid.uuid4().hex[:8]}"
+    await stub.CreateTemplate(
+        template_service_pb2.CreateTemplateRequest(
+            template=template_pb2.Template(
+                name=f"{prefix}-base",
+                kind=template_pb2.TEMPLATE_KIND_LAYOUT,
+                html_body="<div>{% block body %}{% endblock %}</div>",
+            )
+        ),
+        metadata=tenant.metadata,
+    )
+    create = template_service_pb2.CreateTemplateRequest(
+        template=template_pb2.Template(
+            name=f"{prefix}-welcome",
+            subject="Hi",
+            html_body=f'{{% extends "{prefix}-base" %}}{{% block body %}}Hi{{% endblock %}}',
+        ),
+        request_id=str(uuid.uuid4()),
+    )
+    first = await stub.CreateTemplate(create, metadata=tenant.metadata)
+    # The layout loses its HTML: the same create, made afresh, would now be refused.
+    await stub.UpdateTemplate(
+        template_service_pb2.UpdateTemplateRequest(
+            template=template_pb2.Template(name=f"{prefix}-base", text_body="{% block body %}{% endblock %}"),
+            update_mask={"paths": ["html_body", "text_body"]},
+        ),
+        metadata=tenant.metadata,
+    )
+    again = await stub.CreateTemplate(create, metadata=tenant.metadata)
+    assert again == first
+    assert await _names(stub, tenant, prefix) == [f"{prefix}-base", f"{prefix}-welcome"]
