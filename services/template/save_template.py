@@ -1,9 +1,11 @@
 """Saving templates: create one, or add a version to one (a draft, or published for sends).
 
-Every save runs the same steps in this order, through the ports it is given:
-check the fields (rules that need nothing stored) → check the template syntax → check the layouts
-and partials it names (which needs what is stored) → store. Nothing is stored unless every check
-passed, and an update finds its template (NOT_FOUND) before it checks anything it would merge.
+Every save runs the same steps in this order, through the ports it is given: (a create with a
+request id: replay lookup) → check the fields (rules that need nothing stored) → check the template
+syntax → check the layouts and partials it names (which needs what is stored) → store. A retry is
+answered before any check, since what it names may have changed since the first call; nothing is
+stored unless every check passed; an update finds its template (NOT_FOUND) before it checks
+anything it would merge.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class TemplateChange:
 
 
 class TemplateWrites(Protocol):
+    async def replay(self, request_id: RequestId) -> StoredTemplate | None:
+        """The first answer to `request_id`; ALREADY_EXISTS when it came with another request."""
+        ...
+
     async def get(
         self, tenant_id: str, id_or_name: str, version: int, *, include_drafts: bool = False
     ) -> StoredTemplate: ...
@@ -106,6 +112,10 @@ class SaveTemplate:
     async def create(
         self, tenant_id: str, new: NewTemplate, /, *, request_id: RequestId | None = None
     ) -> StoredTemplate:
+        if request_id is not None:
+            first = await self._templates.replay(request_id)
+            if first is not None:
+                return first
         parts = new.fields.parts()
         check_parts(new.kind, parts, also=check_name(new.name))
         locales = locales_json(new.fields.locales, new.kind)

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from libs.request_id_store import Connection, once
+from libs.request_id_store import Connection, answered, once
 from libs.request_ids import RequestId
 from services.template.kinds import Kind
 from services.template.references import MAX_DEPENDENCIES, MAX_DEPTH, Target
@@ -95,6 +95,11 @@ class TemplateStore:
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a template named '{name}' already exists", field="template.name") from None
         return _decode(answer)
+
+    async def replay(self, request_id: RequestId) -> StoredTemplate | None:
+        """What the create that first used `request_id` answered, if one has committed."""
+        answer = await answered(self._pool, request_id)
+        return None if answer is None else _decode(answer)
 
     async def get(
         self, tenant_id: str, id_or_name: str, version: int, *, include_drafts: bool = False

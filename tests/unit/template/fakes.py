@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from libs.errors import NotFound
+from libs.errors import AlreadyExists, NotFound
 from libs.mail.parts import Parts
 from libs.request_ids import RequestId
 from services.template.kinds import Kind
@@ -45,6 +45,15 @@ class FakeStore:
     added: list[tuple[str, dict[str, str], tuple[str, ...], bool]] = field(default_factory=list)
     include_drafts: list[bool] = field(default_factory=list)
     pinned: list[Mapping[str, int]] = field(default_factory=list)
+
+    async def replay(self, request_id: RequestId) -> StoredTemplate | None:
+        self.calls.append("replay")
+        for made, rid in self.created:
+            if rid is not None and rid.value == request_id.value:
+                if rid.fingerprint != request_id.fingerprint:
+                    raise AlreadyExists("used with a different request", field="request_id")
+                return made
+        return None
 
     def _find(self, id_or_name: str) -> StoredTemplate:
         for t in self.templates.values():

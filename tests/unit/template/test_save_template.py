@@ -4,9 +4,9 @@ when any check fails."""
 from __future__ import annotations
 
 import pytest
-from postwire.v1 import template_service_pb2
+from postwire.v1 import template_pb2, template_service_pb2
 
-from libs.errors import InvalidArgument, NotFound
+from libs.errors import AlreadyExists, InvalidArgument, NotFound
 from libs.mail.parts import Parts
 from libs.request_ids import RequestId
 from services.template.kinds import Kind
@@ -87,12 +87,41 @@ async def test_a_bad_variables_schema_stores_nothing() -> None:
     assert store.calls == []
 
 
-async def test_the_request_id_reaches_the_store_with_the_create() -> None:
-    store = FakeStore()
-    request = template_service_pb2.CreateTemplateRequest(request_id="r-1")
+def _rid(request_id: str, name: str) -> RequestId:
+    request = template_service_pb2.CreateTemplateRequest(
+        template=template_pb2.Template(name=name), request_id=request_id
+    )
     rid = RequestId.of(TENANT, "CreateTemplate", request)
+    assert rid is not None
+    return rid
+
+
+async def test_a_create_with_a_request_id_looks_for_a_first_answer_then_checks_and_stores() -> None:
+    store = FakeStore()
+    rid = _rid("r-1", "welcome")
     await _save(store).create(TENANT, _new(), request_id=rid)
+    assert store.calls == ["replay", "create"]
     assert [r for _, r in store.created] == [rid]
+
+
+async def test_a_retry_is_answered_before_any_check_and_creates_nothing() -> None:
+    store = FakeStore()
+    first = await _save(store).create(TENANT, _new(), request_id=_rid("r-1", "welcome"))
+    store.calls.clear()
+    # Made afresh this would now fail its reference check; the retry gets the first answer.
+    retry = _new(html_body='{% extends "gone" %}')
+    assert await _save(store).create(TENANT, retry, request_id=_rid("r-1", "welcome")) == first
+    assert store.calls == ["replay"] and len(store.created) == 1
+
+
+async def test_a_request_id_reused_for_another_template_is_refused_before_any_check() -> None:
+    store = FakeStore()
+    await _save(store).create(TENANT, _new(), request_id=_rid("r-1", "welcome"))
+    store.calls.clear()
+    with pytest.raises(AlreadyExists) as caught:
+        await _save(store).create(TENANT, _new("other"), request_id=_rid("r-1", "other"))
+    assert caught.value.field == "request_id"
+    assert store.calls == ["replay"] and len(store.created) == 1
 
 
 async def test_an_update_of_a_missing_template_is_not_found_before_anything_is_checked() -> None:
