@@ -11,7 +11,7 @@ import asyncpg
 from libs.errors import AlreadyExists
 from libs.request_ids import RequestId
 
-__all__ = ["KEEP", "claim", "once", "remember"]
+__all__ = ["KEEP", "answered", "claim", "once", "remember"]
 
 # How long an answer is remembered (PRODUCT.md: idempotency keys kept at least 24 hours).
 KEEP = timedelta(days=7)
@@ -89,3 +89,22 @@ async def once(
         if rid is not None:
             await remember(conn, rid, seal(answer))
         return answer
+
+
+async def answered(
+    conn: Connection | asyncpg.Pool, rid: RequestId, *, unseal: Callable[[bytes], bytes] = _same
+) -> bytes | None:
+    """The id's answer when a call with it has committed, read without claiming it, so a Create
+    can answer a retry before re-running checks whose outcome may have changed since; None when
+    it has none (`once` still settles races). ALREADY_EXISTS when the id came with another request."""
+    row = await conn.fetchrow(
+        "SELECT fingerprint, response FROM request_ids WHERE owner = $1 AND method = $2 AND request_id = $3",
+        rid.owner,
+        rid.method,
+        rid.value,
+    )
+    if row is None or row["response"] is None:
+        return None
+    if bytes(row["fingerprint"]) != rid.fingerprint:
+        raise AlreadyExists("this request_id was already used with a different request", field="request_id")
+    return unseal(bytes(row["response"]))

@@ -8,25 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import IntEnum
 
 from jinja2 import Environment, TemplateSyntaxError, nodes
 
 from libs.errors import InvalidArgument
+from services.template.kinds import Kind
 
-__all__ = ["Kind", "Reference", "Target", "check_references", "find_cycle", "references_in", "reject"]
+__all__ = ["Reference", "Target", "check_references", "find_cycle", "references_in", "reject"]
 
 MAX_DEPENDENCIES = 50
 MAX_DEPTH = 10
 
 # Parsing needs no sandbox: nothing is executed, and the AST is only read.
 _PARSER = Environment()
-
-
-class Kind(IntEnum):
-    MESSAGE = 1
-    LAYOUT = 2
-    PARTIAL = 3
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,7 +189,12 @@ class RenderPool:
                     await asyncio.sleep(0.05)
                     continue
                 raise InvalidArgument(
-                    [("template", f"'{name}': rendering stopped: it ran out of memory or crashed the renderer")]
+                    [
+                        (
+                            "template",
+                            f"'{name}': rendering stopped: it ran out of memory or crashed the renderer",
+                        )
+                    ]
                 ) from None
             finally:
                 # Killed unless it answered a whole frame: a cancelled call may have left half a
@@ -241,11 +246,17 @@ class RenderPool:
                 _log.exception("could not start a render worker; retrying")
                 await asyncio.sleep(RESTART_BACKOFF_SECONDS)
                 continue
-            if self._closed:
+            # Read again: close() may have run while the worker started.
+            if self._closing():
                 await worker.stop(0)
                 return
             self._add(worker)
             return
+
+    def _closing(self) -> bool:
+        # A call, not the attribute: mypy would keep the loop condition's narrowing across the
+        # await above and call the check unreachable.
+        return self._closed
 
     def _dispatch(self) -> None:
         # A worker killed while idle is dropped here, before a render is lost to it; its watcher

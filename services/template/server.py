@@ -15,9 +15,12 @@ from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
 from libs.page_tokens import PageTokens
 from libs.service_main import Service, serve
-from services.template.api import RenderApi, TemplateApi, TemplateCore
+from services.template.api import RenderApi, TemplateApi
 from services.template.config import TemplateConfig
+from services.template.manage_templates import ManageTemplates
+from services.template.render_message import RenderMessage
 from services.template.render_pool import RenderPool
+from services.template.save_template import SaveTemplate
 from services.template.store import TemplateStore, TemplateVersions
 
 
@@ -33,11 +36,14 @@ async def run(env: Mapping[str, str]) -> None:
             time_limit_seconds=config.render_time_limit_seconds,
         )
         await renders.start()
-        core = TemplateCore(TemplateStore(pool), TemplateVersions(pool), renders)
+        templates, versions = TemplateStore(pool), TemplateVersions(pool)
+        render = RenderMessage(templates, renders)
         server.add(
             template_service_pb2_grpc.add_TemplateServiceServicer_to_server,
             TemplateApi(
-                core,
+                SaveTemplate(templates, versions),
+                render,
+                ManageTemplates(templates, versions),
                 KeyResolver(policy, ttl=config.common.key_cache_seconds),
                 PageTokens(config.token_keys),
             ),
@@ -45,7 +51,7 @@ async def run(env: Mapping[str, str]) -> None:
         )
         server.add(
             render_service_pb2_grpc.add_RenderServiceServicer_to_server,
-            RenderApi(core),
+            RenderApi(render),
             render_service_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name,
         )
         return Service(close=[renders.close, policy.close, pool.close])

@@ -2,36 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from services.template.references import MAX_DEPENDENCIES, MAX_DEPTH, Kind, Target
+from libs.request_id_store import Connection, answered, once
+from libs.request_ids import RequestId
+from services.template.kinds import Kind
+from services.template.references import MAX_DEPENDENCIES, MAX_DEPTH, Target
+from services.template.versions import StoredTemplate
 
-__all__ = ["StoredTemplate", "TemplateStore"]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredTemplate:
-    id: str
-    name: str
-    version: int
-    subject: str
-    html_body: str
-    text_body: str
-    create_time: datetime
-    update_time: datetime
-    variables_schema: str = ""
-    draft: bool = False
-    locales: str = "{}"
-    mjml_body: str = ""
-    kind: int = 1
-    refs: tuple[str, ...] = ()
+__all__ = ["TemplateStore", "TemplateVersions"]
 
 
 def _parse_uuid(value: str) -> uuid.UUID | None:
@@ -64,38 +51,55 @@ class TemplateStore:
         draft: bool = False,
         locales: str = "{}",
         mjml_body: str = "",
-        kind: int = 1,
+        kind: Kind = Kind.MESSAGE,
         refs: Sequence[str] = (),
+        request_id: RequestId | None = None,
     ) -> StoredTemplate:
+        """Version 1 of a new template; with `request_id`, created at most once: a retry of the
+        same request gets the first answer back, even after the template has changed."""
         template_id = uuid.uuid4()
+
+        async def insert(conn: Connection) -> bytes:
+            await conn.execute(
+                "INSERT INTO templates (id, tenant_id, name, latest_version, head_version, kind)"
+                " VALUES ($1, $2, $3, $4, 1, $5)",
+                template_id,
+                uuid.UUID(tenant_id),
+                name,
+                0 if draft else 1,
+                int(kind),
+            )
+            await conn.execute(
+                "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
+                " variables_schema, draft, locales, mjml_body, refs)"
+                " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                template_id,
+                subject,
+                html,
+                text,
+                variables_schema,
+                draft,
+                locales,
+                mjml_body,
+                list(refs),
+            )
+            # Read back through the same connection: the transaction has not committed yet.
+            created = await _fetch(conn, tenant_id, str(template_id), 1, include_drafts=True)
+            if created is None:
+                raise RuntimeError("a template inserted in this transaction cannot be read back")
+            return _encode(created)
+
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "INSERT INTO templates (id, tenant_id, name, latest_version, head_version, kind)"
-                    " VALUES ($1, $2, $3, $4, 1, $5)",
-                    template_id,
-                    uuid.UUID(tenant_id),
-                    name,
-                    0 if draft else 1,
-                    kind,
-                )
-                await conn.execute(
-                    "INSERT INTO template_versions (template_id, version, subject, html_body, text_body,"
-                    " variables_schema, draft, locales, mjml_body, refs)"
-                    " VALUES ($1, 1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    template_id,
-                    subject,
-                    html,
-                    text,
-                    variables_schema,
-                    draft,
-                    locales,
-                    mjml_body,
-                    list(refs),
-                )
+            async with self._pool.acquire() as conn:
+                answer = await once(conn, request_id, lambda: insert(conn))
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a template named '{name}' already exists", field="template.name") from None
-        return await self.get(tenant_id, str(template_id), 0, include_drafts=True)
+        return _decode(answer)
+
+    async def replay(self, request_id: RequestId) -> StoredTemplate | None:
+        """What the create that first used `request_id` answered, if one has committed."""
+        answer = await answered(self._pool, request_id)
+        return None if answer is None else _decode(answer)
 
     async def get(
         self, tenant_id: str, id_or_name: str, version: int, *, include_drafts: bool = False
@@ -106,22 +110,11 @@ class TemplateStore:
         published version and a pinned draft is not found. With it (previews), version 0 is the
         newest version of any kind.
         """
-        template_uuid = _parse_uuid(id_or_name)
-        row = await self._pool.fetchrow(
-            _SELECT + " JOIN template_versions v ON v.template_id = t.id"
-            " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND (t.id = $2 OR ($2 IS NULL AND t.name = $3))"
-            " AND v.version = CASE WHEN $4 > 0 THEN $4 WHEN $5 THEN t.head_version ELSE t.latest_version END"
-            " AND ($5 OR NOT v.draft)",
-            uuid.UUID(tenant_id),
-            template_uuid,
-            id_or_name,
-            version,
-            include_drafts,
-        )
-        if row is None:
+        found = await _fetch(self._pool, tenant_id, id_or_name, version, include_drafts=include_drafts)
+        if found is None:
             what = f"version {version} of template" if version else "a published version of template"
             raise NotFound(f"{what} '{id_or_name}' not found")
-        return _row_to_template(row)
+        return found
 
     async def dependencies(
         self, tenant_id: str, names: Sequence[str], pinned: Mapping[str, int], *, include_drafts: bool
@@ -192,6 +185,40 @@ class TemplateStore:
         return targets, edges
 
 
+async def _fetch(
+    conn: Connection | asyncpg.Pool, tenant_id: str, id_or_name: str, version: int, *, include_drafts: bool
+) -> StoredTemplate | None:
+    row = await conn.fetchrow(
+        _SELECT + " JOIN template_versions v ON v.template_id = t.id"
+        " WHERE t.tenant_id = $1 AND t.delete_time IS NULL AND (t.id = $2 OR ($2 IS NULL AND t.name = $3))"
+        " AND v.version = CASE WHEN $4 > 0 THEN $4 WHEN $5 THEN t.head_version ELSE t.latest_version END"
+        " AND ($5 OR NOT v.draft)",
+        uuid.UUID(tenant_id),
+        _parse_uuid(id_or_name),
+        id_or_name,
+        version,
+        include_drafts,
+    )
+    return None if row is None else _row_to_template(row)
+
+
+def _encode(t: StoredTemplate) -> bytes:
+    """What a request id remembers: the version as the first call answered it."""
+    fields: dict[str, Any] = dataclasses.asdict(t)
+    fields["create_time"] = t.create_time.isoformat()
+    fields["update_time"] = t.update_time.isoformat()
+    return json.dumps(fields, sort_keys=True).encode()
+
+
+def _decode(answer: bytes) -> StoredTemplate:
+    fields = json.loads(answer)
+    fields["create_time"] = datetime.fromisoformat(fields["create_time"])
+    fields["update_time"] = datetime.fromisoformat(fields["update_time"])
+    fields["kind"] = Kind(fields["kind"])
+    fields["refs"] = tuple(fields["refs"])
+    return StoredTemplate(**fields)
+
+
 _SELECT_LATEST = _SELECT + " JOIN template_versions v ON v.template_id = t.id AND v.version = t.head_version"
 
 
@@ -209,7 +236,7 @@ def _row_to_template(row: asyncpg.Record) -> StoredTemplate:
         draft=row["draft"],
         locales=row["locales"],
         mjml_body=row["mjml_body"],
-        kind=row["kind"],
+        kind=Kind(row["kind"]),
         refs=tuple(row["refs"]),
     )
 

@@ -7,7 +7,8 @@ import pytest
 
 from libs.errors import InvalidArgument
 from libs.mail.parts import Parts
-from services.template.references import Kind, Reference, Target, check_references, find_cycle, references_in
+from services.template.kinds import Kind
+from services.template.references import Reference, Target, check_references, find_cycle, references_in
 from services.template.render import Renderer
 
 
