@@ -39,11 +39,12 @@ def sign(msg_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> st
 def event_type_name(event_type: int) -> str:
     """`email.delivered`, `email.bounced`, … and `webhook.disabled`; ValueError for UNSPECIFIED
     or a number this build does not know."""
-    if event_type in _NOT_EMAIL:
-        return _NOT_EMAIL[event_type]
-    if event_type == event_pb2.EVENT_TYPE_UNSPECIFIED:
+    value = event_pb2.EventType.ValueType(event_type)
+    if value in _NOT_EMAIL:
+        return _NOT_EMAIL[value]
+    if value == event_pb2.EVENT_TYPE_UNSPECIFIED:
         raise ValueError("EVENT_TYPE_UNSPECIFIED has no webhook type")
-    name: str = event_pb2.EventType.Name(event_type)  # ValueError for an unknown number
+    name: str = event_pb2.EventType.Name(value)  # ValueError for an unknown number
     return "email." + name.removeprefix(_PREFIX).lower()
 
 
