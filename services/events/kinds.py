@@ -34,15 +34,6 @@ class EventType(IntEnum):
     def proto(self) -> event_pb2.EventType.ValueType:
         return event_pb2.EventType.ValueType(self.value)
 
-    @classmethod
-    def of(cls, value: int) -> EventType | None:
-        """The member for a number off the wire, None for one this build does not know (proto3
-        keeps unknown enum numbers) or _UNSPECIFIED."""
-        try:
-            return cls(value)
-        except ValueError:
-            return None
-
 
 # What a webhook may subscribe to: the types emitted today.
 EMITTED_TYPES = frozenset(EventType) - {EventType.OPENED, EventType.CLICKED, EventType.UNSUBSCRIBED}
