@@ -11,9 +11,9 @@ from postwire.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc
 
 from libs.grpcx.auth import Context, KeyResolver
 from libs.page_tokens import PageTokens
+from services.events.event_query import EventQuery
 from services.events.filters import event_types, optional_uuid
 from services.events.list_events import Reads, list_events
-from services.events.store import EventQuery
 from services.events.stream_cursor import stream_filters
 from services.events.stream_events import EventStreams, StreamRequest
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from libs.page_tokens import Cursor
+from services.events.event_query import EventQuery
 from services.events.pagination import page_size, sequence
-from services.events.store import EventQuery
 
 __all__ = ["EventPage", "Reads", "list_events"]
 

@@ -9,7 +9,7 @@ from typing import Protocol
 from postwire.v1 import event_pb2
 
 from libs.page_tokens import page_size
-from services.events.store import EventQuery
+from services.events.event_query import EventQuery
 
 __all__ = ["MAX_TIMELINE", "Reads", "message_timeline"]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from libs.errors import InvalidArgument, RateLimited
-from services.events.store import EventQuery
+from services.events.event_query import EventQuery
 
 __all__ = ["STREAM_BATCH", "Cursors", "EventStreams", "Notices", "Reads", "StreamRequest", "Streamed", "Wake"]
 

@@ -21,13 +21,15 @@ DELIVERED = event_pb2.EVENT_TYPE_DELIVERED
 BOUNCED = event_pb2.EVENT_TYPE_BOUNCED
 
 
-def _request(request_id: str, *types: int, url: str = "http://127.0.0.1:9/hook") -> pb.CreateWebhookRequest:
+def _request(
+    request_id: str, *types: event_pb2.EventType.ValueType, url: str = "http://127.0.0.1:9/hook"
+) -> pb.CreateWebhookRequest:
     return pb.CreateWebhookRequest(
-        webhook=pb.Webhook(url=url, event_types=list(types or [DELIVERED])), request_id=request_id
+        webhook=pb.Webhook(url=url, event_types=list(types) or [DELIVERED]), request_id=request_id
     )
 
 
-async def _all_webhooks(hooks: webhook_service_pb2_grpc.WebhookServiceStub, tenant: Tenant) -> list[str]:
+async def _all_webhooks(hooks: webhook_service_pb2_grpc.WebhookServiceAsyncStub, tenant: Tenant) -> list[str]:
     answer = await hooks.ListWebhooks(pb.ListWebhooksRequest(page_size=100), metadata=tenant.metadata)
     return [w.id for w in answer.webhooks]
 

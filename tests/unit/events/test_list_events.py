@@ -12,8 +12,8 @@ from postwire.v1 import event_service_pb2
 from libs.errors import InvalidArgument
 from libs.page_tokens import PageTokens
 from libs.token_keys import KeyRing
+from services.events.event_query import EventQuery
 from services.events.list_events import list_events
-from services.events.store import EventQuery
 
 RING = KeyRing.parse("k1:" + "A" * 43)
 QUERY = EventQuery(tenant_id="t", after_seq=0, limit=0)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from libs.errors import InvalidArgument, RateLimited
-from services.events.store import EventQuery
+from services.events.event_query import EventQuery
 from services.events.stream_events import EventStreams, Streamed, StreamRequest
 
 TENANT = "t"
