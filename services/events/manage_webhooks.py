@@ -16,8 +16,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from libs.errors import InvalidArgument, NotFound
+from libs.page_tokens import Cursor
 from libs.request_ids import RequestId
 from services.events.kinds import DeliveryState
+from services.events.pagination import page_size
 from services.events.webhook_records import DeliveryRow, WebhookRow
 from services.events.webhook_rules import DEFAULT_OVERLAP, MAX_OVERLAP, WebhookSpec, spec_violations
 
@@ -85,6 +87,18 @@ def parse_id(value: str, field: str) -> uuid.UUID:
         raise InvalidArgument([(field, "not a webhook id")]) from None
 
 
+def _time_and_text(position: str) -> tuple[datetime, str]:
+    stamp, sep, rest = position.partition("|")
+    if not sep or not rest:
+        raise ValueError(position)
+    return datetime.fromisoformat(stamp), rest
+
+
+def _time_and_id(position: str) -> tuple[datetime, uuid.UUID]:
+    stamp, webhook_id = _time_and_text(position)
+    return stamp, uuid.UUID(webhook_id)
+
+
 def not_found(webhook_id: uuid.UUID) -> NotFound:
     # The same answer for a webhook that never existed and another tenant's.
     return NotFound(f"webhook {webhook_id} not found")
@@ -135,9 +149,12 @@ class WebhookCatalog:
         return row
 
     async def page(
-        self, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
-    ) -> list[WebhookRow]:
-        return await self._store.page(tenant_id, after, limit)
+        self, tenant_id: str, cursor: Cursor, requested_size: int
+    ) -> tuple[Sequence[WebhookRow], str]:
+        """One page of the tenant's webhooks, oldest first, and the next page's token."""
+        size = page_size(requested_size)
+        rows = await self._store.page(tenant_id, cursor.parse(_time_and_id), size + 1)
+        return cursor.page(rows, size, lambda r: f"{r.create_time.isoformat()}|{r.id}")
 
     async def update(
         self, tenant_id: str, webhook_id: uuid.UUID, webhook: WebhookSpec, mask: Sequence[str]
@@ -178,20 +195,18 @@ class WebhookCatalog:
         return secret, expire
 
     async def deliveries(
-        self,
-        tenant_id: str,
-        webhook_id: uuid.UUID,
-        *,
-        state: int,
-        after: tuple[datetime, str] | None,
-        limit: int,
-    ) -> Sequence[DeliveryRow]:
-        """The delivery log, newest first; `state` is the request's filter (0: every state)."""
+        self, tenant_id: str, webhook_id: uuid.UUID, state: int, cursor: Cursor, requested_size: int
+    ) -> tuple[Sequence[DeliveryRow], str]:
+        """One page of the delivery log, newest first, and the next page's token; `state` is the
+        request's filter (0: every state)."""
+        size = page_size(requested_size)
         wanted: DeliveryState | None = None
         if state:
             try:
                 wanted = DeliveryState(state)
             except ValueError:
                 raise InvalidArgument([("state", f"not a webhook delivery state: {state}")]) from None
+        after = cursor.parse(_time_and_text)
         await self.get(tenant_id, webhook_id)
-        return await self._store.deliveries(tenant_id, webhook_id, state=wanted, after=after, limit=limit)
+        rows = await self._store.deliveries(tenant_id, webhook_id, state=wanted, after=after, limit=size + 1)
+        return cursor.page(rows, size, lambda r: f"{r.create_time.isoformat()}|{r.event_id}")

@@ -3,7 +3,6 @@ services.events.redeliver."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -15,7 +14,6 @@ from libs.page_tokens import PageTokens
 from libs.request_ids import RequestId
 from services.events.kinds import DeliveryState
 from services.events.manage_webhooks import WebhookCatalog, parse_id
-from services.events.pagination import page_size
 from services.events.redeliver import Store as RedeliverStore
 from services.events.redeliver import redeliver
 from services.events.webhook_records import DeliveryRow, WebhookRow
@@ -78,18 +76,6 @@ def _spec(webhook: pb.Webhook, fields: frozenset[str]) -> WebhookSpec:
     )
 
 
-def _time_and_text(position: str) -> tuple[datetime, str]:
-    stamp, sep, rest = position.partition("|")
-    if not sep or not rest:
-        raise ValueError(position)
-    return datetime.fromisoformat(stamp), rest
-
-
-def _time_and_id(position: str) -> tuple[datetime, uuid.UUID]:
-    stamp, webhook_id = _time_and_text(position)
-    return stamp, uuid.UUID(webhook_id)
-
-
 class WebhookApi(webhook_service_pb2_grpc.WebhookServiceServicer):
     def __init__(
         self, catalog: WebhookCatalog, redeliveries: RedeliverStore, keys: KeyResolver, pages: PageTokens
@@ -122,11 +108,9 @@ class WebhookApi(webhook_service_pb2_grpc.WebhookServiceServicer):
         self, request: pb.ListWebhooksRequest, context: Context
     ) -> pb.ListWebhooksResponse:
         caller = await self._keys.authorize(context, "webhooks:read")
-        size = page_size(request.page_size)
         cursor = self._pages.cursor(request, caller=caller.tenant_id)
-        rows = await self._catalog.page(caller.tenant_id, cursor.parse(_time_and_id), size + 1)
-        page, token = cursor.page(rows, size, lambda r: f"{r.create_time.isoformat()}|{r.id}")
-        return pb.ListWebhooksResponse(webhooks=[_webhook(r) for r in page], next_page_token=token)
+        rows, token = await self._catalog.page(caller.tenant_id, cursor, request.page_size)
+        return pb.ListWebhooksResponse(webhooks=[_webhook(r) for r in rows], next_page_token=token)
 
     async def UpdateWebhook(
         self, request: pb.UpdateWebhookRequest, context: Context
@@ -157,18 +141,12 @@ class WebhookApi(webhook_service_pb2_grpc.WebhookServiceServicer):
     ) -> pb.ListWebhookDeliveriesResponse:
         caller = await self._keys.authorize(context, "webhooks:read")
         webhook_id = parse_id(request.webhook_id, "webhook_id")
-        size = page_size(request.page_size)
         cursor = self._pages.cursor(request, caller=caller.tenant_id)
-        rows = await self._catalog.deliveries(
-            caller.tenant_id,
-            webhook_id,
-            state=request.state,
-            after=cursor.parse(_time_and_text),
-            limit=size + 1,
+        rows, token = await self._catalog.deliveries(
+            caller.tenant_id, webhook_id, request.state, cursor, request.page_size
         )
-        page, token = cursor.page(rows, size, lambda r: f"{r.create_time.isoformat()}|{r.event_id}")
         return pb.ListWebhookDeliveriesResponse(
-            deliveries=[_delivery(r) for r in page], next_page_token=token
+            deliveries=[_delivery(r) for r in rows], next_page_token=token
         )
 
     async def RedeliverWebhookEvent(

@@ -12,7 +12,9 @@ import pytest
 from postwire.v1 import event_pb2, webhook_service_pb2
 
 from libs.errors import AlreadyExists, InvalidArgument, NotFound
+from libs.page_tokens import Cursor, PageTokens
 from libs.request_ids import RequestId
+from libs.token_keys import KeyRing
 from services.events.kinds import DeliveryState
 from services.events.manage_webhooks import WebhookCatalog
 from services.events.webhook_records import DeliveryRow, WebhookRow
@@ -131,6 +133,12 @@ class Fixture:
         return webhook_id, secret
 
 
+def _cursor() -> Cursor:
+    return PageTokens(KeyRing.parse("k1:" + "A" * 43)).cursor(
+        webhook_service_pb2.ListWebhookDeliveriesRequest(), caller="t"
+    )
+
+
 HOOK = WebhookSpec("https://hooks.example/", (DELIVERED,))
 
 
@@ -202,7 +210,7 @@ async def test_other_tenants_get_not_found_and_limits_name_their_field() -> None
     with pytest.raises(NotFound):
         await f.catalog.rotate("other", webhook_id, None)
     with pytest.raises(NotFound):
-        await f.catalog.deliveries("other", webhook_id, state=0, after=None, limit=10)
+        await f.catalog.deliveries("other", webhook_id, 0, _cursor(), 10)
     with pytest.raises(InvalidArgument) as caught:
         await f.catalog.rotate("t", webhook_id, timedelta(days=8))
     assert caught.value.violations[0][0] == "overlap"
@@ -211,9 +219,9 @@ async def test_other_tenants_get_not_found_and_limits_name_their_field() -> None
 async def test_the_delivery_state_filter_is_the_enum_and_an_unknown_one_is_invalid() -> None:
     f = Fixture()
     webhook_id = uuid.UUID((await f.create(HOOK))[0])
-    await f.catalog.deliveries("t", webhook_id, state=3, after=None, limit=10)
-    await f.catalog.deliveries("t", webhook_id, state=0, after=None, limit=10)
+    await f.catalog.deliveries("t", webhook_id, 3, _cursor(), 10)
+    await f.catalog.deliveries("t", webhook_id, 0, _cursor(), 10)
     assert f.store.delivery_states == [DeliveryState.DEAD_LETTERED, None]
     with pytest.raises(InvalidArgument) as caught:
-        await f.catalog.deliveries("t", webhook_id, state=9, after=None, limit=10)
+        await f.catalog.deliveries("t", webhook_id, 9, _cursor(), 10)
     assert caught.value.violations[0][0] == "state"
