@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
 from postwire.internal.v1 import bus_pb2
 from postwire.v1 import event_pb2, message_pb2
 
 from libs.bus import Bus, event_subject
-from libs.request_id_store import Connection
 
 __all__ = ["EventContext", "insert_events", "new_event", "publish_events"]
 
@@ -80,7 +80,7 @@ def _subject(envelope: bus_pb2.EventEnvelope) -> str:
     )
 
 
-async def insert_events(conn: Connection, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:
+async def insert_events(conn: asyncpg.Connection, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:
     rows = [(e.event.id, e.tenant_id, _subject(e), e.SerializeToString()) for e in envelopes]
     if rows:
         await conn.executemany(

@@ -36,7 +36,7 @@ def sign(msg_id: str, timestamp: int, body: bytes, secrets: Sequence[str]) -> st
     )
 
 
-def event_type_name(event_type: int) -> str:
+def event_type_name(event_type: event_pb2.EventType.ValueType | int) -> str:
     """`email.delivered`, `email.bounced`, … and `webhook.disabled`; ValueError for UNSPECIFIED
     or a number this build does not know."""
     value = event_pb2.EventType.ValueType(event_type)
@@ -44,7 +44,7 @@ def event_type_name(event_type: int) -> str:
         return _NOT_EMAIL[value]
     if value == event_pb2.EVENT_TYPE_UNSPECIFIED:
         raise ValueError("EVENT_TYPE_UNSPECIFIED has no webhook type")
-    name: str = event_pb2.EventType.Name(value)  # ValueError for an unknown number
+    name = event_pb2.EventType.Name(value)  # ValueError for an unknown number
     return "email." + name.removeprefix(_PREFIX).lower()
 
 
