@@ -34,3 +34,11 @@ class WebhookSecrets:
     def open(self, sealed: str, webhook_id: str) -> str:
         """The `whsec_…` secret; libs.token_keys.TokenInvalid if it was not sealed for this webhook."""
         return self._keys.open(f"webhook-secret:{webhook_id}", sealed).decode()
+
+    def seal_answer(self, answer: bytes, bound_to: str) -> bytes:
+        """A remembered CreateWebhook response (it carries the secret), sealed at rest for the
+        request_ids table; `bound_to` (owner and request id) keeps it from being moved."""
+        return self._keys.seal(f"webhook-create-answer:{bound_to}", answer).encode()
+
+    def open_answer(self, sealed: bytes, bound_to: str) -> bytes:
+        return self._keys.open(f"webhook-create-answer:{bound_to}", sealed.decode())

@@ -5,15 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
-from postwire.v1 import event_pb2
-
 from libs.errors import InvalidArgument
+from services.events.kinds import EventType
 
 __all__ = ["KNOWN_TYPES", "event_types", "optional_uuid"]
 
 # Every EventType a filter may name, including those reserved for later (OPENED, CLICKED,
 # UNSUBSCRIBED): a client may subscribe to them today and simply sees none yet.
-KNOWN_TYPES = frozenset(v for v in event_pb2.EventType.values() if v != event_pb2.EVENT_TYPE_UNSPECIFIED)
+KNOWN_TYPES = frozenset(EventType)
 
 
 def event_types(values: Iterable[int]) -> list[int]:

@@ -1,29 +1,57 @@
-"""Use cases of WebhookService: validate, check the destination, store; secrets are made here
-and leave only in the answers to create and rotate. No I/O of its own: the store, the secret
-sealer and the destination check are ports."""
+"""Use cases of WebhookService (but redelivery, services/events/redeliver.py): validate, check
+the destination, store; secrets are made here and leave only in the answers to create and
+rotate. No I/O of its own: the store, the secret sealer and the destination check are ports.
+
+Create, in order: the fields are validated → the URL's addresses are checked → a secret is made
+and stored sealed with the webhook (and, with a request_id, the answer sealed beside it, in the
+same transaction) → the answer carries the secret, once.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from libs.errors import FailedPrecondition, InvalidArgument, NotFound
+from libs.errors import InvalidArgument, NotFound
+from libs.page_tokens import Cursor
+from libs.request_ids import RequestId
+from services.events.kinds import DeliveryState
+from services.events.pagination import page_size
 from services.events.webhook_records import DeliveryRow, WebhookRow
 from services.events.webhook_rules import DEFAULT_OVERLAP, MAX_OVERLAP, WebhookSpec, spec_violations
 
-__all__ = ["CheckUrl", "WebhookCatalog", "parse_id"]
+__all__ = ["UPDATABLE", "Answer", "CheckUrl", "Secrets", "Store", "WebhookCatalog", "not_found", "parse_id"]
 
 # Why the destination of `url` is refused (a private address, a name that does not resolve…),
 # or None when it may be called.
 CheckUrl = Callable[[str], Awaitable[str | None]]
+# The serialized CreateWebhook response for the stored webhook and its secret: what a retry with
+# the same request_id gets back byte for byte (made by the servicer, which knows the proto).
+Answer = Callable[[WebhookRow, str], bytes]
+# The fields UpdateWebhook's update_mask may name.
+UPDATABLE = ("url", "event_types", "streams", "tags", "enabled")
 
 
 class Store(Protocol):
     async def create(
-        self, tenant_id: str, webhook_id: str, spec: WebhookSpec, sealed_secret: str
-    ) -> WebhookRow: ...
+        self,
+        tenant_id: str,
+        webhook_id: str,
+        spec: WebhookSpec,
+        sealed_secret: str,
+        *,
+        request_id: RequestId | None,
+        answer: Callable[[WebhookRow], bytes],
+        seal: Callable[[bytes], bytes],
+        unseal: Callable[[bytes], bytes],
+    ) -> bytes:
+        """Stores the webhook and returns `answer(row)`; with a request_id, in one transaction
+        with its claim (libs.request_id_store.once), and a repeat returns the first answer."""
+        ...
+
     async def get(self, tenant_id: str, webhook_id: uuid.UUID) -> WebhookRow | None: ...
     async def page(
         self, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
@@ -38,15 +66,16 @@ class Store(Protocol):
         tenant_id: str,
         webhook_id: uuid.UUID,
         *,
-        state: int,
+        state: DeliveryState | None,
         after: tuple[datetime, str] | None,
         limit: int,
     ) -> list[DeliveryRow]: ...
-    async def redeliver(self, tenant_id: str, webhook_id: uuid.UUID, event_id: str) -> DeliveryRow | None: ...
 
 
 class Secrets(Protocol):
     def new(self, webhook_id: str) -> tuple[str, str]: ...
+    def seal_answer(self, answer: bytes, bound_to: str) -> bytes: ...
+    def open_answer(self, sealed: bytes, bound_to: str) -> bytes: ...
 
 
 def parse_id(value: str, field: str) -> uuid.UUID:
@@ -58,7 +87,19 @@ def parse_id(value: str, field: str) -> uuid.UUID:
         raise InvalidArgument([(field, "not a webhook id")]) from None
 
 
-def _not_found(webhook_id: uuid.UUID) -> NotFound:
+def _time_and_text(position: str) -> tuple[datetime, str]:
+    stamp, sep, rest = position.partition("|")
+    if not sep or not rest:
+        raise ValueError(position)
+    return datetime.fromisoformat(stamp), rest
+
+
+def _time_and_id(position: str) -> tuple[datetime, uuid.UUID]:
+    stamp, webhook_id = _time_and_text(position)
+    return stamp, uuid.UUID(webhook_id)
+
+
+def not_found(webhook_id: uuid.UUID) -> NotFound:
     # The same answer for a webhook that never existed and another tenant's.
     return NotFound(f"webhook {webhook_id} not found")
 
@@ -81,38 +122,63 @@ class WebhookCatalog:
             if refused:
                 raise InvalidArgument([("webhook.url", f"refused destination: {refused}")])
 
-    async def create(self, tenant_id: str, spec: WebhookSpec) -> tuple[WebhookRow, str]:
-        """The stored webhook and its secret (shown once)."""
+    async def create(
+        self, tenant_id: str, spec: WebhookSpec, request_id: RequestId | None, answer: Answer
+    ) -> bytes:
+        """The answer for the stored webhook and its secret (shown once); with a request_id
+        used before for the same request, the first call's answer and nothing stored."""
         await self._validate(spec)
         webhook_id = str(uuid.uuid4())
         secret, sealed = self._secrets.new(webhook_id)
-        return await self._store.create(tenant_id, webhook_id, spec, sealed), secret
+        bound_to = "" if request_id is None else f"{request_id.owner}:{request_id.value}"
+        return await self._store.create(
+            tenant_id,
+            webhook_id,
+            spec,
+            sealed,
+            request_id=request_id,
+            answer=lambda row: answer(row, secret),
+            seal=lambda data: self._secrets.seal_answer(data, bound_to),
+            unseal=lambda data: self._secrets.open_answer(data, bound_to),
+        )
 
     async def get(self, tenant_id: str, webhook_id: uuid.UUID) -> WebhookRow:
         row = await self._store.get(tenant_id, webhook_id)
         if row is None:
-            raise _not_found(webhook_id)
+            raise not_found(webhook_id)
         return row
 
     async def page(
-        self, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
-    ) -> list[WebhookRow]:
-        return await self._store.page(tenant_id, after, limit)
+        self, tenant_id: str, cursor: Cursor, requested_size: int
+    ) -> tuple[Sequence[WebhookRow], str]:
+        """One page of the tenant's webhooks, oldest first, and the next page's token."""
+        size = page_size(requested_size)
+        rows = await self._store.page(tenant_id, cursor.parse(_time_and_id), size + 1)
+        return cursor.page(rows, size, lambda r: f"{r.create_time.isoformat()}|{r.id}")
 
-    async def update(self, tenant_id: str, webhook_id: uuid.UUID, spec: WebhookSpec) -> WebhookRow:
-        if not spec.fields:
-            raise InvalidArgument(
-                [("update_mask", "name at least one of url, event_types, streams, tags, enabled")]
-            )
+    async def update(
+        self, tenant_id: str, webhook_id: uuid.UUID, webhook: WebhookSpec, mask: Sequence[str]
+    ) -> WebhookRow:
+        """Sets the fields `mask` names (update_mask.paths) to their values in `webhook`."""
+        unknown = [
+            (f"update_mask.paths[{i}]", f"not one of {', '.join(UPDATABLE)}")
+            for i, path in enumerate(mask)
+            if path not in UPDATABLE
+        ]
+        if unknown:
+            raise InvalidArgument(unknown)
+        if not mask:
+            raise InvalidArgument([("update_mask", f"name at least one of {', '.join(UPDATABLE)}")])
+        spec = replace(webhook, fields=frozenset(mask))
         await self._validate(spec)
         row = await self._store.update(tenant_id, webhook_id, spec)
         if row is None:
-            raise _not_found(webhook_id)
+            raise not_found(webhook_id)
         return row
 
     async def delete(self, tenant_id: str, webhook_id: uuid.UUID) -> None:
         if not await self._store.delete(tenant_id, webhook_id):
-            raise _not_found(webhook_id)
+            raise not_found(webhook_id)
 
     async def rotate(
         self, tenant_id: str, webhook_id: uuid.UUID, overlap: timedelta | None
@@ -125,31 +191,22 @@ class WebhookCatalog:
         secret, sealed = self._secrets.new(str(webhook_id))
         expire = await self._store.rotate(tenant_id, webhook_id, sealed, overlap)
         if expire is None:
-            raise _not_found(webhook_id)
+            raise not_found(webhook_id)
         return secret, expire
 
     async def deliveries(
-        self,
-        tenant_id: str,
-        webhook_id: uuid.UUID,
-        *,
-        state: int,
-        after: tuple[datetime, str] | None,
-        limit: int,
-    ) -> Sequence[DeliveryRow]:
+        self, tenant_id: str, webhook_id: uuid.UUID, state: int, cursor: Cursor, requested_size: int
+    ) -> tuple[Sequence[DeliveryRow], str]:
+        """One page of the delivery log, newest first, and the next page's token; `state` is the
+        request's filter (0: every state)."""
+        size = page_size(requested_size)
+        wanted: DeliveryState | None = None
+        if state:
+            try:
+                wanted = DeliveryState(state)
+            except ValueError:
+                raise InvalidArgument([("state", f"not a webhook delivery state: {state}")]) from None
+        after = cursor.parse(_time_and_text)
         await self.get(tenant_id, webhook_id)
-        return await self._store.deliveries(tenant_id, webhook_id, state=state, after=after, limit=limit)
-
-    async def redeliver(self, tenant_id: str, webhook_id: uuid.UUID, event_id: str) -> DeliveryRow:
-        if not event_id:
-            raise InvalidArgument([("event_id", "required")])
-        hook = await self.get(tenant_id, webhook_id)
-        if not hook.enabled:
-            raise FailedPrecondition(
-                "the webhook is disabled; enable it with UpdateWebhook first",
-                violations=[("WEBHOOK_DISABLED", f"webhooks/{webhook_id}", hook.disabled_reason)],
-            )
-        row = await self._store.redeliver(tenant_id, webhook_id, event_id)
-        if row is None:
-            raise NotFound(f"event {event_id} not found")
-        return row
+        rows = await self._store.deliveries(tenant_id, webhook_id, state=wanted, after=after, limit=size + 1)
+        return cursor.page(rows, size, lambda r: f"{r.create_time.isoformat()}|{r.event_id}")

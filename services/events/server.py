@@ -27,6 +27,7 @@ from services.events.relay_suppressions import SuppressionRelay
 from services.events.store import EventsStore
 from services.events.stored_notices import StoredNotices
 from services.events.stream_cursor import StreamCursors
+from services.events.stream_events import EventStreams
 from services.events.suppression_store import SuppressionOutbox
 from services.events.webhook_wiring import start_webhooks
 
@@ -44,11 +45,14 @@ async def run(env: Mapping[str, str]) -> None:
             event_service_pb2_grpc.add_EventServiceServicer_to_server,
             EventApi(
                 store,
-                notices,
+                EventStreams(
+                    store,
+                    notices,
+                    StreamCursors(config.token_keys),
+                    max_streams_per_tenant=config.max_streams_per_tenant,
+                ),
                 KeyResolver(policy, ttl=config.common.key_cache_seconds),
                 PageTokens(config.token_keys),
-                StreamCursors(config.token_keys),
-                max_streams_per_tenant=config.max_streams_per_tenant,
             ),
             event_service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
         )

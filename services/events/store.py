@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 import asyncpg
 from postwire.internal.v1 import bus_pb2
 
 from libs.telemetry import current_trace_context
+from services.events.event_query import EventQuery
 from services.events.suppression_rule import PendingSuppression
 from services.events.suppression_store import queue_suppression
 from services.events.webhook_store import queue_deliveries
 
-__all__ = ["EventQuery", "EventsStore"]
-
-
-@dataclass(frozen=True, slots=True)
-class EventQuery:
-    tenant_id: str
-    after_seq: int
-    limit: int
-    message_id: uuid.UUID | None = None
-    recipient: str | None = None
-    types: Sequence[int] = ()
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-    # Only events up to this seq (a stream's read horizon); None for no bound.
-    up_to_seq: int | None = None
+__all__ = ["EventsStore"]
 
 
 class EventsStore:

@@ -23,7 +23,7 @@ __all__ = ["StoredNotices", "Wake", "stored_subject"]
 _log = logging.getLogger(__name__)
 # Not under postwire.events.> or postwire.work.>: no JetStream stream keeps these.
 STORED_PREFIX = "postwire.stored"
-_FLUSH_SECONDS = 2.0
+_FLUSH_SECONDS = 2
 
 
 def stored_subject(tenant_id: str) -> str:

@@ -7,12 +7,13 @@ from datetime import timedelta
 
 import asyncpg
 
+from libs.request_id_store import Connection
 from services.events.suppression_rule import PendingSuppression
 
 __all__ = ["SuppressionOutbox", "queue_suppression"]
 
 
-async def queue_suppression(conn: asyncpg.Connection, item: PendingSuppression) -> None:
+async def queue_suppression(conn: Connection, item: PendingSuppression) -> None:
     """Queue in the caller's transaction (the one that stores the event)."""
     await conn.execute(
         "INSERT INTO suppression_outbox (event_id, tenant_id, address, reason, source_message_id, detail)"

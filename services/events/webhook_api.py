@@ -1,26 +1,25 @@
-"""postwire.v1.WebhookService: translates proto <-> services.events.manage_webhooks."""
+"""postwire.v1.WebhookService: translates proto <-> services.events.manage_webhooks and
+services.events.redeliver."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
-import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+from postwire.v1 import event_pb2, webhook_service_pb2_grpc
 from postwire.v1 import webhook_service_pb2 as pb
-from postwire.v1 import webhook_service_pb2_grpc
 
-from libs.errors import InvalidArgument
-from libs.grpcx.auth import KeyResolver
+from libs.grpcx.auth import Context, KeyResolver
 from libs.page_tokens import PageTokens
+from libs.request_ids import RequestId
+from services.events.kinds import DeliveryState
 from services.events.manage_webhooks import WebhookCatalog, parse_id
-from services.events.pagination import page_size
+from services.events.redeliver import Store as RedeliverStore
+from services.events.redeliver import redeliver
 from services.events.webhook_records import DeliveryRow, WebhookRow
 from services.events.webhook_rules import WebhookSpec
 
 __all__ = ["WebhookApi"]
-
-_UPDATABLE = ("url", "event_types", "streams", "tags", "enabled")
 
 
 def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:
@@ -29,11 +28,16 @@ def _timestamp(when: datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
+def _event_type(value: int) -> event_pb2.EventType.ValueType:
+    # Stored numbers pass through as they are (a type this build does not name stays a number).
+    return event_pb2.EventType.ValueType(value)
+
+
 def _webhook(row: WebhookRow) -> pb.Webhook:
     return pb.Webhook(
         id=row.id,
         url=row.url,
-        event_types=list(row.event_types),
+        event_types=[_event_type(t) for t in row.event_types],
         streams=list(row.streams),
         tags=list(row.tags),
         enabled=row.enabled,
@@ -45,8 +49,8 @@ def _webhook(row: WebhookRow) -> pb.Webhook:
 def _delivery(row: DeliveryRow) -> pb.WebhookDelivery:
     out = pb.WebhookDelivery(
         event_id=row.event_id,
-        event_type=row.event_type,
-        state=row.state,
+        event_type=_event_type(row.event_type),
+        state=DeliveryState(row.state).proto,
         attempts=row.attempts,
         last_status=row.last_status,
         last_response=row.last_response,
@@ -56,7 +60,7 @@ def _delivery(row: DeliveryRow) -> pb.WebhookDelivery:
     )
     if row.last_attempt_time is not None:
         out.last_attempt_time.CopyFrom(_timestamp(row.last_attempt_time))
-    if row.state == 1:
+    if row.state == DeliveryState.PENDING:
         out.next_attempt_time.CopyFrom(_timestamp(row.next_attempt_time))
     return out
 
@@ -72,106 +76,83 @@ def _spec(webhook: pb.Webhook, fields: frozenset[str]) -> WebhookSpec:
     )
 
 
-def _time_and_text(position: str) -> tuple[datetime, str]:
-    stamp, sep, rest = position.partition("|")
-    if not sep or not rest:
-        raise ValueError(position)
-    return datetime.fromisoformat(stamp), rest
-
-
-def _time_and_id(position: str) -> tuple[datetime, uuid.UUID]:
-    stamp, webhook_id = _time_and_text(position)
-    return stamp, uuid.UUID(webhook_id)
-
-
 class WebhookApi(webhook_service_pb2_grpc.WebhookServiceServicer):
-    def __init__(self, catalog: WebhookCatalog, keys: KeyResolver, pages: PageTokens) -> None:
+    def __init__(
+        self, catalog: WebhookCatalog, redeliveries: RedeliverStore, keys: KeyResolver, pages: PageTokens
+    ) -> None:
         self._catalog = catalog
+        self._redeliveries = redeliveries
         self._keys = keys
         self._pages = pages
 
-    async def _tenant(self, context: grpc.aio.ServicerContext, scope: str) -> str:
-        caller = await self._keys.resolve(context)
-        caller.require(scope)
-        return caller.tenant_id
-
     async def CreateWebhook(
-        self, request: pb.CreateWebhookRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateWebhookRequest, context: Context
     ) -> pb.CreateWebhookResponse:
-        tenant = await self._tenant(context, "webhooks:write")
+        caller = await self._keys.authorize(context, "webhooks:write")
+        request_id = RequestId.of(caller.tenant_id, "CreateWebhook", request)
         spec = _spec(request.webhook, frozenset({"url", "event_types", "streams", "tags"}))
-        row, secret = await self._catalog.create(tenant, spec)
-        return pb.CreateWebhookResponse(webhook=_webhook(row), secret=secret)
 
-    async def GetWebhook(
-        self, request: pb.GetWebhookRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetWebhookResponse:
-        tenant = await self._tenant(context, "webhooks:read")
-        row = await self._catalog.get(tenant, parse_id(request.id, "id"))
+        def answer(row: WebhookRow, secret: str) -> bytes:
+            return pb.CreateWebhookResponse(webhook=_webhook(row), secret=secret).SerializeToString()
+
+        return pb.CreateWebhookResponse.FromString(
+            await self._catalog.create(caller.tenant_id, spec, request_id, answer)
+        )
+
+    async def GetWebhook(self, request: pb.GetWebhookRequest, context: Context) -> pb.GetWebhookResponse:
+        caller = await self._keys.authorize(context, "webhooks:read")
+        row = await self._catalog.get(caller.tenant_id, parse_id(request.id, "id"))
         return pb.GetWebhookResponse(webhook=_webhook(row))
 
     async def ListWebhooks(
-        self, request: pb.ListWebhooksRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListWebhooksRequest, context: Context
     ) -> pb.ListWebhooksResponse:
-        tenant = await self._tenant(context, "webhooks:read")
-        size = page_size(request.page_size)
-        cursor = self._pages.cursor(request, caller=tenant)
-        after = cursor.parse(_time_and_id)
-        rows = await self._catalog.page(tenant, after, size + 1)
-        page, token = cursor.page(rows, size, lambda r: f"{r.create_time.isoformat()}|{r.id}")
-        return pb.ListWebhooksResponse(webhooks=[_webhook(r) for r in page], next_page_token=token)
+        caller = await self._keys.authorize(context, "webhooks:read")
+        cursor = self._pages.cursor(request, caller=caller.tenant_id)
+        rows, token = await self._catalog.page(caller.tenant_id, cursor, request.page_size)
+        return pb.ListWebhooksResponse(webhooks=[_webhook(r) for r in rows], next_page_token=token)
 
     async def UpdateWebhook(
-        self, request: pb.UpdateWebhookRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UpdateWebhookRequest, context: Context
     ) -> pb.UpdateWebhookResponse:
-        tenant = await self._tenant(context, "webhooks:write")
+        caller = await self._keys.authorize(context, "webhooks:write")
         webhook_id = parse_id(request.webhook.id, "webhook.id")
-        paths = list(request.update_mask.paths)
-        unknown = [
-            (f"update_mask.paths[{i}]", f"not one of {', '.join(_UPDATABLE)}")
-            for i, p in enumerate(paths)
-            if p not in _UPDATABLE
-        ]
-        if unknown:
-            raise InvalidArgument(unknown)
-        row = await self._catalog.update(tenant, webhook_id, _spec(request.webhook, frozenset(paths)))
+        spec = _spec(request.webhook, frozenset())
+        row = await self._catalog.update(caller.tenant_id, webhook_id, spec, list(request.update_mask.paths))
         return pb.UpdateWebhookResponse(webhook=_webhook(row))
 
     async def DeleteWebhook(
-        self, request: pb.DeleteWebhookRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteWebhookRequest, context: Context
     ) -> pb.DeleteWebhookResponse:
-        tenant = await self._tenant(context, "webhooks:write")
-        await self._catalog.delete(tenant, parse_id(request.id, "id"))
+        caller = await self._keys.authorize(context, "webhooks:write")
+        await self._catalog.delete(caller.tenant_id, parse_id(request.id, "id"))
         return pb.DeleteWebhookResponse()
 
     async def RotateWebhookSecret(
-        self, request: pb.RotateWebhookSecretRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RotateWebhookSecretRequest, context: Context
     ) -> pb.RotateWebhookSecretResponse:
-        tenant = await self._tenant(context, "webhooks:write")
+        caller = await self._keys.authorize(context, "webhooks:write")
         overlap = request.overlap.ToTimedelta() if request.HasField("overlap") else None
-        secret, expire = await self._catalog.rotate(tenant, parse_id(request.id, "id"), overlap)
+        secret, expire = await self._catalog.rotate(caller.tenant_id, parse_id(request.id, "id"), overlap)
         return pb.RotateWebhookSecretResponse(secret=secret, previous_expire_time=_timestamp(expire))
 
     async def ListWebhookDeliveries(
-        self, request: pb.ListWebhookDeliveriesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListWebhookDeliveriesRequest, context: Context
     ) -> pb.ListWebhookDeliveriesResponse:
-        tenant = await self._tenant(context, "webhooks:read")
+        caller = await self._keys.authorize(context, "webhooks:read")
         webhook_id = parse_id(request.webhook_id, "webhook_id")
-        size = page_size(request.page_size)
-        cursor = self._pages.cursor(request, caller=tenant)
-        rows = await self._catalog.deliveries(
-            tenant, webhook_id, state=request.state, after=cursor.parse(_time_and_text), limit=size + 1
+        cursor = self._pages.cursor(request, caller=caller.tenant_id)
+        rows, token = await self._catalog.deliveries(
+            caller.tenant_id, webhook_id, request.state, cursor, request.page_size
         )
-        page, token = cursor.page(rows, size, lambda r: f"{r.create_time.isoformat()}|{r.event_id}")
         return pb.ListWebhookDeliveriesResponse(
-            deliveries=[_delivery(r) for r in page], next_page_token=token
+            deliveries=[_delivery(r) for r in rows], next_page_token=token
         )
 
     async def RedeliverWebhookEvent(
-        self, request: pb.RedeliverWebhookEventRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RedeliverWebhookEventRequest, context: Context
     ) -> pb.RedeliverWebhookEventResponse:
-        tenant = await self._tenant(context, "webhooks:write")
-        row = await self._catalog.redeliver(
-            tenant, parse_id(request.webhook_id, "webhook_id"), request.event_id
-        )
+        caller = await self._keys.authorize(context, "webhooks:write")
+        webhook_id = parse_id(request.webhook_id, "webhook_id")
+        row = await redeliver(self._redeliveries, caller.tenant_id, webhook_id, request.event_id)
         return pb.RedeliverWebhookEventResponse(delivery=_delivery(row))

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from postwire.v1 import event_pb2
 
 from libs.mail.stream_names import name_problem
+from services.events.kinds import EMITTED_TYPES
 
 __all__ = [
     "DEFAULT_SCHEDULE",
@@ -33,13 +34,7 @@ MAX_TAGS = 10
 MAX_STREAMS = 20
 _TAG = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # The types a webhook may ask for: everything emitted today (OPENED..UNSUBSCRIBED are reserved).
-_RESERVED = {
-    event_pb2.EVENT_TYPE_UNSPECIFIED,
-    event_pb2.EVENT_TYPE_OPENED,
-    event_pb2.EVENT_TYPE_CLICKED,
-    event_pb2.EVENT_TYPE_UNSUBSCRIBED,
-}
-KNOWN_TYPES = tuple(v for v in event_pb2.EventType.values() if v not in _RESERVED)
+KNOWN_TYPES = EMITTED_TYPES
 
 
 @dataclass(frozen=True, slots=True)

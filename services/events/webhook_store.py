@@ -12,12 +12,18 @@ from postwire.internal.v1 import bus_pb2
 from postwire.v1 import event_pb2
 
 from libs.event_outbox import insert_events
+from libs.request_id_store import Connection, once
+from libs.request_ids import RequestId
+from services.events.kinds import DeliveryState
 from services.events.webhook_records import Claim, DeliveryRow, WebhookRow
 from services.events.webhook_rules import WebhookSpec, matches
 
 __all__ = ["DisableRule", "WebhookStore", "disabled_event", "queue_deliveries"]
 
-PENDING, DELIVERED, DEAD_LETTERED = 1, 2, 3
+# Delivery states go into the SQL text as numbers (an IntEnum formats as its value): the
+# `state = 1` of the partial index webhook_deliveries_due must be a literal for the planner to use
+# it. Constants of ours, never input.
+
 # (status of the failed attempt, start of the failure run, now) -> why to disable, or ''.
 DisableRule = Callable[[int, datetime | None, datetime], str]
 
@@ -46,7 +52,7 @@ def _delivery(r: asyncpg.Record) -> DeliveryRow:
 
 
 async def queue_deliveries(
-    conn: asyncpg.Connection, tenant_id: str, event: event_pb2.Event, *, trace_context: str = ""
+    conn: Connection, tenant_id: str, event: event_pb2.Event, *, trace_context: str = ""
 ) -> int:
     """One PENDING delivery per enabled webhook of the tenant that wants `event`; called in the
     transaction that stores the event, so an event is never stored without its deliveries."""
@@ -71,20 +77,37 @@ class WebhookStore:
     # --- endpoints -------------------------------------------------------------------------
 
     async def create(
-        self, tenant_id: str, webhook_id: str, spec: WebhookSpec, sealed_secret: str
-    ) -> WebhookRow:
-        row = await self._pool.fetchrow(
-            "INSERT INTO webhooks (id, tenant_id, url, event_types, streams, tags, secret)"
-            f" VALUES ($1::uuid, $2::uuid, $3, $4::smallint[], $5, $6, $7) RETURNING {_WEBHOOK_COLUMNS}",
-            webhook_id,
-            tenant_id,
-            spec.url,
-            list(spec.event_types),
-            list(spec.streams),
-            list(spec.tags),
-            sealed_secret,
-        )
-        return _webhook(row)
+        self,
+        tenant_id: str,
+        webhook_id: str,
+        spec: WebhookSpec,
+        sealed_secret: str,
+        *,
+        request_id: RequestId | None,
+        answer: Callable[[WebhookRow], bytes],
+        seal: Callable[[bytes], bytes],
+        unseal: Callable[[bytes], bytes],
+    ) -> bytes:
+        async with self._pool.acquire() as conn:
+
+            async def insert() -> bytes:
+                row = await conn.fetchrow(
+                    "INSERT INTO webhooks (id, tenant_id, url, event_types, streams, tags, secret)"
+                    " VALUES ($1::uuid, $2::uuid, $3, $4::smallint[], $5, $6, $7)"
+                    f" RETURNING {_WEBHOOK_COLUMNS}",
+                    webhook_id,
+                    tenant_id,
+                    spec.url,
+                    list(spec.event_types),
+                    list(spec.streams),
+                    list(spec.tags),
+                    sealed_secret,
+                )
+                if row is None:  # INSERT … RETURNING returns the row or raises
+                    raise RuntimeError("INSERT INTO webhooks returned no row")
+                return answer(_webhook(row))
+
+            return await once(conn, request_id, insert, seal=seal, unseal=unseal)
 
     async def get(self, tenant_id: str, webhook_id: uuid.UUID) -> WebhookRow | None:
         row = await self._pool.fetchrow(
@@ -182,14 +205,14 @@ class WebhookStore:
         tenant_id: str,
         webhook_id: uuid.UUID,
         *,
-        state: int,
+        state: DeliveryState | None,
         after: tuple[datetime, str] | None,
         limit: int,
     ) -> list[DeliveryRow]:
         clauses = ["webhook_id = $1", "tenant_id = $2::uuid"]
         args: list[object] = [webhook_id, tenant_id]
-        if state:
-            args.append(state)
+        if state is not None:
+            args.append(int(state))
             clauses.append(f"state = ${len(args)}")
         if after is not None:
             args.extend(after)
@@ -209,7 +232,7 @@ class WebhookStore:
             "INSERT INTO webhook_deliveries (webhook_id, event_id, tenant_id, event_type)"
             " SELECT $1, e.event_id, e.tenant_id, e.type FROM events e"
             " WHERE e.event_id = $3 AND e.tenant_id = $2::uuid"
-            " ON CONFLICT (webhook_id, event_id) DO UPDATE SET state = 1, next_attempt_time = now(),"
+            f" ON CONFLICT (webhook_id, event_id) DO UPDATE SET state = {DeliveryState.PENDING}, next_attempt_time = now(),"
             f" lease_until = NULL RETURNING {_DELIVERY_COLUMNS}",
             webhook_id,
             tenant_id,
@@ -226,7 +249,7 @@ class WebhookStore:
         rows = await self._pool.fetch(
             "WITH due AS ("
             " SELECT d.webhook_id, d.event_id FROM webhook_deliveries d"
-            " WHERE d.state = 1 AND d.next_attempt_time <= now()"
+            f" WHERE d.state = {DeliveryState.PENDING} AND d.next_attempt_time <= now()"
             " AND (d.lease_until IS NULL OR d.lease_until < now())"
             " AND d.webhook_id <> ALL($3::uuid[])"
             # A row queued while its webhook was being disabled waits for it to be enabled again.
@@ -267,7 +290,8 @@ class WebhookStore:
     async def delivered(self, claim: Claim, *, status: int, snippet: str, latency_ms: int) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "UPDATE webhook_deliveries SET state = 2, attempts = attempts + 1, lease_until = NULL,"
+                f"UPDATE webhook_deliveries SET state = {DeliveryState.DELIVERED}, attempts = attempts + 1,"
+                " lease_until = NULL,"
                 " last_status = $3, last_response = $4, last_latency_ms = $5, last_attempt_time = now()"
                 " WHERE webhook_id = $1::uuid AND event_id = $2",
                 claim.webhook_id,
@@ -298,10 +322,10 @@ class WebhookStore:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_until = NULL,"
-                " state = CASE WHEN $6::timestamptz IS NULL THEN 3 ELSE 1 END,"
+                f" state = CASE WHEN $6::timestamptz IS NULL THEN {DeliveryState.DEAD_LETTERED} ELSE {DeliveryState.PENDING} END,"
                 " next_attempt_time = COALESCE($6, next_attempt_time),"
                 " last_status = $3, last_response = $4, last_latency_ms = $5, last_attempt_time = now()"
-                " WHERE webhook_id = $1::uuid AND event_id = $2 AND state = 1",
+                f" WHERE webhook_id = $1::uuid AND event_id = $2 AND state = {DeliveryState.PENDING}",
                 claim.webhook_id,
                 claim.event_id,
                 status,
@@ -345,8 +369,9 @@ def disabled_event(tenant_id: str, webhook_id: str, reason: str, when: datetime)
     return bus_pb2.EventEnvelope(tenant_id=tenant_id, event=event)
 
 
-async def _dead_letter_pending(conn: asyncpg.Connection, webhook_id: uuid.UUID) -> None:
+async def _dead_letter_pending(conn: Connection, webhook_id: uuid.UUID) -> None:
     await conn.execute(
-        "UPDATE webhook_deliveries SET state = 3, lease_until = NULL WHERE webhook_id = $1 AND state = 1",
+        f"UPDATE webhook_deliveries SET state = {DeliveryState.DEAD_LETTERED}, lease_until = NULL"
+        f" WHERE webhook_id = $1 AND state = {DeliveryState.PENDING}",
         webhook_id,
     )

@@ -48,7 +48,10 @@ def start_webhooks(
     server.add(
         webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server,
         WebhookApi(
-            catalog, KeyResolver(policy, ttl=config.common.key_cache_seconds), PageTokens(config.token_keys)
+            catalog,
+            store,
+            KeyResolver(policy, ttl=config.common.key_cache_seconds),
+            PageTokens(config.token_keys),
         ),
         webhook_service_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
     )

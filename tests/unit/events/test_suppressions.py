@@ -161,7 +161,7 @@ async def test_policy_down_keeps_every_row_with_a_growing_delay() -> None:
 
 async def test_one_bad_row_does_not_hold_back_its_tenant() -> None:
     outbox = Outbox([item(1), item(2), item(3)])
-    policy = Policy(bad={"user2@example.org"})
+    policy = Policy(bad=frozenset({"user2@example.org"}))
     assert await SuppressionRelay(outbox, policy).drain() == 2
     assert set(outbox.rows) == {"e2"}
     assert outbox.retries == [("e2", 1.0, "InvalidArgument")]

@@ -21,7 +21,7 @@ class _Store:
         return self.rows
 
 
-def _event(event_type: int, at: datetime) -> bytes:
+def _event(event_type: event_pb2.EventType.ValueType, at: datetime) -> bytes:
     event = event_pb2.Event(id=uuid.uuid4().hex, type=event_type)
     event.create_time.FromDatetime(at)
     return event.SerializeToString()
@@ -34,7 +34,7 @@ async def test_events_stored_out_of_order_come_back_oldest_first() -> None:
         (2, _event(event_pb2.EVENT_TYPE_ACCEPTED, t0)),
         (3, _event(event_pb2.EVENT_TYPE_BOUNCED, t0 + timedelta(days=1))),
     ]
-    reader = EventReader(_Store(stored))  # type: ignore[arg-type]
+    reader = EventReader(_Store(stored))
     answer = await reader.ListMessageEvents(
         event_reader_service_pb2.ListMessageEventsRequest(
             tenant_id=str(uuid.uuid4()), message_id=str(uuid.uuid4())
