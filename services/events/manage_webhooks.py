@@ -52,6 +52,10 @@ class Store(Protocol):
         with its claim (libs.request_id_store.once), and a repeat returns the first answer."""
         ...
 
+    async def answered(self, request_id: RequestId, unseal: Callable[[bytes], bytes]) -> bytes | None:
+        """The first answer for this request id, or None; ALREADY_EXISTS for another request."""
+        ...
+
     async def get(self, tenant_id: str, webhook_id: uuid.UUID) -> WebhookRow | None: ...
     async def page(
         self, tenant_id: str, after: tuple[datetime, uuid.UUID] | None, limit: int
@@ -127,10 +131,18 @@ class WebhookCatalog:
     ) -> bytes:
         """The answer for the stored webhook and its secret (shown once); with a request_id
         used before for the same request, the first call's answer and nothing stored."""
+        bound_to = "" if request_id is None else f"{request_id.owner}:{request_id.value}"
+        if request_id is not None:
+            # A retry gets its first answer before the URL is checked again: the host's addresses
+            # may have changed since, and the webhook exists already.
+            prior = await self._store.answered(
+                request_id, lambda data: self._secrets.open_answer(data, bound_to)
+            )
+            if prior is not None:
+                return prior
         await self._validate(spec)
         webhook_id = str(uuid.uuid4())
         secret, sealed = self._secrets.new(webhook_id)
-        bound_to = "" if request_id is None else f"{request_id.owner}:{request_id.value}"
         return await self._store.create(
             tenant_id,
             webhook_id,

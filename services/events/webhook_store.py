@@ -12,7 +12,7 @@ from postwire.internal.v1 import bus_pb2
 from postwire.v1 import event_pb2
 
 from libs.event_outbox import insert_events
-from libs.request_id_store import Connection, once
+from libs.request_id_store import Connection, answered, once
 from libs.request_ids import RequestId
 from services.events.kinds import DeliveryState
 from services.events.webhook_records import Claim, DeliveryRow, WebhookRow
@@ -108,6 +108,9 @@ class WebhookStore:
                 return answer(_webhook(row))
 
             return await once(conn, request_id, insert, seal=seal, unseal=unseal)
+
+    async def answered(self, request_id: RequestId, unseal: Callable[[bytes], bytes]) -> bytes | None:
+        return await answered(self._pool, request_id, unseal=unseal)
 
     async def get(self, tenant_id: str, webhook_id: uuid.UUID) -> WebhookRow | None:
         row = await self._pool.fetchrow(

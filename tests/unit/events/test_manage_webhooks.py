@@ -34,6 +34,15 @@ class FakeStore:
         self.answers: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         self.delivery_states: list[DeliveryState | None] = []
 
+    async def answered(self, request_id: RequestId, unseal: Callable[[bytes], bytes]) -> bytes | None:
+        self.journal.append("replay lookup")
+        found = self.answers.get((request_id.owner, request_id.value))
+        if found is None:
+            return None
+        if found[0] != request_id.fingerprint:
+            raise AlreadyExists("used", field="request_id")
+        return unseal(found[1])
+
     async def create(
         self,
         tenant_id: str,
@@ -185,6 +194,15 @@ async def test_a_repeated_request_id_returns_the_first_answer_sealed_at_rest_and
             WebhookSpec("https://other.example/", (DELIVERED,)), _request_id("r-1", "https://other.example/")
         )
     assert len(f.store.rows) == 1
+
+
+async def test_a_retry_is_answered_before_the_url_is_checked_again() -> None:
+    f = Fixture()
+    rid = _request_id("r-2", HOOK.url)
+    first = await f.create(HOOK, rid)
+    f.journal.clear()
+    assert await f.create(HOOK, rid) == first
+    assert f.journal == ["replay lookup"]
 
 
 async def test_update_checks_the_mask_before_the_fields_and_sets_only_what_it_names() -> None:
