@@ -2,7 +2,8 @@
 
 The row in `event_outbox` lives until the events service has stored the event, so an event
 survives a failed publish, a crash after commit and a wiped JetStream store alike: the events
-service's sweeper re-publishes rows that linger.
+service's sweeper re-publishes rows that linger. Every statement on `event_outbox` lives in this
+module (tests/unit/test_pipeline_owners.py checks it).
 """
 
 from __future__ import annotations
@@ -11,15 +12,26 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import asyncpg.pool
 from postwire.internal.v1 import bus_pb2
 from postwire.v1 import event_pb2, message_pb2
 
 from libs.bus import Bus, event_subject
 
-__all__ = ["EventContext", "insert_events", "new_event", "publish_events"]
+__all__ = [
+    "EventContext",
+    "claim_lingering",
+    "count_failure",
+    "delete_stored",
+    "event_known",
+    "hold",
+    "insert_events",
+    "new_event",
+    "publish_events",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -80,7 +92,12 @@ def _subject(envelope: bus_pb2.EventEnvelope) -> str:
     )
 
 
-async def insert_events(conn: asyncpg.Connection, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:
+# A connection the caller holds (usually in its transaction), or a pool for a statement on its own.
+_Tx = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+_Db = _Tx | asyncpg.Pool
+
+
+async def insert_events(conn: _Tx, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:
     rows = [(e.event.id, e.tenant_id, _subject(e), e.SerializeToString()) for e in envelopes]
     if rows:
         await conn.executemany(
@@ -99,3 +116,57 @@ async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -
     failed = [r for r in results if isinstance(r, BaseException)]
     if failed:
         _log.warning("%d event publishes deferred to the sweeper: %s", len(failed), type(failed[0]).__name__)
+
+
+async def event_known(conn: _Tx, event_id: str, /) -> bool:
+    """Whether the event is waiting in the outbox or already stored by the events service."""
+    known = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM event_outbox WHERE event_id = $1)"
+        " OR EXISTS (SELECT 1 FROM events WHERE event_id = $1)",
+        event_id,
+    )
+    return bool(known)
+
+
+async def delete_stored(conn: _Tx, event_id: str, /) -> None:
+    """The events service stored the event: its outbox row has done its job."""
+    await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event_id)
+
+
+async def hold(conn: _Db, event_ids: Sequence[str], /, *, seconds: float) -> None:
+    """Keep the sweeper away while JetStream holds the event for a delayed redelivery."""
+    await conn.execute(
+        "UPDATE event_outbox SET publish_time = now() + $2::interval WHERE event_id = ANY($1::text[])",
+        list(event_ids),
+        timedelta(seconds=seconds),
+    )
+
+
+async def count_failure(
+    conn: _Db, event_ids: Sequence[str], /, *, reason: str, max_attempts: int
+) -> int | None:
+    """One more failed attempt to store the event; at `max_attempts` the row is retired from
+    sweeping with `reason` (kept for an operator). None if there is no outbox row."""
+    value = await conn.fetchval(
+        "UPDATE event_outbox SET failures = failures + 1,"
+        " failure_reason = CASE WHEN failures + 1 >= $3 THEN $2 END,"
+        " publish_time = CASE WHEN failures + 1 >= $3 THEN 'infinity'::timestamptz ELSE publish_time END"
+        " WHERE event_id = ANY($1::text[]) RETURNING failures",
+        list(event_ids),
+        reason,
+        max_attempts,
+    )
+    return None if value is None else int(value)
+
+
+async def claim_lingering(conn: _Db, /, *, stall: timedelta, limit: int) -> list[tuple[str, str, bytes]]:
+    """Outbox rows not stored after `stall` (their publish failed or the stream lost them), as
+    (event id, subject, payload); their publish time moves to now so the next sweep skips them."""
+    rows = await conn.fetch(
+        "UPDATE event_outbox SET publish_time = now() WHERE event_id IN ("
+        " SELECT event_id FROM event_outbox WHERE publish_time <= now() - $1::interval AND failure_reason IS NULL"
+        " ORDER BY publish_time LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING event_id, subject, payload",
+        stall,
+        limit,
+    )
+    return [(r["event_id"], r["subject"], r["payload"]) for r in rows]
