@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.policy
 from dataclasses import dataclass
+from email.message import Message
 from email.parser import HeaderParser
 
 from libs.mail.reports import OriginalHeaders, body_text, header, load, original_headers, report_parts
@@ -42,7 +43,8 @@ def parse_arf(raw: bytes) -> FeedbackReport | None:
             return None
         # The part's body is a header block; the email package parses it as a message of its own.
         payload = fields.get_payload()
-        block = payload[0] if isinstance(payload, list) and payload else None
+        first = payload[0] if isinstance(payload, list) and payload else None
+        block = first if isinstance(first, Message) else None
         if block is None:
             block = HeaderParser(policy=email.policy.compat32).parsestr(body_text(fields).lstrip("\r\n"))
         return FeedbackReport(

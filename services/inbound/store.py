@@ -13,6 +13,7 @@ from postwire.v1 import event_pb2, message_pb2
 from libs.event_outbox import EventContext, event_known, insert_events, new_event
 from libs.mail.states import RecipientState
 from libs.pipeline import recipients
+from libs.pipeline.connection import Tx
 from services.inbound.feedback import AsyncBounce, Complaint, Target, bounce_moves
 
 __all__ = ["InboundStore"]
@@ -106,7 +107,7 @@ def _context(target: Target, row: asyncpg.Record) -> EventContext:
     )
 
 
-async def _count(conn: asyncpg.Connection, name: str) -> None:
+async def _count(conn: Tx, name: str) -> None:
     await conn.execute(
         "INSERT INTO inbound_counters (name, count) VALUES ($1, 1)"
         " ON CONFLICT (name) DO UPDATE SET count = inbound_counters.count + 1, update_time = now()",

@@ -119,6 +119,10 @@ class Worker:
         self._stopping = True
         asyncio.get_running_loop().call_later(grace, self._abort.set)
 
+    def stopping(self) -> bool:
+        """Read afresh after every await: begin_shutdown may have run meanwhile."""
+        return self._stopping
+
     async def handle(self, msg: Msg) -> BusOutcome:
         task = bus_pb2.DeliveryTask.FromString(msg.data)
         if self._stopping or self._recorder.pending(task.message_id):
@@ -134,7 +138,7 @@ class Worker:
             await self._on_reply(claim, claim.recipients, SANDBOX_REPLY)
             return BusOutcome.ACK
         positions = [r.position for r in claim.recipients]
-        if self._stopping:
+        if self.stopping():
             await self._store.release(claim.message_id, positions)
             return BusOutcome.ACK
         groups: dict[str, list[ClaimedRecipient]] = {}

@@ -56,7 +56,7 @@ class Router:
         self,
         store: RouterStore,
         bus: Bus,
-        render: render_service_pb2_grpc.RenderServiceStub,
+        render: render_service_pb2_grpc.RenderServiceAsyncStub,
         *,
         hostname: str,
         stall: timedelta,
