@@ -58,7 +58,7 @@ def new_event(
     next_attempt_time: datetime | None = None,
     reason: str = "",
     when: datetime | None = None,
-    bounce_category: int = 0,
+    bounce_category: message_pb2.BounceCategory.ValueType = message_pb2.BOUNCE_CATEGORY_UNSPECIFIED,
     remote: message_pb2.RemoteServer | None = None,
 ) -> bus_pb2.EventEnvelope:
     """`discriminator` makes the id deterministic (position, type, attempt), so a retried step
@@ -74,7 +74,7 @@ def new_event(
         metadata=dict(ctx.metadata or {}),
         attempt=attempt,
         reason=reason,
-        bounce_category=bounce_category,  # type: ignore[arg-type]
+        bounce_category=bounce_category,
     )
     event.create_time.FromDatetime(when or datetime.now(UTC))
     if smtp_reply is not None:

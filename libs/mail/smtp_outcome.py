@@ -43,7 +43,7 @@ def parse_reply(code: int, message: str) -> Reply:
 @dataclass(frozen=True, slots=True)
 class Classification:
     verdict: Verdict
-    category: int  # postwire.v1.BounceCategory; UNSPECIFIED for a delivery
+    category: message_pb2.BounceCategory.ValueType  # UNSPECIFIED for a delivery
 
 
 def classify(reply: Reply) -> Classification:

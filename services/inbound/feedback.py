@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from postwire.v1 import message_pb2
+
 from libs.mail.arf import parse_arf
 from libs.mail.dsn import parse_bounce, reply_of
 from libs.mail.smtp_outcome import Reply, Verdict, classify
@@ -45,7 +47,7 @@ class Target:
 class AsyncBounce:
     target: Target
     reply: Reply
-    category: int  # postwire.v1.BounceCategory
+    category: message_pb2.BounceCategory.ValueType
     reason: str
     remote_host: str
 

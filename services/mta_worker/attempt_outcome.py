@@ -57,7 +57,7 @@ def judge(
         )
     if judged.verdict is Verdict.BOUNCED:
         return AttemptOutcome(
-            RecipientState.BOUNCED, event_pb2.EVENT_TYPE_BOUNCED, reason, _category(judged.category), None
+            RecipientState.BOUNCED, event_pb2.EVENT_TYPE_BOUNCED, reason, judged.category, None
         )
     if retry.expired(first_attempt_time, now):
         return AttemptOutcome(
@@ -68,10 +68,6 @@ def judge(
         RecipientState.DEFERRED,
         event_pb2.EVENT_TYPE_DEFERRED,
         reason,
-        _category(judged.category),
+        judged.category,
         now + timedelta(seconds=delay),
     )
-
-
-def _category(value: int) -> message_pb2.BounceCategory.ValueType:
-    return message_pb2.BounceCategory.ValueType(value)
