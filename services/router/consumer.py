@@ -39,7 +39,10 @@ _PERMANENT = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.FAILED_PRECONDITION,
 }
-EXPIRED_BEFORE_ROUTING = "router: the give-up time passed before the message was routed"
+# A message still unrouted at its give-up time was held up by something being away (NATS, the
+# template service, PostgreSQL, every router): counted failures give up within minutes. So one
+# reason serves both the check before rendering and an outage met while rendering.
+EXPIRED_REASON = "router: a dependency was unavailable until the give-up time"
 # Rows one sweep query claims; a sweep repeats the query until a claim comes back short.
 SWEEP_CLAIM = 500
 # The template service is away or shedding load: an outage, never the message's fault.
@@ -92,7 +95,7 @@ class Router:
             row.state, create_time=row.create_time, send_time=row.send_time, now=now, retry=self._retry
         )
         if step is Step.EXPIRE:
-            await self._give_up(row, EXPIRED_BEFORE_ROUTING, expired=True)
+            await self._give_up(row, EXPIRED_REASON, expired=True)
         if step is not Step.ROUTE:
             return Outcome.ACK
         request = mail_service_pb2.SendEmailRequest.FromString(row.request)
@@ -157,7 +160,7 @@ class Router:
         return await self._settle(
             message_id,
             after_outage(start, delay, now=datetime.now(UTC), retry=self._retry),
-            "router: a dependency was unavailable until the give-up time",
+            EXPIRED_REASON,
         )
 
     async def failed(self, msg: Msg, reason: str) -> float | None:
