@@ -60,9 +60,9 @@ class InternalAuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         if not handler_call_details.method.startswith(INTERNAL_PREFIX):
             return await continuation(handler_call_details)
         if self.allows(handler_call_details.invocation_metadata):
@@ -71,7 +71,7 @@ class InternalAuthInterceptor(grpc.aio.ServerInterceptor):
         # Refused before the method is even looked up, so an unauthenticated caller cannot
         # probe which internal methods exist. Every internal method takes one request message;
         # answering with a unary handler ends a server-streaming call with the same status.
-        async def deny(request: bytes, context: grpc.aio.ServicerContext) -> None:
+        async def deny(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
 
         return grpc.unary_unary_rpc_method_handler(deny)

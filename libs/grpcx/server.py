@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,6 +21,15 @@ __all__ = ["MAX_MESSAGE_BYTES", "ErrorInterceptor", "GrpcServer", "server_option
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024
 
 _log = logging.getLogger(__name__)
+
+# A string: grpc.RpcMethodHandler is generic only in the stubs, not at run time.
+_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+_Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+# grpc-stubs type a handler's callables for the sync server; under grpc.aio they are coroutine
+# functions (unary responses) and async generators (streamed responses).
+_AioUnary: TypeAlias = Callable[[Any, _Context], Awaitable[Any]]
+_AioStream: TypeAlias = Callable[[Any, _Context], AsyncIterator[Any]]
+_AioBidi: TypeAlias = Callable[[AsyncIterator[Any], _Context], AsyncIterator[Any]]
 
 
 def server_options(*, max_connection_age: float = 300.0, grace: float = 30.0) -> list[tuple[str, int]]:
@@ -75,17 +84,17 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> _Handler | None:
         handler = await continuation(handler_call_details)
         if handler is None:
-            return handler
+            return None
         method = handler_call_details.method
         if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
+            inner_uu = cast(_AioUnary, handler.unary_unary)
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def unary_unary(request: Any, context: _Context) -> Any:
                 try:
                     if isinstance(request, _Undecodable):
                         raise _undecodable_error(request, method)
@@ -101,9 +110,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
+            inner_us = cast(_AioStream, handler.unary_stream)
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            async def unary_stream(request: Any, context: _Context) -> AsyncIterator[Any]:
                 try:
                     if isinstance(request, _Undecodable):
                         raise _undecodable_error(request, method)
@@ -120,11 +129,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:  # reflection
-            inner_ss = handler.stream_stream
+            inner_ss = cast(_AioBidi, handler.stream_stream)
 
-            async def stream_stream(
-                requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
+            async def stream_stream(requests: AsyncIterator[Any], context: _Context) -> AsyncIterator[Any]:
                 async def checked() -> AsyncIterator[Any]:
                     async for request in requests:
                         if isinstance(request, _Undecodable):
@@ -164,7 +171,7 @@ class GrpcServer:
     ) -> None:
         self.server = grpc.aio.server(
             interceptors=[
-                aio_server_interceptor(),
+                aio_server_interceptor(),  # type: ignore[no-untyped-call]  # opentelemetry-instrumentation-grpc is unannotated
                 InternalAuthInterceptor(internal_token),
                 ErrorInterceptor(),
                 *extra_interceptors,

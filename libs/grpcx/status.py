@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import duration_pb2
@@ -156,7 +156,7 @@ def status_for(exc: BaseException) -> grpc.Status:
     return internal_status(trace_id)
 
 
-async def abort_for(context: grpc.aio.ServicerContext, exc: BaseException) -> NoReturn:
+async def abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
     """Abort the call with the status `status_for` chooses."""
     status = status_for(exc)
     await context.abort(status.code, status.details, status.trailing_metadata)
