@@ -39,7 +39,9 @@ async def claim(conn: Connection, rid: RequestId) -> bytes | None:
         rid.value,
     )
     if row is None or row["response"] is None or bytes(row["fingerprint"]) != rid.fingerprint:
-        raise AlreadyExists("this request_id was already used with a different request", field="request_id")
+        raise AlreadyExists(
+            "this request_id was already used with a different request", field="request_id"
+        )
     return bytes(row["response"])
 
 

@@ -58,3 +58,4 @@ class RequestId:
         if problem:
             raise InvalidArgument([(field, problem)])
         return cls(owner, method, value, fingerprint(request, field))
+

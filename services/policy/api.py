@@ -44,9 +44,7 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
             violations.append(("unsubscribe_group", problem))
         if violations:
             raise InvalidArgument(violations)
-        suppressed = await self._suppressions.suppressed(
-            tenant_id, request.recipients, request.unsubscribe_group
-        )
+        suppressed = await self._suppressions.suppressed(tenant_id, request.recipients, request.unsubscribe_group)
         decisions = [
             policy_service_pb2.DECISION_SUPPRESS
             if address in suppressed

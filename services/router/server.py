@@ -27,9 +27,7 @@ async def run(env: Mapping[str, str]) -> None:
         pool = await connect_pool(config.common.database_url)
         bus = await Bus.connect(config.common.nats_url, name="postwire-router")
         template = open_internal_channel(config.template_addr, token=config.common.internal_token)
-        spec = ConsumerSpec(
-            stream=WORK_STREAM, durable="router", subject=ROUTE_SUBJECT, ack_wait=config.ack_wait
-        )
+        spec = ConsumerSpec(stream=WORK_STREAM, durable="router", subject=ROUTE_SUBJECT, ack_wait=config.ack_wait)
         router = Router(
             RouterStore(pool),
             bus,

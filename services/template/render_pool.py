@@ -189,12 +189,7 @@ class RenderPool:
                     await asyncio.sleep(0.05)
                     continue
                 raise InvalidArgument(
-                    [
-                        (
-                            "template",
-                            f"'{name}': rendering stopped: it ran out of memory or crashed the renderer",
-                        )
-                    ]
+                    [("template", f"'{name}': rendering stopped: it ran out of memory or crashed the renderer")]
                 ) from None
             finally:
                 # Killed unless it answered a whole frame: a cancelled call may have left half a
