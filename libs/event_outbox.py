@@ -9,17 +9,18 @@ module (tests/unit/test_pipeline_owners.py checks it).
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable
 
 import asyncpg
-import asyncpg.pool
 from postwire.internal.v1 import bus_pb2
-from postwire.v1 import event_pb2, message_pb2
+from postwire.v1 import event_pb2
 
 from libs.bus import Bus, event_subject
+
+# Re-exported: building an envelope is pure and lives apart so use cases can do it without I/O.
+from libs.event_envelopes import EventContext, new_event
 
 __all__ = [
     "EventContext",
@@ -34,56 +35,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EventContext:
-    """Per-message facts every event of that message repeats."""
-
-    tenant_id: str
-    message_id: str
-    stream: str
-    tags: Sequence[str] = ()
-    metadata: Mapping[str, str] | None = None
-
-
-def new_event(
-    ctx: EventContext,
-    event_type: event_pb2.EventType.ValueType,
-    recipient: str,
-    *,
-    discriminator: str,
-    smtp_reply: message_pb2.SmtpReply | None = None,
-    attempt: int = 0,
-    next_attempt_time: datetime | None = None,
-    reason: str = "",
-    when: datetime | None = None,
-    bounce_category: message_pb2.BounceCategory.ValueType = message_pb2.BOUNCE_CATEGORY_UNSPECIFIED,
-    remote: message_pb2.RemoteServer | None = None,
-) -> bus_pb2.EventEnvelope:
-    """`discriminator` makes the id deterministic (position, type, attempt), so a retried step
-    cannot mint a second event for the same outcome."""
-    type_name = event_pb2.EventType.Name(event_type).removeprefix("EVENT_TYPE_").lower()
-    event = event_pb2.Event(
-        id=f"{ctx.message_id}:{discriminator}:{type_name}",
-        type=event_type,
-        message_id=ctx.message_id,
-        recipient=recipient,
-        stream=ctx.stream,
-        tags=list(ctx.tags),
-        metadata=dict(ctx.metadata or {}),
-        attempt=attempt,
-        reason=reason,
-        bounce_category=bounce_category,
-    )
-    event.create_time.FromDatetime(when or datetime.now(UTC))
-    if smtp_reply is not None:
-        event.smtp_reply.CopyFrom(smtp_reply)
-    if next_attempt_time is not None:
-        event.next_attempt_time.FromDatetime(next_attempt_time)
-    if remote is not None:
-        event.remote.CopyFrom(remote)
-    return bus_pb2.EventEnvelope(tenant_id=ctx.tenant_id, event=event)
+# Callers write events inside their own transaction, on a pooled connection or a bare one.
+Connection = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
 def _subject(envelope: bus_pb2.EventEnvelope) -> str:
@@ -92,12 +45,7 @@ def _subject(envelope: bus_pb2.EventEnvelope) -> str:
     )
 
 
-# A connection the caller holds (usually in its transaction), or a pool for a statement on its own.
-_Tx = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-_Db = _Tx | asyncpg.Pool
-
-
-async def insert_events(conn: _Tx, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:
+async def insert_events(conn: Connection, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:
     rows = [(e.event.id, e.tenant_id, _subject(e), e.SerializeToString()) for e in envelopes]
     if rows:
         await conn.executemany(
@@ -118,7 +66,7 @@ async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -
         _log.warning("%d event publishes deferred to the sweeper: %s", len(failed), type(failed[0]).__name__)
 
 
-async def event_known(conn: _Tx, event_id: str, /) -> bool:
+async def event_known(conn: Connection, event_id: str, /) -> bool:
     """Whether the event is waiting in the outbox or already stored by the events service."""
     known = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM event_outbox WHERE event_id = $1)"
@@ -128,22 +76,22 @@ async def event_known(conn: _Tx, event_id: str, /) -> bool:
     return bool(known)
 
 
-async def delete_stored(conn: _Tx, event_id: str, /) -> None:
+async def delete_stored(conn: Connection, event_id: str, /) -> None:
     """The events service stored the event: its outbox row has done its job."""
     await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event_id)
 
 
-async def hold(conn: _Db, event_ids: Sequence[str], /, *, seconds: float) -> None:
+async def hold(conn: Connection | asyncpg.Pool, event_ids: Iterable[str], /, *, seconds: float) -> None:
     """Keep the sweeper away while JetStream holds the event for a delayed redelivery."""
     await conn.execute(
         "UPDATE event_outbox SET publish_time = now() + $2::interval WHERE event_id = ANY($1::text[])",
         list(event_ids),
-        timedelta(seconds=seconds),
+        datetime.timedelta(seconds=seconds),
     )
 
 
 async def count_failure(
-    conn: _Db, event_ids: Sequence[str], /, *, reason: str, max_attempts: int
+    conn: Connection | asyncpg.Pool, event_ids: Iterable[str], /, *, reason: str, max_attempts: int
 ) -> int | None:
     """One more failed attempt to store the event; at `max_attempts` the row is retired from
     sweeping with `reason` (kept for an operator). None if there is no outbox row."""
@@ -159,7 +107,9 @@ async def count_failure(
     return None if value is None else int(value)
 
 
-async def claim_lingering(conn: _Db, /, *, stall: timedelta, limit: int) -> list[tuple[str, str, bytes]]:
+async def claim_lingering(
+    conn: Connection | asyncpg.Pool, /, *, stall: datetime.timedelta, limit: int
+) -> list[tuple[str, str, bytes]]:
     """Outbox rows not stored after `stall` (their publish failed or the stream lost them), as
     (event id, subject, payload); their publish time moves to now so the next sweep skips them."""
     rows = await conn.fetch(

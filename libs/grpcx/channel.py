@@ -37,5 +37,5 @@ def _open(target: str, extra: list[grpc.aio.ClientInterceptor]) -> grpc.aio.Chan
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ],
-        interceptors=[*aio_client_interceptors(), *extra],  # type: ignore[no-untyped-call]  # opentelemetry-instrumentation-grpc is unannotated
+        interceptors=[*aio_client_interceptors(), *extra],  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from libs.errors import InvalidArgument
+from libs.grpcx.context import Context
 from libs.grpcx.internal_auth import InternalAuthInterceptor
 from libs.grpcx.status import abort_for
 
@@ -21,15 +22,6 @@ __all__ = ["MAX_MESSAGE_BYTES", "ErrorInterceptor", "GrpcServer", "server_option
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024
 
 _log = logging.getLogger(__name__)
-
-# A string: grpc.RpcMethodHandler is generic only in the stubs, not at run time.
-_Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-_Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-# grpc-stubs type a handler's callables for the sync server; under grpc.aio they are coroutine
-# functions (unary responses) and async generators (streamed responses).
-_AioUnary: TypeAlias = Callable[[Any, _Context], Awaitable[Any]]
-_AioStream: TypeAlias = Callable[[Any, _Context], AsyncIterator[Any]]
-_AioBidi: TypeAlias = Callable[[AsyncIterator[Any], _Context], AsyncIterator[Any]]
 
 
 def server_options(*, max_connection_age: float = 300.0, grace: float = 30.0) -> list[tuple[str, int]]:
@@ -79,22 +71,27 @@ def _undecodable_error(request: _Undecodable, method: str) -> InvalidArgument:
     )
 
 
+# grpc's stubs type method handlers for the sync server; the aio server keeps coroutine functions
+# and async generators in the same slots, so the handlers we wrap are held as Any.
+# (Strings: grpc.RpcMethodHandler is generic only in the stubs.)
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Turn every failure into a status with details; nothing escapes as UNKNOWN."""
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[_Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> _Handler | None:
-        handler = await continuation(handler_call_details)
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler: Any = await continuation(handler_call_details)
         if handler is None:
             return None
         method = handler_call_details.method
         if handler.unary_unary is not None:
-            inner_uu = cast(_AioUnary, handler.unary_unary)
+            inner_uu = handler.unary_unary
 
-            async def unary_unary(request: Any, context: _Context) -> Any:
+            async def unary_unary(request: Any, context: Context) -> Any:
                 try:
                     if isinstance(request, _Undecodable):
                         raise _undecodable_error(request, method)
@@ -110,9 +107,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
-            inner_us = cast(_AioStream, handler.unary_stream)
+            inner_us = handler.unary_stream
 
-            async def unary_stream(request: Any, context: _Context) -> AsyncIterator[Any]:
+            async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 try:
                     if isinstance(request, _Undecodable):
                         raise _undecodable_error(request, method)
@@ -129,9 +126,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:  # reflection
-            inner_ss = cast(_AioBidi, handler.stream_stream)
+            inner_ss = handler.stream_stream
 
-            async def stream_stream(requests: AsyncIterator[Any], context: _Context) -> AsyncIterator[Any]:
+            async def stream_stream(
+                requests: AsyncIterator[Any], context: Context
+            ) -> AsyncIterator[Any]:
                 async def checked() -> AsyncIterator[Any]:
                     async for request in requests:
                         if isinstance(request, _Undecodable):
@@ -151,7 +150,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        return handler  # type: ignore[no-any-return]  # see Handler
 
 
 class GrpcServer:
@@ -171,7 +170,7 @@ class GrpcServer:
     ) -> None:
         self.server = grpc.aio.server(
             interceptors=[
-                aio_server_interceptor(),  # type: ignore[no-untyped-call]  # opentelemetry-instrumentation-grpc is unannotated
+                aio_server_interceptor(),  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
                 InternalAuthInterceptor(internal_token),
                 ErrorInterceptor(),
                 *extra_interceptors,

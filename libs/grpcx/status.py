@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 from google.protobuf import duration_pb2
@@ -25,6 +25,7 @@ from libs.errors import (
     Unimplemented,
 )
 from libs.failures import dependency_failure
+from libs.grpcx.context import Context
 
 __all__ = ["abort_for", "error_from_rpc", "internal_status", "retry_delay", "status_for", "to_status"]
 
@@ -156,7 +157,7 @@ def status_for(exc: BaseException) -> grpc.Status:
     return internal_status(trace_id)
 
 
-async def abort_for(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> NoReturn:
+async def abort_for(context: Context, exc: BaseException) -> NoReturn:
     """Abort the call with the status `status_for` chooses."""
     status = status_for(exc)
     await context.abort(status.code, status.details, status.trailing_metadata)

@@ -4,63 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 from postwire.internal.v1 import bus_pb2
 
 from libs.event_outbox import insert_events
-from libs.mail.states import MessageState, RecipientState
+from libs.mail.states import RecipientState
 from libs.pipeline import messages, recipients
+from services.submission.messages import MessageRow, NewMessage, RecipientRow
 
 __all__ = ["MessageRow", "NewMessage", "RecipientRow", "SubmissionStore"]
-
-
-@dataclass(frozen=True, slots=True)
-class NewMessage:
-    id: uuid.UUID
-    tenant_id: str
-    idempotency_key: str | None
-    request_hash: bytes
-    request: bytes
-    stream: str
-    tags: Sequence[str]
-    metadata: dict[str, str]
-    send_time: datetime | None
-    route_due_time: datetime
-    state: str
-    recipients: Sequence[tuple[str, int, str]]  # (address, kind, state)
-    template_versions: str | None = None  # JSON, see libs.render_request
-    sandbox: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class RecipientRow:
-    address: str
-    kind: int
-    state: str
-    attempts: int
-    last_code: int | None
-    last_enhanced: str | None
-    last_text: str | None
-    next_attempt_time: datetime | None
-    update_time: datetime
-    failure_reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRow:
-    id: str
-    request: bytes
-    request_hash: bytes
-    stream: str
-    create_time: datetime
-    send_time: datetime | None
-    rfc822_message_id: str | None
-    recipients: list[RecipientRow]
-    template_versions: str | None = None
-    sandbox: bool = False
 
 
 class SubmissionStore:
@@ -83,7 +36,7 @@ class SubmissionStore:
                 stream=message.stream,
                 tags=message.tags,
                 metadata=message.metadata,
-                state=MessageState(message.state),
+                state=message.state,
                 send_time=message.send_time,
                 route_due_time=message.route_due_time,
                 template_versions=message.template_versions,
@@ -91,11 +44,7 @@ class SubmissionStore:
             )
             if not inserted:
                 return None
-            await recipients.insert(
-                conn,
-                message.id,
-                [(address, kind, RecipientState(state)) for address, kind, state in message.recipients],
-            )
+            await recipients.insert(conn, message.id, message.recipients)
             await insert_events(conn, events)
         return str(message.id)
 
@@ -133,7 +82,21 @@ class SubmissionStore:
             create_time=row["create_time"],
             send_time=row["send_time"],
             rfc822_message_id=row["rfc822_message_id"],
-            recipients=[RecipientRow(**dict(r)) for r in recipients],
+            recipients=[
+                RecipientRow(
+                    address=r["address"],
+                    kind=r["kind"],
+                    state=RecipientState(r["state"]),
+                    attempts=r["attempts"],
+                    last_code=r["last_code"],
+                    last_enhanced=r["last_enhanced"],
+                    last_text=r["last_text"],
+                    next_attempt_time=r["next_attempt_time"],
+                    update_time=r["update_time"],
+                    failure_reason=r["failure_reason"],
+                )
+                for r in recipients
+            ],
             template_versions=row["template_versions"],
             sandbox=row["sandbox"],
         )
