@@ -22,17 +22,7 @@ from libs.bus import Bus, event_subject
 # Re-exported: building an envelope is pure and lives apart so use cases can do it without I/O.
 from libs.event_envelopes import EventContext, new_event
 
-__all__ = [
-    "EventContext",
-    "claim_lingering",
-    "count_failure",
-    "delete_stored",
-    "event_known",
-    "hold",
-    "insert_events",
-    "new_event",
-    "publish_events",
-]
+__all__ = ["EventContext", "insert_events", "new_event", "publish_events"]
 
 _log = logging.getLogger(__name__)
 # Callers write events inside their own transaction, on a pooled connection or a bare one.
@@ -64,6 +54,11 @@ async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -
     failed = [r for r in results if isinstance(r, BaseException)]
     if failed:
         _log.warning("%d event publishes deferred to the sweeper: %s", len(failed), type(failed[0]).__name__)
+
+
+# The outbox table's other statements: the events service's (store, hold, count, sweep) and the
+# inbound listener's duplicate check. Nothing outside this module names the table.
+__all__ += ["claim_lingering", "count_failure", "delete_stored", "event_known", "hold"]
 
 
 async def event_known(conn: Connection, event_id: str, /) -> bool:
