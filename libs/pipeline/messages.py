@@ -25,7 +25,7 @@ __all__ = [
     "insert",
     "lease_for_routing",
     "mark_routed",
-    "routing_give_up_start",
+    "routing_times",
 ]
 
 # The predicate of messages_route_due (migration 0001); a constant of ours, never input.
@@ -121,15 +121,13 @@ async def count_route_failure(conn: Db, message_id: uuid.UUID, /) -> int | None:
     return None if value is None else int(value)
 
 
-async def routing_give_up_start(conn: Db, message_id: uuid.UUID, /) -> datetime | None:
-    """When the give-up clock of a message still waiting for routing started (its send time if
-    scheduled)."""
-    value = await conn.fetchval(
-        "SELECT greatest(create_time, coalesce(send_time, create_time)) FROM messages"
-        f" WHERE id = $1 AND {_WAITING}",
+async def routing_times(conn: Db, message_id: uuid.UUID, /) -> tuple[datetime, datetime | None] | None:
+    """(create_time, send_time) of a message still waiting for routing; None once it is not."""
+    row = await conn.fetchrow(
+        f"SELECT create_time, send_time FROM messages WHERE id = $1 AND {_WAITING}",
         message_id,
     )
-    return value if isinstance(value, datetime) else None
+    return None if row is None else (row["create_time"], row["send_time"])
 
 
 async def defer_routing(conn: Db, message_id: uuid.UUID, /, *, until: timedelta) -> None:

@@ -26,6 +26,7 @@ from services.router.routing_steps import (
     after_outage,
     ending,
     first_step,
+    give_up_start,
     unrouted,
 )
 from services.router.store import RouteRow, RouterStore
@@ -154,9 +155,10 @@ class Router:
         message_id = _task_id(msg)
         if message_id is None:
             return None
-        start = await self._store.give_up_start(message_id)
-        if start is None:
+        times = await self._store.times(message_id)
+        if times is None:
             return None  # routed or given up meanwhile
+        start = give_up_start(create_time=times[0], send_time=times[1])
         return await self._settle(
             message_id,
             after_outage(start, delay, now=datetime.now(UTC), retry=self._retry),

@@ -28,6 +28,7 @@ __all__ = [
     "after_outage",
     "ending",
     "first_step",
+    "give_up_start",
     "unrouted",
 ]
 

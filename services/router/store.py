@@ -101,9 +101,9 @@ class RouterStore:
         """One more failed routing attempt; the count so far, or None if routing is over."""
         return await messages.count_route_failure(self._pool, uuid.UUID(message_id))
 
-    async def give_up_start(self, message_id: str) -> datetime | None:
-        """When the message's give-up clock started (its send time if scheduled), if still waiting."""
-        return await messages.routing_give_up_start(self._pool, uuid.UUID(message_id))
+    async def times(self, message_id: str) -> tuple[datetime, datetime | None] | None:
+        """(create_time, send_time) if the message still waits for routing."""
+        return await messages.routing_times(self._pool, uuid.UUID(message_id))
 
     async def defer(self, message_id: str, *, until: timedelta) -> None:
         """Keep the sweeper away while JetStream holds the message for a delayed redelivery."""
