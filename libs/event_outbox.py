@@ -2,12 +2,14 @@
 
 The row in `event_outbox` lives until the events service has stored the event, so an event
 survives a failed publish, a crash after commit and a wiped JetStream store alike: the events
-service's sweeper re-publishes rows that linger.
+service's sweeper re-publishes rows that linger. Every statement on `event_outbox` lives in this
+module (tests/unit/test_pipeline_owners.py checks it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 from collections.abc import Iterable
 
@@ -52,3 +54,64 @@ async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -
     failed = [r for r in results if isinstance(r, BaseException)]
     if failed:
         _log.warning("%d event publishes deferred to the sweeper: %s", len(failed), type(failed[0]).__name__)
+
+
+# The outbox table's other statements: the events service's (store, hold, count, sweep) and the
+# inbound listener's duplicate check. Nothing outside this module names the table.
+__all__ += ["claim_lingering", "count_failure", "delete_stored", "event_known", "hold"]
+
+
+async def event_known(conn: Connection, event_id: str, /) -> bool:
+    """Whether the event is waiting in the outbox or already stored by the events service."""
+    known = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM event_outbox WHERE event_id = $1)"
+        " OR EXISTS (SELECT 1 FROM events WHERE event_id = $1)",
+        event_id,
+    )
+    return bool(known)
+
+
+async def delete_stored(conn: Connection, event_id: str, /) -> None:
+    """The events service stored the event: its outbox row has done its job."""
+    await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event_id)
+
+
+async def hold(conn: Connection | asyncpg.Pool, event_ids: Iterable[str], /, *, seconds: float) -> None:
+    """Keep the sweeper away while JetStream holds the event for a delayed redelivery."""
+    await conn.execute(
+        "UPDATE event_outbox SET publish_time = now() + $2::interval WHERE event_id = ANY($1::text[])",
+        list(event_ids),
+        datetime.timedelta(seconds=seconds),
+    )
+
+
+async def count_failure(
+    conn: Connection | asyncpg.Pool, event_ids: Iterable[str], /, *, reason: str, max_attempts: int
+) -> int | None:
+    """One more failed attempt to store the event; at `max_attempts` the row is retired from
+    sweeping with `reason` (kept for an operator). None if there is no outbox row."""
+    value = await conn.fetchval(
+        "UPDATE event_outbox SET failures = failures + 1,"
+        " failure_reason = CASE WHEN failures + 1 >= $3 THEN $2 END,"
+        " publish_time = CASE WHEN failures + 1 >= $3 THEN 'infinity'::timestamptz ELSE publish_time END"
+        " WHERE event_id = ANY($1::text[]) RETURNING failures",
+        list(event_ids),
+        reason,
+        max_attempts,
+    )
+    return None if value is None else int(value)
+
+
+async def claim_lingering(
+    conn: Connection | asyncpg.Pool, /, *, stall: datetime.timedelta, limit: int
+) -> list[tuple[str, str, bytes]]:
+    """Outbox rows not stored after `stall` (their publish failed or the stream lost them), as
+    (event id, subject, payload); their publish time moves to now so the next sweep skips them."""
+    rows = await conn.fetch(
+        "UPDATE event_outbox SET publish_time = now() WHERE event_id IN ("
+        " SELECT event_id FROM event_outbox WHERE publish_time <= now() - $1::interval AND failure_reason IS NULL"
+        " ORDER BY publish_time LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING event_id, subject, payload",
+        stall,
+        limit,
+    )
+    return [(r["event_id"], r["subject"], r["payload"]) for r in rows]

@@ -31,7 +31,7 @@ CONFIG = message_pb2.BOUNCE_CATEGORY_CONFIG
 @dataclass(frozen=True, slots=True)
 class Rule:
     name: str
-    category: int
+    category: message_pb2.BounceCategory.ValueType
     # A reply this row is the first to match ("<code> <text>"); the unit tests check each one,
     # so a broader row added above cannot silently shadow it.
     example: str
@@ -51,7 +51,7 @@ class Rule:
 
 def _row(
     name: str,
-    category: int,
+    category: message_pb2.BounceCategory.ValueType,
     example: str,
     *,
     code: str | None = None,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from postwire.v1 import message_pb2
 
 from libs.mail.bounce_classes import first_rule
+from libs.mail.states import RecipientState
 
 __all__ = ["Classification", "Reply", "Verdict", "classify", "parse_reply"]
 
@@ -16,9 +17,12 @@ _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
 
 
 class Verdict(enum.Enum):
-    DELIVERED = "delivered"
-    DEFERRED = "deferred"
-    BOUNCED = "bounced"
+    """An attempt's result, named by the recipient state it leads to (before the give-up time is
+    considered: a deferral past it expires)."""
+
+    DELIVERED = RecipientState.DELIVERED
+    DEFERRED = RecipientState.DEFERRED
+    BOUNCED = RecipientState.BOUNCED
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +43,7 @@ def parse_reply(code: int, message: str) -> Reply:
 @dataclass(frozen=True, slots=True)
 class Classification:
     verdict: Verdict
-    category: int  # postwire.v1.BounceCategory; UNSPECIFIED for a delivery
+    category: message_pb2.BounceCategory.ValueType  # UNSPECIFIED for a delivery
 
 
 def classify(reply: Reply) -> Classification:

@@ -7,6 +7,7 @@ from datetime import UTC, timedelta
 import asyncpg
 from postwire.internal.v1 import bus_pb2
 
+from libs import event_outbox
 from libs.telemetry import current_trace_context
 from services.events.event_query import EventQuery
 from services.events.suppression_rule import PendingSuppression
@@ -47,7 +48,7 @@ class EventsStore:
 
             if stored is not None and suppression is not None:
                 await queue_suppression(conn, suppression)
-            await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event.id)
+            await event_outbox.delete_stored(conn, event.id)
         return stored is not None
 
     async def last_seq(self, tenant_id: str) -> int:
@@ -88,36 +89,18 @@ class EventsStore:
 
     async def hold(self, event_id: str, *, seconds: float) -> None:
         """Keep the outbox sweeper away while JetStream holds the event for a delayed redelivery."""
-        await self._pool.execute(
-            "UPDATE event_outbox SET publish_time = now() + $2::interval WHERE event_id = ANY($1::text[])",
-            _candidates(event_id),
-            timedelta(seconds=seconds),
-        )
+        await event_outbox.hold(self._pool, _candidates(event_id), seconds=seconds)
 
     async def count_failure(self, event_id: str, *, reason: str, max_attempts: int) -> int | None:
         """One more failed attempt to store the event; at `max_attempts` the outbox row is retired
         from sweeping with `reason` (kept for an operator). None if there is no outbox row."""
-        value = await self._pool.fetchval(
-            "UPDATE event_outbox SET failures = failures + 1,"
-            " failure_reason = CASE WHEN failures + 1 >= $3 THEN $2 END,"
-            " publish_time = CASE WHEN failures + 1 >= $3 THEN 'infinity'::timestamptz ELSE publish_time END"
-            " WHERE event_id = ANY($1::text[]) RETURNING failures",
-            _candidates(event_id),
-            reason,
-            max_attempts,
+        return await event_outbox.count_failure(
+            self._pool, _candidates(event_id), reason=reason, max_attempts=max_attempts
         )
-        return None if value is None else int(value)
 
     async def claim_lingering(self, *, stall: timedelta, limit: int = 500) -> list[tuple[str, str, bytes]]:
         """Outbox rows not stored after `stall`: their publish failed or the stream lost them."""
-        rows = await self._pool.fetch(
-            "UPDATE event_outbox SET publish_time = now() WHERE event_id IN ("
-            " SELECT event_id FROM event_outbox WHERE publish_time <= now() - $1::interval AND failure_reason IS NULL"
-            " ORDER BY publish_time LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING event_id, subject, payload",
-            stall,
-            limit,
-        )
-        return [(r["event_id"], r["subject"], r["payload"]) for r in rows]
+        return await event_outbox.claim_lingering(self._pool, stall=stall, limit=limit)
 
 
 def _candidates(publish_id: str) -> list[str]:

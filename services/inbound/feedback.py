@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from postwire.v1 import message_pb2
+
 from libs.mail.arf import parse_arf
 from libs.mail.dsn import parse_bounce, reply_of
 from libs.mail.smtp_outcome import Reply, Verdict, classify
+from libs.mail.states import RecipientState
 from libs.return_path import token_of
 from services.inbound.recipients import TokenOpener
 
@@ -28,10 +31,10 @@ __all__ = [
     "decide",
 ]
 
-# Recipient states an asynchronous bounce moves to 'bounced'. Never a terminal one: a recipient
+# Recipient states an asynchronous bounce moves to bounced. Never a terminal one: a recipient
 # that already bounced, expired or failed keeps what it has (a second bounce is a duplicate), and
 # a suppressed one was never sent.
-MOVABLE_STATES = frozenset({"delivered", "deferred", "queued"})
+MOVABLE_STATES = frozenset({RecipientState.DELIVERED, RecipientState.DEFERRED, RecipientState.QUEUED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +47,7 @@ class Target:
 class AsyncBounce:
     target: Target
     reply: Reply
-    category: int  # postwire.v1.BounceCategory
+    category: message_pb2.BounceCategory.ValueType
     reason: str
     remote_host: str
 
@@ -65,7 +68,7 @@ class Dropped:
 Decision = AsyncBounce | Complaint | Dropped
 
 
-def bounce_moves(state: str) -> bool:
+def bounce_moves(state: RecipientState) -> bool:
     return state in MOVABLE_STATES
 
 

@@ -10,7 +10,10 @@ import asyncpg
 from postwire.internal.v1 import bus_pb2
 from postwire.v1 import event_pb2, message_pb2
 
-from libs.event_outbox import EventContext, insert_events, new_event
+from libs.event_outbox import EventContext, event_known, insert_events, new_event
+from libs.mail.states import RecipientState
+from libs.pipeline import recipients
+from libs.pipeline.connection import Tx
 from services.inbound.feedback import AsyncBounce, Complaint, Target, bounce_moves
 
 __all__ = ["InboundStore"]
@@ -27,26 +30,24 @@ class InboundStore:
         self._pool = pool
 
     async def record_bounce(self, bounce: AsyncBounce) -> tuple[str, bus_pb2.EventEnvelope | None]:
-        """(counter, event to publish): 'bounced' with the event, or 'duplicate' / 'unmatched'."""
+        """(counter, event to publish): "bounced" with the event, or "duplicate" / "unmatched"."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(_TARGET, uuid.UUID(bounce.target.message_id), bounce.target.index)
             if row is None:
                 await _count(conn, "unmatched")
                 return "unmatched", None
-            if not bounce_moves(row["state"]):
+            if not bounce_moves(RecipientState(row["state"])):
                 # Redelivered report, or a recipient that had already bounced, expired or failed.
                 await _count(conn, "duplicate")
                 return "duplicate", None
             reply = bounce.reply
-            await conn.execute(
-                "UPDATE recipients SET state = 'bounced', next_attempt_time = NULL, lease_until = NULL,"
-                " last_code = $3, last_enhanced = $4, last_text = $5, update_time = now()"
-                " WHERE message_id = $1 AND position = $2",
+            await recipients.bounce(
+                conn,
                 uuid.UUID(bounce.target.message_id),
                 bounce.target.index,
-                reply.code,
-                reply.enhanced,
-                reply.text,
+                code=reply.code,
+                enhanced=reply.enhanced,
+                text=reply.text,
             )
             event = new_event(
                 _context(bounce.target, row),
@@ -83,11 +84,7 @@ class InboundStore:
             event.event.asynchronous = True
             # The deterministic id makes a redelivered report one event: the outbox row, or the
             # stored event once the events service has taken it, already exists.
-            known = await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM event_outbox WHERE event_id = $1)"
-                " OR EXISTS (SELECT 1 FROM events WHERE event_id = $1)",
-                event.event.id,
-            )
+            known = await event_known(conn, event.event.id)
             if known:
                 await _count(conn, "duplicate")
                 return "duplicate", None
@@ -110,7 +107,7 @@ def _context(target: Target, row: asyncpg.Record) -> EventContext:
     )
 
 
-async def _count(conn: asyncpg.Connection, name: str) -> None:
+async def _count(conn: Tx, name: str) -> None:
     await conn.execute(
         "INSERT INTO inbound_counters (name, count) VALUES ($1, 1)"
         " ON CONFLICT (name) DO UPDATE SET count = inbound_counters.count + 1, update_time = now()",

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2
-from postwire.v1 import event_pb2, message_pb2
+from postwire.v1 import message_pb2
 
 from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, Bus, Publication
 from libs.bus import Outcome as BusOutcome
@@ -33,6 +33,7 @@ from libs.mail.addresses import to_ascii_address
 from libs.mail.smtp_outcome import Classification, Reply, Verdict, classify
 from libs.return_path import ReturnPathConfig, ReturnPathTokens, envelope_from, feedback_headers
 from libs.telemetry import tracer
+from services.mta_worker.attempt_outcome import judge
 from services.mta_worker.connection_pool import ConnectionPool
 from services.mta_worker.delivery import Letter, RecipientDelivery
 from services.mta_worker.destinations import DestinationSlots, destination
@@ -118,6 +119,10 @@ class Worker:
         self._stopping = True
         asyncio.get_running_loop().call_later(grace, self._abort.set)
 
+    def stopping(self) -> bool:
+        """Read afresh after every await: begin_shutdown may have run meanwhile."""
+        return self._stopping
+
     async def handle(self, msg: Msg) -> BusOutcome:
         task = bus_pb2.DeliveryTask.FromString(msg.data)
         if self._stopping or self._recorder.pending(task.message_id):
@@ -133,7 +138,7 @@ class Worker:
             await self._on_reply(claim, claim.recipients, SANDBOX_REPLY)
             return BusOutcome.ACK
         positions = [r.position for r in claim.recipients]
-        if self._stopping:
+        if self.stopping():
             await self._store.release(claim.message_id, positions)
             return BusOutcome.ACK
         groups: dict[str, list[ClaimedRecipient]] = {}
@@ -310,46 +315,37 @@ class Worker:
     ) -> tuple[Outcome, bus_pb2.EventEnvelope]:
         attempt = recipient.attempts + 1
         first = recipient.first_attempt_time or now
-        next_time: datetime | None = None
-        category = 0
-        # Without a reply from a server (DNS, TLS policy, connection) the text is the reason.
-        reason = reply.text if reply.code == 0 or remote is None else ""
-        if judged.verdict is Verdict.DELIVERED:
-            state, event_type, reason = "delivered", event_pb2.EVENT_TYPE_DELIVERED, ""
-            if claim.sandbox:
-                reason = "sandbox: nothing was sent to the recipient"
-        elif judged.verdict is Verdict.BOUNCED:
-            state, event_type, category = "bounced", event_pb2.EVENT_TYPE_BOUNCED, judged.category
-        elif self._retry.expired(first, now):
-            state, event_type, reason = "expired", event_pb2.EVENT_TYPE_EXPIRED, "retries exhausted"
-        else:
-            state, event_type, category = "deferred", event_pb2.EVENT_TYPE_DEFERRED, judged.category
-            if reply.after_final_dot:
-                delay = self._retry.delay_after_lost_reply(attempt)
-            else:
-                delay = self._retry.delay(attempt)
-            next_time = now + timedelta(seconds=delay)
+        result = judge(
+            judged,
+            reply,
+            attempt=attempt,
+            first_attempt_time=first,
+            now=now,
+            retry=self._retry,
+            server_replied=remote is not None,
+            sandbox=claim.sandbox,
+        )
         outcome = Outcome(
             claim.message_id,
             recipient.position,
-            state,
+            result.state,
             first,
-            next_time,
+            result.next_attempt_time,
             reply.code,
             reply.enhanced,
             reply.text,
         )
         event = new_event(
             ctx,
-            event_type,
+            result.event,
             recipient.address,
             discriminator=f"{recipient.position}:{attempt}",
             smtp_reply=message_pb2.SmtpReply(code=reply.code, enhanced_code=reply.enhanced, text=reply.text),
             attempt=attempt,
-            next_attempt_time=next_time,
-            reason=reason,
+            next_attempt_time=result.next_attempt_time,
+            reason=result.reason,
             when=now,
-            bounce_category=category,
+            bounce_category=result.category,
             remote=remote,
         )
         return outcome, event

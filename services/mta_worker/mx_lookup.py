@@ -132,10 +132,10 @@ class MxResolver:
         try:
             result = await self._resolver.resolve(name, rdtype, search=False)
         except dns.resolver.NXDOMAIN as exc:
-            responses = list(exc.responses().values())
+            responses = list(exc.responses().values())  # type: ignore[no-untyped-call]  # dnspython leaves it unannotated
             return make(Status.NXDOMAIN, ttl=negative_ttl(_soa(responses[0] if responses else None)))
         except dns.resolver.NoAnswer as exc:
-            return make(Status.NODATA, ttl=negative_ttl(_soa(exc.response())))
+            return make(Status.NODATA, ttl=negative_ttl(_soa(exc.response())))  # type: ignore[no-untyped-call]  # as above
         except dns.exception.Timeout:
             return make(Status.FAILED, detail="timed out")
         except dns.resolver.NoNameservers:

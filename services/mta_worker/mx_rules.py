@@ -76,7 +76,7 @@ class MxFailure:
     code: int
     enhanced: str
     text: str
-    category: int  # a postwire.v1.BounceCategory value
+    category: message_pb2.BounceCategory.ValueType
 
 
 class Status(enum.Enum):

@@ -14,9 +14,9 @@ import contextlib
 import contextvars
 import logging
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from postwire.internal.v1 import bus_pb2
 
@@ -47,7 +47,7 @@ class Recorder:
     def __init__(
         self,
         store: OutcomeStore,
-        publish: Callable[[Events], Awaitable[None]],
+        publish: Callable[[Events], Coroutine[Any, Any, None]],
         *,
         max_batch: int = 64,
         max_wait: float = 0.005,

@@ -22,6 +22,9 @@ from postwire.v1 import event_pb2
 
 from libs.bus import Bus
 from libs.event_outbox import EventContext, insert_events, new_event, publish_events
+from libs.mail.states import RecipientState
+from libs.pipeline import recipients
+from libs.pipeline.connection import Tx
 from libs.stage_retry import StageRetry
 
 __all__ = ["DeliveryFailures"]
@@ -42,23 +45,14 @@ class DeliveryFailures:
         if mid is None:
             return None
         async with self._pool.acquire() as conn, conn.transaction():
-            start = await conn.fetchval(
-                "SELECT min(coalesce(r.first_attempt_time, m.create_time)) FROM recipients r"
-                " JOIN messages m ON m.id = r.message_id WHERE r.message_id = $1 AND r.state = 'queued'",
-                mid,
-            )
+            start = await recipients.queued_since(conn, mid)
             if start is None:
                 return None  # nothing queued any more
             if datetime.now(UTC) >= self._retry.give_up_time(start):
-                events = await self._give_up(conn, mid, "expired", EXPIRED_REASON)
+                events = await self._give_up(conn, mid, RecipientState.EXPIRED, EXPIRED_REASON)
             else:
                 # The retry scheduler stays away while JetStream holds the task for `delay`.
-                await conn.execute(
-                    "UPDATE recipients SET next_attempt_time = greatest(next_attempt_time, now() + $2::interval)"
-                    " WHERE message_id = $1 AND state = 'queued'",
-                    mid,
-                    timedelta(seconds=delay) + self._stall,
-                )
+                await recipients.hold_queued(conn, mid, at_least=timedelta(seconds=delay) + self._stall)
                 return delay
         await publish_events(self._bus, events)
         return None
@@ -68,38 +62,22 @@ class DeliveryFailures:
         if mid is None:
             return None
         async with self._pool.acquire() as conn, conn.transaction():
-            attempts = await conn.fetchval(
-                "WITH counted AS (UPDATE recipients SET stage_failures = stage_failures + 1, lease_until = NULL"
-                " WHERE message_id = $1 AND state = 'queued' RETURNING stage_failures)"
-                " SELECT max(stage_failures) FROM counted",
-                mid,
-            )
+            attempts = await recipients.count_stage_failure(conn, mid)
             if attempts is None:
                 return None
             if not self._retry.exhausted(attempts):
                 delay = self._retry.delay(attempts)
-                await conn.execute(
-                    "UPDATE recipients SET next_attempt_time = now() + $2::interval"
-                    " WHERE message_id = $1 AND state = 'queued'",
-                    mid,
-                    timedelta(seconds=delay) + self._stall,
-                )
+                await recipients.reschedule_queued(conn, mid, after=timedelta(seconds=delay) + self._stall)
                 return delay
-            events = await self._give_up(conn, mid, "failed", reason)
+            events = await self._give_up(conn, mid, RecipientState.FAILED, reason)
         _log.error("message %s failed after %d attempts: %s", mid, attempts, reason)
         await publish_events(self._bus, events)
         return None
 
     async def _give_up(
-        self, conn: asyncpg.Connection, mid: uuid.UUID, state: str, reason: str
+        self, conn: Tx, mid: uuid.UUID, state: RecipientState, reason: str
     ) -> list[bus_pb2.EventEnvelope]:
-        rows = await conn.fetch(
-            "UPDATE recipients SET state = $2, failure_reason = $3, lease_until = NULL, next_attempt_time = NULL,"
-            " update_time = now() WHERE message_id = $1 AND state = 'queued' RETURNING position, address",
-            mid,
-            state,
-            reason,
-        )
+        rows = await recipients.give_up_queued(conn, mid, state=state, reason=reason)
         message = await conn.fetchrow(
             "SELECT tenant_id, stream, tags, metadata::text AS metadata FROM messages WHERE id = $1", mid
         )
@@ -112,7 +90,9 @@ class DeliveryFailures:
             list(message["tags"]),
             json.loads(message["metadata"]),
         )
-        event_type = event_pb2.EVENT_TYPE_EXPIRED if state == "expired" else event_pb2.EVENT_TYPE_FAILED
+        event_type = (
+            event_pb2.EVENT_TYPE_EXPIRED if state is RecipientState.EXPIRED else event_pb2.EVENT_TYPE_FAILED
+        )
         events = [
             new_event(ctx, event_type, r["address"], discriminator=f"{r['position']}:stage", reason=reason)
             for r in sorted(rows, key=lambda r: r["position"])

@@ -1,4 +1,5 @@
-"""PostgreSQL access for delivery: leases, outcomes and the retry scheduler."""
+"""PostgreSQL access for delivery: leases, outcomes and the retry scheduler; the statements
+themselves are libs.pipeline's."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import asyncpg
 from postwire.internal.v1 import bus_pb2
 
 from libs.event_outbox import insert_events
+from libs.pipeline import recipients
+from libs.pipeline.recipients import Outcome
 
 __all__ = ["Claim", "ClaimedRecipient", "Outcome", "WorkerStore"]
 
@@ -38,18 +41,6 @@ class Claim:
     require_tls: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    message_id: str
-    position: int
-    state: str
-    first_attempt_time: datetime
-    next_attempt_time: datetime | None
-    code: int
-    enhanced: str
-    text: str
-
-
 class WorkerStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -58,13 +49,7 @@ class WorkerStore:
         """Lease the message's queued recipients; None if there are none (done, or leased elsewhere)."""
         mid = uuid.UUID(message_id)
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "UPDATE recipients SET lease_until = now() + $2::interval WHERE message_id = $1"
-                " AND state = 'queued' AND (lease_until IS NULL OR lease_until < now())"
-                " RETURNING position, address, attempts, first_attempt_time",
-                mid,
-                lease,
-            )
+            rows = await recipients.lease_queued(conn, mid, lease=lease)
             if not rows:
                 return None
             message = await conn.fetchrow(
@@ -90,82 +75,35 @@ class WorkerStore:
         )
 
     async def renew(self, message_id: str, positions: Sequence[int], *, lease: timedelta) -> None:
-        await self._pool.execute(
-            "UPDATE recipients SET lease_until = now() + $3::interval"
-            " WHERE message_id = $1 AND position = ANY($2::int[]) AND state = 'queued'",
-            uuid.UUID(message_id),
-            list(positions),
-            lease,
-        )
+        await recipients.renew_lease(self._pool, uuid.UUID(message_id), positions, lease=lease)
 
     async def record(self, outcomes: Sequence[Outcome], events: Sequence[bus_pb2.EventEnvelope]) -> None:
         """Commit outcomes of any number of messages, and their events, in one transaction.
 
-        Only a recipient still 'queued' is updated, so a replayed batch changes nothing twice."""
+        Only a recipient still queued is updated, so a replayed batch changes nothing twice."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                "UPDATE recipients SET state = $3, attempts = attempts + 1,"
-                " first_attempt_time = coalesce(first_attempt_time, $4), next_attempt_time = $5,"
-                " last_code = $6, last_enhanced = $7, last_text = $8, lease_until = NULL, update_time = now()"
-                " WHERE message_id = $1 AND position = $2 AND state = 'queued'",
-                [
-                    (
-                        uuid.UUID(o.message_id),
-                        o.position,
-                        o.state,
-                        o.first_attempt_time,
-                        o.next_attempt_time,
-                        o.code,
-                        o.enhanced,
-                        o.text,
-                    )
-                    for o in outcomes
-                ],
-            )
+            await recipients.record_outcomes(conn, outcomes)
             await insert_events(conn, events)
 
     async def release(self, message_id: str, positions: Sequence[int]) -> None:
         """Hand leased recipients back untouched (no attempt counted), due at once, so another
         worker (or this one after a restart) takes them without waiting for the lease to run out."""
-        await self._pool.execute(
-            "UPDATE recipients SET lease_until = NULL, next_attempt_time = now(), update_time = now()"
-            " WHERE message_id = $1 AND position = ANY($2::int[]) AND state = 'queued'",
-            uuid.UUID(message_id),
-            list(positions),
-        )
+        await recipients.release(self._pool, uuid.UUID(message_id), positions)
 
     async def postpone(self, message_id: str, positions: Sequence[int], *, delay: timedelta) -> None:
         """Hand leased recipients back untouched (no attempt counted), due after `delay`. The lease
         is left to run out with it, which marks them for the retry lane (see claim_due)."""
-        await self._pool.execute(
-            "UPDATE recipients SET lease_until = now() + $3::interval, next_attempt_time = now() + $3::interval,"
-            " update_time = now() WHERE message_id = $1 AND position = ANY($2::int[]) AND state = 'queued'",
-            uuid.UUID(message_id),
-            list(positions),
-            delay,
-        )
+        await recipients.postpone(self._pool, uuid.UUID(message_id), positions, delay=delay)
 
     async def claim_due(self, *, stall: timedelta, limit: int = 500) -> list[tuple[str, bool]]:
-        """Recipients whose retry is due, or whose task looks lost, go back to 'queued'; their
+        """Recipients whose retry is due, or whose task looks lost, go back to queued; their
         due time moves out by `stall` so the next sweep (or another replica) does not repeat it.
 
         Returns (message id, retry) pairs: `retry` when a worker has had the message before (a
         deferral, a lease that ran out, a destination that was busy), so it goes to the retry lane;
         work no worker has touched yet (a lost or wiped publish) goes back to the main lane."""
-        rows = await self._pool.fetch(
-            "WITH due AS (SELECT message_id, position, (state = 'deferred' OR lease_until IS NOT NULL) AS retry"
-            " FROM recipients"
-            " WHERE state IN ('queued', 'deferred') AND next_attempt_time <= now()"
-            " AND (lease_until IS NULL OR lease_until < now())"
-            " ORDER BY next_attempt_time LIMIT $2 FOR UPDATE SKIP LOCKED)"
-            " UPDATE recipients r SET state = 'queued', next_attempt_time = now() + $1::interval,"
-            " update_time = now() FROM due WHERE r.message_id = due.message_id AND r.position = due.position"
-            " RETURNING r.message_id, due.retry",
-            stall,
-            limit,
-        )
         retry: dict[str, bool] = {}
-        for r in rows:
-            key = str(r["message_id"])
-            retry[key] = retry.get(key, False) or bool(r["retry"])
+        for mid, again in await recipients.claim_due(self._pool, stall=stall, limit=limit):
+            key = str(mid)
+            retry[key] = retry.get(key, False) or again
         return sorted(retry.items())

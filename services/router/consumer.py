@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2, render_service_pb2_grpc
-from postwire.v1 import event_pb2, mail_service_pb2
+from postwire.v1 import mail_service_pb2
 
 from libs.bus import DELIVER_SUBJECT, ROUTE_SUBJECT, Bus, Outcome, Publication
 from libs.errors import Unavailable
@@ -18,6 +18,17 @@ from libs.mail.parts import Parts
 from libs.render_request import render_request, versions_from_json
 from libs.stage_retry import StageRetry
 from services.router.mime import build_mime
+from services.router.routing_steps import (
+    GiveUp,
+    Retry,
+    Step,
+    after_failure,
+    after_outage,
+    ending,
+    first_step,
+    give_up_start,
+    unrouted,
+)
 from services.router.store import RouteRow, RouterStore
 
 __all__ = ["Router"]
@@ -29,6 +40,10 @@ _PERMANENT = {
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.FAILED_PRECONDITION,
 }
+# A message still unrouted at its give-up time was held up by something being away (NATS, the
+# template service, PostgreSQL, every router): counted failures give up within minutes. So one
+# reason serves both the check before rendering and an outage met while rendering.
+EXPIRED_REASON = "router: a dependency was unavailable until the give-up time"
 # Rows one sweep query claims; a sweep repeats the query until a claim comes back short.
 SWEEP_CLAIM = 500
 # The template service is away or shedding load: an outage, never the message's fault.
@@ -45,7 +60,7 @@ class Router:
         self,
         store: RouterStore,
         bus: Bus,
-        render: render_service_pb2_grpc.RenderServiceStub,
+        render: render_service_pb2_grpc.RenderServiceAsyncStub,
         *,
         hostname: str,
         stall: timedelta,
@@ -72,13 +87,18 @@ class Router:
 
     async def route(self, message_id: str) -> Outcome:
         row = await self._store.load(message_id, lease=self._lease)
-        now = datetime.now(UTC)
         # Consumers are idempotent against PostgreSQL: a second copy of the task finds the row
-        # already routed and does nothing.
+        # already routed (None) and does nothing.
         if row is None:
             return Outcome.ACK
-        if row.send_time is not None and row.send_time > now:
-            return Outcome.ACK  # scheduled; the sweeper brings it back when due
+        now = datetime.now(UTC)
+        step = first_step(
+            row.state, create_time=row.create_time, send_time=row.send_time, now=now, retry=self._retry
+        )
+        if step is Step.EXPIRE:
+            await self._give_up(row, EXPIRED_REASON, expired=True)
+        if step is not Step.ROUTE:
+            return Outcome.ACK
         request = mail_service_pb2.SendEmailRequest.FromString(row.request)
         content = Parts(subject=request.subject, html_body=request.html_body, text_body=request.text_body)
         if request.HasField("template"):
@@ -120,14 +140,12 @@ class Router:
 
     async def _give_up(self, row: RouteRow, reason: str, *, expired: bool = False) -> None:
         ctx = EventContext(row.tenant_id, row.id, row.stream, row.tags, json.loads(row.metadata))
-        event_type = event_pb2.EVENT_TYPE_EXPIRED if expired else event_pb2.EVENT_TYPE_FAILED
+        end = ending(expired=expired)
         events = [
-            new_event(ctx, event_type, address, discriminator=str(position), reason=reason[:512])
-            for position, address, state in row.recipients
-            if state in ("accepted", "scheduled")
+            new_event(ctx, end.event, address, discriminator=str(position), reason=reason[:512])
+            for position, address in unrouted(row.recipients)
         ]
-        state = "expired" if expired else "failed"
-        if await self._store.mark_failed(row.id, events, reason=reason[:512], state=state):
+        if await self._store.mark_failed(row.id, events, reason=reason[:512], expired=expired):
             await publish_events(self._bus, events)
 
     # libs.bus.StageFailures: the attempt count lives in messages.route_failures, because the
@@ -137,18 +155,15 @@ class Router:
         message_id = _task_id(msg)
         if message_id is None:
             return None
-        start = await self._store.give_up_start(message_id)
-        if start is None:
+        times = await self._store.times(message_id)
+        if times is None:
             return None  # routed or given up meanwhile
-        if datetime.now(UTC) >= self._retry.give_up_time(start):
-            row = await self._store.load(message_id)
-            if row is not None:
-                await self._give_up(
-                    row, "router: a dependency was unavailable until the give-up time", expired=True
-                )
-            return None
-        await self._store.defer(message_id, until=timedelta(seconds=delay) + self._stall)
-        return delay
+        start = give_up_start(create_time=times[0], send_time=times[1])
+        return await self._settle(
+            message_id,
+            after_outage(start, delay, now=datetime.now(UTC), retry=self._retry),
+            EXPIRED_REASON,
+        )
 
     async def failed(self, msg: Msg, reason: str) -> float | None:
         message_id = _task_id(msg)
@@ -157,14 +172,16 @@ class Router:
         attempts = await self._store.count_failure(message_id)
         if attempts is None:
             return None
-        if self._retry.exhausted(attempts):
+        return await self._settle(message_id, after_failure(attempts, retry=self._retry), reason)
+
+    async def _settle(self, message_id: str, decision: Retry | GiveUp, reason: str) -> float | None:
+        if isinstance(decision, GiveUp):
             row = await self._store.load(message_id)
             if row is not None:
-                await self._give_up(row, reason)
+                await self._give_up(row, reason, expired=decision.expired)
             return None
-        delay = self._retry.delay(attempts)
-        await self._store.defer(message_id, until=timedelta(seconds=delay) + self._stall)
-        return delay
+        await self._store.defer(message_id, until=timedelta(seconds=decision.delay) + self._stall)
+        return decision.delay
 
     async def sweep(self) -> int:
         """Re-publish every stalled message, batch after batch, so a wiped stream's backlog comes

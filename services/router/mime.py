@@ -19,7 +19,6 @@ from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
-from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr
 
@@ -111,7 +110,11 @@ def _mailboxes(boxes: Sequence[message_pb2.EmailAddress]) -> str | Header:
 
 
 def _text_part(text: str, subtype: str) -> MIMENonMultipart:
-    return MIMEText(_normalize_newlines(text), subtype, _UTF8_QP)
+    # What MIMEText(text, subtype, _UTF8_QP) does, spelled out: its signature takes the charset's
+    # name only, and the name alone would pick base64 rather than quoted-printable.
+    part = MIMENonMultipart("text", subtype, charset=str(_UTF8_QP))
+    part.set_payload(_normalize_newlines(text), _UTF8_QP)
+    return part
 
 
 def _attachment(att: message_pb2.Attachment) -> MIMEBase:
@@ -181,10 +184,11 @@ def build_mime(
     mime_headers = list(body.items())
     for name in list(body.keys()):
         del body[name]
-    for name, value in headers:
-        body[name] = value
-    for name, value in mime_headers:
-        body[name] = value
+    for name, header_value in headers:
+        # compat32 folds and encodes a Header itself; typeshed's Message[str, str] admits str only.
+        body[name] = header_value  # type: ignore[assignment]  # see above
+    for name, mime_value in mime_headers:
+        body[name] = mime_value
 
     buffer = io.BytesIO()
     BytesGenerator(buffer, mangle_from_=False, policy=_POLICY).flatten(body)

@@ -1,4 +1,4 @@
-"""PostgreSQL access for the routing step."""
+"""PostgreSQL access for the routing step; the statements themselves are libs.pipeline's."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import asyncpg
 from postwire.internal.v1 import bus_pb2
 
 from libs.event_outbox import insert_events
+from libs.mail.states import MessageState, RecipientState
+from libs.pipeline import messages, recipients
 
 __all__ = ["RouteRow", "RouterStore"]
 
@@ -19,13 +21,14 @@ __all__ = ["RouteRow", "RouterStore"]
 class RouteRow:
     id: str
     tenant_id: str
-    state: str
+    state: MessageState
     request: bytes
     stream: str
     tags: list[str]
     metadata: str
+    create_time: datetime
     send_time: datetime | None
-    recipients: list[tuple[int, str, str]]  # (position, address, state)
+    recipients: list[tuple[int, str, RecipientState]]  # (position, address, state)
     template_versions: str | None = None  # JSON, see libs.render_request
 
 
@@ -37,30 +40,24 @@ class RouterStore:
         """The message if it still waits for routing; with `lease`, the sweeper also leaves it
         alone that long, since JetStream itself redelivers it if this replica dies."""
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                "UPDATE messages SET route_due_time = greatest(route_due_time, now() + $2::interval)"
-                " WHERE id = $1 AND state = 'accepted'"
-                " RETURNING id, tenant_id, state, request, stream, tags, metadata::text AS metadata, send_time,"
-                " template_versions::text AS template_versions",
-                uuid.UUID(message_id),
-                lease or timedelta(0),
-            )
+            row = await messages.lease_for_routing(conn, uuid.UUID(message_id), lease=lease or timedelta(0))
             if row is None:
                 return None
-            recipients = await conn.fetch(
+            rows = await conn.fetch(
                 "SELECT position, address, state FROM recipients WHERE message_id = $1 ORDER BY position",
                 row["id"],
             )
         return RouteRow(
             id=str(row["id"]),
             tenant_id=str(row["tenant_id"]),
-            state=row["state"],
+            state=MessageState(row["state"]),
             request=row["request"],
             stream=row["stream"],
             tags=list(row["tags"]),
             metadata=row["metadata"],
+            create_time=row["create_time"],
             send_time=row["send_time"],
-            recipients=[(r["position"], r["address"], r["state"]) for r in recipients],
+            recipients=[(r["position"], r["address"], RecipientState(r["state"])) for r in rows],
             template_versions=row["template_versions"],
         )
 
@@ -70,23 +67,11 @@ class RouterStore:
         """Store the built message and queue its recipients; False if another replica did it first."""
         mid = uuid.UUID(message_id)
         async with self._pool.acquire() as conn, conn.transaction():
-            done = await conn.execute(
-                "UPDATE messages SET state = 'routed', mime = $2, envelope_from = $3, rfc822_message_id = $4,"
-                " update_time = now() WHERE id = $1 AND state = 'accepted'",
-                mid,
-                mime,
-                envelope_from,
-                rfc822_id,
-            )
-            if done != "UPDATE 1":
+            if not await messages.mark_routed(
+                conn, mid, mime=mime, envelope_from=envelope_from, rfc822_id=rfc822_id
+            ):
                 return False
-            # next_attempt_time here is when the worker's sweeper steps in if the task is lost.
-            await conn.execute(
-                "UPDATE recipients SET state = 'queued', next_attempt_time = now() + $2::interval,"
-                " update_time = now() WHERE message_id = $1 AND state IN ('accepted', 'scheduled')",
-                mid,
-                stall,
-            )
+            await recipients.queue_routed(conn, mid, stall=stall)
         return True
 
     async def mark_failed(
@@ -95,63 +80,36 @@ class RouterStore:
         events: Sequence[bus_pb2.EventEnvelope],
         *,
         reason: str,
-        state: str = "failed",
+        expired: bool = False,
     ) -> bool:
-        """Give the message up (`failed` or `expired`) with its events; False if it was no longer
+        """Give the message up (failed, or expired) with its events; False if it was no longer
         waiting for routing."""
         mid = uuid.UUID(message_id)
+        message_state, recipient_state = (
+            (MessageState.EXPIRED, RecipientState.EXPIRED)
+            if expired
+            else (MessageState.FAILED, RecipientState.FAILED)
+        )
         async with self._pool.acquire() as conn, conn.transaction():
-            done = await conn.execute(
-                "UPDATE messages SET state = $2, update_time = now() WHERE id = $1 AND state = 'accepted'",
-                mid,
-                state,
-            )
-            if done != "UPDATE 1":
+            if not await messages.give_up(conn, mid, state=message_state):
                 return False
-            await conn.execute(
-                "UPDATE recipients SET state = $2, failure_reason = $3, update_time = now()"
-                " WHERE message_id = $1 AND state IN ('accepted', 'scheduled')",
-                mid,
-                state,
-                reason,
-            )
+            await recipients.give_up_unrouted(conn, mid, state=recipient_state, reason=reason)
             await insert_events(conn, events)
         return True
 
     async def count_failure(self, message_id: str) -> int | None:
         """One more failed routing attempt; the count so far, or None if routing is over."""
-        value = await self._pool.fetchval(
-            "UPDATE messages SET route_failures = route_failures + 1 WHERE id = $1 AND state = 'accepted'"
-            " RETURNING route_failures",
-            uuid.UUID(message_id),
-        )
-        return None if value is None else int(value)
+        return await messages.count_route_failure(self._pool, uuid.UUID(message_id))
 
-    async def give_up_start(self, message_id: str) -> datetime | None:
-        """When the message's give-up clock started (its send time if scheduled), if still waiting."""
-        value = await self._pool.fetchval(
-            "SELECT greatest(create_time, coalesce(send_time, create_time)) FROM messages"
-            " WHERE id = $1 AND state = 'accepted'",
-            uuid.UUID(message_id),
-        )
-        return value if isinstance(value, datetime) else None
+    async def times(self, message_id: str) -> tuple[datetime, datetime | None] | None:
+        """(create_time, send_time) if the message still waits for routing."""
+        return await messages.routing_times(self._pool, uuid.UUID(message_id))
 
     async def defer(self, message_id: str, *, until: timedelta) -> None:
         """Keep the sweeper away while JetStream holds the message for a delayed redelivery."""
-        await self._pool.execute(
-            "UPDATE messages SET route_due_time = now() + $2::interval WHERE id = $1 AND state = 'accepted'",
-            uuid.UUID(message_id),
-            until,
-        )
+        await messages.defer_routing(self._pool, uuid.UUID(message_id), until=until)
 
     async def claim_stalled(self, *, stall: timedelta, limit: int = 500) -> list[str]:
         """Messages due for routing whose task may be lost; pushes their due time out by `stall`
         so one sweep's claim is not repeated by the next (or by another replica)."""
-        rows = await self._pool.fetch(
-            "UPDATE messages SET route_due_time = now() + $1::interval WHERE id IN ("
-            " SELECT id FROM messages WHERE state = 'accepted' AND route_due_time <= now()"
-            " ORDER BY route_due_time LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
-            stall,
-            limit,
-        )
-        return [str(r["id"]) for r in rows]
+        return [str(mid) for mid in await messages.claim_stalled(self._pool, stall=stall, limit=limit)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 
@@ -11,6 +10,7 @@ from postwire.internal.v1 import bus_pb2
 
 from libs.event_outbox import insert_events
 from libs.mail.states import RecipientState
+from libs.pipeline import messages, recipients
 from services.submission.messages import MessageRow, NewMessage, RecipientRow
 
 __all__ = ["MessageRow", "NewMessage", "RecipientRow", "SubmissionStore"]
@@ -26,34 +26,25 @@ class SubmissionStore:
         Returns None when the tenant already used this idempotency key (nothing is written).
         """
         async with self._pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(
-                "INSERT INTO messages (id, tenant_id, idempotency_key, request_hash, request, stream, tags,"
-                " metadata, state, send_time, route_due_time, template_versions, sandbox) VALUES ($1, $2::uuid, $3, $4,"
-                " $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL"
-                " DO NOTHING RETURNING id",
+            inserted = await messages.insert(
+                conn,
                 message.id,
-                message.tenant_id,
-                message.idempotency_key,
-                message.request_hash,
-                message.request,
-                message.stream,
-                list(message.tags),
-                json.dumps(dict(message.metadata)),
-                message.state,
-                message.send_time,
-                message.route_due_time,
-                message.template_versions,
-                message.sandbox,
+                tenant_id=message.tenant_id,
+                idempotency_key=message.idempotency_key,
+                request_hash=message.request_hash,
+                request=message.request,
+                stream=message.stream,
+                tags=message.tags,
+                metadata=message.metadata,
+                state=message.state,
+                send_time=message.send_time,
+                route_due_time=message.route_due_time,
+                template_versions=message.template_versions,
+                sandbox=message.sandbox,
             )
-            if inserted is None:
+            if not inserted:
                 return None
-            await conn.executemany(
-                "INSERT INTO recipients (message_id, position, address, kind, state) VALUES ($1, $2, $3, $4, $5)",
-                [
-                    (message.id, i, addr, kind, state)
-                    for i, (addr, kind, state) in enumerate(message.recipients)
-                ],
-            )
+            await recipients.insert(conn, message.id, message.recipients)
             await insert_events(conn, events)
         return str(message.id)
 

@@ -284,3 +284,10 @@ def test_every_rule_is_reached_by_its_own_example(rule: Rule) -> None:
     code, _, message = rule.example.partition(" ")
     reply = parse_reply(int(code), message)
     assert first_rule(reply.code, reply.enhanced, reply.text) is rule
+
+
+def test_the_table_covers_every_bounce_category_and_invents_none() -> None:
+    """Categories are the proto's values: every one (but UNSPECIFIED) is some row's, no row has
+    another, so a category added to the proto without a rule shows up here."""
+    proto = {value for name, value in message_pb2.BounceCategory.items() if value != NONE}
+    assert {rule.category for rule in RULES} == proto

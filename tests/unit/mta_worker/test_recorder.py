@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from postwire.internal.v1 import bus_pb2
 
+from libs.mail.states import RecipientState
 from services.mta_worker.recorder import Recorder
 from services.mta_worker.store import Outcome
 
@@ -18,7 +19,7 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def outcome(message_id: str, position: int = 0) -> Outcome:
-    return Outcome(message_id, position, "delivered", NOW, None, 250, "2.0.0", "OK")
+    return Outcome(message_id, position, RecipientState.DELIVERED, NOW, None, 250, "2.0.0", "OK")
 
 
 class Store:

@@ -1,0 +1,152 @@
+"""Statements that change `messages` rows: acceptance, the router's lease, routing and giving up.
+
+Statements that wait for routing say `state = 'accepted'` literally (interpolated from
+MessageState), because the partial index messages_route_due is defined with that predicate and
+the planner only uses it when it sees the same literal.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from libs.mail.states import MessageState
+from libs.pipeline.connection import Db, Tx
+
+__all__ = [
+    "claim_stalled",
+    "count_route_failure",
+    "defer_routing",
+    "give_up",
+    "insert",
+    "lease_for_routing",
+    "mark_routed",
+    "routing_times",
+]
+
+# The predicate of messages_route_due (migration 0001); a constant of ours, never input.
+_WAITING = f"state = '{MessageState.ACCEPTED.value}'"
+
+
+async def insert(
+    conn: Tx,
+    message_id: uuid.UUID,
+    /,
+    *,
+    tenant_id: str,
+    idempotency_key: str | None,
+    request_hash: bytes,
+    request: bytes,
+    stream: str,
+    tags: Sequence[str],
+    metadata: Mapping[str, str],
+    state: MessageState,
+    send_time: datetime | None,
+    route_due_time: datetime,
+    template_versions: str | None,
+    sandbox: bool,
+) -> bool:
+    """Store a new message; False (nothing written) if the tenant already used the idempotency key."""
+    inserted = await conn.fetchval(
+        "INSERT INTO messages (id, tenant_id, idempotency_key, request_hash, request, stream, tags,"
+        " metadata, state, send_time, route_due_time, template_versions, sandbox) VALUES ($1, $2::uuid, $3, $4,"
+        " $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (tenant_id, idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
+        message_id,
+        tenant_id,
+        idempotency_key,
+        request_hash,
+        request,
+        stream,
+        list(tags),
+        json.dumps(dict(metadata)),
+        state,
+        send_time,
+        route_due_time,
+        template_versions,
+        sandbox,
+    )
+    return inserted is not None
+
+
+async def lease_for_routing(conn: Db, message_id: uuid.UUID, /, *, lease: timedelta) -> asyncpg.Record | None:
+    """The message if it still waits for routing, with the sweeper kept away for `lease`."""
+    return await conn.fetchrow(
+        "UPDATE messages SET route_due_time = greatest(route_due_time, now() + $2::interval)"
+        f" WHERE id = $1 AND {_WAITING}"
+        " RETURNING id, tenant_id, state, request, stream, tags, metadata::text AS metadata, create_time, send_time,"
+        " template_versions::text AS template_versions",
+        message_id,
+        lease,
+    )
+
+
+async def mark_routed(
+    conn: Tx, message_id: uuid.UUID, /, *, mime: bytes, envelope_from: str, rfc822_id: str
+) -> bool:
+    """Store the built message; False if it no longer waited for routing (another replica won)."""
+    done = await conn.execute(
+        "UPDATE messages SET state = $5, mime = $2, envelope_from = $3, rfc822_message_id = $4,"
+        f" update_time = now() WHERE id = $1 AND {_WAITING}",
+        message_id,
+        mime,
+        envelope_from,
+        rfc822_id,
+        MessageState.ROUTED,
+    )
+    return bool(done == "UPDATE 1")
+
+
+async def give_up(conn: Tx, message_id: uuid.UUID, /, *, state: MessageState) -> bool:
+    """End routing in `state` (failed or expired); False if it no longer waited for routing."""
+    done = await conn.execute(
+        f"UPDATE messages SET state = $2, update_time = now() WHERE id = $1 AND {_WAITING}",
+        message_id,
+        state,
+    )
+    return bool(done == "UPDATE 1")
+
+
+async def count_route_failure(conn: Db, message_id: uuid.UUID, /) -> int | None:
+    """One more failed routing attempt; the count so far, or None if routing is over."""
+    value = await conn.fetchval(
+        f"UPDATE messages SET route_failures = route_failures + 1 WHERE id = $1 AND {_WAITING}"
+        " RETURNING route_failures",
+        message_id,
+    )
+    return None if value is None else int(value)
+
+
+async def routing_times(conn: Db, message_id: uuid.UUID, /) -> tuple[datetime, datetime | None] | None:
+    """(create_time, send_time) of a message still waiting for routing; None once it is not."""
+    row = await conn.fetchrow(
+        f"SELECT create_time, send_time FROM messages WHERE id = $1 AND {_WAITING}",
+        message_id,
+    )
+    return None if row is None else (row["create_time"], row["send_time"])
+
+
+async def defer_routing(conn: Db, message_id: uuid.UUID, /, *, until: timedelta) -> None:
+    """Keep the sweeper away for `until` while JetStream holds the message for a delayed redelivery."""
+    await conn.execute(
+        f"UPDATE messages SET route_due_time = now() + $2::interval WHERE id = $1 AND {_WAITING}",
+        message_id,
+        until,
+    )
+
+
+async def claim_stalled(conn: Db, /, *, stall: timedelta, limit: int) -> list[uuid.UUID]:
+    """Messages due for routing whose task may be lost; their due time moves out by `stall` so the
+    next sweep (or another replica) does not claim them again."""
+    rows = await conn.fetch(
+        "UPDATE messages SET route_due_time = now() + $1::interval WHERE id IN ("
+        f" SELECT id FROM messages WHERE {_WAITING} AND route_due_time <= now()"
+        " ORDER BY route_due_time LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+        stall,
+        limit,
+    )
+    return [r["id"] for r in rows]
