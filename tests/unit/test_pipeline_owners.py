@@ -26,8 +26,6 @@ NOT_STATES = {
     ("services/mta_worker/mx_rules.py", "failed"),  # a DNS lookup's status
     ("services/inbound/store.py", "bounced"),  # an inbound counter's name
 }
-# Restructured by the submission helper of issue 12 (its servicer moves to submission/accept.py);
-# drop this line once that branch is merged.
 
 
 def _sources() -> Iterator[tuple[str, ast.Module]]:
