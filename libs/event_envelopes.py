@@ -54,7 +54,7 @@ def new_event(
         metadata=dict(ctx.metadata or {}),
         attempt=attempt,
         reason=reason,
-        bounce_category=bounce_category,  # type: ignore[arg-type]
+        bounce_category=message_pb2.BounceCategory.ValueType(bounce_category),
     )
     event.create_time.FromDatetime(when or datetime.now(UTC))
     if smtp_reply is not None:

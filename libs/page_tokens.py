@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 PURPOSE = "page_token"
+_TOKEN_FIELD = "page_token"
 PAGE_TOKEN_TTL = timedelta(hours=24)
 INVALID_PAGE_TOKEN = "page_token is invalid or expired; repeat the request without it"
 # AdminService is called with the admin token, not a tenant's key: its tokens belong to this caller.
@@ -92,7 +93,7 @@ class PageTokens:
         """Where `request` resumes; INVALID_ARGUMENT on page_token for any token that is not one
         this deployment issued to `caller` for these filters within the last 24 h."""
         filters = filters_digest(request)
-        token: str = request.page_token  # type: ignore[attr-defined]
+        token = str(getattr(request, _TOKEN_FIELD))  # every List request declares page_token (AIP-158)
         after = self._open(token, caller=caller, filters=filters) if token else ""
         return Cursor(after, seal=lambda position: self._seal(position, caller=caller, filters=filters))
 

@@ -168,7 +168,7 @@ def retry_delay(exc: grpc.aio.AioRpcError) -> float | None:
     """The google.rpc.RetryInfo delay a failed call carries, in seconds; None without one (or
     with trailers that do not decode)."""
     try:
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # the stubs want the sync grpc.Call; an aio error has the same trailers
     except ValueError:
         return None
     for detail in status.details if status else []:
@@ -201,7 +201,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> PostwireError:
         return AlreadyExists(message)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         preconditions: list[tuple[str, str, str]] = []
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # the stubs want the sync grpc.Call; an aio error has the same trailers
         for detail in status.details if status else []:
             if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
                 failure = error_details_pb2.PreconditionFailure()
@@ -211,7 +211,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> PostwireError:
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         # Pass the limit's numbers on unchanged: the caller needs the same RetryInfo and QuotaFailure.
         retry_after, subject, description = 0.0, "", ""
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # the stubs want the sync grpc.Call; an aio error has the same trailers
         for detail in status.details if status else []:
             if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 info = error_details_pb2.RetryInfo()
@@ -225,7 +225,7 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> PostwireError:
         return RateLimited(message, retry_after=retry_after, subject=subject, description=description)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         violations: list[tuple[str, str]] = []
-        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # the stubs want the sync grpc.Call; an aio error has the same trailers
         for detail in status.details if status else []:
             if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()

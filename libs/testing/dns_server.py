@@ -19,7 +19,7 @@ __all__ = ["LoopbackDns"]
 _MAX_CNAME_CHAIN = 8
 
 
-class _Zones(BaseResolver):  # type: ignore[misc]
+class _Zones(BaseResolver):  # type: ignore[misc]  # dnslib is untyped, so its base class is Any
     def __init__(self, negative_ttl: int) -> None:
         self.lock = threading.Lock()
         self.records: dict[tuple[str, str], list[str]] = {}

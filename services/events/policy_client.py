@@ -27,7 +27,7 @@ class PolicySuppressions:
             suppressions=[
                 suppression_service_pb2.Suppression(
                     address=item.address,
-                    reason=item.reason,  # type: ignore[arg-type]
+                    reason=suppression_service_pb2.SuppressionReason.ValueType(item.reason),
                     source_message_id=item.source_message_id,
                 )
                 for item in items
