@@ -468,6 +468,15 @@ def test_deployment_wires_shared_config_and_its_own_name(name: str) -> None:
     )
 
 
+def _quantity(text: str) -> float:
+    """A Kubernetes quantity in the forms the manifests use: 100m, 1, 128Mi."""
+    if text.endswith("m"):
+        return int(text[:-1]) / 1000
+    if text.endswith("Mi"):
+        return int(text[:-2]) * 2**20
+    return float(text)
+
+
 DB_USERS = sorted(SECRET_READERS["POSTWIRE_DATABASE_URL"])
 
 
@@ -487,7 +496,13 @@ def test_pods_that_use_the_database_migrate_it_first_in_an_init_container(name: 
     # Nothing else secret: the migrator needs only the URL.
     assert set(_env(init)) & set(SECRET_SOURCES) == {"POSTWIRE_DATABASE_URL"}
     assert init["securityContext"] == container["securityContext"]
-    assert init["resources"]["limits"] == container["resources"]["limits"]
+    # A pod is scheduled on the larger of its init and its app requests: the migrator asks for no
+    # more than the app, so it never makes a pod harder to place.
+    for resource in ("cpu", "memory"):
+        assert _quantity(init["resources"]["requests"][resource]) <= _quantity(
+            container["resources"]["requests"][resource]
+        ), resource
+    assert {"cpu", "memory"} <= set(init["resources"]["limits"])
     assert {"name": "tmp", "mountPath": "/tmp"} in init["volumeMounts"]
 
 
@@ -507,20 +522,25 @@ def test_every_database_user_sets_its_pool_size(name: str) -> None:
     assert (loaded.common.db_pool_min_size, loaded.common.db_pool_max_size) == (low, high)
 
 
-def connection_budget() -> int:
-    """PostgreSQL connections with every Deployment at its HPA maximum and every pool full, plus
-    one migrator connection per DB-using pod starting during a rollout's surge."""
-    pools = sum(
-        HPAS[name]["spec"]["maxReplicas"]
-        * int(_env(_containers(DEPLOYMENTS[name])[0])["POSTWIRE_DB_POOL_MAX_SIZE"]["value"])
-        for name in DB_USERS
-    )
-    return pools + len(DB_USERS)
+def _pool_max(name: str) -> int:
+    return int(_env(_containers(DEPLOYMENTS[name])[0])["POSTWIRE_DB_POOL_MAX_SIZE"]["value"])
+
+
+def connection_budget() -> tuple[int, int]:
+    """PostgreSQL connections (every Deployment at its HPA maximum with every pool full; the peak
+    during a rollout at that size: one surge pod more per Deployment, plus its migrate init
+    container's one connection)."""
+    at_max = sum(HPAS[name]["spec"]["maxReplicas"] * _pool_max(name) for name in DB_USERS)
+    surge = {name: DEPLOYMENTS[name]["spec"]["strategy"]["rollingUpdate"]["maxSurge"] for name in DB_USERS}
+    peak = at_max + sum(surge[name] * (_pool_max(name) + 1) for name in DB_USERS)
+    return at_max, peak
 
 
 def test_readme_states_the_connection_budget_at_maximum_replicas() -> None:
     readme = (K8S / "README.md").read_text(encoding="utf-8")
-    assert f"**{connection_budget()} connections**" in readme
+    at_max, peak = connection_budget()
+    assert f"**{at_max} connections**" in readme
+    assert f"**{peak} connections**" in readme
 
 
 def _setting(container: Doc, key: str, default: float) -> float:
@@ -880,3 +900,9 @@ def test_no_manifest_turns_on_the_dev_switch_or_a_dev_only_setting() -> None:
             assert not dev_only & set(doc.get("data", {})), path
         for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             assert not dev_only & set(_env(container)), path
+
+
+def test_prod_uses_the_monitoring_component_when_it_exists() -> None:
+    (prod,) = _load(K8S / "overlays" / "prod" / "kustomization.yaml")
+    listed = "../../components/monitoring" in prod.get("components", [])
+    assert listed == (K8S / "components" / "monitoring" / "kustomization.yaml").is_file()
