@@ -8,9 +8,9 @@ kustomize.
 
 from __future__ import annotations
 
-from pathlib import Path
 import importlib
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -847,11 +847,7 @@ def test_only_the_monitoring_namespace_may_scrape_metrics(name: str) -> None:
     for rule in scrapers:
         assert _ports(rule) == {("TCP", METRICS_PORT)}
         assert rule["from"] == [
-            {
-                "namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}
-                }
-            }
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}
         ]
 
 
