@@ -2,8 +2,8 @@
 
 These read the YAML as data and assert the properties the deployment depends on (probes, drain
 time, autoscaling, hardening, the network-policy graph), so a careless edit fails here rather than
-in a cluster. When `kubectl` is installed, the overlays are also rendered with its built-in
-kustomize.
+in a cluster. test_k8s_validation.py renders the overlays and validates every object against
+the Kubernetes schemas.
 """
 
 from __future__ import annotations
