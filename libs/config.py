@@ -95,11 +95,23 @@ class CommonConfig:
     # in flight), so a scale-out gets traffic; long streams are cut then and resume by cursor.
     max_connection_age_seconds: float = 300.0
     max_connection_age_grace_seconds: float = 30.0
+    # The asyncpg pool's bounds (libs.db.connect_pool). Every replica opens up to the maximum, so
+    # replicas x max over all services is what PostgreSQL must accept (deploy/k8s/README.md).
+    db_pool_min_size: int = 2
+    db_pool_max_size: int = 10
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], *, service: str, default_port: int) -> CommonConfig:
+    def from_env(
+        cls,
+        env: Mapping[str, str],
+        *,
+        service: str,
+        default_port: int,
+        default_pool_max_size: int = 10,
+    ) -> CommonConfig:
         listen = env_str(env, "POSTWIRE_LISTEN", f"127.0.0.1:{default_port}")
         env_host_port({"POSTWIRE_LISTEN": listen}, "POSTWIRE_LISTEN", listen)
+        pool_min, pool_max = _pool_sizes(env, default_pool_max_size)
         return cls(
             service=service,
             listen=listen,
@@ -126,4 +138,18 @@ class CommonConfig:
             max_connection_age_grace_seconds=env_float(
                 env, "POSTWIRE_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30.0, minimum=0.0
             ),
+            db_pool_min_size=pool_min,
+            db_pool_max_size=pool_max,
         )
+
+
+def _pool_sizes(env: Mapping[str, str], default_max: int) -> tuple[int, int]:
+    """POSTWIRE_DB_POOL_MIN_SIZE (2) and POSTWIRE_DB_POOL_MAX_SIZE (per service; 10 unless the
+    service needs more); asyncpg refuses min > max only when the pool opens, so check here."""
+    high = env_int(env, "POSTWIRE_DB_POOL_MAX_SIZE", default_max, minimum=1)
+    low = env_int(env, "POSTWIRE_DB_POOL_MIN_SIZE", min(2, high), minimum=0)
+    if low > high:
+        raise ConfigError(
+            f"POSTWIRE_DB_POOL_MIN_SIZE ({low}) must not exceed POSTWIRE_DB_POOL_MAX_SIZE ({high})"
+        )
+    return low, high

@@ -34,7 +34,11 @@ async def run(env: Mapping[str, str]) -> None:
     config = InboundConfig.from_env(env)
 
     async def wire(server: GrpcServer) -> Service:
-        pool = await connect_pool(config.common.database_url)
+        pool = await connect_pool(
+            config.common.database_url,
+            min_size=config.common.db_pool_min_size,
+            max_size=config.common.db_pool_max_size,
+        )
         bus = await Bus.connect(config.common.nats_url, name="postwire-inbound")
         tokens = ReturnPathTokens(config.token_keys)
 

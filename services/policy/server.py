@@ -58,7 +58,11 @@ async def run(env: Mapping[str, str]) -> None:
     config = PolicyConfig.from_env(env)
 
     async def wire(server: GrpcServer) -> Service:
-        pool = await connect_pool(config.common.database_url)
+        pool = await connect_pool(
+            config.common.database_url,
+            min_size=config.common.db_pool_min_size,
+            max_size=config.common.db_pool_max_size,
+        )
         cache_seconds = config.common.key_cache_seconds
         store = PolicyStore(pool)
         sealer = Sealer(config.secret_key)

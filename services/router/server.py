@@ -24,10 +24,16 @@ async def run(env: Mapping[str, str]) -> None:
     config = RouterConfig.from_env(env)
 
     async def wire(server: GrpcServer) -> Service:
-        pool = await connect_pool(config.common.database_url)
+        pool = await connect_pool(
+            config.common.database_url,
+            min_size=config.common.db_pool_min_size,
+            max_size=config.common.db_pool_max_size,
+        )
         bus = await Bus.connect(config.common.nats_url, name="postwire-router")
         template = open_internal_channel(config.template_addr, token=config.common.internal_token)
-        spec = ConsumerSpec(stream=WORK_STREAM, durable="router", subject=ROUTE_SUBJECT, ack_wait=config.ack_wait)
+        spec = ConsumerSpec(
+            stream=WORK_STREAM, durable="router", subject=ROUTE_SUBJECT, ack_wait=config.ack_wait
+        )
         router = Router(
             RouterStore(pool),
             bus,

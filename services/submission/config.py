@@ -17,7 +17,10 @@ class SubmissionConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SubmissionConfig:
         return cls(
-            common=CommonConfig.from_env(env, service="submission", default_port=50061),
+            # Submission has always had twice the usual pool: it writes every accepted message.
+            common=CommonConfig.from_env(
+                env, service="submission", default_port=50061, default_pool_max_size=20
+            ),
             policy_addr=env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
             template_addr=env_str(env, "POSTWIRE_TEMPLATE_ADDR", "127.0.0.1:50062"),
             events_addr=env_str(env, "POSTWIRE_EVENTS_ADDR", "127.0.0.1:50066"),

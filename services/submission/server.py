@@ -35,7 +35,11 @@ async def run(env: Mapping[str, str]) -> None:
     config = SubmissionConfig.from_env(env)
 
     async def wire(server: GrpcServer) -> Service:
-        pool = await connect_pool(config.common.database_url, max_size=20)
+        pool = await connect_pool(
+            config.common.database_url,
+            min_size=config.common.db_pool_min_size,
+            max_size=config.common.db_pool_max_size,
+        )
         bus = await Bus.connect(config.common.nats_url, name="postwire-submission")
         policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
         template = open_internal_channel(config.template_addr, token=config.common.internal_token)

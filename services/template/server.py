@@ -28,7 +28,11 @@ async def run(env: Mapping[str, str]) -> None:
     config = TemplateConfig.from_env(env)
 
     async def wire(server: GrpcServer) -> Service:
-        pool = await connect_pool(config.common.database_url)
+        pool = await connect_pool(
+            config.common.database_url,
+            min_size=config.common.db_pool_min_size,
+            max_size=config.common.db_pool_max_size,
+        )
         policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)
         renders = RenderPool(
             workers=config.render_workers,

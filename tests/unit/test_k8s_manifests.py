@@ -2,12 +2,14 @@
 
 These read the YAML as data and assert the properties the deployment depends on (probes, drain
 time, autoscaling, hardening, the network-policy graph), so a careless edit fails here rather than
-in a cluster. When `kubectl` is installed, the overlays are also rendered with its built-in
-kustomize.
+in a cluster. test_k8s_validation.py renders the overlays and validates every object against
+the Kubernetes schemas.
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from libs.config import CommonConfig
+from libs.dev_switch import SECRETS_BY_SERVICE
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 BASE = K8S / "base"
@@ -71,10 +74,19 @@ CONFIG_KEYS = {
     "POSTWIRE_EVENTS_ADDR",
     "POSTWIRE_SMARTHOST",
     "POSTWIRE_HOSTNAME",
+    "POSTWIRE_RETURN_PATH_HOST",
+    "POSTWIRE_SPF_INCLUDE",
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "POSTWIRE_LOG_LEVEL",
     "POSTWIRE_DRAIN_SECONDS",
 }
+
+METRICS_PORT = 9464
+# Where Prometheus runs; the only namespace that may reach METRICS_PORT.
+MONITORING_NAMESPACE = "monitoring"
+# The shared settings: a configMapGenerator env file, so every change renames the ConfigMap and
+# rolls the pods that read it.
+CONFIG_ENV = BASE / "config.env"
 
 Doc = dict[str, Any]
 
@@ -177,7 +189,16 @@ def test_base_lists_every_service_and_labels_everything_part_of_postwire() -> No
     (doc,) = _load(BASE / "kustomization.yaml")
     assert "namespace" not in doc
     assert set(SERVICES) <= set(doc["resources"])
-    assert {"config.yaml", "migrate-job.yaml"} <= set(doc["resources"])
+    # Migrations run in each Deployment's initContainer; an immutable Job would race the rollout
+    # and refuse the next `kubectl apply` with a new image.
+    assert not {"config.yaml", "migrate-job.yaml"} & set(doc["resources"])
+    assert not (BASE / "migrate-job.yaml").exists()
+    (generator,) = doc["configMapGenerator"]
+    assert generator["name"] == "postwire-config"
+    assert generator["envs"] == ["config.env"]
+    # The hash suffix is the point: a changed value is a new name, so the pod templates change.
+    assert not generator.get("options", {}).get("disableNameSuffixHash")
+    assert not doc.get("generatorOptions", {}).get("disableNameSuffixHash")
     pairs = [entry["pairs"] for entry in doc["labels"]]
     assert {"app.kubernetes.io/part-of": "postwire"} in pairs
     for name in SERVICES:
@@ -187,6 +208,7 @@ def test_base_lists_every_service_and_labels_everything_part_of_postwire() -> No
             "service.yaml",
             "hpa.yaml",
             "pdb.yaml",
+            "serviceaccount.yaml",
         } | ({"smtp-service.yaml"} if name == "inbound" else set())
 
 
@@ -234,10 +256,35 @@ def test_deployment_has_grpc_probes_on_the_grpc_port(name: str) -> None:
     assert {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"} in container["ports"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == GRPC_PORT, f"{name}: {probe}"
-        # An empty service name asks for the whole server's status, which is what
-        # enter_graceful_shutdown() flips to NOT_SERVING.
+    # Readiness asks the `readiness` health service: schema version, PostgreSQL and NATS (the
+    # edge: its own listener), so a lost dependency takes the pod out of the endpoints.
+    assert container["readinessProbe"]["grpc"]["service"] == "readiness"
+    # Liveness and startup ask the empty name, which reflects only a responsive process: a
+    # database blip must not restart the fleet.
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["grpc"].get("service", "") == "", f"{name}: {probe}"
     assert _env(container)["POSTWIRE_LISTEN"]["value"] == f"0.0.0.0:{GRPC_PORT}"
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_deployment_serves_metrics_on_its_own_port(name: str) -> None:
+    (container,) = _containers(DEPLOYMENTS[name])
+    assert {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"} in container["ports"]
+    assert _env(container)["POSTWIRE_METRICS_LISTEN"] == {
+        "name": "POSTWIRE_METRICS_LISTEN",
+        "value": f"0.0.0.0:{METRICS_PORT}",
+    }
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_every_service_has_its_own_service_account_without_a_token(name: str) -> None:
+    (account,) = _load(BASE / name / "serviceaccount.yaml")
+    assert account["kind"] == "ServiceAccount"
+    assert account["metadata"]["name"] == name
+    assert account["automountServiceAccountToken"] is False
+    for key in ("app.kubernetes.io/name", "app.kubernetes.io/part-of"):
+        assert account["metadata"]["labels"][key] == DEPLOYMENTS[name]["metadata"]["labels"][key]
+    assert DEPLOYMENTS[name]["spec"]["template"]["spec"]["serviceAccountName"] == name
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -310,58 +357,190 @@ def test_deployment_labels_and_selector_agree(name: str) -> None:
     assert "app.kubernetes.io/version" not in selector
 
 
+# Each secret variable -> (Secret, key). POSTWIRE_SMARTHOST_* come from an optional Secret: a relay
+# without AUTH needs none.
+SECRET_SOURCES = {
+    "POSTWIRE_DATABASE_URL": ("postwire-database", "url"),
+    "POSTWIRE_API_KEY_PEPPER": ("postwire-secrets", "api-key-pepper"),
+    "POSTWIRE_ADMIN_TOKEN": ("postwire-secrets", "admin-token"),
+    "POSTWIRE_SECRET_KEY": ("postwire-secrets", "secret-key"),
+    # Also the key that seals webhook signing secrets at rest (libs/webhook_secrets.py).
+    "POSTWIRE_TOKEN_KEYS": ("postwire-secrets", "token-keys"),
+    "POSTWIRE_INTERNAL_TOKEN": ("postwire-secrets", "internal-token"),
+    "POSTWIRE_SMARTHOST_USERNAME": ("postwire-relay", "username"),
+    "POSTWIRE_SMARTHOST_PASSWORD": ("postwire-relay", "password"),
+}
+# Who gets which secret: exactly the processes that use it (checked against the code below).
+SECRET_READERS = {
+    "POSTWIRE_DATABASE_URL": set(SERVICES) - {"edge"},
+    "POSTWIRE_API_KEY_PEPPER": {"policy"},
+    "POSTWIRE_ADMIN_TOKEN": {"policy"},
+    "POSTWIRE_SECRET_KEY": {"policy", "mta-worker"},
+    "POSTWIRE_TOKEN_KEYS": {"policy", "template", "events", "mta-worker", "inbound"},
+    "POSTWIRE_INTERNAL_TOKEN": {"policy", "template", "submission", "router", "events"},
+    "POSTWIRE_SMARTHOST_USERNAME": {"mta-worker"},
+    "POSTWIRE_SMARTHOST_PASSWORD": {"mta-worker"},
+}
+CONFIG_CLASSES = {
+    "edge": "EdgeConfig",
+    "submission": "SubmissionConfig",
+    "template": "TemplateConfig",
+    "policy": "PolicyConfig",
+    "router": "RouterConfig",
+    "mta_worker": "WorkerConfig",
+    "events": "EventsConfig",
+    "inbound": "InboundConfig",
+}
+REPO = K8S.parents[1]
+
+
+class _ReadRecorder(Mapping[str, str]):
+    """An empty environment that remembers every name a config loader asks for."""
+
+    def __init__(self) -> None:
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> str:
+        self.read.add(key)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+def _reads(name: str) -> set[str]:
+    cli_name = SERVICES[name]
+    module = importlib.import_module(f"services.{cli_name}.config")
+    env = _ReadRecorder()
+    getattr(module, CONFIG_CLASSES[cli_name]).from_env(env)
+    return env.read
+
+
+def _uses(name: str, secret: str) -> bool:
+    """Whether the process really needs `secret`. CommonConfig reads the database URL and the
+    internal token for everyone, so those two are judged by use: a pool opened, an internal RPC
+    served or made (libs/dev_switch.py keeps that list); the rest by what the config reads."""
+    cli_name = SERVICES[name]
+    if secret == "POSTWIRE_DATABASE_URL":
+        return "connect_pool(" in (REPO / "services" / cli_name / "server.py").read_text(encoding="utf-8")
+    if secret == "POSTWIRE_INTERNAL_TOKEN":
+        return secret in SECRETS_BY_SERVICE[cli_name]
+    return secret in _reads(name)
+
+
+@pytest.mark.parametrize("secret", sorted(SECRET_READERS))
+def test_secret_readers_are_the_processes_whose_code_uses_the_secret(secret: str) -> None:
+    assert {name for name in SERVICES if _uses(name, secret)} == SECRET_READERS[secret]
+
+
 @pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_deployment_wires_shared_config_and_secrets(name: str) -> None:
+def test_deployment_mounts_exactly_the_secrets_its_process_reads(name: str) -> None:
+    (container,) = _containers(DEPLOYMENTS[name])
+    env = _env(container)
+    for secret, readers in SECRET_READERS.items():
+        if name not in readers:
+            # Least privilege: template runs tenant-supplied Jinja, the edge forwards bytes.
+            assert secret not in env, f"{name} is given {secret}, which it never uses"
+            continue
+        ref = env[secret]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == SECRET_SOURCES[secret], f"{name}: {secret}"
+        assert ref.get("optional", False) is (secret.startswith("POSTWIRE_SMARTHOST_")), secret
+        # Secrets come from Secrets, never as literals in a manifest.
+        assert "value" not in env[secret]
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_deployment_wires_shared_config_and_its_own_name(name: str) -> None:
     (container,) = _containers(DEPLOYMENTS[name])
     env = _env(container)
     assert {"configMapRef": {"name": "postwire-config"}} in container["envFrom"]
-    assert env["POSTWIRE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
-        "name": "postwire-database",
-        "key": "url",
-    }
-    if name in PEPPER_READERS:
-        assert env["POSTWIRE_API_KEY_PEPPER"]["valueFrom"]["secretKeyRef"] == {
-            "name": "postwire-secrets",
-            "key": "api-key-pepper",
-        }
-        assert env["POSTWIRE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-            "name": "postwire-secrets",
-            "key": "admin-token",
-        }
-    else:
-        # Least privilege: template runs tenant-supplied Jinja, and nothing but policy hashes keys
-        # or serves AdminService.
-        assert "POSTWIRE_API_KEY_PEPPER" not in env
-        assert "POSTWIRE_ADMIN_TOKEN" not in env
-    if name in SECRET_KEY_READERS:
-        assert env["POSTWIRE_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
-            "name": "postwire-secrets",
-            "key": "secret-key",
-        }
-    else:
-        assert "POSTWIRE_SECRET_KEY" not in env
-    if name == "edge":
-        # The edge forwards bytes and mints no tokens.
-        assert "POSTWIRE_TOKEN_KEYS" not in env
-    else:
-        assert env["POSTWIRE_TOKEN_KEYS"]["valueFrom"]["secretKeyRef"] == {
-            "name": "postwire-secrets",
-            "key": "token-keys",
-        }
     # Dev shortcuts never reach a cluster.
     assert "POSTWIRE_DEV_FROM_DOMAINS" not in env
     assert env["OTEL_SERVICE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['app.kubernetes.io/name']"
     )
-    # Secrets must come from Secrets, never as literals in a manifest.
-    for var in (
-        "POSTWIRE_DATABASE_URL",
-        "POSTWIRE_API_KEY_PEPPER",
-        "POSTWIRE_ADMIN_TOKEN",
-        "POSTWIRE_SECRET_KEY",
-        "POSTWIRE_TOKEN_KEYS",
-    ):
-        assert "value" not in env.get(var, {})
+
+
+def _quantity(text: str) -> float:
+    """A Kubernetes quantity in the forms the manifests use: 100m, 1, 128Mi."""
+    if text.endswith("m"):
+        return int(text[:-1]) / 1000
+    if text.endswith("Mi"):
+        return int(text[:-2]) * 2**20
+    return float(text)
+
+
+DB_USERS = sorted(SECRET_READERS["POSTWIRE_DATABASE_URL"])
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_pods_that_use_the_database_migrate_it_first_in_an_init_container(name: str) -> None:
+    pod = DEPLOYMENTS[name]["spec"]["template"]["spec"]
+    if name not in DB_USERS:
+        assert not pod.get("initContainers"), "the edge has no schema to wait for"
+        return
+    (init,) = pod["initContainers"]
+    (container,) = _containers(DEPLOYMENTS[name])
+    # `postwire migrate` takes a PostgreSQL advisory lock, so the init containers of every pod
+    # of a rollout queue behind one another and the later ones find nothing to do.
+    assert init["command"] == ["postwire", "migrate"]
+    assert init["image"] == container["image"]
+    assert _env(init)["POSTWIRE_DATABASE_URL"] == _env(container)["POSTWIRE_DATABASE_URL"]
+    # Nothing else secret: the migrator needs only the URL.
+    assert set(_env(init)) & set(SECRET_SOURCES) == {"POSTWIRE_DATABASE_URL"}
+    assert init["securityContext"] == container["securityContext"]
+    # A pod is scheduled on the larger of its init and its app requests: the migrator asks for no
+    # more than the app, so it never makes a pod harder to place.
+    for resource in ("cpu", "memory"):
+        assert _quantity(init["resources"]["requests"][resource]) <= _quantity(
+            container["resources"]["requests"][resource]
+        ), resource
+    assert {"cpu", "memory"} <= set(init["resources"]["limits"])
+    assert {"name": "tmp", "mountPath": "/tmp"} in init["volumeMounts"]
+
+
+@pytest.mark.parametrize("name", DB_USERS)
+def test_every_database_user_sets_its_pool_size(name: str) -> None:
+    (container,) = _containers(DEPLOYMENTS[name])
+    env = _env(container)
+    low = int(env["POSTWIRE_DB_POOL_MIN_SIZE"]["value"])
+    high = int(env["POSTWIRE_DB_POOL_MAX_SIZE"]["value"])
+    assert 1 <= low <= high
+    # The value the process would read is the value the manifest states.
+    cli_name = SERVICES[name]
+    module = importlib.import_module(f"services.{cli_name}.config")
+    loaded = getattr(module, CONFIG_CLASSES[cli_name]).from_env(
+        {"POSTWIRE_DB_POOL_MIN_SIZE": str(low), "POSTWIRE_DB_POOL_MAX_SIZE": str(high)}
+    )
+    assert (loaded.common.db_pool_min_size, loaded.common.db_pool_max_size) == (low, high)
+
+
+def _pool_max(name: str) -> int:
+    return int(_env(_containers(DEPLOYMENTS[name])[0])["POSTWIRE_DB_POOL_MAX_SIZE"]["value"])
+
+
+def connection_budget() -> tuple[int, int]:
+    """PostgreSQL connections (every Deployment at its HPA maximum with every pool full; the peak
+    during a rollout at that size: one surge pod more per Deployment, plus its migrate init
+    container's one connection)."""
+    at_max = sum(HPAS[name]["spec"]["maxReplicas"] * _pool_max(name) for name in DB_USERS)
+    surge = {name: DEPLOYMENTS[name]["spec"]["strategy"]["rollingUpdate"]["maxSurge"] for name in DB_USERS}
+    peak = at_max + sum(surge[name] * (_pool_max(name) + 1) for name in DB_USERS)
+    return at_max, peak
+
+
+def test_readme_states_the_connection_budget_at_maximum_replicas() -> None:
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    at_max, peak = connection_budget()
+    assert f"**{at_max} connections**" in readme
+    assert f"**{peak} connections**" in readme
 
 
 def _setting(container: Doc, key: str, default: float) -> float:
@@ -369,8 +548,7 @@ def _setting(container: Doc, key: str, default: float) -> float:
     env = _env(container)
     if key in env:
         return float(env[key]["value"])
-    (config,) = _load(BASE / "config.yaml")
-    return float(config["data"].get(key, default))
+    return float(_config_env().get(key, default))
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -400,13 +578,20 @@ def test_mta_worker_waits_longest_for_replies_to_the_final_dot() -> None:
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_service_selects_its_deployment_on_the_grpc_port(name: str) -> None:
+def test_service_selects_its_deployment_on_the_grpc_and_metrics_ports(name: str) -> None:
     service = SERVICES_BY_NAME[name]
     pod_labels = DEPLOYMENTS[name]["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
-    (port,) = service["spec"]["ports"]
-    assert port["port"] == GRPC_PORT
-    assert port["targetPort"] in ("grpc", GRPC_PORT)
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert set(ports) == {"grpc", "metrics"}
+    assert ports["grpc"]["port"] == GRPC_PORT
+    assert ports["grpc"]["targetPort"] in ("grpc", GRPC_PORT)
+    # A ServiceMonitor selects Services by label and scrapes their endpoints by port name.
+    assert (ports["metrics"]["port"], ports["metrics"]["targetPort"]) == (METRICS_PORT, "metrics")
+
+
+def test_the_public_smtp_service_does_not_expose_metrics() -> None:
+    assert [p["port"] for p in ALL_SERVICES["inbound-smtp"]["spec"]["ports"]] == [25]
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
@@ -468,17 +653,26 @@ def test_inbound_smtp_is_public_on_port_25_and_keeps_the_client_address() -> Non
     )
 
 
-# --- shared config and the migration Job ------------------------------------------------------
+# --- shared config and migrations -------------------------------------------------------------
+
+
+def _config_env() -> dict[str, str]:
+    data: dict[str, str] = {}
+    for line in CONFIG_ENV.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep and key == key.strip() and value == value.strip(), f"config.env: {line!r}"
+            # kustomize keeps quotes as part of the value.
+            assert not value.startswith(('"', "'")), f"config.env: {line!r} would keep its quotes"
+            data[key] = value
+    return data
 
 
 def test_config_map_holds_the_shared_settings_and_no_secrets() -> None:
-    (config,) = _load(BASE / "config.yaml")
-    assert config["kind"] == "ConfigMap"
-    assert config["metadata"]["name"] == "postwire-config"
-    data = config["data"]
+    data = _config_env()
     assert set(data) >= CONFIG_KEYS
     assert all(isinstance(v, str) for v in data.values())
-    assert not {"POSTWIRE_DATABASE_URL", "POSTWIRE_API_KEY_PEPPER", "POSTWIRE_ADMIN_TOKEN"} & set(data)
+    assert not set(SECRET_SOURCES) & set(data)
     for key in (
         "POSTWIRE_POLICY_ADDR",
         "POSTWIRE_TEMPLATE_ADDR",
@@ -493,31 +687,14 @@ def test_config_map_holds_the_shared_settings_and_no_secrets() -> None:
         assert SERVICES_BY_NAME[host]["spec"]["clusterIP"] == "None"
 
 
-def test_migration_job_runs_postwire_migrate_hardened() -> None:
-    (job,) = _load(BASE / "migrate-job.yaml")
-    assert job["kind"] == "Job"
-    pod = job["spec"]["template"]["spec"]
-    assert pod["restartPolicy"] in ("Never", "OnFailure")
-    (container,) = pod["containers"]
-    assert container["command"] == ["postwire", "migrate"]
-    assert container["image"].rsplit(":", 1)[0] == IMAGE
-    assert (
-        _env(container)["POSTWIRE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "postwire-database"
-    )
-    ctx = container["securityContext"]
-    assert ctx["readOnlyRootFilesystem"] is True
-    assert ctx["allowPrivilegeEscalation"] is False
-    assert ctx["capabilities"]["drop"] == ["ALL"]
-    assert {"requests", "limits"} <= set(container["resources"])
-    # The common egress policy selects on this label; without it the Job cannot reach PostgreSQL.
-    assert job["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "postwire"
-
-
-def test_readme_documents_the_migration_job_and_the_secrets() -> None:
+def test_readme_documents_the_migrations_and_the_secrets() -> None:
     readme = (K8S / "README.md").read_text(encoding="utf-8")
     for needle in (
         "kubectl apply -k deploy/k8s/overlays/dev",
-        "postwire-migrate",
+        "initContainer",
+        "advisory lock",
+        "configMapGenerator",
+        "postwire-relay",
         "postwire-database",
         "postwire-secrets",
         "api-key-pepper",
@@ -658,6 +835,22 @@ def test_only_events_speaks_https_out_and_only_to_public_addresses() -> None:
     assert https_rules
 
 
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_only_the_monitoring_namespace_may_scrape_metrics(name: str) -> None:
+    scrapers = [
+        rule
+        for policy in _policies_for(name)
+        for rule in policy["spec"].get("ingress", [])
+        if ("TCP", METRICS_PORT) in _ports(rule)
+    ]
+    assert scrapers, f"{name}: Prometheus cannot reach {METRICS_PORT}"
+    for rule in scrapers:
+        assert _ports(rule) == {("TCP", METRICS_PORT)}
+        assert rule["from"] == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}}}
+        ]
+
+
 def test_no_egress_rule_is_unrestricted() -> None:
     for name, policy in NETWORK_POLICIES.items():
         for rule in policy["spec"].get("egress", []):
@@ -703,3 +896,9 @@ def test_no_manifest_turns_on_the_dev_switch_or_a_dev_only_setting() -> None:
             assert not dev_only & set(doc.get("data", {})), path
         for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
             assert not dev_only & set(_env(container)), path
+
+
+def test_prod_uses_the_monitoring_component_when_it_exists() -> None:
+    (prod,) = _load(K8S / "overlays" / "prod" / "kustomization.yaml")
+    listed = "../../components/monitoring" in prod.get("components", [])
+    assert listed == (K8S / "components" / "monitoring" / "kustomization.yaml").is_file()
