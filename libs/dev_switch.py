@@ -40,7 +40,7 @@ SECRET_DEFAULTS: Mapping[str, frozenset[str]] = {
 # Which secrets each service reads, and so must be given (least privilege: template runs
 # tenant-written Jinja and gets nothing it does not need). Edge and mta_worker neither serve
 # nor call an internal RPC; mta_worker opens the DKIM keys policy sealed, so it shares policy's
-# secret key. A service that starts reading POSTWIRE_TOKEN_KEYS adds it here.
+# secret key. tests/unit/test_k8s_manifests.py checks this against what each config reads.
 SECRETS_BY_SERVICE: Mapping[str, tuple[str, ...]] = {
     "policy": (
         "POSTWIRE_API_KEY_PEPPER",
@@ -52,7 +52,9 @@ SECRETS_BY_SERVICE: Mapping[str, tuple[str, ...]] = {
     "submission": ("POSTWIRE_INTERNAL_TOKEN",),
     "router": ("POSTWIRE_INTERNAL_TOKEN",),
     "events": ("POSTWIRE_INTERNAL_TOKEN", "POSTWIRE_TOKEN_KEYS"),
-    "mta_worker": ("POSTWIRE_SECRET_KEY",),
+    # Mints return-path tokens (POSTWIRE_TOKEN_KEYS): with the public dev ring anyone could forge
+    # a bounce for any message.
+    "mta_worker": ("POSTWIRE_SECRET_KEY", "POSTWIRE_TOKEN_KEYS"),
     # Opens return-path tokens: with the public dev ring anyone could forge a bounce.
     "inbound": ("POSTWIRE_TOKEN_KEYS",),
     "edge": (),

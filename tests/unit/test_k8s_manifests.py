@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from libs.config import CommonConfig
-from libs.dev_switch import SECRETS_BY_SERVICE
+from libs.dev_switch import SECRET_DEFAULTS, SECRETS_BY_SERVICE
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 BASE = K8S / "base"
@@ -902,3 +902,13 @@ def test_prod_uses_the_monitoring_component_when_it_exists() -> None:
     (prod,) = _load(K8S / "overlays" / "prod" / "kustomization.yaml")
     listed = "../../components/monitoring" in prod.get("components", [])
     assert listed == (K8S / "components" / "monitoring" / "kustomization.yaml").is_file()
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_the_dev_switch_guards_every_secret_the_service_reads(name: str) -> None:
+    """A service must refuse to start outside dev with a secret's public dev default; it only
+    checks the secrets SECRETS_BY_SERVICE lists, so that list must hold every guarded secret the
+    service's config reads (mta_worker once minted return-path tokens from the public dev ring)."""
+    cli_name = SERVICES[name]
+    guarded = set(SECRET_DEFAULTS) - {"POSTWIRE_INTERNAL_TOKEN"}  # judged by use, see _uses
+    assert guarded & _reads(name) <= set(SECRETS_BY_SERVICE[cli_name])
