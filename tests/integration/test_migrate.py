@@ -41,7 +41,14 @@ def test_two_concurrent_runs_on_an_empty_database_apply_each_migration_once(
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTWIRE_")}
     env["POSTWIRE_DATABASE_URL"] = database_url
     runs = [
-        subprocess.Popen([POSTWIRE, "migrate"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [POSTWIRE, "migrate"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [run.communicate(timeout=120) for run in runs]

@@ -96,7 +96,16 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> CleanVenv:
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet", str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "--quiet",
+            str(wheel),
+        ],
         check=True,
         env=clean_env(),
         timeout=600,

