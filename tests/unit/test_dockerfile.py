@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +125,11 @@ def test_multi_stage_builds_the_wheel_and_installs_it_into_a_pinned_slim_base() 
     assert not final("COPY"), "the final stage copies nothing in: no source tree"
 
 
+def test_the_final_stage_installs_this_version_of_the_wheel() -> None:
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert f"postwire=={version}" in " ".join(final("RUN"))
+
+
 def test_the_final_stage_installs_no_compilers() -> None:
     for args in final("RUN"):
         assert not any(word in args + " " for word in COMPILERS), args
@@ -148,7 +154,7 @@ def test_the_overlays_deploy_the_image_the_readme_builds() -> None:
     overlays = sorted((K8S / "overlays").glob("*/kustomization.yaml"))
     assert overlays
     for path in overlays:
-        names = {image["name"] for image in yaml.safe_load(path.read_text())["images"]}
+        names = {image.get("newName", image["name"]) for image in yaml.safe_load(path.read_text())["images"]}
         assert names == built, f"{path.relative_to(REPO)} deploys {names}, README builds {built}"
     images = {c["image"].rsplit(":", 1)[0] for _, pod in workloads() for c in containers(pod)}
     assert images == built, images
