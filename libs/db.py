@@ -64,7 +64,10 @@ async def apply_migrations(url: str, directory: Path | None = None) -> list[str]
     conn = await asyncpg.connect(url)
     applied: list[str] = []
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _MIGRATION_LOCK):
+            # Say why an initContainer sits still: another pod's runner is applying migrations.
+            _log.warning("another migration runner holds the lock; waiting for it to finish")
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version text PRIMARY KEY, apply_time timestamptz NOT NULL DEFAULT now())"
