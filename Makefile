@@ -35,12 +35,13 @@ $(PROTO_OUT)/.generated: $(BIN)/.installed $(PROTOS)
 
 gen: $(PROTO_OUT)/.generated ## Generate Python code from protos/
 
-lint: gen ## buf lint + buf format + ruff + mypy --strict + import contracts
+lint: gen ## buf lint + buf format + ruff + mypy --strict + import contracts + hadolint
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/ruff check services libs tests bench
 	$(BIN)/mypy services libs
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 test: lint ## Install, generate, lint and run every test (what CI runs)
 	$(BIN)/python -m pytest -q tests

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-__all__ = ["apply_migrations", "connect_pool"]
+__all__ = ["NoMigrationsFound", "apply_migrations", "connect_pool"]
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -40,18 +40,40 @@ async def connect_pool(
             await asyncio.sleep(0.5)
 
 
-async def apply_migrations(url: str) -> list[str]:
-    """Apply every migration not yet recorded, in file-name order; returns the applied names."""
+class NoMigrationsFound(RuntimeError):
+    """The package holds no migration files: an install that lost its package data. Applying
+    "nothing" would report success on an empty database, so this stops the rollout instead."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(
+            f"no migrations found in {directory}: this installation is incomplete "
+            "(the wheel must include libs/migrations/*.sql)"
+        )
+        self.directory = directory
+
+
+async def apply_migrations(url: str, directory: Path | None = None) -> list[str]:
+    """Apply every migration not yet recorded, in file-name order; returns the applied names.
+
+    Holds a session-level advisory lock throughout, so concurrent runners (an initContainer in
+    each new pod) apply each file once: the second waits, then finds nothing pending.
+    """
+    files = sorted((directory or MIGRATIONS).glob("*.sql"))
+    if not files:
+        raise NoMigrationsFound(directory or MIGRATIONS)
     conn = await asyncpg.connect(url)
     applied: list[str] = []
     try:
-        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", _MIGRATION_LOCK):
+            # Say why an initContainer sits still: another pod's runner is applying migrations.
+            _log.warning("another migration runner holds the lock; waiting for it to finish")
+            await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version text PRIMARY KEY, apply_time timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for path in sorted(MIGRATIONS.glob("*.sql")):
+        for path in files:
             if path.name in done:
                 continue
             async with conn.transaction():

