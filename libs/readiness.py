@@ -69,13 +69,19 @@ def database_check(pool: asyncpg.Pool, *, needed: int | None = None) -> Check:
     """One query through the service's own pool: it proves a connection works and reads the
     schema version in the same round trip."""
     want = needed_schema_version() if needed is None else needed
+    query = "SELECT version FROM schema_migrations"
+
+    async def versions() -> list[asyncpg.Record]:
+        try:
+            return await pool.fetch(query, timeout=CHECK_TIMEOUT_SECONDS)
+        except (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.InterfaceError):
+            # An idle connection the server ended (a restart, a terminated backend): the pool
+            # replaces it on the next acquire, as it does for any caller; only that one counts.
+            return await pool.fetch(query, timeout=CHECK_TIMEOUT_SECONDS)
 
     async def check() -> str | None:
         try:
-            rows = await asyncio.wait_for(
-                pool.fetch("SELECT version FROM schema_migrations", timeout=CHECK_TIMEOUT_SECONDS),
-                CHECK_TIMEOUT_SECONDS,
-            )
+            rows = await asyncio.wait_for(versions(), CHECK_TIMEOUT_SECONDS)
         except TimeoutError:
             return "database: no answer in time"
         except asyncpg.exceptions.UndefinedTableError:
