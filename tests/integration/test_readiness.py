@@ -184,3 +184,41 @@ def test_a_bad_log_level_refuses_to_start_with_one_plain_line() -> None:
     lines = ran.stderr.strip().splitlines()
     assert len(lines) == 1, ran.stderr
     assert "POSTWIRE_LOG_LEVEL" in lines[0] and "'chatty'" in lines[0]
+
+
+async def test_readiness_drops_at_sigterm_and_stays_down_through_the_drain(
+    own_postgres: OwnPostgres, health_of: HealthStubs, tmp_path: Path
+) -> None:
+    url = await own_postgres.database()
+    await apply_migrations(url)
+
+    def start() -> Suite:
+        suite = Suite(
+            data_dir=tmp_path,
+            ports=SuitePorts.free(),
+            smarthost=None,
+            nats_url="nats://127.0.0.1:1",
+            database_url=url,
+            extra_env=dict(TEST_ENV, POSTWIRE_DRAIN_SECONDS="3"),
+        )
+        suite.start_service("policy")
+        return suite
+
+    policy = await asyncio.to_thread(start)
+    stub = health_of[policy.ports.addr("policy")]
+    try:
+        assert await _status(stub, "readiness") == SERVING
+        policy.processes["policy"].proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+
+        async def dropped() -> bool:
+            return await _status(stub, "readiness") == NOT_SERVING
+
+        await poll_until(dropped, timeout=2, what="readiness NOT_SERVING at SIGTERM")
+        # The 2 s re-check keeps running until the drain ends: it must not turn readiness back on.
+        seen = []
+        for _ in range(10):
+            seen.append(await _status(stub, "readiness"))
+            await asyncio.sleep(0.2)
+        assert set(seen) == {NOT_SERVING}, seen
+    finally:
+        policy.stop_services()
