@@ -18,6 +18,7 @@ __all__ = [
     "env_float",
     "env_host_port",
     "env_int",
+    "env_log_level",
     "env_str",
 ]
 
@@ -66,6 +67,21 @@ def env_host_port(env: Mapping[str, str], name: str, default: str) -> tuple[str,
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"{name}: expected host:port, got {raw!r}")
     return host.strip("[]"), int(port)
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def env_log_level(env: Mapping[str, str]) -> str:
+    """POSTWIRE_LOG_LEVEL, checked here: a typo would otherwise surface as a traceback from
+    logging, or silently as the wrong amount of logs."""
+    raw = env_str(env, "POSTWIRE_LOG_LEVEL", "info")
+    level = raw.upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(
+            f"POSTWIRE_LOG_LEVEL: expected one of {', '.join(_LOG_LEVELS).lower()}, got {raw!r}"
+        )
+    return level
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +135,7 @@ class CommonConfig:
             database_url=env_str(env, "POSTWIRE_DATABASE_URL", DEFAULT_DATABASE_URL),
             shutdown_grace_seconds=env_float(env, "POSTWIRE_SHUTDOWN_GRACE_SECONDS", 10.0),
             drain_seconds=env_float(env, "POSTWIRE_DRAIN_SECONDS", 0.0),
-            log_level=env_str(env, "POSTWIRE_LOG_LEVEL", "info").upper(),
+            log_level=env_log_level(env),
             sweep_interval_seconds=env_float(env, "POSTWIRE_SWEEP_INTERVAL_SECONDS", 5.0, minimum=0.05),
             stall_seconds=env_float(env, "POSTWIRE_STALL_SECONDS", 30.0, minimum=0.1),
             key_cache_seconds=env_float(env, "POSTWIRE_KEY_CACHE_SECONDS", 5.0),

@@ -8,19 +8,44 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["configure_logging", "wait_for_stop_signal"]
+from opentelemetry import trace
+
+__all__ = ["configure_logging", "log_fields", "wait_for_stop_signal"]
+
+# Keys a line's own fields may not replace.
+_RESERVED = frozenset({"time", "level", "logger", "message", "service", "trace_id", "span_id", "exception"})
+
+
+def log_fields(**fields: str | int | float | bool | None) -> dict[str, Any]:
+    """`extra=` for a log call whose fields become top-level JSON keys (for log queries)."""
+    return {"postwire_fields": fields}
 
 
 class _JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self._service = service
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
+            "service": self._service,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        # Formatted in the task that logged, so the current span is the caller's: the ids join
+        # this line to its trace (the same W3C ids the OTLP exporter sends).
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = f"{span.trace_id:032x}"
+            entry["span_id"] = f"{span.span_id:016x}"
+        fields: Mapping[str, Any] = getattr(record, "postwire_fields", {})
+        entry.update({k: v for k, v in fields.items() if k not in _RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -28,7 +53,7 @@ class _JsonFormatter(logging.Formatter):
 
 def configure_logging(service: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter())
+    handler.setFormatter(_JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

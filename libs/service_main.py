@@ -1,7 +1,8 @@
 """The start-up and shutdown sequence every service shares, around its own wiring.
 
 Start: config → the dev switch (libs.dev_switch) → logging → telemetry → the service's `start` (pool, NATS, servicers, consumers)
-→ gRPC start → SERVING. SIGTERM: NOT_SERVING → drain pause → stop consuming → stop gRPC with
+→ the first readiness check → gRPC start → liveness SERVING, readiness as checked (re-checked
+every few seconds, libs.readiness). SIGTERM: NOT_SERVING → drain pause → stop consuming → stop gRPC with
 grace → the service's `close` (finish or hand back work, close NATS, then the pool) → flush
 traces last, so the shutdown itself is traced.
 """
@@ -10,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from libs.config import CommonConfig
+from libs.config import CommonConfig, ConfigError
 from libs.dev_switch import refusal
 from libs.grpcx.server import GrpcServer
+from libs.readiness import Check, ReadinessProbe
 from libs.runtime import configure_logging, wait_for_stop_signal
 from libs.telemetry import setup_telemetry, shutdown_telemetry
 
-__all__ = ["Service", "serve"]
+__all__ = ["Service", "run_main", "serve"]
 
 _log = logging.getLogger("postwire")
 # A stop hook that settles work by the grace itself (mta_worker) may take this long to record it.
@@ -45,6 +49,9 @@ class Service:
 
     stop_intake: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # What readiness needs (libs.readiness): the service's own pool and NATS connection. Empty
+    # (the edge) means ready once it listens.
+    ready: list[Check] = field(default_factory=list)
 
 
 async def serve(
@@ -66,11 +73,16 @@ async def serve(
         max_connection_age_grace=common.max_connection_age_grace_seconds,
     )
     service = await wire(server)
+    # Checked before the port opens, so no probe ever sees SERVING against an unmigrated schema.
+    readiness = ReadinessProbe(service.ready, server.set_ready)
+    await readiness.check_once()
     await server.start()
+    readiness.start()
     _log.info("%s serving on %s", common.service, common.listen)
     await wait_for_stop_signal()
     _log.info("%s stopping", common.service)
     await server.enter_graceful_shutdown()
+    await readiness.stop()
     if common.drain_seconds:
         await asyncio.sleep(common.drain_seconds)
     # One budget for finishing work, so the whole stop fits in drain + grace + a few seconds to
@@ -86,3 +98,13 @@ async def serve(
         await _bounded(hook, closed_by - loop.time())
     _log.info("%s stopped", common.service)
     shutdown_telemetry()
+
+
+def run_main(run: Callable[[Mapping[str, str]], Coroutine[Any, Any, None]]) -> None:
+    """A service's process entry: a bad setting is one plain line on stderr and exit status 2,
+    not a traceback (logging is not configured yet, and may be what is misconfigured)."""
+    try:
+        asyncio.run(run(os.environ))
+    except ConfigError as exc:
+        print(f"postwire: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None

@@ -15,6 +15,7 @@ from libs.errors import InvalidArgument
 from libs.grpcx.context import Context
 from libs.grpcx.internal_auth import InternalAuthInterceptor
 from libs.grpcx.status import abort_for
+from libs.readiness import LIVENESS, READINESS, Heartbeat
 
 __all__ = ["MAX_MESSAGE_BYTES", "ErrorInterceptor", "GrpcServer", "server_options"]
 
@@ -128,9 +129,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.stream_stream is not None:  # reflection
             inner_ss = handler.stream_stream
 
-            async def stream_stream(
-                requests: AsyncIterator[Any], context: Context
-            ) -> AsyncIterator[Any]:
+            async def stream_stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
                 async def checked() -> AsyncIterator[Any]:
                     async for request in requests:
                         if isinstance(request, _Undecodable):
@@ -153,8 +152,28 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return handler  # type: ignore[no-any-return]  # see Handler
 
 
+class _Health(health.aio.HealthServicer):
+    """The stock health service, except that liveness (the empty name) is computed at each call
+    from the event loop's heartbeat: a loop that answers but no longer runs its timers is stuck."""
+
+    def __init__(self, alive: Callable[[], bool]) -> None:
+        super().__init__()
+        self._alive = alive
+
+    async def Check(  # the gRPC method name
+        self, request: health_pb2.HealthCheckRequest, context: Any
+    ) -> health_pb2.HealthCheckResponse:
+        if request.service == LIVENESS and not self._alive():
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+        return await super().Check(request, context)
+
+
 class GrpcServer:
     """A server with the stock health service and reflection for the given services.
+
+    Health: the empty name is liveness (libs.readiness.Heartbeat); `readiness` and every served
+    service's name follow `set_ready` (libs.readiness.ReadinessProbe); both go NOT_SERVING for good
+    at `enter_graceful_shutdown`.
 
     Every postwire.internal.v1 method it serves requires `internal_token` (see internal_auth).
     """
@@ -177,9 +196,11 @@ class GrpcServer:
             ],
             options=server_options(max_connection_age=max_connection_age, grace=max_connection_age_grace),
         )
-        self.health = health.aio.HealthServicer()
+        self.heartbeat = Heartbeat()
+        self.health = _Health(self.heartbeat.alive)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = [health.SERVICE_NAME]
+        self._ready = False
         self.port = self.server.add_insecure_port(listen)
         if self.port == 0:
             raise OSError(f"could not listen on {listen}")
@@ -195,11 +216,22 @@ class GrpcServer:
     async def start(self) -> None:
         reflection.enable_server_reflection([*self._service_names, reflection.SERVICE_NAME], self.server)
         await self.server.start()
-        for name in [*self._service_names, ""]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.heartbeat.start()
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        await self.set_ready(self._ready)
+
+    async def set_ready(self, ready: bool) -> None:
+        """Readiness for `readiness` and every served name (ignored once shutting down)."""
+        self._ready = ready
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in [READINESS, *self._service_names]:
+            await self.health.set(name, status)
 
     async def enter_graceful_shutdown(self) -> None:
         await self.health.enter_graceful_shutdown()
 
     async def stop(self, grace: float) -> None:
         await self.server.stop(grace)
+        await self.heartbeat.stop()

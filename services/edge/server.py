@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Mapping
 
 # Imported for their descriptors: reflection and the forwarder read them from the default pool.
@@ -18,7 +16,7 @@ from postwire.v1 import (  # noqa: F401
 )
 
 from libs.grpcx.server import GrpcServer
-from libs.service_main import Service, serve
+from libs.service_main import Service, run_main, serve
 from services.edge.config import EdgeConfig
 from services.edge.forwarder import Forwarder
 
@@ -37,4 +35,4 @@ async def run(env: Mapping[str, str]) -> None:
 
 
 def main() -> None:
-    asyncio.run(run(os.environ))
+    run_main(run)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -16,7 +14,8 @@ from libs.grpcx.auth import KeyResolver
 from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
 from libs.page_tokens import PageTokens
-from libs.service_main import Service, serve
+from libs.readiness import database_check, nats_check
+from libs.service_main import Service, run_main, serve
 from libs.sweeper import Periodic
 from services.events.api import EventApi
 from services.events.config import EventsConfig
@@ -88,10 +87,11 @@ async def run(env: Mapping[str, str]) -> None:
         return Service(
             stop_intake=[sweeper.stop, suppressions.stop, bus.stop_consumers, webhooks.stop],
             close=[webhooks.close, bus.close, policy.close, pool.close],
+            ready=[database_check(pool), nats_check(bus.nc)],
         )
 
     await serve(config.common, env, wire)
 
 
 def main() -> None:
-    asyncio.run(run(os.environ))
+    run_main(run)

@@ -3,8 +3,6 @@ serves health and reflection only; inbound has no public API, so the edge routes
 
 from __future__ import annotations
 
-import asyncio
-import os
 import ssl
 from collections.abc import Mapping, Sequence
 
@@ -14,8 +12,9 @@ from libs.bus import Bus
 from libs.db import connect_pool
 from libs.event_outbox import publish_events
 from libs.grpcx.server import GrpcServer
+from libs.readiness import database_check
 from libs.return_path import ReturnPathTokens
-from libs.service_main import Service, serve
+from libs.service_main import Service, run_main, serve
 from services.inbound.config import MAX_MESSAGE_BYTES, InboundConfig
 from services.inbound.listener import InboundListener
 from services.inbound.store import InboundStore
@@ -61,10 +60,16 @@ async def run(env: Mapping[str, str]) -> None:
         async def stop_listener() -> None:
             await listener.stop(grace=config.common.shutdown_grace_seconds)
 
-        return Service(stop_intake=[stop_listener], close=[bus.close, pool.close])
+        return Service(
+            stop_intake=[stop_listener],
+            close=[bus.close, pool.close],
+            # Not NATS: a report's event goes through the outbox, so port 25 keeps taking
+            # bounces and complaints through a NATS outage (as submission keeps taking sends).
+            ready=[database_check(pool)],
+        )
 
     await serve(config.common, env, wire)
 
 
 def main() -> None:
-    asyncio.run(run(os.environ))
+    run_main(run)

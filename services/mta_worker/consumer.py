@@ -32,6 +32,7 @@ from libs.mail import dkim
 from libs.mail.addresses import to_ascii_address
 from libs.mail.smtp_outcome import Classification, Reply, Verdict, classify
 from libs.return_path import ReturnPathConfig, ReturnPathTokens, envelope_from, feedback_headers
+from libs.runtime import log_fields
 from libs.telemetry import tracer
 from services.mta_worker.attempt_outcome import judge
 from services.mta_worker.connection_pool import ConnectionPool
@@ -185,13 +186,20 @@ class Worker:
     ) -> None:
         d = self._delivery
         where = route(d.rules, claim.tenant_id, claim.stream, domain)
+        # The attempt log's next hop when no server answered (DNS, TLS policy, connect failures).
+        via = f"mx:{where.domain}" if isinstance(where, MxRoute) else f"relay:{where.host}:{where.port}"
+        # Each transaction's duration runs from the previous one's reply (the first includes DNS
+        # and connecting), so the attempt lines of one connection add up to its time.
+        since = time.monotonic()
         tls_required = claim.require_tls or domain in d.tls_required_domains
         if isinstance(where, MxRoute):
             answer = await d.resolver.resolve(where.domain)
             if isinstance(answer, MxFailure):
                 verdict = Verdict.BOUNCED if answer.permanent else Verdict.DEFERRED
                 reply = Reply(answer.code, answer.enhanced, answer.text)
-                await self._on_reply(claim, recipients, reply, Classification(verdict, answer.category))
+                await self._on_reply(
+                    claim, recipients, reply, Classification(verdict, answer.category), via=via, since=since
+                )
                 return
             plan = d.endpoints.mx(where.domain, answer, tls_required=tls_required)
         else:
@@ -204,6 +212,8 @@ class Worker:
                     recipients,
                     reply,
                     Classification(Verdict.DEFERRED, message_pb2.BOUNCE_CATEGORY_CONFIG),
+                    via=via,
+                    since=since,
                 )
                 return
             plan = d.endpoints.relay(where)
@@ -214,7 +224,9 @@ class Worker:
             classification: Classification | None,
             remote: message_pb2.RemoteServer | None,
         ) -> None:
-            await self._on_reply(claim, settled, reply, classification, remote)
+            nonlocal since
+            await self._on_reply(claim, settled, reply, classification, remote, via=via, since=since)
+            since = time.monotonic()
 
         delivery = RecipientDelivery(
             d.pool,
@@ -245,7 +257,7 @@ class Worker:
                 "shutdown: no reply to the final '.' of %s within the grace: may be delivered twice",
                 claim.message_id,
             )
-            await self._on_reply(claim, [current], lost_reply(TimeoutError()))
+            await self._on_reply(claim, [current], lost_reply(TimeoutError()), via=via, since=since)
             left = [r for r in left if r is not current]
         if left:
             # No "." was written for them, so no server has anything to deliver: not an attempt.
@@ -288,8 +300,12 @@ class Worker:
         reply: Reply,
         classification: Classification | None = None,
         remote: message_pb2.RemoteServer | None = None,
+        *,
+        via: str = "",
+        since: float | None = None,
     ) -> None:
         """Make the outcome of `recipients` durable now, before the session goes on."""
+        duration_ms = 0 if since is None else round((time.monotonic() - since) * 1000)
         now = datetime.now(UTC)
         ctx = EventContext(
             claim.tenant_id, claim.message_id, claim.stream, claim.tags, json.loads(claim.metadata)
@@ -301,6 +317,20 @@ class Worker:
             outcome, event = self._outcome(claim, ctx, recipient, reply, judged, remote, now)
             outcomes.append(outcome)
             events.append(event)
+            # One line per attempt per recipient; the domain only, never the local part.
+            _log.info(
+                "delivery attempt",
+                extra=log_fields(
+                    message_id=claim.message_id,
+                    recipient_domain=_domain(recipient.address),
+                    remote_host=remote.host if remote is not None and remote.host else via,
+                    outcome=outcome.state,
+                    smtp_code=reply.code,
+                    enhanced_code=reply.enhanced,
+                    attempt=recipient.attempts + 1,
+                    duration_ms=duration_ms,
+                ),
+            )
         await self._recorder.record(outcomes, events)
 
     def _outcome(

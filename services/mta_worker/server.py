@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
@@ -14,8 +12,9 @@ from libs.db import connect_pool
 from libs.domain_keys import DomainKeyReader, Sealer
 from libs.event_outbox import publish_events
 from libs.grpcx.server import GrpcServer
+from libs.readiness import database_check, nats_check
 from libs.return_path import ReturnPathTokens
-from libs.service_main import Service, serve
+from libs.service_main import Service, run_main, serve
 from libs.sweeper import Periodic
 from services.mta_worker.config import WorkerConfig
 from services.mta_worker.connection_pool import ConnectionPool
@@ -113,10 +112,11 @@ async def run(env: Mapping[str, str]) -> None:
         return Service(
             stop_intake=[scheduler.stop, stop_delivery],
             close=[close_recorder, connections.close, bus.close, pool.close],
+            ready=[database_check(pool), nats_check(bus.nc)],
         )
 
     await serve(config.common, env, wire)
 
 
 def main() -> None:
-    asyncio.run(run(os.environ))
+    run_main(run)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -21,7 +20,8 @@ from libs.db import connect_pool
 from libs.domain_keys import Sealer
 from libs.grpcx.server import GrpcServer
 from libs.page_tokens import PageTokens
-from libs.service_main import Service, serve
+from libs.readiness import database_check
+from libs.service_main import Service, run_main, serve
 from services.policy.admin_api import AdminApi
 from services.policy.admin_credential import AdminCredential
 from services.policy.admit import Admit
@@ -115,10 +115,10 @@ async def run(env: Mapping[str, str]) -> None:
             ),
             admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
         )
-        return Service(close=[pool.close])
+        return Service(close=[pool.close], ready=[database_check(pool)])
 
     await serve(config.common, env, wire)
 
 
 def main() -> None:
-    asyncio.run(run(os.environ))
+    run_main(run)

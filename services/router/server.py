@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -13,7 +11,8 @@ from libs.bus import ROUTE_SUBJECT, WORK_STREAM, Bus, ConsumerSpec
 from libs.db import connect_pool
 from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
-from libs.service_main import Service, serve
+from libs.readiness import database_check, nats_check
+from libs.service_main import Service, run_main, serve
 from libs.sweeper import Periodic
 from services.router.config import RouterConfig
 from services.router.consumer import Router
@@ -53,11 +52,13 @@ async def run(env: Mapping[str, str]) -> None:
         sweeper = Periodic("route-sweeper", config.common.sweep_interval_seconds, router.sweep)
         sweeper.start()
         return Service(
-            stop_intake=[sweeper.stop, bus.stop_consumers], close=[bus.close, template.close, pool.close]
+            stop_intake=[sweeper.stop, bus.stop_consumers],
+            close=[bus.close, template.close, pool.close],
+            ready=[database_check(pool), nats_check(bus.nc)],
         )
 
     await serve(config.common, env, wire)
 
 
 def main() -> None:
-    asyncio.run(run(os.environ))
+    run_main(run)

@@ -11,6 +11,7 @@ live in policy_client.py, template_client.py, store.py and publisher.py.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from libs.event_envelopes import EventContext, new_event
 from libs.mail.addresses import to_ascii_address
 from libs.mail.states import MessageState, RecipientState
 from libs.render_request import versions_to_json
+from libs.runtime import log_fields
 from services.submission.messages import MessageRow, NewMessage
 from services.submission.validation import ValidatedSend, check_send_time, validate_send
 
@@ -42,6 +44,9 @@ __all__ = [
     "Replayed",
     "TemplateChecker",
 ]
+
+
+_log = logging.getLogger(__name__)
 
 
 class Caller(Protocol):
@@ -209,6 +214,18 @@ class Accept:
         # repaired by the sweepers (router's for the task, events' for the outbox). A scheduled
         # message is routed by the router's sweeper at its send time.
         await self._publisher.publish_after_commit(stored_id, events, route=admitted and not scheduled)
+        # One line per accepted message; counts only, never an address.
+        _log.info(
+            "message accepted",
+            extra=log_fields(
+                message_id=stored_id,
+                tenant_id=tenant_id,
+                recipients=len(recipients),
+                suppressed=sum(state == RecipientState.SUPPRESSED for _, _, state in recipients),
+                stream=validated.stream,
+                scheduled=scheduled,
+            ),
+        )
         return Accepted(message_id=stored_id, recipients=recipients)
 
     async def _lost_race(self, tenant_id: str, key: str | None, request_hash: bytes) -> Replayed:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 
@@ -19,7 +17,8 @@ from libs.db import connect_pool
 from libs.grpcx.auth import KeyResolver
 from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
-from libs.service_main import Service, serve
+from libs.readiness import database_check
+from libs.service_main import Service, run_main, serve
 from services.submission.accept import Accept
 from services.submission.api import MailApi
 from services.submission.config import SubmissionConfig
@@ -63,10 +62,15 @@ async def run(env: Mapping[str, str]) -> None:
             ),
             mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name,
         )
-        return Service(close=[policy.close, template.close, events.close, bus.close, pool.close])
+        return Service(
+            close=[policy.close, template.close, events.close, bus.close, pool.close],
+            # Not NATS: an accepted message is durable at the commit and the outbox sweeper
+            # publishes it later, so sends keep working through a NATS outage (RELIABILITY R7).
+            ready=[database_check(pool)],
+        )
 
     await serve(config.common, env, wire)
 
 
 def main() -> None:
-    asyncio.run(run(os.environ))
+    run_main(run)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Mapping
 
 from postwire.internal.v1 import render_service_pb2, render_service_pb2_grpc
@@ -14,7 +12,8 @@ from libs.grpcx.auth import KeyResolver
 from libs.grpcx.channel import open_internal_channel
 from libs.grpcx.server import GrpcServer
 from libs.page_tokens import PageTokens
-from libs.service_main import Service, serve
+from libs.readiness import database_check
+from libs.service_main import Service, run_main, serve
 from services.template.api import RenderApi, TemplateApi
 from services.template.config import TemplateConfig
 from services.template.manage_templates import ManageTemplates
@@ -58,10 +57,10 @@ async def run(env: Mapping[str, str]) -> None:
             RenderApi(render),
             render_service_pb2.DESCRIPTOR.services_by_name["RenderService"].full_name,
         )
-        return Service(close=[renders.close, policy.close, pool.close])
+        return Service(close=[renders.close, policy.close, pool.close], ready=[database_check(pool)])
 
     await serve(config.common, env, wire)
 
 
 def main() -> None:
-    asyncio.run(run(os.environ))
+    run_main(run)

@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from postwire.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -44,6 +45,8 @@ from tests.integration.helpers import create_database, host_port, mail
 API_SERVICES = ("policy", "template", "events", "submission", "edge")
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -52,7 +55,6 @@ class Faults:
     database: TcpProxy
     bus: TcpProxy
     direct_database_url: str
-
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +108,9 @@ def _calls(api: grpc.aio.Channel, tenant: Tenant, message_id: str) -> dict[str, 
             mail_service_pb2.GetMessageRequest(message_id=message_id), metadata=auth
         ),
         "ListEvents": lambda: events.ListEvents(event_service_pb2.ListEventsRequest(), metadata=auth),
-        "ListTemplates": lambda: templates.ListTemplates(template_service_pb2.ListTemplatesRequest(), metadata=auth),
+        "ListTemplates": lambda: templates.ListTemplates(
+            template_service_pb2.ListTemplatesRequest(), metadata=auth
+        ),
         "CreateTemplate": lambda: templates.CreateTemplate(
             template_service_pb2.CreateTemplateRequest(
                 template={"name": f"t-{uuid.uuid4().hex[:8]}", "subject": "s", "text_body": "b"}
@@ -187,7 +191,9 @@ async def test_connections_killed_by_the_server_are_unavailable_never_internal(
     await poll_until(lambda: _all_succeed(calls), timeout=20, what="every call to succeed after the kills")
 
 
-async def test_live_tail_answers_unavailable_while_the_bus_is_down(faults: Faults, api: grpc.aio.Channel) -> None:
+async def test_live_tail_answers_unavailable_while_the_bus_is_down(
+    faults: Faults, api: grpc.aio.Channel
+) -> None:
     tenant = await create_tenant(faults.suite)
     events = event_service_pb2_grpc.EventServiceStub(api)
     faults.bus.down()
@@ -197,10 +203,76 @@ async def test_live_tail_answers_unavailable_while_the_bus_is_down(faults: Fault
                 event_service_pb2.StreamEventsRequest(), metadata=tenant.metadata, timeout=15
             ):
                 pass
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (caught.value.code(), caught.value.details())
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (
+            caught.value.code(),
+            caught.value.details(),
+        )
         assert retry_delay(caught.value) is not None
         # Sends still succeed: the commit is what makes them durable, the publish is swept later.
         sent = await mail_service_pb2_grpc.MailServiceStub(api).SendEmail(mail(), metadata=tenant.metadata)
         assert sent.message_id
     finally:
         faults.bus.up()
+
+
+async def _health(faults: Faults, service: str, name: str) -> int:
+    async with grpc.aio.insecure_channel(faults.suite.ports.addr(service)) as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=name), timeout=5
+        )
+    return answer.status
+
+
+async def _readiness(faults: Faults) -> dict[str, int]:
+    return {service: await _health(faults, service, "readiness") for service in API_SERVICES}
+
+
+async def _liveness_all_serving(faults: Faults) -> None:
+    for service in API_SERVICES:
+        assert await _health(faults, service, "") == SERVING, f"{service} liveness followed a dependency"
+
+
+async def _all_ready(faults: Faults) -> bool:
+    return await _readiness(faults) == dict.fromkeys(API_SERVICES, SERVING)
+
+
+async def test_readiness_drops_while_the_database_is_down_and_liveness_never(faults: Faults) -> None:
+    # (An earlier test may have just ended an outage: readiness follows within one interval.)
+    await poll_until(lambda: _all_ready(faults), timeout=10, what="every service ready")
+    faults.database.down()
+    try:
+        # Every service with a pool is out of rotation; the edge's readiness is its own listener.
+        expected = {**dict.fromkeys(API_SERVICES, NOT_SERVING), "edge": SERVING}
+
+        async def dropped() -> bool:
+            return await _readiness(faults) == expected
+
+        await poll_until(dropped, timeout=10, what=f"readiness {expected}")
+        await _liveness_all_serving(faults)
+    finally:
+        faults.database.up()
+
+    await poll_until(lambda: _all_ready(faults), timeout=15, what="readiness SERVING after the outage")
+    await _liveness_all_serving(faults)
+
+
+async def test_readiness_follows_nats_only_where_the_work_needs_it(faults: Faults) -> None:
+    await poll_until(lambda: _all_ready(faults), timeout=10, what="every service ready")
+    faults.bus.down()
+    try:
+
+        async def events_dropped() -> bool:
+            return await _health(faults, "events", "readiness") == NOT_SERVING
+
+        await poll_until(events_dropped, timeout=10, what="events readiness NOT_SERVING without NATS")
+        # Submission keeps accepting through a NATS outage (the outbox publishes later), so it
+        # stays in rotation; the others never use NATS.
+        assert await _readiness(faults) == {**dict.fromkeys(API_SERVICES, SERVING), "events": NOT_SERVING}
+        await _liveness_all_serving(faults)
+    finally:
+        faults.bus.up()
+
+    async def events_back() -> bool:
+        return await _health(faults, "events", "readiness") == SERVING
+
+    await poll_until(events_back, timeout=20, what="events readiness SERVING once NATS is back")
