@@ -95,6 +95,8 @@ class CommonConfig:
     # in flight), so a scale-out gets traffic; long streams are cut then and resume by cursor.
     max_connection_age_seconds: float = 300.0
     max_connection_age_grace_seconds: float = 30.0
+    # POSTWIRE_METRICS_LISTEN: where /metrics is served (libs.metrics); None (unset) serves none.
+    metrics_listen: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, service: str, default_port: int) -> CommonConfig:
@@ -125,5 +127,10 @@ class CommonConfig:
             ),
             max_connection_age_grace_seconds=env_float(
                 env, "POSTWIRE_GRPC_MAX_CONNECTION_AGE_GRACE_SECONDS", 30.0, minimum=0.0
+            ),
+            metrics_listen=(
+                env_host_port(env, "POSTWIRE_METRICS_LISTEN", "")
+                if env.get("POSTWIRE_METRICS_LISTEN", "").strip()
+                else None
             ),
         )
