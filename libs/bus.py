@@ -201,6 +201,9 @@ class Bus:
     ) -> None:
         """`failures` keeps the attempt count where the stage's state lives; without it a failure
         is retried with back-off by JetStream's delivery count alone."""
+        # Both series exist from the start, so rate() and the alerts see 0 rather than nothing.
+        for kind in ("dependency", "error"):
+            metrics.stage_failures.add(0, {"postwire.stage": spec.durable, "postwire.failure.kind": kind})
         self._consumer_tasks.append(
             asyncio.create_task(
                 self._consume(spec, handler, concurrency, failures, retry or StageRetry()),

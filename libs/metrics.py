@@ -26,6 +26,7 @@ __all__ = [
     "MetricSpec",
     "QueueReadings",
     "prometheus_name",
+    "reported_by",
     "setup_metrics",
     "shutdown_metrics",
 ]
@@ -119,9 +120,18 @@ def prometheus_name(spec: MetricSpec) -> str:
 _meter = metrics.get_meter("postwire")
 
 
+_COUNTERS: dict[str, metrics.Counter] = {}
+
+
 def _counter(name: str) -> metrics.Counter:
     spec = _BY_NAME[name]
-    return _meter.create_counter(spec.name, unit=spec.unit, description=spec.description)
+    counter = _meter.create_counter(spec.name, unit=spec.unit, description=spec.description)
+    _COUNTERS[name] = counter
+    return counter
+
+
+def reported_by(spec: MetricSpec, service: str) -> bool:
+    return service in spec.source.replace(" (leader)", "").split(", ") or spec.source.startswith("every")
 
 
 def _histogram(name: str) -> metrics.Histogram:
@@ -231,6 +241,11 @@ def setup_metrics(service_name: str, listen: tuple[str, int] | None) -> int | No
     metrics.set_meter_provider(provider)
     server, _thread = start_http_server(listen[1], addr=listen[0], registry=REGISTRY)
     _server, _provider = server, provider
+    # A counter without attributes is exported at 0 from the start by the service that owns it,
+    # so rate() and the alert rules see 0 rather than no series.
+    for spec in METRICS:
+        if spec.kind == "counter" and not spec.attributes and reported_by(spec, service_name):
+            _COUNTERS[spec.name].add(0)
     port: int = server.server_address[1]
     _log.info("metrics on http://%s:%d/metrics", listen[0], port)
     return port
