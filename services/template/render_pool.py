@@ -138,6 +138,9 @@ class RenderPool:
         self._all: set[_Worker] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Both series from the start, so an alert's increase() sees 0 rather than nothing.
+        for reason in ("time_limit", "exited"):
+            metrics.render_kills.add(0, {"postwire.render.kill.reason": reason})
 
     async def start(self) -> None:
         started = await asyncio.gather(
