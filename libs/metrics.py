@@ -16,10 +16,15 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from opentelemetry.sdk.metrics import MeterProvider
 
 __all__ = [
     "METRICS",
@@ -215,15 +220,14 @@ _gauge("postwire.jetstream.consumer.ack_pending", queue_readings.observe_ack_pen
 _gauge("postwire.queue.oldest.age", queue_readings.observe_oldest)
 
 
-_server: object | None = None
-_provider: object | None = None
+_server: WSGIServer | None = None
+_provider: MeterProvider | None = None
 
 
 def setup_metrics(service_name: str, listen: tuple[str, int] | None) -> int | None:
     """Serve /metrics on `listen` (POSTWIRE_METRICS_LISTEN); None leaves every instrument a no-op.
 
-    Returns the bound port (0 in the setting picks a free one, which tests use).
-    prometheus_client's server runs in a daemon thread: a scrape never waits on a busy event loop,
+    Returns the bound port. prometheus_client's server runs in a daemon thread: a scrape never waits on a busy event loop,
     and the event loop never waits on a slow scraper.
     """
     global _server, _provider
@@ -253,6 +257,6 @@ def setup_metrics(service_name: str, listen: tuple[str, int] | None) -> int | No
 
 def shutdown_metrics() -> None:
     if _server is not None:
-        _server.shutdown()  # type: ignore[attr-defined]
+        _server.shutdown()
     if _provider is not None:
-        _provider.shutdown()  # type: ignore[attr-defined]
+        _provider.shutdown()
