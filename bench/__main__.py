@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc
 
 from libs.capture import SmtpSink
+from libs.embedded.postgres import free_port
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
 
 REPO = Path(__file__).resolve().parent.parent
@@ -393,6 +394,9 @@ def run(messages: int, concurrency: int) -> Report:
     try:
         sink.start()
         suite = make_suite(data_dir, sink)
+        # /metrics of every service during the run, to watch the documented series move.
+        suite.metrics_ports = {name: free_port() for name in SERVICES}
+        log("metrics: " + " ".join(f"{n}=http://127.0.0.1:{p}/metrics" for n, p in suite.metrics_ports.items()))
         log("starting NATS, PostgreSQL and the services…")
         suite.start_infrastructure()
         spawn_services(suite)

@@ -22,6 +22,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 
+from libs import metrics
 from libs.errors import Unavailable
 from libs.failures import dependency_failure
 from libs.stage_retry import StageRetry, failure_reason
@@ -200,6 +201,9 @@ class Bus:
     ) -> None:
         """`failures` keeps the attempt count where the stage's state lives; without it a failure
         is retried with back-off by JetStream's delivery count alone."""
+        # Both series exist from the start, so rate() and the alerts see 0 rather than nothing.
+        for kind in ("dependency", "error"):
+            metrics.stage_failures.add(0, {"postwire.stage": spec.durable, "postwire.failure.kind": kind})
         self._consumer_tasks.append(
             asyncio.create_task(
                 self._consume(spec, handler, concurrency, failures, retry or StageRetry()),
@@ -304,6 +308,9 @@ class Bus:
         # The same line as the servicers draw: a dependency that is down is expected and retried
         # quietly without counting; anything else is a bug and gets its traceback and a count.
         dependency = dependency_failure(exc)
+        metrics.stage_failures.add(
+            1, {"postwire.stage": stage, "postwire.failure.kind": "error" if dependency is None else "dependency"}
+        )
         if dependency is not None:
             _log.warning("%s on %s; will retry", dependency.message, msg.subject)
             delay = retry.unavailable_delay(deliveries)

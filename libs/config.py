@@ -115,6 +115,8 @@ class CommonConfig:
     # replicas x max over all services is what PostgreSQL must accept (deploy/k8s/README.md).
     db_pool_min_size: int = 2
     db_pool_max_size: int = 10
+    # POSTWIRE_METRICS_LISTEN: where /metrics is served (libs.metrics); None (unset) serves none.
+    metrics_listen: tuple[str, int] | None = None
 
     @classmethod
     def from_env(
@@ -156,6 +158,11 @@ class CommonConfig:
             ),
             db_pool_min_size=pool_min,
             db_pool_max_size=pool_max,
+            metrics_listen=(
+                env_host_port(env, "POSTWIRE_METRICS_LISTEN", "")
+                if env.get("POSTWIRE_METRICS_LISTEN", "").strip()
+                else None
+            ),
         )
 
 

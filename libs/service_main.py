@@ -20,6 +20,7 @@ from typing import Any
 from libs.config import CommonConfig, ConfigError
 from libs.dev_switch import refusal
 from libs.grpcx.server import GrpcServer
+from libs.metrics import setup_metrics, shutdown_metrics
 from libs.readiness import Check, ReadinessProbe
 from libs.runtime import configure_logging, wait_for_stop_signal
 from libs.telemetry import setup_telemetry, shutdown_telemetry
@@ -66,6 +67,7 @@ async def serve(
         raise SystemExit(2)
     configure_logging(common.service, common.log_level)
     setup_telemetry(common.service, env)
+    setup_metrics(common.service, common.metrics_listen)
     server = GrpcServer(
         common.listen,
         internal_token=common.internal_token,
@@ -97,6 +99,7 @@ async def serve(
     for hook in service.close:
         await _bounded(hook, closed_by - loop.time())
     _log.info("%s stopped", common.service)
+    shutdown_metrics()
     shutdown_telemetry()
 
 

@@ -7,6 +7,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from libs import metrics
+
 __all__ = ["Periodic"]
 
 _log = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ class Periodic:
             try:
                 count = await self._tick()
                 if count:
+                    metrics.sweeper_republished.add(count, {"postwire.sweeper": self._name})
                     _log.info("%s: re-published %d", self._name, count)
             except asyncio.CancelledError:
                 raise

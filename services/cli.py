@@ -152,7 +152,7 @@ def _up() -> None:
             "(from a checkout: make install), or set POSTWIRE_NATS_URL and POSTWIRE_DATABASE_URL."
         )
     from libs.capture import InboxWebServer, SmtpSink
-    from libs.embedded.suite import Suite, SuitePorts
+    from libs.embedded.suite import DEFAULT_METRICS_PORTS, Suite, SuitePorts
 
     data = Path(os.environ.get("POSTWIRE_DATA_DIR", ".postwire")).resolve()
     data.mkdir(parents=True, exist_ok=True)
@@ -175,7 +175,7 @@ def _up() -> None:
             k: v
             for k, v in os.environ.items()
             if k.startswith(("POSTWIRE_", "OTEL_"))
-            and k not in ("POSTWIRE_NATS_URL", "POSTWIRE_DATABASE_URL", "POSTWIRE_DATA_DIR")
+            and k not in ("POSTWIRE_NATS_URL", "POSTWIRE_DATABASE_URL", "POSTWIRE_DATA_DIR", "POSTWIRE_METRICS_LISTEN")
         }
         | {"POSTWIRE_ADMIN_TOKEN": admin_token}
         | {"POSTWIRE_TOKEN_KEYS": token_keys}
@@ -186,6 +186,7 @@ def _up() -> None:
         | {"POSTWIRE_DEV_FROM_DOMAINS": os.environ.get("POSTWIRE_DEV_FROM_DOMAINS", "example.com")},
         nats_port=4222,
         postgres_port=54329,
+        metrics_ports=DEFAULT_METRICS_PORTS,
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -218,6 +219,9 @@ def _up() -> None:
             ("admin token file (AdminService)", str(data / "admin-token")),
             ("internal token file (service to service)", str(data / "internal-token")),
         ] + [(f"service {name}", suite.ports.addr(name)) for name in SERVICES if name != "edge"]
+        rows += [
+            (f"metrics {name}", f"http://127.0.0.1:{port}/metrics") for name, port in suite.metrics_ports.items()
+        ]
         width = max(len(r[0]) for r in rows)
         print("\nPostwire is up.\n")
         for label, value in rows:

@@ -14,7 +14,7 @@ from libs.embedded.nats_server import start_nats
 from libs.embedded.postgres import free_port, start_postgres
 from libs.embedded.process import ManagedProcess
 
-__all__ = ["SERVICES", "Suite", "SuitePorts"]
+__all__ = ["DEFAULT_METRICS_PORTS", "SERVICES", "Suite", "SuitePorts"]
 
 # Start order: dependencies first; shutdown runs in reverse, so the edge stops taking calls first.
 SERVICES = ("policy", "template", "events", "submission", "router", "mta_worker", "inbound", "edge")
@@ -31,6 +31,9 @@ DEFAULT_PORTS = {
     "inbound": 50067,
     "inbound_smtp": 2526,
 }
+# /metrics of each service under `postwire up` (POSTWIRE_METRICS_LISTEN): 9464 is the OpenTelemetry
+# Prometheus exporter's registered port, and each service takes the next one.
+DEFAULT_METRICS_PORTS = {name: 9464 + i for i, name in enumerate(SERVICES)}
 
 
 @dataclass
@@ -70,6 +73,8 @@ class Suite:
     nats_port: int = 0
     postgres_port: int = 0
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
+    # Service → port for POSTWIRE_METRICS_LISTEN; a service not named serves no /metrics.
+    metrics_ports: Mapping[str, int] = field(default_factory=dict)
     _infra: list[ManagedProcess] = field(default_factory=list)
 
     def start_infrastructure(self) -> None:
@@ -99,6 +104,8 @@ class Suite:
             }
         )
         env.update(self.delivery_env())
+        if service in self.metrics_ports:
+            env["POSTWIRE_METRICS_LISTEN"] = f"127.0.0.1:{self.metrics_ports[service]}"
         env.update(self.extra_env)
         return env
 

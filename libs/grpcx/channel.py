@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
+from libs.grpcx.call_metrics import ClientMetricsInterceptor
 from libs.grpcx.internal_auth import token_client_interceptors
 from libs.grpcx.server import MAX_MESSAGE_BYTES
 
@@ -37,5 +38,5 @@ def _open(target: str, extra: list[grpc.aio.ClientInterceptor]) -> grpc.aio.Chan
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ],
-        interceptors=[*aio_client_interceptors(), *extra],  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
+        interceptors=[ClientMetricsInterceptor(), *aio_client_interceptors(), *extra],  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
     )

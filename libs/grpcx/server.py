@@ -12,6 +12,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from libs.errors import InvalidArgument
+from libs.grpcx.call_metrics import ServerMetricsInterceptor
 from libs.grpcx.context import Context
 from libs.grpcx.internal_auth import InternalAuthInterceptor
 from libs.grpcx.status import abort_for
@@ -189,6 +190,8 @@ class GrpcServer:
     ) -> None:
         self.server = grpc.aio.server(
             interceptors=[
+                # Outermost: it records the status the caller gets, after every mapping below.
+                ServerMetricsInterceptor(),
                 aio_server_interceptor(),  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
                 InternalAuthInterceptor(internal_token),
                 ErrorInterceptor(),

@@ -10,6 +10,7 @@ from postwire.internal.v1 import bus_pb2
 
 from libs.bus import Bus, Outcome, Publication
 from libs.stage_retry import StageRetry
+from services.events.event_metrics import count_stored
 from services.events.store import EventsStore
 from services.events.stored_notices import StoredNotices
 from services.events.suppression_rule import suppression_for
@@ -40,6 +41,7 @@ class EventRecorder:
     async def handle(self, msg: Msg) -> Outcome:
         envelope = bus_pb2.EventEnvelope.FromString(msg.data)
         if await self._store.store(envelope, suppression=suppression_for(envelope)):
+            count_stored(envelope.event)
             await self._notices.announce(envelope.tenant_id)
         return Outcome.ACK
 

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from opentelemetry.trace import Status, StatusCode
 from postwire.v1 import event_pb2
 
+from libs import metrics
 from libs.bus import Bus
 from libs.event_outbox import publish_events
 from libs.http_guard import GuardedHttp, HttpRefused, HttpResponse, HttpTimedOut
@@ -197,6 +198,7 @@ class WebhookDispatcher:
             status = response.status if response is not None else 0
             if status:
                 span.set_attribute("http.response.status_code", status)
+            metrics.webhook_deliveries.add(1, {"postwire.webhook.outcome": "failed" if problem else "delivered"})
             if not problem:
                 assert response is not None
                 await self._store.delivered(
@@ -214,6 +216,7 @@ class WebhookDispatcher:
             disable=lambda code, since, at: should_disable(code, since, at, after=self._disable_after),
         )
         if disabled is not None:
+            metrics.webhook_endpoints_disabled.add(1)
             _log.warning("webhook %s disabled: %s", claim.webhook_id, disabled.event.reason)
             await publish_events(self._bus, [disabled])
 

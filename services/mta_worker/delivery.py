@@ -10,11 +10,13 @@ the next transaction starts, so the duplicate window is one reply to one "." and
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from postwire.v1 import message_pb2
 
+from libs import metrics
 from libs.mail.smtp_outcome import Classification, Reply, Verdict, classify
 from services.mta_worker.connection_pool import ConnectionPool
 from services.mta_worker.endpoints import EndpointPlan
@@ -102,15 +104,18 @@ class RecipientDelivery:
                 letter = self._letter(recipient)
                 # `current` stays set if this is cancelled mid-transaction (shutdown), so the
                 # caller can tell a recipient whose "." was written from one never started.
+                started = time.perf_counter()
                 try:
                     reply = await session.deliver(
                         letter.envelope_from, letter.recipient, letter.data, smtputf8=letter.smtputf8
                     )
                 except SessionBroken as broken:
+                    _record("transaction", "broken", started)
                     await self._settle([recipient], broken.reply, None, session.remote)
                     self.current = None
                     session = None
                     continue
+                _record("transaction", classify(reply).verdict.value, started)
                 await self._settle([recipient], reply, None, session.remote)
                 self.current = None
                 if not session.connected:
@@ -129,9 +134,13 @@ class RecipientDelivery:
         """The first endpoint that accepts a session, in the plan's order."""
         last: SessionFailure | None = None
         for endpoint in self._plan.endpoints:
+            started = time.perf_counter()
             try:
-                return await SmtpSession.open(endpoint, helo_name=self._helo, timeouts=self._timeouts)
+                session = await SmtpSession.open(endpoint, helo_name=self._helo, timeouts=self._timeouts)
+                _record("session", "ok", started)
+                return session
             except SessionFailure as failure:
+                _record("session", "failed", started)
                 _log.info("%s: %s", endpoint, failure.reply.text)
                 last = failure
                 if not failure.try_next:
@@ -147,3 +156,10 @@ def _deferral(failure: SessionFailure) -> Classification:
     if failure.config:
         return Classification(Verdict.DEFERRED, message_pb2.BOUNCE_CATEGORY_CONFIG)
     return Classification(Verdict.DEFERRED, classify(failure.reply).category)
+
+
+def _record(phase: str, outcome: str, started: float) -> None:
+    metrics.smtp_attempt_duration.record(
+        (time.perf_counter() - started) * 1000.0,
+        {"postwire.smtp.phase": phase, "postwire.smtp.outcome": outcome},
+    )

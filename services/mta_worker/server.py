@@ -21,6 +21,7 @@ from services.mta_worker.connection_pool import ConnectionPool
 from services.mta_worker.consumer import Delivery, Worker
 from services.mta_worker.endpoints import Endpoints
 from services.mta_worker.mx_lookup import MxResolver
+from services.mta_worker.queue_watch import QueueWatch
 from services.mta_worker.recorder import Recorder
 from services.mta_worker.stage_failures import DeliveryFailures
 from services.mta_worker.store import WorkerStore
@@ -99,6 +100,13 @@ async def run(env: Mapping[str, str]) -> None:
         )
         scheduler = Periodic("retry-scheduler", config.common.sweep_interval_seconds, worker.sweep)
         scheduler.start()
+        # The queue gauges exist only where metrics are served; one replica reports them.
+        watch: list[QueueWatch] = []
+        if config.common.metrics_listen is not None:
+            watch.append(
+                QueueWatch(config.common.database_url, bus.js, interval=config.common.sweep_interval_seconds)
+            )
+            watch[0].start()
         grace = config.common.shutdown_grace_seconds
 
         async def stop_delivery() -> None:
@@ -111,7 +119,7 @@ async def run(env: Mapping[str, str]) -> None:
 
         return Service(
             stop_intake=[scheduler.stop, stop_delivery],
-            close=[close_recorder, connections.close, bus.close, pool.close],
+            close=[*(w.stop for w in watch), close_recorder, connections.close, bus.close, pool.close],
             ready=[database_check(pool), nats_check(bus.nc)],
         )
 

@@ -20,6 +20,7 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
+from libs import metrics
 from libs.errors import InvalidArgument
 from libs.mail.parts import Parts
 from services.template.fair_queue import FairQueue, tenant_share
@@ -137,6 +138,9 @@ class RenderPool:
         self._all: set[_Worker] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Both series from the start, so an alert's increase() sees 0 rather than nothing.
+        for reason in ("time_limit", "exited"):
+            metrics.render_kills.add(0, {"postwire.render.kill.reason": reason})
 
     async def start(self) -> None:
         started = await asyncio.gather(
@@ -178,10 +182,12 @@ class RenderPool:
                 keep = not answer.get("recycle")
                 break
             except TimeoutError:
+                metrics.render_kills.add(1, {"postwire.render.kill.reason": "time_limit"})
                 raise InvalidArgument(
                     [("template", f"'{name}': rendering took longer than {self._limit:g} s and was stopped")]
                 ) from None
             except _WorkerGone:
+                metrics.render_kills.add(1, {"postwire.render.kill.reason": "exited"})
                 if attempt == 1:
                     _log.warning("a render worker exited under a render; trying a fresh one")
                     # Whatever killed it may have hit its idle siblings too: let those signals

@@ -96,10 +96,15 @@ def test_validation_covers_the_two_newest_kubernetes_minors() -> None:
     assert tuple(int(n) for n in VERSIONS[0].split(".")[:2]) == (newest[0], newest[1] - 1)
 
 
+def _is_config(obj: Doc) -> bool:
+    """The services' settings, not the monitoring component's dashboard ConfigMap."""
+    return bool(obj["kind"] == "ConfigMap" and obj["metadata"]["name"].startswith("postwire-config-"))
+
+
 def test_rendered_objects_pass(prod: list[Doc]) -> None:
     for kind, name in (("Deployment", "mta-worker"), ("Service", "inbound-smtp"), ("ConfigMap", "")):
         if kind == "ConfigMap":
-            (obj,) = [o for o in prod if o["kind"] == "ConfigMap"]
+            (obj,) = [o for o in prod if _is_config(o)]
         else:
             obj = _one(prod, kind, name)
         assert list(validate.problems(obj, VERSIONS)) == []
@@ -212,7 +217,7 @@ def _deployments_config_names(objects: list[Doc]) -> dict[str, set[str]]:
 def test_a_config_change_rolls_every_pod(prod: list[Doc], tmp_path: Path) -> None:
     """A setting merged in from an overlay renames the ConfigMap and so changes every pod template
     (the rollout trigger); the base's comment says services read their settings only at start."""
-    (config,) = [o for o in prod if o["kind"] == "ConfigMap"]
+    (config,) = [o for o in prod if _is_config(o)]
     before = config["metadata"]["name"]
     assert re.fullmatch(r"postwire-config-[a-z0-9]{10}", before)
     assert set().union(*_deployments_config_names(prod).values()) == {before}
@@ -233,7 +238,7 @@ def test_a_config_change_rolls_every_pod(prod: list[Doc], tmp_path: Path) -> Non
         encoding="utf-8",
     )
     changed = validate.render(overlay)
-    (new_config,) = [o for o in changed if o["kind"] == "ConfigMap"]
+    (new_config,) = [o for o in changed if _is_config(o)]
     after = new_config["metadata"]["name"]
     assert after != before and new_config["data"]["POSTWIRE_LOG_LEVEL"] == "debug"
     names = _deployments_config_names(changed)

@@ -25,6 +25,9 @@ NOT_STATES = {
     ("libs/testing/reports.py", "failed"),  # the DSN Action a test report carries
     ("services/mta_worker/mx_rules.py", "failed"),  # a DNS lookup's status
     ("services/inbound/store.py", "bounced"),  # an inbound counter's name
+    ("services/events/webhook_dispatch.py", "failed"),  # a webhook attempt's outcome label
+    ("services/mta_worker/delivery.py", "failed"),  # an SMTP phase's outcome label (metrics)
+    ("services/events/webhook_dispatch.py", "delivered"),  # a webhook attempt's outcome label
 }
 
 

@@ -1,0 +1,133 @@
+"""rpc.server.duration and rpc.client.duration, by method and status code.
+
+The OpenTelemetry gRPC instrumentation records spans only, so these two interceptors record the
+semantic-convention histograms themselves (their _count is the call count). The server one runs
+outermost, so it sees the status the caller gets after ErrorInterceptor has mapped a domain error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeAlias
+
+import grpc
+
+from libs import metrics
+
+__all__ = ["ClientMetricsInterceptor", "ServerMetricsInterceptor", "rpc_attributes"]
+
+# As in libs.grpcx.server (which imports this module): the aio server keeps coroutine functions in
+# the sync stubs' handler slots, so handlers are held as Any.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
+
+
+def rpc_attributes(path: str, code: grpc.StatusCode) -> dict[str, str | int]:
+    service, _, method = path.lstrip("/").partition("/")
+    return {
+        "rpc.system": "grpc",
+        "rpc.service": service,
+        "rpc.method": method,
+        "rpc.grpc.status_code": code.value[0],
+    }
+
+
+def _elapsed_ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
+
+
+def _server_code(context: Any, exc: BaseException | None) -> grpc.StatusCode:
+    if isinstance(exc, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):  # grpc.aio returns the raw number for codes set by abort()
+        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return grpc.StatusCode.OK if exc is None else grpc.StatusCode.UNKNOWN
+
+
+class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
+        handler: Any = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        path = handler_call_details.method
+
+        def record(started: float, context: Any, exc: BaseException | None) -> None:
+            metrics.rpc_server_duration.record(
+                _elapsed_ms(started), rpc_attributes(path, _server_code(context, exc))
+            )
+
+        if handler.unary_unary is not None:
+            inner_uu: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    response = await inner_uu(request, context)
+                except BaseException as exc:
+                    record(started, context, exc)
+                    raise
+                record(started, context, None)
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            inner_us: Callable[[Any, Any], AsyncIterator[Any]] = handler.unary_stream
+
+            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                started = time.perf_counter()
+                try:
+                    async for item in inner_us(request, context):
+                        yield item
+                except BaseException as exc:
+                    record(started, context, exc)
+                    raise
+                record(started, context, None)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Client-streaming methods (reflection) are not counted.
+        return handler  # type: ignore[no-any-return]
+
+
+class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Unary calls only: Postwire's service-to-service calls are all unary (the edge's streaming
+    forwards are counted by the server that answers them)."""
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        started = time.perf_counter()
+        # Typed str, but grpc hands the interceptor bytes.
+        method: Any = client_call_details.method
+        path = method.decode() if isinstance(method, bytes) else str(method)
+        try:
+            call = await continuation(client_call_details, request)
+            code = await call.code()
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            metrics.rpc_client_duration.record(_elapsed_ms(started), rpc_attributes(path, code))
+            raise
+        except asyncio.CancelledError:
+            metrics.rpc_client_duration.record(
+                _elapsed_ms(started), rpc_attributes(path, grpc.StatusCode.CANCELLED)
+            )
+            raise
+        metrics.rpc_client_duration.record(_elapsed_ms(started), rpc_attributes(path, code))
+        return call
