@@ -115,6 +115,10 @@ class CommonConfig:
     # replicas x max over all services is what PostgreSQL must accept (deploy/k8s/README.md).
     db_pool_min_size: int = 2
     db_pool_max_size: int = 10
+    # Prepared statements each pooled connection keeps (asyncpg's LRU, default 100), so a hot
+    # statement is parsed and planned once per connection; 0 for PgBouncer in transaction mode,
+    # where a statement prepared on one server connection is not there on the next.
+    db_statement_cache_size: int = 100
     # POSTWIRE_METRICS_LISTEN: where /metrics is served (libs.metrics); None (unset) serves none.
     metrics_listen: tuple[str, int] | None = None
 
@@ -158,6 +162,7 @@ class CommonConfig:
             ),
             db_pool_min_size=pool_min,
             db_pool_max_size=pool_max,
+            db_statement_cache_size=env_int(env, "POSTWIRE_DB_STATEMENT_CACHE_SIZE", 100, minimum=0),
             metrics_listen=(
                 env_host_port(env, "POSTWIRE_METRICS_LISTEN", "")
                 if env.get("POSTWIRE_METRICS_LISTEN", "").strip()

@@ -17,9 +17,17 @@ _MIGRATION_LOCK = 0x706F7374_77697265
 
 
 async def connect_pool(
-    url: str, *, min_size: int = 2, max_size: int = 10, wait: float = 30.0
+    url: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    statement_cache_size: int = 100,
+    wait: float = 30.0,
 ) -> asyncpg.Pool:
-    """Open a pool, waiting up to `wait` seconds for the server (pods may start before it)."""
+    """Open a pool, waiting up to `wait` seconds for the server (pods may start before it).
+
+    `statement_cache_size` is POSTWIRE_DB_STATEMENT_CACHE_SIZE: 0 for PgBouncer in transaction
+    mode, where a named prepared statement does not survive the next transaction."""
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         try:
@@ -30,6 +38,8 @@ async def connect_pool(
                 # Idle connections are replaced, so a PostgreSQL restart heals quietly.
                 max_inactive_connection_lifetime=60.0,
                 command_timeout=30.0,
+                statement_cache_size=statement_cache_size,
+                reset=_keep_session,
             )
             assert pool is not None
             return pool
@@ -38,6 +48,15 @@ async def connect_pool(
                 raise
             _log.warning("database not reachable yet; retrying")
             await asyncio.sleep(0.5)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release a connection without asyncpg's default reset query (advisory unlock all, CLOSE
+    ALL, UNLISTEN *, RESET ALL): one more server round trip and commit on every release, about
+    half of all commits per message. Pooled connections never change session state (no SET, no
+    LISTEN, no session advisory locks, no WITH HOLD cursors): work that needs session state opens
+    its own connection (the migrator, mta_worker's queue watch). asyncpg still rolls back a
+    transaction left open and drops listeners before calling this."""
 
 
 class NoMigrationsFound(RuntimeError):

@@ -62,6 +62,7 @@ async def run(env: Mapping[str, str]) -> None:
             config.common.database_url,
             min_size=config.common.db_pool_min_size,
             max_size=config.common.db_pool_max_size,
+            statement_cache_size=config.common.db_statement_cache_size,
         )
         cache_seconds = config.common.key_cache_seconds
         store = PolicyStore(pool)

@@ -38,6 +38,7 @@ async def run(env: Mapping[str, str]) -> None:
             config.common.database_url,
             min_size=config.common.db_pool_min_size,
             max_size=config.common.db_pool_max_size,
+            statement_cache_size=config.common.db_statement_cache_size,
         )
         bus = await Bus.connect(config.common.nats_url, name="postwire-submission")
         policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from libs.config import CommonConfig, ConfigError
@@ -39,3 +42,37 @@ def test_a_maximum_below_the_default_minimum_lowers_the_minimum() -> None:
 def test_a_bad_pool_size_stops_the_service_naming_the_variable(env: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
         PolicyConfig.from_env(env)
+
+
+def test_statement_cache_defaults_to_asyncpgs_and_zero_is_allowed_for_pgbouncer() -> None:
+    assert CommonConfig.from_env({}, service="x", default_port=1).db_statement_cache_size == 100
+    env = {"POSTWIRE_DB_STATEMENT_CACHE_SIZE": "0"}
+    assert SubmissionConfig.from_env(env).common.db_statement_cache_size == 0
+
+
+@pytest.mark.parametrize("raw", ["-1", "many"])
+def test_a_bad_statement_cache_size_stops_the_service_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError, match="POSTWIRE_DB_STATEMENT_CACHE_SIZE"):
+        CommonConfig.from_env({"POSTWIRE_DB_STATEMENT_CACHE_SIZE": raw}, service="x", default_port=1)
+
+
+# Pooled connections are released without asyncpg's reset query (libs.db._keep_session), so no
+# statement may leave session state behind on one. Code that needs it opens its own connection.
+_SESSION_STATE = re.compile(
+    # The SQL in this codebase is upper case; prose quoting "set ..." is not SQL.
+    r"""["'](?:SET\s(?!LOCAL)|RESET\s|LISTEN\s|DECLARE\s)|pg_(?:try_)?advisory_lock\(|set_config\([^)]*false"""
+)
+_OWN_CONNECTIONS = {"libs/db.py", "services/mta_worker/queue_watch.py"}
+
+
+def test_no_pooled_statement_leaves_session_state() -> None:
+    root = Path(__file__).resolve().parents[2]
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("libs", "services")
+        for path in sorted((root / folder).rglob("*.py"))
+        if str(path.relative_to(root)) not in _OWN_CONNECTIONS
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _SESSION_STATE.search(line)
+    ]
+    assert offenders == []
