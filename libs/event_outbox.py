@@ -58,7 +58,7 @@ async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -
 
 # The outbox table's other statements: the events service's (store, hold, count, sweep) and the
 # inbound listener's duplicate check. Nothing outside this module names the table.
-__all__ += ["claim_lingering", "count_failure", "delete_stored", "event_known", "hold"]
+__all__ += ["claim_lingering", "count_failure", "delete_stored", "delete_stored_many", "event_known", "hold"]
 
 
 async def event_known(conn: Connection, event_id: str, /) -> bool:
@@ -74,6 +74,11 @@ async def event_known(conn: Connection, event_id: str, /) -> bool:
 async def delete_stored(conn: Connection, event_id: str, /) -> None:
     """The events service stored the event: its outbox row has done its job."""
     await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event_id)
+
+
+async def delete_stored_many(conn: Connection, event_ids: Iterable[str], /) -> None:
+    """A batch of events is stored: one statement retires all their outbox rows."""
+    await conn.execute("DELETE FROM event_outbox WHERE event_id = ANY($1::text[])", list(event_ids))
 
 
 async def hold(conn: Connection | asyncpg.Pool, event_ids: Iterable[str], /, *, seconds: float) -> None:

@@ -10,8 +10,10 @@ from postwire.internal.v1 import bus_pb2
 
 from libs.bus import Bus, Outcome, Publication
 from libs.stage_retry import StageRetry
+from libs.telemetry import current_trace_context
 from services.events.event_metrics import count_stored
-from services.events.store import EventsStore
+from services.events.group_commit import GroupCommit
+from services.events.store import Arrival, EventsStore
 from services.events.stored_notices import StoredNotices
 from services.events.suppression_rule import suppression_for
 
@@ -33,14 +35,18 @@ class EventRecorder:
         retry: StageRetry | None = None,
     ) -> None:
         self._store = store
+        self._batches: GroupCommit[Arrival, bool] = GroupCommit(store.store_many)
         self._notices = notices
         self._bus = bus
         self._stall = stall
         self._retry = retry or StageRetry()
 
     async def handle(self, msg: Msg) -> Outcome:
+        """Store the event with the others of its fetch in one transaction; the bus acks each
+        message after this returns, so only after that commit."""
         envelope = bus_pb2.EventEnvelope.FromString(msg.data)
-        if await self._store.store(envelope, suppression=suppression_for(envelope)):
+        arrival = Arrival(envelope, suppression_for(envelope), trace_context=current_trace_context())
+        if await self._batches.submit(arrival):
             count_stored(envelope.event)
             await self._notices.announce(envelope.tenant_id)
         return Outcome.ACK

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 
 import asyncpg
@@ -11,10 +13,20 @@ from libs import event_outbox
 from libs.telemetry import current_trace_context
 from services.events.event_query import EventQuery
 from services.events.suppression_rule import PendingSuppression
-from services.events.suppression_store import queue_suppression
-from services.events.webhook_store import queue_deliveries
+from services.events.suppression_store import queue_suppressions
+from services.events.webhook_store import StoredEvent, queue_deliveries_many
 
-__all__ = ["EventsStore"]
+__all__ = ["Arrival", "EventsStore"]
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """An event taken from the bus, with what storing it implies."""
+
+    envelope: bus_pb2.EventEnvelope
+    suppression: PendingSuppression | None = None
+    # The consumer span's W3C traceparent, so webhook deliveries join the event's trace.
+    trace_context: str = ""
 
 
 class EventsStore:
@@ -25,31 +37,56 @@ class EventsStore:
         self, envelope: bus_pb2.EventEnvelope, *, suppression: PendingSuppression | None = None
     ) -> bool:
         """Keep the event (once), queue the suppression it causes, and retire its outbox row, in
-        one transaction; False for an event already stored. A redelivered event queues nothing:
-        the tenant may have lifted the suppression since."""
-        event = envelope.event
-        async with self._pool.acquire() as conn, conn.transaction():
-            stored = await conn.fetchval(
-                "INSERT INTO events (event_id, tenant_id, message_id, recipient, type, create_time, payload)"
-                " VALUES ($1, $2::uuid, NULLIF($3, '')::uuid, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING"
-                " RETURNING seq",
-                event.id,
-                envelope.tenant_id,
-                event.message_id,
-                event.recipient,
-                event.type,
-                event.create_time.ToDatetime(tzinfo=UTC),
-                event.SerializeToString(),
-            )
-            # Webhook deliveries of a newly stored event, in its transaction (a tenant-level event
-            # such as WEBHOOK_DISABLED has no message id: NULLIF above).
-            if stored is not None:
-                await queue_deliveries(conn, envelope.tenant_id, event, trace_context=current_trace_context())
+        one transaction; False for an event already stored."""
+        [stored] = await self.store_many(
+            [Arrival(envelope, suppression, trace_context=current_trace_context())]
+        )
+        return stored
 
-            if stored is not None and suppression is not None:
-                await queue_suppression(conn, suppression)
-            await event_outbox.delete_stored(conn, event.id)
-        return stored is not None
+    async def store_many(self, arrivals: Sequence[Arrival]) -> list[bool]:
+        """Store a batch in one transaction: one multi-row insert of the events, their webhook
+        deliveries and suppressions, one delete of their outbox rows. Answers, in order, whether
+        each arrival was newly stored (False for an event stored before, or earlier in the
+        batch). A redelivered event queues nothing: the tenant may have lifted the suppression
+        since."""
+        if not arrivals:
+            return []
+        events = [a.envelope.event for a in arrivals]
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Ordered by the per-tenant lock the insert trigger takes (migration 0017), so two
+            # batches over the same tenants take their locks in one order and cannot deadlock.
+            rows = await conn.fetch(
+                "INSERT INTO events (event_id, tenant_id, message_id, recipient, type, create_time, payload)"
+                " SELECT e.id, e.tenant::uuid, NULLIF(e.message, '')::uuid, e.recipient, e.type, e.at, e.payload"
+                " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::smallint[],"
+                " $6::timestamptz[], $7::bytea[]) WITH ORDINALITY"
+                " AS e(id, tenant, message, recipient, type, at, payload, n)"
+                " ORDER BY hashtext(e.tenant), e.n"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                [e.id for e in events],
+                [a.envelope.tenant_id for a in arrivals],
+                [e.message_id for e in events],
+                [e.recipient for e in events],
+                [e.type for e in events],
+                [e.create_time.ToDatetime(tzinfo=UTC) for e in events],
+                [e.SerializeToString() for e in events],
+            )
+            inserted = {r["event_id"] for r in rows}
+            new: list[Arrival] = []
+            for arrival in arrivals:
+                # The same event twice in one batch (a redelivery overtaking the first): first wins.
+                if arrival.envelope.event.id in inserted:
+                    inserted.discard(arrival.envelope.event.id)
+                    new.append(arrival)
+            # Webhook deliveries of newly stored events, in their transaction (a tenant-level
+            # event such as WEBHOOK_DISABLED has no message id: NULLIF above).
+            await queue_deliveries_many(
+                conn, [StoredEvent(a.envelope.tenant_id, a.envelope.event, a.trace_context) for a in new]
+            )
+            await queue_suppressions(conn, [a.suppression for a in new if a.suppression is not None])
+            await event_outbox.delete_stored_many(conn, {e.id for e in events})
+        fresh = {id(a) for a in new}
+        return [id(a) in fresh for a in arrivals]
 
     async def last_seq(self, tenant_id: str) -> int:
         """The tenant's newest stored event (0 if none): where a stream of only new events starts,

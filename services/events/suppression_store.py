@@ -10,20 +10,25 @@ import asyncpg
 from libs.request_id_store import Connection
 from services.events.suppression_rule import PendingSuppression
 
-__all__ = ["SuppressionOutbox", "queue_suppression"]
+__all__ = ["SuppressionOutbox", "queue_suppression", "queue_suppressions"]
 
 
 async def queue_suppression(conn: Connection, item: PendingSuppression) -> None:
     """Queue in the caller's transaction (the one that stores the event)."""
-    await conn.execute(
+    await queue_suppressions(conn, [item])
+
+
+async def queue_suppressions(conn: Connection, items: Sequence[PendingSuppression]) -> None:
+    """Queue several in the caller's transaction (the one that stores their events)."""
+    if not items:
+        return
+    await conn.executemany(
         "INSERT INTO suppression_outbox (event_id, tenant_id, address, reason, source_message_id, detail)"
         " VALUES ($1, $2::uuid, $3, $4, $5::uuid, $6) ON CONFLICT (event_id) DO NOTHING",
-        item.event_id,
-        item.tenant_id,
-        item.address,
-        item.reason,
-        item.source_message_id or None,
-        item.detail,
+        [
+            (i.event_id, i.tenant_id, i.address, i.reason, i.source_message_id or None, i.detail)
+            for i in items
+        ],
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -18,7 +19,7 @@ from services.events.kinds import DeliveryState
 from services.events.webhook_records import Claim, DeliveryRow, WebhookRow
 from services.events.webhook_rules import WebhookSpec, matches
 
-__all__ = ["DisableRule", "WebhookStore", "disabled_event", "queue_deliveries"]
+__all__ = ["DisableRule", "StoredEvent", "WebhookStore", "disabled_event", "queue_deliveries", "queue_deliveries_many"]
 
 # Delivery states go into the SQL text as numbers (an IntEnum formats as its value): the
 # `state = 1` of the partial index webhook_deliveries_due must be a literal for the planner to use
@@ -56,18 +57,43 @@ async def queue_deliveries(
 ) -> int:
     """One PENDING delivery per enabled webhook of the tenant that wants `event`; called in the
     transaction that stores the event, so an event is never stored without its deliveries."""
+    return await queue_deliveries_many(conn, [StoredEvent(tenant_id, event, trace_context)])
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event newly stored in the caller's transaction, and the trace its deliveries join."""
+
+    tenant_id: str
+    event: event_pb2.Event
+    trace_context: str = ""
+
+
+async def queue_deliveries_many(conn: Connection, stored: Sequence[StoredEvent]) -> int:
+    """`queue_deliveries` for a batch: one read of the tenants' webhooks, one insert."""
+    if not stored:
+        return 0
     hooks = await conn.fetch(
-        "SELECT id, event_types, streams, tags FROM webhooks WHERE tenant_id = $1::uuid AND enabled",
-        tenant_id,
+        "SELECT id, tenant_id::text, event_types, streams, tags FROM webhooks"
+        " WHERE tenant_id = ANY($1::uuid[]) AND enabled",
+        sorted({s.tenant_id for s in stored}),
     )
-    wanted = [h["id"] for h in hooks if matches(h["event_types"], h["streams"], h["tags"], event)]
-    if wanted:
+    by_tenant: dict[str, list[asyncpg.Record]] = {}
+    for hook in hooks:
+        by_tenant.setdefault(hook["tenant_id"], []).append(hook)
+    rows = [
+        (h["id"], s.event.id, s.tenant_id, s.event.type, s.trace_context)
+        for s in stored
+        for h in by_tenant.get(s.tenant_id, ())
+        if matches(h["event_types"], h["streams"], h["tags"], s.event)
+    ]
+    if rows:
         await conn.executemany(
             "INSERT INTO webhook_deliveries (webhook_id, event_id, tenant_id, event_type, trace_context)"
             " VALUES ($1, $2, $3::uuid, $4, $5) ON CONFLICT DO NOTHING",
-            [(w, event.id, tenant_id, event.type, trace_context) for w in wanted],
+            rows,
         )
-    return len(wanted)
+    return len(rows)
 
 
 class WebhookStore:

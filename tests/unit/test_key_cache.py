@@ -23,11 +23,14 @@ class CountingPolicy(policy_service_pb2_grpc.PolicyServiceServicer):
         self.calls = 0
         self.revoked = False
         self.delay = 0.05
+        self.second_call = asyncio.Event()
 
-    async def Authenticate(  # noqa: N802 (gRPC method name)
+    async def Authenticate(
         self, request: policy_service_pb2.AuthenticateRequest, context: Any
     ) -> policy_service_pb2.AuthenticateResponse:
         self.calls += 1
+        if self.calls >= 2:
+            self.second_call.set()
         await asyncio.sleep(self.delay)
         if self.revoked:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown or revoked API key")
@@ -72,9 +75,8 @@ async def test_a_key_in_use_is_refreshed_off_the_calls_path(policy: tuple[Counti
     caller = await asyncio.wait_for(keys.resolve(Metadata()), 0.1)  # type: ignore[arg-type]
     assert caller.tenant_id == "t-1"
     assert servicer.calls == 1
-    async with asyncio.timeout(5):  # the refresh reaches the server in the background
-        while servicer.calls < 2:
-            await asyncio.sleep(0.01)
+    # The refresh reaches the server in the background.
+    await asyncio.wait_for(servicer.second_call.wait(), 5)
     await asyncio.sleep(0.35)  # let it finish before the server stops
 
 

@@ -1,0 +1,103 @@
+"""The events service stores a burst of events in batches: each event exactly once however
+often it is delivered, its outbox row retired, its webhook delivery and suppression queued once.
+
+Events go onto the bus the way producers and the outbox sweeper put them there (the sweeper's
+re-publish carries a fresh `<id>:<stamp>` dedupe id, so JetStream delivers every copy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import nats
+import pytest
+from postwire.internal.v1 import bus_pb2
+from postwire.v1 import event_pb2, message_pb2, webhook_service_pb2, webhook_service_pb2_grpc
+
+from libs import event_outbox
+from libs.bus import event_subject
+from libs.testing.polling import poll_until
+from libs.testing.webhook_receiver import WebhookReceiver
+
+BOUNCED = event_pb2.EVENT_TYPE_BOUNCED
+COPIES = 3
+EVENTS = 40
+
+
+@pytest.fixture
+async def pool(suite) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(suite.database_url, min_size=1, max_size=2)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+def bounce(tenant_id: str, index: int) -> bus_pb2.EventEnvelope:
+    message_id = str(uuid.uuid4())
+    envelope = bus_pb2.EventEnvelope(
+        tenant_id=tenant_id,
+        event=event_pb2.Event(
+            id=f"{message_id}:0:{index}:bounced",
+            type=event_pb2.EVENT_TYPE_BOUNCED,
+            message_id=message_id,
+            recipient=f"gone-{index}-{uuid.uuid4().hex[:6]}@example.org",
+            smtp_reply=message_pb2.SmtpReply(code=550, enhanced_code="5.1.1", text="5.1.1 User unknown"),
+            bounce_category=message_pb2.BOUNCE_CATEGORY_HARD,
+        ),
+    )
+    envelope.event.create_time.GetCurrentTime()
+    return envelope
+
+
+async def test_redelivered_events_are_stored_once_each_and_leave_the_outbox(
+    suite, edge, tenant, pool
+) -> None:
+    receiver = WebhookReceiver().start()
+    try:
+        path = f"/hook/{uuid.uuid4().hex[:8]}"
+        await webhook_service_pb2_grpc.WebhookServiceStub(edge).CreateWebhook(
+            webhook_service_pb2.CreateWebhookRequest(
+                webhook=webhook_service_pb2.Webhook(url=receiver.url(path), event_types=[BOUNCED])
+            ),
+            metadata=tenant.metadata,
+        )
+        envelopes = [bounce(tenant.id, n) for n in range(EVENTS)]
+        ids = [e.event.id for e in envelopes]
+        async with pool.acquire() as conn:
+            await event_outbox.insert_events(conn, envelopes)
+        await publish_copies(suite.nats_url, tenant.id, envelopes)
+
+        async def all_retired() -> bool:
+            left = await pool.fetchval("SELECT count(*) FROM event_outbox WHERE event_id = ANY($1::text[])", ids)
+            return left == 0
+
+        await poll_until(all_retired, timeout=30, what="every outbox row retired by the events service")
+        stored = await pool.fetch(
+            "SELECT event_id, count(*) AS n FROM events WHERE tenant_id = $1::uuid GROUP BY event_id", tenant.id
+        )
+        assert {r["event_id"]: r["n"] for r in stored} == dict.fromkeys(ids, 1)
+        # One webhook delivery per event, however many copies arrived.
+        requests = await receiver.wait_for(EVENTS, path=path, timeout=30)
+        assert sorted(json.loads(r.body)["data"]["id"] for r in requests) == sorted(ids)
+    finally:
+        receiver.close()
+
+
+async def publish_copies(nats_url: str, tenant_id: str, envelopes: list[bus_pb2.EventEnvelope]) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        subject = event_subject(tenant_id, "bounced")
+        await asyncio.gather(
+            *(
+                js.publish(subject, e.SerializeToString(), headers={"Nats-Msg-Id": f"{e.event.id}:{copy}"})
+                for copy in range(1, COPIES + 1)
+                for e in envelopes
+            )
+        )
+    finally:
+        await nc.close()
