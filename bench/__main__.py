@@ -255,10 +255,12 @@ def text_body(index: int) -> str:
     return f"Hello recipient {index},\n\n" + "\n".join([_FILLER] * 26) + "\n"
 
 
-def build_request(run: str, index: int) -> mail_service_pb2.SendEmailRequest:
+def build_request(
+    run: str, index: int, from_address: str = "bench@example.com"
+) -> mail_service_pb2.SendEmailRequest:
     return mail_service_pb2.SendEmailRequest(
         **{
-            "from": {"address": "bench@example.com", "name": "Postwire Bench"},
+            "from": {"address": from_address, "name": "Postwire Bench"},
             "to": [{"address": f"bench+{run}-{index:07d}@example.com"}],
             "subject": f"Bench message {index}",
             "text_body": text_body(index),
@@ -283,13 +285,17 @@ async def send_one(
 
 
 async def send_many(
-    stub: mail_service_pb2_grpc.MailServiceStub, api_key: str, count: int, concurrency: int
+    stub: mail_service_pb2_grpc.MailServiceStub,
+    api_key: str,
+    count: int,
+    concurrency: int,
+    from_address: str = "bench@example.com",
 ) -> SendPhase:
     """`count` SendEmail calls from `concurrency` workers, so exactly that many are in flight."""
     run = uuid.uuid4().hex[:8]  # unique recipients across phases and across runs on a shared DB
     metadata = (("authorization", f"Bearer {api_key}"),)
     # Built up front so request construction is not inside the timed section.
-    requests = [build_request(run, i) for i in range(count)]
+    requests = [build_request(run, i, from_address) for i in range(count)]
     queue: Iterator[mail_service_pb2.SendEmailRequest] = iter(requests)
     phase = SendPhase()
 
@@ -396,7 +402,10 @@ def run(messages: int, concurrency: int) -> Report:
         suite = make_suite(data_dir, sink)
         # /metrics of every service during the run, to watch the documented series move.
         suite.metrics_ports = {name: free_port() for name in SERVICES}
-        log("metrics: " + " ".join(f"{n}=http://127.0.0.1:{p}/metrics" for n, p in suite.metrics_ports.items()))
+        log(
+            "metrics: "
+            + " ".join(f"{n}=http://127.0.0.1:{p}/metrics" for n, p in suite.metrics_ports.items())
+        )
         log("starting NATS, PostgreSQL and the services…")
         suite.start_infrastructure()
         spawn_services(suite)
@@ -448,7 +457,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def results_table(report: Report) -> list[str]:
+def results_table(report: Report, extra: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """The run's figures; `extra` (header, value) columns go to the right of the classic ones."""
     phase, found = report.phase, report.deliveries
     by_id = {s.message_id: s for s in phase.sent}
     accept = [s.accept_seconds for s in phase.sent]
@@ -483,10 +493,10 @@ def results_table(report: Report) -> list[str]:
         ms(percentile(after_accept, 50)),
         ms(percentile(after_accept, 99)),
     ]
-    return table(header, [row])
+    return table([*header, *(h for h, _ in extra)], [[*row, *(v for _, v in extra)]])
 
 
-def usage_table(report: Report) -> list[str]:
+def usage_table(report: Report, infra: Mapping[str, ServiceUsage] | None = None) -> list[str]:
     per = max(1, len(report.phase.sent))  # CPU per accepted message: failed calls do little work
     rows = [
         [
@@ -500,6 +510,19 @@ def usage_table(report: Report) -> list[str]:
     cpu = total_cpu(report)
     rss = sum(u.rss_mb or 0.0 for u in report.usage.values())
     rows.append(["**all services**", ms(cpu / per), secs(cpu), f"{rss:.0f}"])
+    if infra:
+        # PostgreSQL and NATS as whole process trees (PostgreSQL's backends come and go).
+        for name, use in infra.items():
+            rows.append(
+                [
+                    name,
+                    ms(use.cpu_seconds / per),
+                    secs(use.cpu_seconds),
+                    "n/a" if use.rss_mb is None else f"{use.rss_mb:.0f}",
+                ]
+            )
+        both = cpu + sum(u.cpu_seconds for u in infra.values())
+        rows.append(["**services + " + " + ".join(infra) + "**", ms(both / per), secs(both), ""])
     rows.append(
         ["(bench client + sink)", ms(report.client_cpu_seconds / per), secs(report.client_cpu_seconds), "n/a"]
     )
@@ -619,16 +642,20 @@ def exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The production-shaped run beside Postfix lives in its own module; it reuses this one's parts.
+    from bench.side_by_side import render_side_by_side, side_by_side_problems
+    from bench.side_by_side import run as run_side_by_side
+
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
-    report = run(args.messages, args.concurrency)
-    text = render(report)
+    result = run_side_by_side(args.messages, args.concurrency)
+    text = render_side_by_side(result)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     log(f"written to {args.out}")
     # Non-zero when anything went wrong, so a scripted run cannot mistake a broken one for a result.
-    return 1 if problems(report) else 0
+    return 1 if side_by_side_problems(result) else 0
 
 
 if __name__ == "__main__":

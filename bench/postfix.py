@@ -171,7 +171,11 @@ class PostfixRelay:
 
     def queue_empty(self) -> bool:
         queues = ("incoming", "active", "deferred", "maildrop")
-        return not any(any((self.layout.queue_dir / q).rglob("*")) for q in queues if (self.layout.queue_dir / q).exists())
+        return not any(
+            any((self.layout.queue_dir / q).rglob("*"))
+            for q in queues
+            if (self.layout.queue_dir / q).exists()
+        )
 
     def stop(self) -> None:
         if self.started:
