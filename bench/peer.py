@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -186,7 +187,7 @@ async def pace(call: object, count: int, per_second: float) -> None:
     await asyncio.gather(*tasks)
 
 
-def relay_root(base: Path) -> Path:
-    path = base / "postfix"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def relay_root() -> Path:
+    """A fresh directory of its own: the bench's data directory is private (0700), and Postfix's
+    daemons, running as `postfix`, must be able to reach their queue."""
+    return Path(tempfile.mkdtemp(prefix="postwire-bench-postfix-"))

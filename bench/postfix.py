@@ -146,7 +146,11 @@ class PostfixRelay:
         self.write_config()
         done = self.postfix("start")
         if done.returncode != 0:
-            raise RuntimeError(f"postfix start failed ({done.returncode}): {done.stderr or done.stdout}")
+            # Postfix reports to its log, not to stderr, when stderr is no terminal.
+            logged = self.layout.log_file.read_text()[-2000:] if self.layout.log_file.exists() else ""
+            raise RuntimeError(
+                f"postfix start failed ({done.returncode}): {done.stderr}{done.stdout}{logged}"
+            )
         self.started = True
         self.wait_listening()
 

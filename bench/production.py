@@ -28,8 +28,11 @@ WEBHOOK_PATH = "/bench-delivered"
 
 def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
     """Settings as a deployment would have them; only what loopback needs differs (the resolver,
-    private webhook addresses). Tracing is left at its default: no exporter configured."""
+    private webhook addresses). Tracing is left at its default: no exporter configured. The
+    services refuse loopback webhooks outside POSTWIRE_ENV=dev, so dev it is; nothing else that
+    setting allows is used (From is on a verified domain, not POSTWIRE_DEV_FROM_DOMAINS)."""
     return {
+        "POSTWIRE_ENV": "dev",
         "POSTWIRE_LOG_LEVEL": "INFO",
         "POSTWIRE_ADMIN_TOKEN": admin_token,
         "POSTWIRE_TOKEN_KEYS": generate_token_keys("bench"),
@@ -59,7 +62,9 @@ async def make_sender(
     admin = admin_service_pb2_grpc.AdminServiceStub(channel)
     auth = (("authorization", f"Bearer {admin_token}"),)
     made = await admin.CreateTenant(
-        admin_service_pb2.CreateTenantRequest(tenant={"name": f"bench-{uuid.uuid4().hex[:8]}"}),
+        admin_service_pb2.CreateTenantRequest(
+            tenant=admin_service_pb2.Tenant(name=f"bench-{uuid.uuid4().hex[:8]}")
+        ),
         metadata=auth,
         timeout=10,
     )

@@ -409,9 +409,7 @@ def run(messages: int, concurrency: int) -> SideBySide:
         elif os.geteuid() != 0:
             note = "postfix needs root to start"
         else:
-            relay = postfix.PostfixRelay(
-                postfix.RelayLayout(peer.relay_root(data_dir), free_port(), sink.port)
-            )
+            relay = postfix.PostfixRelay(postfix.RelayLayout(peer.relay_root(), free_port(), sink.port))
             log(f"starting a private Postfix relay on 127.0.0.1:{relay.layout.listen_port}…")
             relay.start()
         env = production_env(ADMIN_TOKEN, dns)
@@ -436,6 +434,8 @@ def run(messages: int, concurrency: int) -> SideBySide:
     finally:
         if relay is not None:
             relay.stop()
+            if not keep_logs:
+                shutil.rmtree(relay.layout.root, ignore_errors=True)
         if suite is not None:
             suite.stop()
         dns.stop()

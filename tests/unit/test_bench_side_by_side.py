@@ -3,6 +3,7 @@ and the tables it prints. No timings are asserted."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from bench.__main__ import percentile, results_table
@@ -39,10 +40,15 @@ def test_the_smtp_listener_is_on_the_free_port_and_nothing_is_chrooted() -> None
 
 def test_smtp_source_sends_the_file_with_the_sessions_asked_for() -> None:
     command = smtp_source_command(
-        40025, messages=2000, sessions=64, message_file=Path("/m.txt"), sender="a@x.example", recipient="b@x.example"
+        40025,
+        messages=2000,
+        sessions=64,
+        message_file=Path("/m.txt"),
+        sender="a@x.example",
+        recipient="b@x.example",
     )
     assert command[-1] == "127.0.0.1:40025"
-    pairs = dict(zip(command[1:-1:], command[2:-1:], strict=False))
+    pairs = dict(itertools.pairwise(command))
     assert pairs["-s"] == "64" and pairs["-m"] == "2000" and pairs["-F"] == "/m.txt"
     assert "-N" in command  # a distinct recipient per message
 
@@ -88,7 +94,10 @@ def test_the_cases_table_shows_both_sides_and_their_ratio() -> None:
     )
     assert lines[0].startswith("| case | unit | Postwire | Postfix relay | ratio")
     assert lines[2] == "| single sends | msg/s | 250.0 | 500.0 | 0.50 |  |"
-    assert lines[3] == "| SendBatch of 1000 | recipients/s | n/a | 500.0 | n/a | SendBatch answered UNIMPLEMENTED |"
+    assert (
+        lines[3]
+        == "| SendBatch of 1000 | recipients/s | n/a | 500.0 | n/a | SendBatch answered UNIMPLEMENTED |"
+    )
 
 
 def test_new_columns_go_to_the_right_of_the_classic_ones() -> None:
