@@ -460,7 +460,10 @@ def render_side_by_side(result: SideBySide) -> str:
         ("Postfix machine CPU ms/msg", figure(result.postfix_machine_ms)),
         ("PG commits/msg", "n/a" if result.commits is None else f"{result.commits / per:.2f}"),
     ]
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     lines = ["# Postwire send-path benchmark, beside a Postfix relay", "", *environment()]
+    # A shared machine skews every figure; the load average at the end says whether it was shared.
+    lines.append(f"- load average at the end (1, 5, 15 min): {load} on {os.cpu_count()} CPUs")
     lines += [
         "- Postwire: From on a domain verified through loopback DNS (DKIM RSA + Ed25519, return paths),"
         " one DELIVERED webhook, /metrics on every service, log level INFO, tracing at its default",
