@@ -29,6 +29,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc
 
+from bench.compare import percentile
 from libs.capture import SmtpSink
 from libs.embedded.postgres import free_port
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
@@ -426,17 +427,6 @@ def run(messages: int, concurrency: int) -> Report:
 # -- report --------------------------------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default); None for no data."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
-
-
 def ms(seconds: float | None) -> str:
     return "n/a" if seconds is None or math.isnan(seconds) else f"{seconds * 1000:.1f}"
 
@@ -632,6 +622,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=positive, default=2000, help="messages to send (default 2000)")
     parser.add_argument("--concurrency", type=positive, default=64, help="calls in flight (default 64)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report file (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--classic",
+        action="store_true",
+        help="the pre-issue-14 shape only: dev From domain, no DKIM, no webhook, WARNING logs, no Postfix",
+    )
     return parser.parse_args(argv)
 
 
@@ -648,14 +643,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
+    if args.classic:
+        # Kept for A/B runs against figures recorded before the production shape.
+        report = run(args.messages, args.concurrency)
+        return finish(render(report), args.out, failed=bool(problems(report)))
     result = run_side_by_side(args.messages, args.concurrency)
-    text = render_side_by_side(result)
+    return finish(render_side_by_side(result), args.out, failed=bool(side_by_side_problems(result)))
+
+
+def finish(text: str, out: Path, *, failed: bool) -> int:
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    log(f"written to {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    log(f"written to {out}")
     # Non-zero when anything went wrong, so a scripted run cannot mistake a broken one for a result.
-    return 1 if side_by_side_problems(result) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

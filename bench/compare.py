@@ -61,6 +61,95 @@ def cases_table(rows: Sequence[CaseRow]) -> list[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class Rates:
+    """Delivered per second: Postwire's single sends and SendBatch, Postfix's single sends."""
+
+    single: float | None
+    batch: float | None
+    postfix: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    """Per-message samples in seconds."""
+
+    postwire_idle: Sequence[float]
+    postfix_idle: Sequence[float]
+    postwire_half: Sequence[float]
+    postfix_half: Sequence[float]
+    postwire_half_accept: Sequence[float]
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default); None for no data."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    low = math.floor(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def ms_at(values: Sequence[float], q: float) -> float | None:
+    found = percentile(values, q)
+    return None if found is None else found * 1000
+
+
+def case_rows(
+    concurrency: int, batch_size: int, rates: Rates, lat: Latencies, postfix_note: str, batch_note: str
+) -> list[CaseRow]:
+    """The side-by-side table's rows; SendBatch is compared with Postfix's single-send rate of the
+    same run, since Postfix has no batch call."""
+    rows = [
+        CaseRow(
+            f"single sends, {concurrency} in flight, delivered",
+            "msg/s",
+            rates.single,
+            rates.postfix,
+            postfix_note,
+        ),
+        CaseRow(
+            f"SendBatch of {batch_size}, delivered",
+            "recipients/s",
+            rates.batch,
+            rates.postfix,
+            batch_note or postfix_note,
+        ),
+    ]
+    for q in (50, 99):
+        rows.append(
+            CaseRow(
+                f"idle, 1 in flight, send→sink p{q}",
+                "ms",
+                ms_at(lat.postwire_idle, q),
+                ms_at(lat.postfix_idle, q),
+                postfix_note,
+            )
+        )
+    for q in (50, 99):
+        rows.append(
+            CaseRow(
+                f"half of max rate, send→sink p{q}",
+                "ms",
+                ms_at(lat.postwire_half, q),
+                ms_at(lat.postfix_half, q),
+                postfix_note,
+            )
+        )
+    rows.append(
+        CaseRow(
+            "half of max rate, SendEmail accept p99",
+            "ms",
+            ms_at(lat.postwire_half_accept, 99),
+            None,
+            "Postwire only",
+        )
+    )
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
 class ProcStat:
     """The parts of /proc/<pid>/stat a tree's CPU needs, in seconds."""
 

@@ -33,15 +33,16 @@ from bench.__main__ import (
     Sent,
     ServiceUsage,
     await_deliveries,
+    build_request,
     cpu_seconds,
     cpu_snapshot,
     delivery_cap,
     environment,
     log,
     machine_line,
-    percentile,
     problems,
     results_table,
+    rss_mb,
     send_many,
     send_one,
     service_usage,
@@ -52,7 +53,10 @@ from bench.__main__ import (
 )
 from bench.compare import (
     CaseRow,
+    Latencies,
     ProcStat,
+    Rates,
+    case_rows,
     cases_table,
     figure,
     parse_stat,
@@ -135,18 +139,12 @@ def e2e_latencies(phase: SendPhase, found: Deliveries) -> list[float]:
     return [at - by_id[mid].started_at for mid, at in found.received_at.items()]
 
 
-def ms_or_none(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
-
-
 async def send_batches(
     stub: mail_service_pb2_grpc.MailServiceStub, sender: Sender, count: int
 ) -> tuple[SendPhase, str]:
     """`count` messages as SendBatch calls of BATCH_SIZE, all in flight at once; the note says why
     nothing was sent when the server refuses the method."""
     run = uuid.uuid4().hex[:8]
-    from bench.__main__ import build_request
-
     batches = [
         mail_service_pb2.SendBatchRequest(
             messages=[
@@ -180,8 +178,6 @@ async def send_batches(
 async def paced_sends(
     stub: mail_service_pb2_grpc.MailServiceStub, sender: Sender, count: int, per_second: float
 ) -> SendPhase:
-    from bench.__main__ import build_request
-
     run = uuid.uuid4().hex[:8]
     requests = iter([build_request(run, i, sender.from_address) for i in range(count)])
     phase = SendPhase()
@@ -207,6 +203,40 @@ async def idle_sends(
         found = await await_deliveries(sink, {phase.sent[0].message_id}, cap_seconds=60)
         latencies += e2e_latencies(phase, found)
     return latencies
+
+
+async def postwire_single(
+    suite: Suite,
+    sink: SmtpSink,
+    stub: mail_service_pb2_grpc.MailServiceStub,
+    sender: Sender,
+    infra: Infra,
+    messages: int,
+    concurrency: int,
+) -> tuple[Report, dict[str, ServiceUsage], int]:
+    """The classic single-send case, plus PostgreSQL and NATS CPU and the commits it caused."""
+    assert suite.database_url
+    sink.clear()
+    await asyncio.sleep(PG_STATS_SETTLE_SECONDS)
+    commits_before = await xact_commits(suite.database_url)
+    before, infra_before = cpu_snapshot(suite), infra.snapshot()
+    client_before, machine_before = cpu_seconds("self"), MachineCpu.read()
+    log(f"postwire: {messages} SendEmail calls, {concurrency} in flight…")
+    phase = await send_many(stub, sender.api_key, messages, concurrency, sender.from_address)
+    found = await await_deliveries(
+        sink, {s.message_id for s in phase.sent}, cap_seconds=delivery_cap(messages)
+    )
+    usage = service_usage(suite, before)
+    infra_after = infra.snapshot()
+    client_cpu = cpu_seconds("self") - client_before
+    machine = MachineCpu.read().since(machine_before)
+    await asyncio.sleep(PG_STATS_SETTLE_SECONDS)
+    commits = await xact_commits(suite.database_url) - commits_before - 1  # our own SELECT
+    infra_usage = {
+        name: ServiceUsage(infra_after[name] - infra_before[name], rss_tree_mb(pid))
+        for name, pid in infra.pids.items()
+    }
+    return Report(messages, concurrency, phase, found, usage, client_cpu, machine), infra_usage, commits
 
 
 async def measure(
@@ -247,28 +277,10 @@ async def measure(
             pf_machine_ms = per_message_ms(machine.busy / CLOCK_TICKS, pf_single.delivered)
 
         # 2. Postwire, single sends: the classic report plus PostgreSQL, NATS and commits.
-        sink.clear()
-        await asyncio.sleep(PG_STATS_SETTLE_SECONDS)
-        commits_before = await xact_commits(suite.database_url)
-        before, infra_before = cpu_snapshot(suite), infra.snapshot()
-        client_before, machine_before = cpu_seconds("self"), MachineCpu.read()
-        log(f"postwire: {messages} SendEmail calls, {concurrency} in flight…")
-        phase = await send_many(stub, sender.api_key, messages, concurrency, sender.from_address)
-        found = await await_deliveries(
-            sink, {s.message_id for s in phase.sent}, cap_seconds=delivery_cap(messages)
+        single, infra_usage, commits = await postwire_single(
+            suite, sink, stub, sender, infra, messages, concurrency
         )
-        usage = service_usage(suite, before)
-        infra_after = infra.snapshot()
-        client_cpu = cpu_seconds("self") - client_before
-        machine = MachineCpu.read().since(machine_before)
-        await asyncio.sleep(PG_STATS_SETTLE_SECONDS)
-        commits = await xact_commits(suite.database_url) - commits_before - 1  # our own SELECT
-        single = Report(messages, concurrency, phase, found, usage, client_cpu, machine)
-        infra_usage = {
-            name: ServiceUsage(infra_after[name] - infra_before[name], rss_tree_mb(pid))
-            for name, pid in infra.pids.items()
-        }
-        single_rate = delivered_rate(phase, found)
+        single_rate = delivered_rate(single.phase, single.deliveries)
         pf_rate = pf_single.delivered / pf_single.seconds if pf_single and pf_single.seconds > 0 else None
 
         # 3. Postwire, SendBatch of 1,000.
@@ -317,59 +329,16 @@ async def measure(
                 await peer.paced_latency(relay, sink, body, half_count, pf_rate / 2, concurrency)
             ).latencies
 
-    p = percentile
-    rows = [
-        CaseRow(
-            f"single sends, {concurrency} in flight, delivered", "msg/s", single_rate, pf_rate, postfix_note
-        ),
-        CaseRow(
-            f"SendBatch of {BATCH_SIZE}, delivered",
-            "recipients/s",
-            delivered_rate(batch, batch_found),
-            pf_rate,
-            batch_note or postfix_note,
-        ),
-        CaseRow(
-            "idle, 1 in flight, send→sink p50",
-            "ms",
-            ms_or_none(p(pw_idle, 50)),
-            ms_or_none(p(pf_idle, 50)),
-            postfix_note,
-        ),
-        CaseRow(
-            "idle, 1 in flight, send→sink p99",
-            "ms",
-            ms_or_none(p(pw_idle, 99)),
-            ms_or_none(p(pf_idle, 99)),
-            postfix_note,
-        ),
-        CaseRow(
-            "half of max rate, send→sink p50",
-            "ms",
-            ms_or_none(p(pw_half, 50)),
-            ms_or_none(p(pf_half, 50)),
-            postfix_note,
-        ),
-        CaseRow(
-            "half of max rate, send→sink p99",
-            "ms",
-            ms_or_none(p(pw_half, 99)),
-            ms_or_none(p(pf_half, 99)),
-            postfix_note,
-        ),
-        CaseRow(
-            "half of max rate, SendEmail accept p99",
-            "ms",
-            ms_or_none(p(pw_half_accept, 99)),
-            None,
-            "Postwire only",
-        ),
-    ]
+    rates = Rates(single_rate, delivered_rate(batch, batch_found), pf_rate)
+    latencies = Latencies(pw_idle, pf_idle, pw_half, pf_half, pw_half_accept)
+    rows = case_rows(concurrency, BATCH_SIZE, rates, latencies, postfix_note, batch_note)
     return SideBySide(
         single=single,
         infra_usage=infra_usage,
         commits=commits,
-        single_machine_ms=per_message_ms(machine.busy / CLOCK_TICKS, len(found.received_at)),
+        single_machine_ms=per_message_ms(
+            single.machine.busy / CLOCK_TICKS, len(single.deliveries.received_at)
+        ),
         postfix_note=postfix_note,
         rows=rows,
         postfix_machine_ms=pf_machine_ms,
@@ -380,8 +349,6 @@ async def measure(
 
 def rss_tree_mb(root: int) -> float | None:
     """Resident memory of a process tree (PostgreSQL's backends share pages, so this overstates)."""
-    from bench.__main__ import rss_mb
-
     stats = proc_stats()
     pids, todo = [], [root]
     while todo:

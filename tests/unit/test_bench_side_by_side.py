@@ -6,8 +6,20 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pytest
+
 from bench.__main__ import percentile, results_table
-from bench.compare import CaseRow, ProcStat, cases_table, parse_stat, ratio, tree_cpu
+from bench.compare import (
+    CaseRow,
+    Latencies,
+    ProcStat,
+    Rates,
+    case_rows,
+    cases_table,
+    parse_stat,
+    ratio,
+    tree_cpu,
+)
 from bench.postfix import RelayLayout, main_cf, master_cf, smtp_source_command
 
 LAYOUT = RelayLayout(Path("/tmp/pw-bench/postfix"), listen_port=40025, sink_port=40026)
@@ -109,3 +121,31 @@ def test_new_columns_go_to_the_right_of_the_classic_ones() -> None:
     assert cells[:2] == ["messages", "concurrency"]
     assert cells[-2:] == ["Postfix delivered/s", "ratio"]
     assert results_table(report)[0].count("|") == header.count("|") - 2
+
+
+def test_case_rows_compare_batch_with_postfix_single_sends_and_latencies_in_ms() -> None:
+    rows = case_rows(
+        64,
+        1000,
+        Rates(single=300.0, batch=None, postfix=500.0),
+        Latencies(
+            postwire_idle=[0.010, 0.020, 0.030],
+            postfix_idle=[0.009],
+            postwire_half=[],
+            postfix_half=[0.1, 0.2],
+            postwire_half_accept=[0.005],
+        ),
+        postfix_note="",
+        batch_note="SendBatch answered UNIMPLEMENTED",
+    )
+    by_case = {row.case: row for row in rows}
+    assert by_case["single sends, 64 in flight, delivered"] == CaseRow(
+        "single sends, 64 in flight, delivered", "msg/s", 300.0, 500.0
+    )
+    batch = by_case["SendBatch of 1000, delivered"]
+    assert (batch.postwire, batch.postfix, batch.note) == (None, 500.0, "SendBatch answered UNIMPLEMENTED")
+    idle = by_case["idle, 1 in flight, send→sink p50"]
+    assert idle.postwire == pytest.approx(20.0) and idle.postfix == pytest.approx(9.0)
+    half = by_case["half of max rate, send→sink p99"]
+    assert half.postwire is None and half.postfix == pytest.approx(199.0)
+    assert by_case["half of max rate, SendEmail accept p99"].postfix is None
