@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -174,9 +175,8 @@ async def paced_latency(
     return result
 
 
-async def pace(call: object, count: int, per_second: float) -> None:
+async def pace(call: Callable[[], Awaitable[None]], count: int, per_second: float) -> None:
     """Start `call()` `count` times at `per_second`, open loop: a slow answer delays no later start."""
-    assert callable(call)
     tasks = []
     start = time.monotonic()
     for index in range(count):

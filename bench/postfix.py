@@ -10,6 +10,7 @@ pure (unit-tested); starting and stopping need root, as `postfix start` does.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -155,8 +156,6 @@ class PostfixRelay:
         self.wait_listening()
 
     def wait_listening(self) -> None:
-        import socket
-
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while True:
             try:
@@ -172,14 +171,6 @@ class PostfixRelay:
             return int((self.layout.queue_dir / "pid" / "master.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-
-    def queue_empty(self) -> bool:
-        queues = ("incoming", "active", "deferred", "maildrop")
-        return not any(
-            any((self.layout.queue_dir / q).rglob("*"))
-            for q in queues
-            if (self.layout.queue_dir / q).exists()
-        )
 
     def stop(self) -> None:
         if self.started:
