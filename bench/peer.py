@@ -13,10 +13,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from email.utils import formatdate, make_msgid
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 
@@ -175,7 +176,7 @@ async def paced_latency(
     return result
 
 
-async def pace(call: Callable[[], Awaitable[None]], count: int, per_second: float) -> None:
+async def pace(call: Callable[[], Coroutine[Any, Any, None]], count: int, per_second: float) -> None:
     """Start `call()` `count` times at `per_second`, open loop: a slow answer delays no later start."""
     tasks = []
     start = time.monotonic()
