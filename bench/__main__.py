@@ -29,6 +29,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc
 
+from bench.compare import percentile
 from libs.capture import SmtpSink
 from libs.embedded.postgres import free_port
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
@@ -255,10 +256,12 @@ def text_body(index: int) -> str:
     return f"Hello recipient {index},\n\n" + "\n".join([_FILLER] * 26) + "\n"
 
 
-def build_request(run: str, index: int) -> mail_service_pb2.SendEmailRequest:
+def build_request(
+    run: str, index: int, from_address: str = "bench@example.com"
+) -> mail_service_pb2.SendEmailRequest:
     return mail_service_pb2.SendEmailRequest(
         **{
-            "from": {"address": "bench@example.com", "name": "Postwire Bench"},
+            "from": {"address": from_address, "name": "Postwire Bench"},
             "to": [{"address": f"bench+{run}-{index:07d}@example.com"}],
             "subject": f"Bench message {index}",
             "text_body": text_body(index),
@@ -283,13 +286,17 @@ async def send_one(
 
 
 async def send_many(
-    stub: mail_service_pb2_grpc.MailServiceStub, api_key: str, count: int, concurrency: int
+    stub: mail_service_pb2_grpc.MailServiceStub,
+    api_key: str,
+    count: int,
+    concurrency: int,
+    from_address: str = "bench@example.com",
 ) -> SendPhase:
     """`count` SendEmail calls from `concurrency` workers, so exactly that many are in flight."""
     run = uuid.uuid4().hex[:8]  # unique recipients across phases and across runs on a shared DB
     metadata = (("authorization", f"Bearer {api_key}"),)
     # Built up front so request construction is not inside the timed section.
-    requests = [build_request(run, i) for i in range(count)]
+    requests = [build_request(run, i, from_address) for i in range(count)]
     queue: Iterator[mail_service_pb2.SendEmailRequest] = iter(requests)
     phase = SendPhase()
 
@@ -396,7 +403,10 @@ def run(messages: int, concurrency: int) -> Report:
         suite = make_suite(data_dir, sink)
         # /metrics of every service during the run, to watch the documented series move.
         suite.metrics_ports = {name: free_port() for name in SERVICES}
-        log("metrics: " + " ".join(f"{n}=http://127.0.0.1:{p}/metrics" for n, p in suite.metrics_ports.items()))
+        log(
+            "metrics: "
+            + " ".join(f"{n}=http://127.0.0.1:{p}/metrics" for n, p in suite.metrics_ports.items())
+        )
         log("starting NATS, PostgreSQL and the services…")
         suite.start_infrastructure()
         spawn_services(suite)
@@ -415,17 +425,6 @@ def run(messages: int, concurrency: int) -> Report:
 
 
 # -- report --------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default); None for no data."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = math.floor(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def ms(seconds: float | None) -> str:
@@ -448,7 +447,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def results_table(report: Report) -> list[str]:
+def results_table(report: Report, extra: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """The run's figures; `extra` (header, value) columns go to the right of the classic ones."""
     phase, found = report.phase, report.deliveries
     by_id = {s.message_id: s for s in phase.sent}
     accept = [s.accept_seconds for s in phase.sent]
@@ -483,10 +483,10 @@ def results_table(report: Report) -> list[str]:
         ms(percentile(after_accept, 50)),
         ms(percentile(after_accept, 99)),
     ]
-    return table(header, [row])
+    return table([*header, *(h for h, _ in extra)], [[*row, *(v for _, v in extra)]])
 
 
-def usage_table(report: Report) -> list[str]:
+def usage_table(report: Report, infra: Mapping[str, ServiceUsage] | None = None) -> list[str]:
     per = max(1, len(report.phase.sent))  # CPU per accepted message: failed calls do little work
     rows = [
         [
@@ -500,6 +500,19 @@ def usage_table(report: Report) -> list[str]:
     cpu = total_cpu(report)
     rss = sum(u.rss_mb or 0.0 for u in report.usage.values())
     rows.append(["**all services**", ms(cpu / per), secs(cpu), f"{rss:.0f}"])
+    if infra:
+        # PostgreSQL and NATS as whole process trees (PostgreSQL's backends come and go).
+        for name, use in infra.items():
+            rows.append(
+                [
+                    name,
+                    ms(use.cpu_seconds / per),
+                    secs(use.cpu_seconds),
+                    "n/a" if use.rss_mb is None else f"{use.rss_mb:.0f}",
+                ]
+            )
+        both = cpu + sum(u.cpu_seconds for u in infra.values())
+        rows.append(["**services + " + " + ".join(infra) + "**", ms(both / per), secs(both), ""])
     rows.append(
         ["(bench client + sink)", ms(report.client_cpu_seconds / per), secs(report.client_cpu_seconds), "n/a"]
     )
@@ -609,6 +622,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--messages", type=positive, default=2000, help="messages to send (default 2000)")
     parser.add_argument("--concurrency", type=positive, default=64, help="calls in flight (default 64)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report file (default {DEFAULT_OUT})")
+    parser.add_argument(
+        "--classic",
+        action="store_true",
+        help="the pre-issue-14 shape only: dev From domain, no DKIM, no webhook, WARNING logs, no Postfix",
+    )
     return parser.parse_args(argv)
 
 
@@ -619,16 +637,27 @@ def exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The production-shaped run beside Postfix lives in its own module; it reuses this one's parts.
+    from bench.side_by_side import render_side_by_side, side_by_side_problems
+    from bench.side_by_side import run as run_side_by_side
+
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
-    report = run(args.messages, args.concurrency)
-    text = render(report)
+    if args.classic:
+        # Kept for A/B runs against figures recorded before the production shape.
+        report = run(args.messages, args.concurrency)
+        return finish(render(report), args.out, failed=bool(problems(report)))
+    result = run_side_by_side(args.messages, args.concurrency)
+    return finish(render_side_by_side(result), args.out, failed=bool(side_by_side_problems(result)))
+
+
+def finish(text: str, out: Path, *, failed: bool) -> int:
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    log(f"written to {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    log(f"written to {out}")
     # Non-zero when anything went wrong, so a scripted run cannot mistake a broken one for a result.
-    return 1 if problems(report) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -75,15 +75,20 @@ class Suite:
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
     # Service → port for POSTWIRE_METRICS_LISTEN; a service not named serves no /metrics.
     metrics_ports: Mapping[str, int] = field(default_factory=dict)
+    # "nats"/"postgres" → pid of the embedded server this suite started (none when external),
+    # for the benchmark's CPU accounting.
+    infra_pids: dict[str, int] = field(default_factory=dict)
     _infra: list[ManagedProcess] = field(default_factory=list)
 
     def start_infrastructure(self) -> None:
         if not self.nats_url:
             proc, self.nats_url = start_nats(self.data_dir / "nats", port=self.nats_port)
             self._infra.append(proc)
+            self.infra_pids["nats"] = proc.pid
         if not self.database_url:
             proc, self.database_url = start_postgres(self.data_dir / "postgres", port=self.postgres_port)
             self._infra.append(proc)
+            self.infra_pids["postgres"] = proc.pid
         asyncio.run(apply_migrations(self.database_url))
 
     def service_env(self, service: str) -> dict[str, str]:

@@ -1,0 +1,101 @@
+"""The production shape of the benchmark's Postwire suite: a sending domain verified through a
+loopback DNS server (so both DKIM signatures and per-recipient return paths are on), one webhook
+subscribed to DELIVERED, metrics served, INFO logs and tracing at its default."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+from postwire.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    domain_service_pb2,
+    domain_service_pb2_grpc,
+    event_pb2,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
+)
+
+from libs.testing.dns_server import LoopbackDns
+from libs.token_keys import generate_token_keys
+
+SCOPES = ["send", "domains:read", "domains:write", "webhooks:read", "webhooks:write"]
+WEBHOOK_PATH = "/bench-delivered"
+
+
+def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
+    """Settings as a deployment would have them; only what loopback needs differs (the resolver,
+    private webhook addresses). Tracing is left at its default: no exporter configured. The
+    services refuse loopback webhooks outside POSTWIRE_ENV=dev, so dev it is; nothing else that
+    setting allows is used (From is on a verified domain, not POSTWIRE_DEV_FROM_DOMAINS)."""
+    return {
+        "POSTWIRE_ENV": "dev",
+        "POSTWIRE_LOG_LEVEL": "INFO",
+        "POSTWIRE_ADMIN_TOKEN": admin_token,
+        "POSTWIRE_TOKEN_KEYS": generate_token_keys("bench"),
+        "POSTWIRE_DNS_RESOLVER": dns.address,
+        "POSTWIRE_DNS_TIMEOUT_SECONDS": "2",
+        "POSTWIRE_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Sender:
+    """The tenant the bench sends as, and the verified address it sends from."""
+
+    tenant_id: str
+    api_key: str
+    from_address: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+
+async def make_sender(
+    channel: grpc.aio.Channel, admin_token: str, dns: LoopbackDns, webhook_url: str
+) -> Sender:
+    """A tenant with a verified domain and a DELIVERED webhook, made through the public API."""
+    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+    auth = (("authorization", f"Bearer {admin_token}"),)
+    made = await admin.CreateTenant(
+        admin_service_pb2.CreateTenantRequest(
+            tenant=admin_service_pb2.Tenant(name=f"bench-{uuid.uuid4().hex[:8]}")
+        ),
+        metadata=auth,
+        timeout=10,
+    )
+    key = await admin.CreateApiKey(
+        admin_service_pb2.CreateApiKeyRequest(tenant_id=made.tenant.id, scopes=SCOPES),
+        metadata=auth,
+        timeout=10,
+    )
+    sender = Sender(made.tenant.id, key.secret, "")
+    name = f"bench-{uuid.uuid4().hex[:8]}.example.org"
+    domains = domain_service_pb2_grpc.DomainServiceStub(channel)
+    created = await domains.CreateDomain(
+        domain_service_pb2.CreateDomainRequest(name=name), metadata=sender.metadata, timeout=10
+    )
+    publish(dns, {(r.type, r.name): r.value for r in created.domain.records if r.required})
+    verified = await domains.VerifyDomain(
+        domain_service_pb2.VerifyDomainRequest(name=name), metadata=sender.metadata, timeout=30
+    )
+    if verified.domain.state != domain_service_pb2.DOMAIN_STATE_VERIFIED:
+        raise RuntimeError(f"bench domain {name} did not verify: {verified.domain}")
+    webhooks = webhook_service_pb2_grpc.WebhookServiceStub(channel)
+    await webhooks.CreateWebhook(
+        webhook_service_pb2.CreateWebhookRequest(
+            webhook=webhook_service_pb2.Webhook(url=webhook_url, event_types=[event_pb2.EVENT_TYPE_DELIVERED])
+        ),
+        metadata=sender.metadata,
+        timeout=10,
+    )
+    return Sender(sender.tenant_id, sender.api_key, f"bench@{name}")
+
+
+def publish(dns: LoopbackDns, records: Mapping[tuple[str, str], str]) -> None:
+    for (kind, name), value in records.items():
+        dns.set(kind, name, value)
