@@ -9,6 +9,7 @@ import asyncpg
 from postwire.internal.v1 import bus_pb2
 
 from libs.event_outbox import insert_events
+from libs.mail.parts import Parts
 from libs.mail.states import RecipientState
 from libs.pipeline import messages, recipients
 from services.submission.messages import MessageRow, NewMessage, RecipientRow
@@ -41,12 +42,44 @@ class SubmissionStore:
                 route_due_time=message.route_due_time,
                 template_versions=message.template_versions,
                 sandbox=message.sandbox,
+                rendered_parts=_parts(message.rendered),
             )
             if not inserted:
                 return None
             await recipients.insert(conn, message.id, message.recipients)
             await insert_events(conn, events)
         return str(message.id)
+
+    async def accept_many(
+        self, batch: Sequence[NewMessage], events: Sequence[bus_pb2.EventEnvelope]
+    ) -> list[str] | None:
+        """Store a batch's messages, recipients and first events in one transaction, a few round
+        trips whatever its size. None (nothing written) when a concurrent call stored one of its
+        idempotency keys first."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await messages.insert_many(conn, [_row(m) for m in batch])
+                await recipients.insert_many(conn, [(m.id, m.recipients) for m in batch])
+                await insert_events(conn, events)
+        except asyncpg.UniqueViolationError:
+            return None
+        return [str(m.id) for m in batch]
+
+    async def find_by_idempotency_keys(self, tenant_id: str, keys: Sequence[str]) -> dict[str, MessageRow]:
+        """The tenant's messages stored under any of `keys`, by key."""
+        if not keys:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT idempotency_key, id FROM messages WHERE tenant_id = $1::uuid AND idempotency_key = ANY($2)",
+            tenant_id,
+            list(keys),
+        )
+        found: dict[str, MessageRow] = {}
+        for row in rows:
+            message = await self.get(tenant_id, str(row["id"]))
+            if message is not None:
+                found[row["idempotency_key"]] = message
+        return found
 
     async def find_by_idempotency_key(self, tenant_id: str, key: str) -> MessageRow | None:
         row = await self._pool.fetchval(
@@ -100,3 +133,28 @@ class SubmissionStore:
             template_versions=row["template_versions"],
             sandbox=row["sandbox"],
         )
+
+
+def _parts(parts: Parts | None) -> dict[str, str] | None:
+    if parts is None:
+        return None
+    return {"subject": parts.subject, "html_body": parts.html_body, "text_body": parts.text_body}
+
+
+def _row(m: NewMessage) -> messages.NewRow:
+    return messages.NewRow(
+        id=m.id,
+        tenant_id=m.tenant_id,
+        idempotency_key=m.idempotency_key,
+        request_hash=m.request_hash,
+        request=m.request,
+        stream=m.stream,
+        tags=m.tags,
+        metadata=m.metadata,
+        state=m.state,
+        send_time=m.send_time,
+        route_due_time=m.route_due_time,
+        template_versions=m.template_versions,
+        sandbox=m.sandbox,
+        rendered_parts=_parts(m.rendered),
+    )
