@@ -12,7 +12,13 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc, message_pb2, template_service_pb2, template_service_pb2_grpc
+from postwire.v1 import (
+    mail_service_pb2,
+    mail_service_pb2_grpc,
+    message_pb2,
+    template_service_pb2,
+    template_service_pb2_grpc,
+)
 
 from libs.testing.polling import poll_until
 from tests.integration.helpers import bad_request_fields, mail, unique, wait_for_mail
