@@ -66,20 +66,27 @@ class SubmissionStore:
         return [str(m.id) for m in batch]
 
     async def find_by_idempotency_keys(self, tenant_id: str, keys: Sequence[str]) -> dict[str, MessageRow]:
-        """The tenant's messages stored under any of `keys`, by key."""
+        """The tenant's messages stored under any of `keys`, by key: two queries however many."""
         if not keys:
             return {}
-        rows = await self._pool.fetch(
-            "SELECT idempotency_key, id FROM messages WHERE tenant_id = $1::uuid AND idempotency_key = ANY($2)",
-            tenant_id,
-            list(keys),
-        )
-        found: dict[str, MessageRow] = {}
-        for row in rows:
-            message = await self.get(tenant_id, str(row["id"]))
-            if message is not None:
-                found[row["idempotency_key"]] = message
-        return found
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT idempotency_key, {_MESSAGE_COLUMNS} FROM messages"
+                " WHERE tenant_id = $1::uuid AND idempotency_key = ANY($2::text[])",
+                tenant_id,
+                list(keys),
+            )
+            if not rows:
+                return {}
+            recipients = await conn.fetch(
+                f"SELECT message_id, {_RECIPIENT_COLUMNS} FROM recipients"
+                " WHERE message_id = ANY($1::uuid[]) ORDER BY message_id, position",
+                [row["id"] for row in rows],
+            )
+        by_message: dict[uuid.UUID, list[asyncpg.Record]] = {}
+        for r in recipients:
+            by_message.setdefault(r["message_id"], []).append(r)
+        return {row["idempotency_key"]: _message_row(row, by_message.get(row["id"], [])) for row in rows}
 
     async def find_by_idempotency_key(self, tenant_id: str, key: str) -> MessageRow | None:
         row = await self._pool.fetchval(
@@ -94,45 +101,56 @@ class SubmissionStore:
             return None
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT id, request, request_hash, stream, create_time, send_time, rfc822_message_id,"
-                " template_versions::text AS template_versions, sandbox"
-                " FROM messages WHERE id = $1 AND tenant_id = $2::uuid",
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant_id = $2::uuid",
                 mid,
                 tenant_id,
             )
             if row is None:
                 return None
             recipients = await conn.fetch(
-                "SELECT address, kind, state, attempts, last_code, last_enhanced, last_text, next_attempt_time,"
-                " update_time, failure_reason FROM recipients WHERE message_id = $1 ORDER BY position",
+                f"SELECT {_RECIPIENT_COLUMNS} FROM recipients WHERE message_id = $1 ORDER BY position",
                 mid,
             )
-        return MessageRow(
-            id=str(row["id"]),
-            request=row["request"],
-            request_hash=row["request_hash"],
-            stream=row["stream"],
-            create_time=row["create_time"],
-            send_time=row["send_time"],
-            rfc822_message_id=row["rfc822_message_id"],
-            recipients=[
-                RecipientRow(
-                    address=r["address"],
-                    kind=r["kind"],
-                    state=RecipientState(r["state"]),
-                    attempts=r["attempts"],
-                    last_code=r["last_code"],
-                    last_enhanced=r["last_enhanced"],
-                    last_text=r["last_text"],
-                    next_attempt_time=r["next_attempt_time"],
-                    update_time=r["update_time"],
-                    failure_reason=r["failure_reason"],
-                )
-                for r in recipients
-            ],
-            template_versions=row["template_versions"],
-            sandbox=row["sandbox"],
-        )
+        return _message_row(row, recipients)
+
+
+_MESSAGE_COLUMNS = (
+    "id, request, request_hash, stream, create_time, send_time, rfc822_message_id,"
+    " template_versions::text AS template_versions, sandbox"
+)
+_RECIPIENT_COLUMNS = (
+    "address, kind, state, attempts, last_code, last_enhanced, last_text, next_attempt_time, update_time,"
+    " failure_reason"
+)
+
+
+def _message_row(row: asyncpg.Record, recipients: Sequence[asyncpg.Record]) -> MessageRow:
+    return MessageRow(
+        id=str(row["id"]),
+        request=row["request"],
+        request_hash=row["request_hash"],
+        stream=row["stream"],
+        create_time=row["create_time"],
+        send_time=row["send_time"],
+        rfc822_message_id=row["rfc822_message_id"],
+        recipients=[
+            RecipientRow(
+                address=r["address"],
+                kind=r["kind"],
+                state=RecipientState(r["state"]),
+                attempts=r["attempts"],
+                last_code=r["last_code"],
+                last_enhanced=r["last_enhanced"],
+                last_text=r["last_text"],
+                next_attempt_time=r["next_attempt_time"],
+                update_time=r["update_time"],
+                failure_reason=r["failure_reason"],
+            )
+            for r in recipients
+        ],
+        template_versions=row["template_versions"],
+        sandbox=row["sandbox"],
+    )
 
 
 def _parts(parts: Parts | None) -> dict[str, str] | None:
