@@ -4,9 +4,14 @@ message, replays and reused keys per message."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
+import json
+import re
+import sys
 import uuid
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -21,6 +26,7 @@ from postwire.v1 import (
 )
 
 from libs.testing.polling import poll_until
+from tests.conftest import create_tenant
 from tests.integration.helpers import bad_request_fields, mail, unique, wait_for_mail
 
 MAX_MESSAGES = 1_000
@@ -240,3 +246,30 @@ async def test_a_reused_key_with_a_different_message_refuses_the_batch_naming_it
         await stub.SendBatch(mail_service_pb2.SendBatchRequest(messages=twice), metadata=tenant.metadata)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request_fields(caught.value) == ["messages[2].idempotency_key"]
+
+
+async def test_the_readme_send_batch_example_runs_as_written(suite, smtp_sink) -> None:
+    tenant = await create_tenant(suite)
+    async with grpc.aio.insecure_channel(suite.ports.addr("edge")) as edge:
+        await template_service_pb2_grpc.TemplateServiceStub(edge).CreateTemplate(
+            template_service_pb2.CreateTemplateRequest(
+                template={"name": "receipt", "subject": "Receipt {{ order }}", "text_body": "Thanks, {{ name }}."}
+            ),
+            metadata=tenant.metadata,
+        )
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("<!-- send-batch:start -->", 1)[1].split("<!-- send-batch:end -->", 1)[0]
+    (script,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    script = script.replace("127.0.0.1:50051", suite.ports.addr("edge"))
+    prelude = f'set -eo pipefail\nG={Path(sys.executable).parent / "grpcurl"}\nAUTH="authorization: Bearer {tenant.api_key}"\n'
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", prelude + script, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 0, (err + out).decode()
+    results = json.loads(out)["results"]
+    assert [r["recipients"][0]["address"] for r in results] == ["ada@example.com", "bo@example.com"]
+    (ada,) = await wait_for_mail(smtp_sink, "ada@example.com")
+    parsed = email.message_from_bytes(ada.data, policy=email.policy.default)
+    assert parsed["Subject"] == "Receipt 1001"
+    assert parsed.get_body(("plain",)).get_content().strip() == "Thanks, Ada."
