@@ -18,6 +18,9 @@ from services.submission.acceptance import PinnedTemplate
 __all__ = ["TemplateClient"]
 
 _TIMEOUT_SECONDS = 10.0
+# RenderMessages renders one message after another in the tenant's share of the render pool, so
+# its deadline grows with the batch (a 1,000-message batch gets 30 s).
+_TIMEOUT_PER_MESSAGE_SECONDS = 0.02
 
 
 def _in_template(violations: Sequence[tuple[str, str]]) -> InvalidArgument:
@@ -67,7 +70,7 @@ class TemplateClient:
                         for ref in refs
                     ],
                 ),
-                timeout=_TIMEOUT_SECONDS,
+                timeout=_TIMEOUT_SECONDS + _TIMEOUT_PER_MESSAGE_SECONDS * len(refs),
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as exc:
