@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -18,11 +19,13 @@ from libs.mail.states import MessageState
 from libs.pipeline.connection import Db, Tx
 
 __all__ = [
+    "NewRow",
     "claim_stalled",
     "count_route_failure",
     "defer_routing",
     "give_up",
     "insert",
+    "insert_many",
     "lease_for_routing",
     "mark_routed",
     "routing_times",
@@ -49,12 +52,11 @@ async def insert(
     route_due_time: datetime,
     template_versions: str | None,
     sandbox: bool,
+    rendered_parts: Mapping[str, str] | None = None,
 ) -> bool:
     """Store a new message; False (nothing written) if the tenant already used the idempotency key."""
     inserted = await conn.fetchval(
-        "INSERT INTO messages (id, tenant_id, idempotency_key, request_hash, request, stream, tags,"
-        " metadata, state, send_time, route_due_time, template_versions, sandbox) VALUES ($1, $2::uuid, $3, $4,"
-        " $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (tenant_id, idempotency_key)"
+        f"INSERT INTO messages ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT (tenant_id, idempotency_key)"
         " WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
         message_id,
         tenant_id,
@@ -69,8 +71,64 @@ async def insert(
         route_due_time,
         template_versions,
         sandbox,
+        None if rendered_parts is None else json.dumps(dict(rendered_parts)),
     )
     return inserted is not None
+
+
+_COLUMNS = (
+    "id, tenant_id, idempotency_key, request_hash, request, stream, tags, metadata, state, send_time,"
+    " route_due_time, template_versions, sandbox, rendered_parts"
+)
+_VALUES = "$1, $2::uuid, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14"
+
+
+async def insert_many(conn: Tx, rows: Sequence[NewRow], /) -> None:
+    """Store a batch's messages in one round trip. A reused idempotency key raises
+    asyncpg.UniqueViolationError, which rolls back the caller's transaction: a batch is stored
+    whole or not at all."""
+    await conn.executemany(
+        f"INSERT INTO messages ({_COLUMNS}) VALUES ({_VALUES})",
+        [
+            (
+                r.id,
+                r.tenant_id,
+                r.idempotency_key,
+                r.request_hash,
+                r.request,
+                r.stream,
+                list(r.tags),
+                json.dumps(dict(r.metadata)),
+                r.state,
+                r.send_time,
+                r.route_due_time,
+                r.template_versions,
+                r.sandbox,
+                None if r.rendered_parts is None else json.dumps(dict(r.rendered_parts)),
+            )
+            for r in rows
+        ],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """One row for insert_many; the arguments of `insert`."""
+
+    id: uuid.UUID
+    tenant_id: str
+    idempotency_key: str | None
+    request_hash: bytes
+    request: bytes
+    stream: str
+    tags: Sequence[str]
+    metadata: Mapping[str, str]
+    state: MessageState
+    send_time: datetime | None
+    route_due_time: datetime
+    template_versions: str | None
+    sandbox: bool
+    rendered_parts: Mapping[str, str] | None
 
 
 async def lease_for_routing(conn: Db, message_id: uuid.UUID, /, *, lease: timedelta) -> asyncpg.Record | None:
@@ -79,7 +137,7 @@ async def lease_for_routing(conn: Db, message_id: uuid.UUID, /, *, lease: timede
         "UPDATE messages SET route_due_time = greatest(route_due_time, now() + $2::interval)"
         f" WHERE id = $1 AND {_WAITING}"
         " RETURNING id, tenant_id, state, request, stream, tags, metadata::text AS metadata, create_time, send_time,"
-        " template_versions::text AS template_versions",
+        " template_versions::text AS template_versions, rendered_parts::text AS rendered_parts",
         message_id,
         lease,
     )

@@ -27,6 +27,7 @@ __all__ = [
     "give_up_unrouted",
     "hold_queued",
     "insert",
+    "insert_many",
     "lease_queued",
     "postpone",
     "queue_routed",
@@ -62,9 +63,20 @@ async def insert(
     conn: Tx, message_id: uuid.UUID, recipients: Sequence[tuple[str, int, RecipientState]], /
 ) -> None:
     """A new message's recipients, as (address, kind, state), numbered in order."""
+    await insert_many(conn, [(message_id, recipients)])
+
+
+async def insert_many(
+    conn: Tx, messages: Sequence[tuple[uuid.UUID, Sequence[tuple[str, int, RecipientState]]]], /
+) -> None:
+    """Several new messages' recipients in one round trip, each message's numbered in order."""
     await conn.executemany(
         "INSERT INTO recipients (message_id, position, address, kind, state) VALUES ($1, $2, $3, $4, $5)",
-        [(message_id, i, address, kind, state) for i, (address, kind, state) in enumerate(recipients)],
+        [
+            (message_id, i, address, kind, state)
+            for message_id, recipients in messages
+            for i, (address, kind, state) in enumerate(recipients)
+        ],
     )
 
 

@@ -245,11 +245,15 @@ class PolicyStore:
         Each limit is one conditional upsert that PostgreSQL serialises on its row, so replicas
         asking at once are decided one after the other against the same state.
         """
+        return await self.consume_each(tenant_id, [(limit, recipients) for limit in limits])
+
+    async def consume_each(self, tenant_id: str, charges: Sequence[tuple[Limits, int]]) -> Refusal | None:
+        """`consume` with a count per limit (a batch charges each stream with its own recipients)."""
         tid = uuid.UUID(tenant_id)
         try:
             async with transaction(self._db) as conn:
                 now: datetime = await conn.fetchval("SELECT now()")
-                for limit in limits:
+                for limit, recipients in charges:
                     refusal = await _take(conn, tid, limit, recipients, now)
                     if refusal is not None:
                         # Leaving the transaction by raising rolls back what earlier limits took.

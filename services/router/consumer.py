@@ -101,7 +101,15 @@ class Router:
             return Outcome.ACK
         request = mail_service_pb2.SendEmailRequest.FromString(row.request)
         content = Parts(subject=request.subject, html_body=request.html_body, text_body=request.text_body)
-        if request.HasField("template"):
+        if request.HasField("template") and row.rendered_parts is not None:
+            # Rendered when accepted, with the versions pinned then: no second render.
+            stored = json.loads(row.rendered_parts)
+            content = Parts(
+                subject=request.subject or stored["subject"],
+                html_body=stored["html_body"],
+                text_body=stored["text_body"],
+            )
+        elif request.HasField("template"):
             ref = request.template
             try:
                 rendered = await self._render.RenderMessage(

@@ -30,6 +30,9 @@ class RouteRow:
     send_time: datetime | None
     recipients: list[tuple[int, str, RecipientState]]  # (position, address, state)
     template_versions: str | None = None  # JSON, see libs.render_request
+    # JSON {"subject", "html_body", "text_body"}: the template as rendered at acceptance, or None
+    # (no template, or accepted before rendered parts were stored: render now).
+    rendered_parts: str | None = None
 
 
 class RouterStore:
@@ -59,6 +62,7 @@ class RouterStore:
             send_time=row["send_time"],
             recipients=[(r["position"], r["address"], RecipientState(r["state"])) for r in rows],
             template_versions=row["template_versions"],
+            rendered_parts=row["rendered_parts"],
         )
 
     async def mark_routed(

@@ -1,12 +1,14 @@
-"""postwire.v1.MailService: proto ↔ domain only; the decisions live in accept.py and get_message.py."""
+"""postwire.v1.MailService: proto ↔ domain only; the decisions live in accept.py, accept_batch.py
+and get_message.py."""
 
 from __future__ import annotations
 
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 
-from libs.errors import Unimplemented, required
+from libs.errors import required
 from libs.grpcx.auth import Caller, Context, KeyResolver, bearer_token
 from services.submission.accept import Accept, Replayed
+from services.submission.accept_batch import AcceptBatch
 from services.submission.get_message import GetMessage
 from services.submission.message_protos import get_message_response, replay_response, send_response
 
@@ -14,8 +16,11 @@ __all__ = ["MailApi"]
 
 
 class MailApi(mail_service_pb2_grpc.MailServiceServicer):
-    def __init__(self, *, accept: Accept, get_message: GetMessage, keys: KeyResolver) -> None:
+    def __init__(
+        self, *, accept: Accept, accept_batch: AcceptBatch, get_message: GetMessage, keys: KeyResolver
+    ) -> None:
         self._accept = accept
+        self._accept_batch = accept_batch
         self._get_message = get_message
         self._keys = keys
 
@@ -45,5 +50,15 @@ class MailApi(mail_service_pb2_grpc.MailServiceServicer):
     async def SendBatch(
         self, request: mail_service_pb2.SendBatchRequest, context: Context
     ) -> mail_service_pb2.SendBatchResponse:
-        await self._keys.authorize(context, "send")
-        raise Unimplemented("SendBatch is not built yet; call SendEmail per message")
+        bearer_token(context)
+
+        async def authorize() -> Caller:
+            return await self._keys.authorize(context, "send")
+
+        results = await self._accept_batch.accept(request, authorize=authorize)
+        return mail_service_pb2.SendBatchResponse(
+            results=[
+                replay_response(r.message) if isinstance(r, Replayed) else send_response(r.message_id, r.recipients)
+                for r in results
+            ]
+        )

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from libs.mail.parts import Parts
 from libs.mail.states import MessageState, RecipientState
 
 __all__ = ["MessageRow", "NewMessage", "RecipientRow"]
@@ -31,6 +32,7 @@ class NewMessage:
     recipients: Sequence[tuple[str, int, RecipientState]]  # (address, kind, state) in request order
     template_versions: str | None = None  # JSON, see libs.render_request
     sandbox: bool = False
+    rendered: Parts | None = None  # a template's rendering at acceptance, for the router
 
 
 @dataclass(frozen=True, slots=True)

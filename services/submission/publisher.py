@@ -11,6 +11,7 @@ from postwire.internal.v1 import bus_pb2
 
 from libs.bus import ROUTE_SUBJECT, Bus
 from libs.event_outbox import publish_events
+from services.submission.accept_batch import Outgoing
 
 __all__ = ["PUBLISH_BUDGET_SECONDS", "Publisher"]
 
@@ -31,9 +32,20 @@ class Publisher:
     async def publish_after_commit(
         self, message_id: str, events: Sequence[bus_pb2.EventEnvelope], *, route: bool
     ) -> None:
-        publishes = [publish_events(self._bus, events)]
-        if route:
-            publishes.append(self._publish_route(message_id))
+        await self._publish([(message_id, events, route)], what=message_id)
+
+    async def publish_many_after_commit(self, outgoing: Sequence[Outgoing]) -> None:
+        """A batch's route tasks and events all in flight at once (pipelined, not one awaited
+        publish after another), within the same single budget."""
+        await self._publish(
+            [(o.message_id, o.events, o.route) for o in outgoing], what=f"a batch of {len(outgoing)}"
+        )
+
+    async def _publish(
+        self, items: Sequence[tuple[str, Sequence[bus_pb2.EventEnvelope], bool]], *, what: str
+    ) -> None:
+        publishes = [publish_events(self._bus, [e for _, events, _ in items for e in events])]
+        publishes.extend(self._publish_route(message_id) for message_id, _, route in items if route)
         # Not cancelled at the budget: a NATS that is merely slow still gets the task (each
         # publish ends at its own time-out), and the sweepers cover one that is away.
         task = asyncio.ensure_future(asyncio.gather(*publishes))
@@ -41,7 +53,7 @@ class Publisher:
         task.add_done_callback(self._late.discard)
         done, _ = await asyncio.wait({task}, timeout=self._budget)
         if not done:
-            _log.warning("publishes for %s left to finish late or to the sweepers", message_id)
+            _log.warning("publishes for %s left to finish late or to the sweepers", what)
 
     async def _publish_route(self, message_id: str) -> None:
         try:

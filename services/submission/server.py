@@ -20,6 +20,7 @@ from libs.grpcx.server import GrpcServer
 from libs.readiness import database_check
 from libs.service_main import Service, run_main, serve
 from services.submission.accept import Accept
+from services.submission.accept_batch import AcceptBatch
 from services.submission.api import MailApi
 from services.submission.config import SubmissionConfig
 from services.submission.get_message import GetMessage
@@ -45,15 +46,18 @@ async def run(env: Mapping[str, str]) -> None:
         template = open_internal_channel(config.template_addr, token=config.common.internal_token)
         events = open_internal_channel(config.events_addr, token=config.common.internal_token)
         store = SubmissionStore(pool)
+        policy_client = PolicyClient(policy_service_pb2_grpc.PolicyServiceStub(policy))
+        template_client = TemplateClient(render_service_pb2_grpc.RenderServiceStub(template))
+        publisher = Publisher(bus)
+        stall = timedelta(seconds=config.common.stall_seconds)
         server.add(
             mail_service_pb2_grpc.add_MailServiceServicer_to_server,
             MailApi(
                 accept=Accept(
-                    store=store,
-                    policy=PolicyClient(policy_service_pb2_grpc.PolicyServiceStub(policy)),
-                    templates=TemplateClient(render_service_pb2_grpc.RenderServiceStub(template)),
-                    publisher=Publisher(bus),
-                    stall=timedelta(seconds=config.common.stall_seconds),
+                    store=store, policy=policy_client, templates=template_client, publisher=publisher, stall=stall
+                ),
+                accept_batch=AcceptBatch(
+                    store=store, policy=policy_client, templates=template_client, publisher=publisher, stall=stall
                 ),
                 get_message=GetMessage(
                     store=store,

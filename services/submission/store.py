@@ -9,6 +9,7 @@ import asyncpg
 from postwire.internal.v1 import bus_pb2
 
 from libs.event_outbox import insert_events
+from libs.mail.parts import Parts
 from libs.mail.states import RecipientState
 from libs.pipeline import messages, recipients
 from services.submission.messages import MessageRow, NewMessage, RecipientRow
@@ -41,12 +42,51 @@ class SubmissionStore:
                 route_due_time=message.route_due_time,
                 template_versions=message.template_versions,
                 sandbox=message.sandbox,
+                rendered_parts=_parts(message.rendered),
             )
             if not inserted:
                 return None
             await recipients.insert(conn, message.id, message.recipients)
             await insert_events(conn, events)
         return str(message.id)
+
+    async def accept_many(
+        self, batch: Sequence[NewMessage], events: Sequence[bus_pb2.EventEnvelope]
+    ) -> list[str] | None:
+        """Store a batch's messages, recipients and first events in one transaction, a few round
+        trips whatever its size. None (nothing written) when a concurrent call stored one of its
+        idempotency keys first."""
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await messages.insert_many(conn, [_row(m) for m in batch])
+                await recipients.insert_many(conn, [(m.id, m.recipients) for m in batch])
+                await insert_events(conn, events)
+        except asyncpg.UniqueViolationError:
+            return None
+        return [str(m.id) for m in batch]
+
+    async def find_by_idempotency_keys(self, tenant_id: str, keys: Sequence[str]) -> dict[str, MessageRow]:
+        """The tenant's messages stored under any of `keys`, by key: two queries however many."""
+        if not keys:
+            return {}
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT idempotency_key, {_MESSAGE_COLUMNS} FROM messages"
+                " WHERE tenant_id = $1::uuid AND idempotency_key = ANY($2::text[])",
+                tenant_id,
+                list(keys),
+            )
+            if not rows:
+                return {}
+            recipients = await conn.fetch(
+                f"SELECT message_id, {_RECIPIENT_COLUMNS} FROM recipients"
+                " WHERE message_id = ANY($1::uuid[]) ORDER BY message_id, position",
+                [row["id"] for row in rows],
+            )
+        by_message: dict[uuid.UUID, list[asyncpg.Record]] = {}
+        for r in recipients:
+            by_message.setdefault(r["message_id"], []).append(r)
+        return {row["idempotency_key"]: _message_row(row, by_message.get(row["id"], [])) for row in rows}
 
     async def find_by_idempotency_key(self, tenant_id: str, key: str) -> MessageRow | None:
         row = await self._pool.fetchval(
@@ -61,42 +101,78 @@ class SubmissionStore:
             return None
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT id, request, request_hash, stream, create_time, send_time, rfc822_message_id,"
-                " template_versions::text AS template_versions, sandbox"
-                " FROM messages WHERE id = $1 AND tenant_id = $2::uuid",
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND tenant_id = $2::uuid",
                 mid,
                 tenant_id,
             )
             if row is None:
                 return None
             recipients = await conn.fetch(
-                "SELECT address, kind, state, attempts, last_code, last_enhanced, last_text, next_attempt_time,"
-                " update_time, failure_reason FROM recipients WHERE message_id = $1 ORDER BY position",
+                f"SELECT {_RECIPIENT_COLUMNS} FROM recipients WHERE message_id = $1 ORDER BY position",
                 mid,
             )
-        return MessageRow(
-            id=str(row["id"]),
-            request=row["request"],
-            request_hash=row["request_hash"],
-            stream=row["stream"],
-            create_time=row["create_time"],
-            send_time=row["send_time"],
-            rfc822_message_id=row["rfc822_message_id"],
-            recipients=[
-                RecipientRow(
-                    address=r["address"],
-                    kind=r["kind"],
-                    state=RecipientState(r["state"]),
-                    attempts=r["attempts"],
-                    last_code=r["last_code"],
-                    last_enhanced=r["last_enhanced"],
-                    last_text=r["last_text"],
-                    next_attempt_time=r["next_attempt_time"],
-                    update_time=r["update_time"],
-                    failure_reason=r["failure_reason"],
-                )
-                for r in recipients
-            ],
-            template_versions=row["template_versions"],
-            sandbox=row["sandbox"],
-        )
+        return _message_row(row, recipients)
+
+
+_MESSAGE_COLUMNS = (
+    "id, request, request_hash, stream, create_time, send_time, rfc822_message_id,"
+    " template_versions::text AS template_versions, sandbox"
+)
+_RECIPIENT_COLUMNS = (
+    "address, kind, state, attempts, last_code, last_enhanced, last_text, next_attempt_time, update_time,"
+    " failure_reason"
+)
+
+
+def _message_row(row: asyncpg.Record, recipients: Sequence[asyncpg.Record]) -> MessageRow:
+    return MessageRow(
+        id=str(row["id"]),
+        request=row["request"],
+        request_hash=row["request_hash"],
+        stream=row["stream"],
+        create_time=row["create_time"],
+        send_time=row["send_time"],
+        rfc822_message_id=row["rfc822_message_id"],
+        recipients=[
+            RecipientRow(
+                address=r["address"],
+                kind=r["kind"],
+                state=RecipientState(r["state"]),
+                attempts=r["attempts"],
+                last_code=r["last_code"],
+                last_enhanced=r["last_enhanced"],
+                last_text=r["last_text"],
+                next_attempt_time=r["next_attempt_time"],
+                update_time=r["update_time"],
+                failure_reason=r["failure_reason"],
+            )
+            for r in recipients
+        ],
+        template_versions=row["template_versions"],
+        sandbox=row["sandbox"],
+    )
+
+
+def _parts(parts: Parts | None) -> dict[str, str] | None:
+    if parts is None:
+        return None
+    return {"subject": parts.subject, "html_body": parts.html_body, "text_body": parts.text_body}
+
+
+def _row(m: NewMessage) -> messages.NewRow:
+    return messages.NewRow(
+        id=m.id,
+        tenant_id=m.tenant_id,
+        idempotency_key=m.idempotency_key,
+        request_hash=m.request_hash,
+        request=m.request,
+        stream=m.stream,
+        tags=m.tags,
+        metadata=m.metadata,
+        state=m.state,
+        send_time=m.send_time,
+        route_due_time=m.route_due_time,
+        template_versions=m.template_versions,
+        sandbox=m.sandbox,
+        rendered_parts=_parts(m.rendered),
+    )

@@ -8,6 +8,7 @@ here, before MIME building, because header injection is a correctness bug, not a
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,7 +23,7 @@ from libs.mail.headers import header_name_problem
 from libs.mail.stream_names import name_problem
 from libs.request_ids import key_problem
 
-__all__ = ["LIMITS", "ValidatedSend", "validate_send"]
+__all__ = ["BATCH_LIMITS", "LIMITS", "ValidatedSend", "check_batch_send_times", "validate_batch", "validate_send"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,16 @@ class Limits:
 
 
 LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_messages: int = 1_000
+    max_recipients: int = 1_000  # across every message's to, cc and bcc
+    max_bytes: int = 40 * 1024 * 1024  # the serialised request; gRPC refuses more on the wire
+
+
+BATCH_LIMITS = BatchLimits()
 DEFAULT_STREAM = "transactional"
 
 _TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -268,3 +279,56 @@ def validate_send(
     if v:
         raise InvalidArgument(v)
     return ValidatedSend(request=out, recipients=tuple(recipients), stream=stream)
+
+
+def _in_message(i: int, exc: InvalidArgument) -> list[tuple[str, str]]:
+    return [(f"messages[{i}].{field}", text) for field, text in exc.violations]
+
+
+def validate_batch(request: mail_service_pb2.SendBatchRequest) -> list[ValidatedSend]:
+    """Every message checked with SendEmail's rules, violations named `messages[i].<field>`, plus
+    the batch's own limits; one bad message refuses the batch. Stateless like validate_send."""
+    v: list[tuple[str, str]] = []
+    count = len(request.messages)
+    if count == 0:
+        v.append(("messages", "at least one message is required"))
+    elif count > BATCH_LIMITS.max_messages:
+        v.append(("messages", f"at most {BATCH_LIMITS.max_messages} messages per batch (got {count})"))
+    size = request.ByteSize()
+    if size > BATCH_LIMITS.max_bytes:
+        v.append(("messages", f"the batch is {size} bytes; the limit is {BATCH_LIMITS.max_bytes}"))
+    if v:
+        # Checking a thousand messages more would not change the answer.
+        raise InvalidArgument(v)
+    validated: list[ValidatedSend] = []
+    keys: dict[str, int] = {}
+    for i, message in enumerate(request.messages):
+        try:
+            validated.append(validate_send(message))
+        except InvalidArgument as exc:
+            v.extend(_in_message(i, exc))
+        key = message.idempotency_key
+        if key and key in keys:
+            v.append((f"messages[{i}].idempotency_key", f"repeats messages[{keys[key]}].idempotency_key"))
+        keys.setdefault(key, i)
+    total = sum(len(m.to) + len(m.cc) + len(m.bcc) for m in request.messages)
+    if total > BATCH_LIMITS.max_recipients:
+        v.append(
+            ("messages", f"at most {BATCH_LIMITS.max_recipients} recipients across the batch (got {total})")
+        )
+    if v:
+        raise InvalidArgument(v)
+    return validated
+
+
+def check_batch_send_times(
+    messages: Sequence[tuple[int, mail_service_pb2.SendEmailRequest]], *, now: datetime
+) -> None:
+    """check_send_time for the (index, message) pairs a batch will store, each violation named in
+    its message."""
+    v: list[tuple[str, str]] = []
+    for i, message in messages:
+        if problem := _send_time_problem(message, now):
+            v.append((f"messages[{i}].send_time", problem))
+    if v:
+        raise InvalidArgument(v)

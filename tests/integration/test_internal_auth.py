@@ -39,6 +39,7 @@ HARD_BOUNCE = suppression_service_pb2.SUPPRESSION_REASON_HARD_BOUNCE
 INTERNAL_METHODS = (
     "/postwire.internal.v1.PolicyService/Authenticate",
     "/postwire.internal.v1.PolicyService/AdmitMessage",
+    "/postwire.internal.v1.PolicyService/AdmitBatch",
     "/postwire.internal.v1.PolicyService/RecordSuppressions",
     "/postwire.internal.v1.RenderService/RenderMessage",
     "/postwire.internal.v1.RenderService/RenderMessages",

@@ -10,7 +10,13 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from postwire.v1 import event_pb2, mail_service_pb2_grpc, template_service_pb2, template_service_pb2_grpc
+from postwire.v1 import (
+    event_pb2,
+    mail_service_pb2,
+    mail_service_pb2_grpc,
+    template_service_pb2,
+    template_service_pb2_grpc,
+)
 
 from tests.integration.helpers import bad_request_fields, mail, unique, wait_for_events, wait_for_mail
 
@@ -89,19 +95,21 @@ async def test_send_whose_variables_do_not_fit_is_refused_before_anything_is_que
         await conn.close()
 
 
-async def test_template_deleted_after_acceptance_fails_the_message_with_an_event(
+async def test_a_templated_send_is_rendered_once_at_acceptance_and_delivered_as_rendered(
     suite, edge, tenant, smtp_sink
 ) -> None:
+    """The router builds from the parts rendered at acceptance instead of rendering again: the
+    template deleted (and so unrenderable) between acceptance and routing changes nothing."""
     created = await _create(edge, tenant)
     rcpt = unique()
     assert suite.processes["router"].stop(timeout=20) == 0
     try:
-        answer = await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
+        await mail_service_pb2_grpc.MailServiceStub(edge).SendEmail(
             mail(
                 to=[{"address": rcpt}],
                 subject="",
                 text_body="",
-                template={"name": created.name, "variables": _vars(name="a", count=1)},
+                template={"name": created.name, "variables": _vars(name="<Ada>", count=2)},
             ),
             metadata=tenant.metadata,
         )
@@ -110,10 +118,58 @@ async def test_template_deleted_after_acceptance_fails_the_message_with_an_event
         )
     finally:
         suite.start_service("router")
-    events = await wait_for_events(edge, tenant.metadata, answer.message_id, [event_pb2.EVENT_TYPE_FAILED])
+    (received,) = await wait_for_mail(smtp_sink, rcpt)
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert parsed["Subject"] == "Welcome, <Ada>"
+    assert "<p>Hi &lt;Ada&gt;, you have 2 items</p>" in parsed.get_body(("html",)).get_content()
+
+
+async def test_a_message_accepted_without_stored_parts_is_rendered_by_the_router(
+    suite, edge, tenant, smtp_sink
+) -> None:
+    """Rows accepted before rendered parts were stored still route: the router renders them, and
+    a template deleted meanwhile fails the message with an event."""
+    created = await _create(edge, tenant)
+    kept, gone = unique(), unique()
+    stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    assert suite.processes["router"].stop(timeout=20) == 0
+    try:
+        sent = [
+            await stub.SendEmail(
+                mail(
+                    to=[{"address": rcpt}],
+                    subject="",
+                    text_body="",
+                    template={"name": name, "variables": _vars(name="Bo", count=1)},
+                ),
+                metadata=tenant.metadata,
+            )
+            for rcpt, name in ((kept, created.name), (gone, (await _create(edge, tenant)).name))
+        ]
+        conn = await asyncpg.connect(suite.database_url)
+        try:
+            # As a row written before migration 0023 looks.
+            await conn.execute(
+                "UPDATE messages SET rendered_parts = NULL WHERE id = ANY($1::uuid[])", [s.message_id for s in sent]
+            )
+            deleted = await conn.fetchval(
+                "SELECT request FROM messages WHERE id = $1::uuid", sent[1].message_id
+            )
+        finally:
+            await conn.close()
+        doomed = mail_service_pb2.SendEmailRequest.FromString(deleted).template.id
+        await template_service_pb2_grpc.TemplateServiceStub(edge).DeleteTemplate(
+            template_service_pb2.DeleteTemplateRequest(template=doomed), metadata=tenant.metadata
+        )
+    finally:
+        suite.start_service("router")
+    (received,) = await wait_for_mail(smtp_sink, kept)
+    parsed = email.message_from_bytes(received.data, policy=email.policy.default)
+    assert parsed["Subject"] == "Welcome, Bo"
+    events = await wait_for_events(edge, tenant.metadata, sent[1].message_id, [event_pb2.EVENT_TYPE_FAILED])
     (failed,) = [e for e in events if e.type == event_pb2.EVENT_TYPE_FAILED]
     assert "not found" in failed.reason
-    assert not [m for m in smtp_sink.messages() if rcpt in m.rcpt_tos]
+    assert not [m for m in smtp_sink.messages() if gone in m.rcpt_tos]
 
 
 async def test_render_preview_and_errors(edge, tenant) -> None:

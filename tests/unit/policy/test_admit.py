@@ -57,6 +57,11 @@ class World:
         self.charged.append(([lim.stream for lim in limits], recipients))
         return self._refusal
 
+    async def consume_each(self, tenant_id: str, charges: Sequence[tuple[Limits, int]]) -> Refusal | None:
+        self.log.append("charge")
+        self.charged.extend(([lim.stream], n) for lim, n in charges)
+        return self._refusal
+
 
 def _admit(world: World) -> Admit:
     return Admit(world, world, world, world)
@@ -141,3 +146,56 @@ async def test_a_refusal_is_rate_limited_with_its_subject_and_wait() -> None:
 
     assert refused.value.retry_after == 30.0
     assert refused.value.subject == "stream 'transactional'"
+
+
+async def test_a_batch_is_one_decision_each_step_once_and_each_limit_charged_once() -> None:
+    world = World(
+        limits=[Limits("transactional", recipients_per_day=10), Limits("*", recipients_per_day=99)],
+        suppressed={"b@x.org"},
+    )
+
+    admissions = await _admit(world).batch(
+        TENANT,
+        [
+            _send("a@x.org", "b@x.org"),
+            _send("c@x.org", stream="marketing"),
+            _send("d@x.org"),
+        ],
+    )
+
+    assert [a.decisions for a in admissions] == [
+        (Decision.ADMIT, Decision.SUPPRESS),
+        (Decision.ADMIT,),
+        (Decision.ADMIT,),
+    ]
+    # One From check per domain, one lookup per unsubscribe group, one charge for the batch.
+    assert world.log == ["tenant", "from", "suppressions", "limits", "charge"]
+    # The tenant-wide limit takes every admitted recipient, a stream's limit only its own.
+    assert world.charged == [(["*"], 3), (["transactional"], 2)]
+
+
+async def test_a_batch_refused_by_a_limit_is_refused_whole() -> None:
+    refusal = Refusal(subject="tenant (all streams)", description="daily quota", retry_after=30.0)
+    world = World(limits=[Limits("*", recipients_per_day=1)], refusal=refusal)
+
+    with pytest.raises(RateLimited):
+        await _admit(world).batch(TENANT, [_send("a@x.org"), _send("b@x.org")])
+
+
+async def test_batch_violations_name_the_message() -> None:
+    world = World()
+
+    with pytest.raises(InvalidArgument) as refused:
+        await _admit(world).batch(TENANT, [_send("a@x.org"), _send("b@x.org", group="also bad!")])
+
+    assert [field for field, _ in refused.value.violations] == ["messages[1].unsubscribe_group"]
+    assert world.log == ["tenant", "from"]
+
+
+async def test_an_unverified_from_domain_in_a_batch_names_its_first_message() -> None:
+    world = World(verified=False)
+
+    with pytest.raises(FailedPrecondition) as refused:
+        await _admit(world).batch(TENANT, [_send("a@x.org"), _send("b@x.org")])
+
+    assert [field for _, field, _ in refused.value.violations] == ["messages[0].from.address"]

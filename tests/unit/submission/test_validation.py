@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from postwire.v1 import mail_service_pb2, message_pb2
 
 from libs.errors import InvalidArgument
-from services.submission.validation import LIMITS, ValidatedSend, validate_send
+from services.submission.validation import BATCH_LIMITS, LIMITS, ValidatedSend, validate_batch, validate_send
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -652,3 +652,41 @@ def test_ascii_addresses_are_judged_exactly_as_before(local: str, domain: str) -
     except InvalidArgument:
         after = False
     assert after == before
+
+
+def _batch_message(to: str = "a@example.org", **fields: object) -> mail_service_pb2.SendEmailRequest:
+    out = mail_service_pb2.SendEmailRequest(subject="Hi", text_body="x", **fields)  # type: ignore[arg-type]
+    getattr(out, "from").address = "shop@example.com"
+    out.to.add(address=to)
+    return out
+
+
+def test_a_batch_names_every_bad_message_by_its_position() -> None:
+    messages = [_batch_message(f"u{i}@example.org") for i in range(3)]
+    messages[1].to[0].address = "nope"
+    messages[2].subject = ""
+    with pytest.raises(InvalidArgument) as refused:
+        validate_batch(mail_service_pb2.SendBatchRequest(messages=messages))
+    assert [f for f, _ in refused.value.violations] == ["messages[1].to[0].address", "messages[2].subject"]
+
+
+def test_a_batch_is_limited_in_messages_and_recipients_and_keys_are_unique_within_it() -> None:
+    too_many = [_batch_message(f"u{i}@example.org") for i in range(BATCH_LIMITS.max_messages + 1)]
+    with pytest.raises(InvalidArgument) as refused:
+        validate_batch(mail_service_pb2.SendBatchRequest(messages=too_many))
+    assert [f for f, _ in refused.value.violations] == ["messages"]
+
+    wide = []
+    for i in range(21):
+        m = _batch_message(f"first{i}@example.org")
+        for j in range(47):
+            m.to.add(address=f"r{i}-{j}@example.org")
+        wide.append(m)
+    with pytest.raises(InvalidArgument) as refused:
+        validate_batch(mail_service_pb2.SendBatchRequest(messages=wide))
+    assert refused.value.violations == [("messages", "at most 1000 recipients across the batch (got 1008)")]
+
+    keyed = [_batch_message(idempotency_key="k"), _batch_message(), _batch_message(idempotency_key="k")]
+    with pytest.raises(InvalidArgument) as refused:
+        validate_batch(mail_service_pb2.SendBatchRequest(messages=keyed))
+    assert [f for f, _ in refused.value.violations] == ["messages[2].idempotency_key"]
