@@ -24,6 +24,8 @@ __all__ = [
     "give_up",
     "insert",
     "lease_for_routing",
+    "lease_many_for_routing",
+    "mark_many_routed",
     "mark_routed",
     "routing_times",
 ]
@@ -83,6 +85,43 @@ async def lease_for_routing(conn: Db, message_id: uuid.UUID, /, *, lease: timede
         message_id,
         lease,
     )
+
+
+async def lease_many_for_routing(
+    conn: Db, message_ids: Sequence[uuid.UUID], /, *, lease: timedelta
+) -> list[asyncpg.Record]:
+    """lease_for_routing for a batch in one statement, each row with its recipients as JSON
+    `[[position, address, state], ...]` in `recipients`; messages no longer waiting are absent."""
+    return await conn.fetch(
+        "WITH leased AS (UPDATE messages SET route_due_time = greatest(route_due_time, now() + $2::interval)"
+        f" WHERE id = ANY($1::uuid[]) AND {_WAITING}"
+        " RETURNING id, tenant_id, state, request, stream, tags, metadata::text AS metadata, create_time,"
+        " send_time, template_versions::text AS template_versions)"
+        " SELECT leased.*, coalesce((SELECT json_agg(json_build_array(r.position, r.address, r.state)"
+        " ORDER BY r.position) FROM recipients r WHERE r.message_id = leased.id), '[]')::text AS recipients"
+        " FROM leased",
+        list(message_ids),
+        lease,
+    )
+
+
+async def mark_many_routed(
+    conn: Tx, routed: Sequence[tuple[uuid.UUID, bytes, str, str]], /
+) -> list[uuid.UUID]:
+    """mark_routed for a batch of (id, mime, envelope_from, rfc822_id), ids distinct, in one
+    statement; the ids that were still waiting (the others were routed or given up elsewhere)."""
+    rows = await conn.fetch(
+        "UPDATE messages m SET state = $5, mime = u.mime, envelope_from = u.envelope_from,"
+        " rfc822_message_id = u.rfc822_id, update_time = now()"
+        " FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[]) AS u(id, mime, envelope_from, rfc822_id)"
+        f" WHERE m.id = u.id AND m.{_WAITING} RETURNING m.id",
+        [r[0] for r in routed],
+        [r[1] for r in routed],
+        [r[2] for r in routed],
+        [r[3] for r in routed],
+        MessageState.ROUTED,
+    )
+    return [r["id"] for r in rows]
 
 
 async def mark_routed(

@@ -27,8 +27,10 @@ __all__ = [
     "give_up_unrouted",
     "hold_queued",
     "insert",
+    "lease_many_queued",
     "lease_queued",
     "postpone",
+    "queue_many_routed",
     "queue_routed",
     "queued_since",
     "record_outcomes",
@@ -80,6 +82,17 @@ async def queue_routed(conn: Tx, message_id: uuid.UUID, /, *, stall: timedelta) 
     )
 
 
+async def queue_many_routed(conn: Tx, message_ids: Sequence[uuid.UUID], /, *, stall: timedelta) -> None:
+    """queue_routed for a batch of messages in one statement."""
+    await conn.execute(
+        "UPDATE recipients SET state = $3, next_attempt_time = now() + $2::interval,"
+        f" update_time = now() WHERE message_id = ANY($1::uuid[]) AND state IN ({_UNROUTED})",
+        list(message_ids),
+        stall,
+        _QUEUED,
+    )
+
+
 async def give_up_unrouted(conn: Tx, message_id: uuid.UUID, /, *, state: RecipientState, reason: str) -> None:
     """End every recipient the router had not handled in `state` (failed or expired)."""
     await conn.execute(
@@ -99,6 +112,29 @@ async def lease_queued(conn: Db, message_id: uuid.UUID, /, *, lease: timedelta) 
         " AND state = $3 AND (lease_until IS NULL OR lease_until < now())"
         " RETURNING position, address, attempts, first_attempt_time",
         message_id,
+        lease,
+        _QUEUED,
+    )
+
+
+async def lease_many_queued(
+    conn: Db, message_ids: Sequence[uuid.UUID], /, *, lease: timedelta
+) -> list[asyncpg.Record]:
+    """lease_queued for a batch of messages in one statement (so the lease and the read are one
+    transaction), a row per message that had any: its delivery columns and the leased recipients
+    as arrays `positions`, `addresses`, `attempts`, `first_attempt_times` in position order."""
+    return await conn.fetch(
+        "WITH leased AS (UPDATE recipients SET lease_until = now() + $2::interval"
+        " WHERE message_id = ANY($1::uuid[]) AND state = $3 AND (lease_until IS NULL OR lease_until < now())"
+        " RETURNING message_id, position, address, attempts, first_attempt_time)"
+        " SELECT m.id, m.tenant_id, m.stream, m.tags, m.metadata::text AS metadata, m.mime, m.envelope_from,"
+        " m.sandbox, t.require_tls, array_agg(l.position ORDER BY l.position) AS positions,"
+        " array_agg(l.address ORDER BY l.position) AS addresses,"
+        " array_agg(l.attempts ORDER BY l.position) AS attempts,"
+        " array_agg(l.first_attempt_time ORDER BY l.position) AS first_attempt_times"
+        " FROM leased l JOIN messages m ON m.id = l.message_id JOIN tenants t ON t.id = m.tenant_id"
+        " GROUP BY m.id, t.require_tls",
+        list(message_ids),
         lease,
         _QUEUED,
     )
