@@ -291,7 +291,10 @@ class Bus:
                 except Exception as exc:
                     delay = await self._settle_failure(msg, exc, stage, failures, retry)
             if done:
-                await msg.ack_sync()
+                # The work is durable, so the ack need not wait for the server's confirmation: a
+                # lost ack is a redelivery that the handler's lease finds done. Acks of one batch
+                # go out together with the next flush instead of a round trip each.
+                await msg.ack()
             elif delay is None:
                 await msg.term()
             else:

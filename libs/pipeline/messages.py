@@ -26,8 +26,8 @@ __all__ = [
     "give_up",
     "insert",
     "insert_many",
-    "lease_for_routing",
-    "mark_routed",
+    "lease_many_for_routing",
+    "mark_many_routed",
     "routing_times",
 ]
 
@@ -131,32 +131,42 @@ class NewRow:
     rendered_parts: Mapping[str, str] | None
 
 
-async def lease_for_routing(conn: Db, message_id: uuid.UUID, /, *, lease: timedelta) -> asyncpg.Record | None:
-    """The message if it still waits for routing, with the sweeper kept away for `lease`."""
-    return await conn.fetchrow(
-        "UPDATE messages SET route_due_time = greatest(route_due_time, now() + $2::interval)"
-        f" WHERE id = $1 AND {_WAITING}"
-        " RETURNING id, tenant_id, state, request, stream, tags, metadata::text AS metadata, create_time, send_time,"
-        " template_versions::text AS template_versions, rendered_parts::text AS rendered_parts",
-        message_id,
+async def lease_many_for_routing(
+    conn: Db, message_ids: Sequence[uuid.UUID], /, *, lease: timedelta
+) -> list[asyncpg.Record]:
+    """Messages still waiting for routing, with the sweeper kept away for `lease`, in one statement,
+    each row with its recipients as JSON
+    `[[position, address, state], ...]` in `recipients`; messages no longer waiting are absent."""
+    return await conn.fetch(
+        "WITH leased AS (UPDATE messages SET route_due_time = greatest(route_due_time, now() + $2::interval)"
+        f" WHERE id = ANY($1::uuid[]) AND {_WAITING}"
+        " RETURNING id, tenant_id, state, request, stream, tags, metadata::text AS metadata, create_time,"
+        " send_time, template_versions::text AS template_versions, rendered_parts::text AS rendered_parts)"
+        " SELECT leased.*, coalesce((SELECT json_agg(json_build_array(r.position, r.address, r.state)"
+        " ORDER BY r.position) FROM recipients r WHERE r.message_id = leased.id), '[]')::text AS recipients"
+        " FROM leased",
+        list(message_ids),
         lease,
     )
 
 
-async def mark_routed(
-    conn: Tx, message_id: uuid.UUID, /, *, mime: bytes, envelope_from: str, rfc822_id: str
-) -> bool:
-    """Store the built message; False if it no longer waited for routing (another replica won)."""
-    done = await conn.execute(
-        "UPDATE messages SET state = $5, mime = $2, envelope_from = $3, rfc822_message_id = $4,"
-        f" update_time = now() WHERE id = $1 AND {_WAITING}",
-        message_id,
-        mime,
-        envelope_from,
-        rfc822_id,
+async def mark_many_routed(
+    conn: Tx, routed: Sequence[tuple[uuid.UUID, bytes, str, str]], /
+) -> list[uuid.UUID]:
+    """Store the built MIME of a batch of (id, mime, envelope_from, rfc822_id), ids distinct, in
+    one statement; the ids that were still waiting (the others were routed or given up elsewhere)."""
+    rows = await conn.fetch(
+        "UPDATE messages m SET state = $5, mime = u.mime, envelope_from = u.envelope_from,"
+        " rfc822_message_id = u.rfc822_id, update_time = now()"
+        " FROM unnest($1::uuid[], $2::bytea[], $3::text[], $4::text[]) AS u(id, mime, envelope_from, rfc822_id)"
+        f" WHERE m.id = u.id AND m.{_WAITING} RETURNING m.id",
+        [r[0] for r in routed],
+        [r[1] for r in routed],
+        [r[2] for r in routed],
+        [r[3] for r in routed],
         MessageState.ROUTED,
     )
-    return bool(done == "UPDATE 1")
+    return [r["id"] for r in rows]
 
 
 async def give_up(conn: Tx, message_id: uuid.UUID, /, *, state: MessageState) -> bool:

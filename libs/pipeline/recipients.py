@@ -28,9 +28,9 @@ __all__ = [
     "hold_queued",
     "insert",
     "insert_many",
-    "lease_queued",
+    "lease_many_queued",
     "postpone",
-    "queue_routed",
+    "queue_many_routed",
     "queued_since",
     "record_outcomes",
     "release",
@@ -80,13 +80,13 @@ async def insert_many(
     )
 
 
-async def queue_routed(conn: Tx, message_id: uuid.UUID, /, *, stall: timedelta) -> None:
-    """Queue a routed message's recipients for delivery; `next_attempt_time` is when the worker's
-    scheduler steps in if the delivery task is lost."""
+async def queue_many_routed(conn: Tx, message_ids: Sequence[uuid.UUID], /, *, stall: timedelta) -> None:
+    """Queue routed messages' recipients for delivery, in one statement; `next_attempt_time` is
+    when the worker's scheduler steps in if the delivery task is lost."""
     await conn.execute(
         "UPDATE recipients SET state = $3, next_attempt_time = now() + $2::interval,"
-        f" update_time = now() WHERE message_id = $1 AND state IN ({_UNROUTED})",
-        message_id,
+        f" update_time = now() WHERE message_id = ANY($1::uuid[]) AND state IN ({_UNROUTED})",
+        list(message_ids),
         stall,
         _QUEUED,
     )
@@ -103,14 +103,24 @@ async def give_up_unrouted(conn: Tx, message_id: uuid.UUID, /, *, state: Recipie
     )
 
 
-async def lease_queued(conn: Db, message_id: uuid.UUID, /, *, lease: timedelta) -> list[asyncpg.Record]:
-    """Lease the message's queued recipients nobody holds: (position, address, attempts,
-    first_attempt_time) rows, empty if there are none."""
+async def lease_many_queued(
+    conn: Db, message_ids: Sequence[uuid.UUID], /, *, lease: timedelta
+) -> list[asyncpg.Record]:
+    """Lease the queued recipients nobody holds, for a batch of messages in one statement (so the
+    lease and the read are one transaction), a row per message that had any: its delivery columns and the leased recipients
+    as arrays `positions`, `addresses`, `attempts`, `first_attempt_times` in position order."""
     return await conn.fetch(
-        "UPDATE recipients SET lease_until = now() + $2::interval WHERE message_id = $1"
-        " AND state = $3 AND (lease_until IS NULL OR lease_until < now())"
-        " RETURNING position, address, attempts, first_attempt_time",
-        message_id,
+        "WITH leased AS (UPDATE recipients SET lease_until = now() + $2::interval"
+        " WHERE message_id = ANY($1::uuid[]) AND state = $3 AND (lease_until IS NULL OR lease_until < now())"
+        " RETURNING message_id, position, address, attempts, first_attempt_time)"
+        " SELECT m.id, m.tenant_id, m.stream, m.tags, m.metadata::text AS metadata, m.mime, m.envelope_from,"
+        " m.sandbox, t.require_tls, array_agg(l.position ORDER BY l.position) AS positions,"
+        " array_agg(l.address ORDER BY l.position) AS addresses,"
+        " array_agg(l.attempts ORDER BY l.position) AS attempts,"
+        " array_agg(l.first_attempt_time ORDER BY l.position) AS first_attempt_times"
+        " FROM leased l JOIN messages m ON m.id = l.message_id JOIN tenants t ON t.id = m.tenant_id"
+        " GROUP BY m.id, t.require_tls",
+        list(message_ids),
         lease,
         _QUEUED,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,7 +11,9 @@ from datetime import datetime, timedelta
 import asyncpg
 from postwire.internal.v1 import bus_pb2
 
+from libs.coalesce import Coalescer
 from libs.event_outbox import insert_events
+from libs.failures import dependency_failure
 from libs.mail.states import MessageState, RecipientState
 from libs.pipeline import messages, recipients
 
@@ -35,48 +38,65 @@ class RouteRow:
     rendered_parts: str | None = None
 
 
+# A lease request (message id, lease) and a routing result (id, mime, envelope from, Message-ID,
+# stall), as the coalescers batch them.
+_Lease = tuple[uuid.UUID, timedelta]
+_Routed = tuple[uuid.UUID, bytes, str, str, timedelta]
+
+
+def _outage(exc: Exception) -> bool:
+    return dependency_failure(exc) is not None
+
+
 class RouterStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """Each handler asks for its own message; the requests of one fetched batch share one
+    statement (libs.coalesce), so routing costs a round trip per batch, not per message."""
+
+    def __init__(self, pool: asyncpg.Pool, *, batch: int = 64) -> None:
         self._pool = pool
+        self._leases: Coalescer[_Lease, RouteRow | None] = Coalescer(
+            self._lease_batch, max_batch=batch, outage=_outage
+        )
+        self._routes: Coalescer[_Routed, bool] = Coalescer(self._route_batch, max_batch=batch, outage=_outage)
 
     async def load(self, message_id: str, *, lease: timedelta | None = None) -> RouteRow | None:
         """The message if it still waits for routing; with `lease`, the sweeper also leaves it
         alone that long, since JetStream itself redelivers it if this replica dies."""
+        return await self._leases.load((uuid.UUID(message_id), lease or timedelta(0)))
+
+    async def _lease_batch(self, keys: Sequence[_Lease]) -> list[RouteRow | None]:
+        found: dict[uuid.UUID, RouteRow] = {}
         async with self._pool.acquire() as conn:
-            row = await messages.lease_for_routing(conn, uuid.UUID(message_id), lease=lease or timedelta(0))
-            if row is None:
-                return None
-            rows = await conn.fetch(
-                "SELECT position, address, state FROM recipients WHERE message_id = $1 ORDER BY position",
-                row["id"],
-            )
-        return RouteRow(
-            id=str(row["id"]),
-            tenant_id=str(row["tenant_id"]),
-            state=MessageState(row["state"]),
-            request=row["request"],
-            stream=row["stream"],
-            tags=list(row["tags"]),
-            metadata=row["metadata"],
-            create_time=row["create_time"],
-            send_time=row["send_time"],
-            recipients=[(r["position"], r["address"], RecipientState(r["state"])) for r in rows],
-            template_versions=row["template_versions"],
-            rendered_parts=row["rendered_parts"],
-        )
+            # Normally one lease for the whole batch (the consumer's AckWait).
+            for lease in dict.fromkeys(lease for _, lease in keys):
+                ids = list(dict.fromkeys(mid for mid, each in keys if each == lease))
+                for row in await messages.lease_many_for_routing(conn, ids, lease=lease):
+                    found[row["id"]] = _route_row(row)
+        # A task delivered twice in one batch: the second copy finds nothing to do, as it would
+        # have after the first had routed it.
+        answers: list[RouteRow | None] = []
+        for mid, _ in keys:
+            answers.append(found.pop(mid, None))
+        return answers
 
     async def mark_routed(
         self, message_id: str, *, mime: bytes, envelope_from: str, rfc822_id: str, stall: timedelta
     ) -> bool:
         """Store the built message and queue its recipients; False if another replica did it first."""
-        mid = uuid.UUID(message_id)
+        return await self._routes.load((uuid.UUID(message_id), mime, envelope_from, rfc822_id, stall))
+
+    async def _route_batch(self, keys: Sequence[_Routed]) -> list[bool]:
+        # The first copy of an id is the one written; later copies answer False (lost the race).
+        first = {key[0]: i for i, key in reversed(list(enumerate(keys)))}
+        routed: set[uuid.UUID] = set()
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await messages.mark_routed(
-                conn, mid, mime=mime, envelope_from=envelope_from, rfc822_id=rfc822_id
-            ):
-                return False
-            await recipients.queue_routed(conn, mid, stall=stall)
-        return True
+            for stall in dict.fromkeys(key[4] for key in keys):
+                batch = [keys[i][:4] for i in first.values() if keys[i][4] == stall]
+                done = await messages.mark_many_routed(conn, batch)
+                if done:
+                    await recipients.queue_many_routed(conn, done, stall=stall)
+                routed.update(done)
+        return [key[0] in routed and first[key[0]] == i for i, key in enumerate(keys)]
 
     async def mark_failed(
         self,
@@ -101,6 +121,10 @@ class RouterStore:
             await insert_events(conn, events)
         return True
 
+    async def close(self) -> None:
+        await self._leases.close()
+        await self._routes.close()
+
     async def count_failure(self, message_id: str) -> int | None:
         """One more failed routing attempt; the count so far, or None if routing is over."""
         return await messages.count_route_failure(self._pool, uuid.UUID(message_id))
@@ -117,3 +141,23 @@ class RouterStore:
         """Messages due for routing whose task may be lost; pushes their due time out by `stall`
         so one sweep's claim is not repeated by the next (or by another replica)."""
         return [str(mid) for mid in await messages.claim_stalled(self._pool, stall=stall, limit=limit)]
+
+
+def _route_row(row: asyncpg.Record) -> RouteRow:
+    return RouteRow(
+        id=str(row["id"]),
+        tenant_id=str(row["tenant_id"]),
+        state=MessageState(row["state"]),
+        request=row["request"],
+        stream=row["stream"],
+        tags=list(row["tags"]),
+        metadata=row["metadata"],
+        create_time=row["create_time"],
+        send_time=row["send_time"],
+        recipients=[
+            (int(position), str(address), RecipientState(state))
+            for position, address, state in json.loads(row["recipients"])
+        ],
+        template_versions=row["template_versions"],
+        rendered_parts=row["rendered_parts"],
+    )

@@ -22,7 +22,7 @@ class FakeMsg:
     def metadata(self) -> Any:
         return type("Meta", (), {"num_delivered": self.num_delivered})()
 
-    async def ack_sync(self) -> None:
+    async def ack(self) -> None:
         self.settled.append(("ack", None))
 
     async def nak(self, delay: float | None = None) -> None:
