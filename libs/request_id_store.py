@@ -46,17 +46,10 @@ async def claim(conn: Connection, rid: RequestId) -> bytes | None:
     )
     if inserted:
         return None
-    row = await conn.fetchrow(
-        "SELECT fingerprint, response FROM request_ids WHERE owner = $1 AND method = $2 AND request_id = $3",
-        rid.owner,
-        rid.method,
-        rid.value,
-    )
-    if row is None or row["response"] is None or bytes(row["fingerprint"]) != rid.fingerprint:
-        raise AlreadyExists(
-            "this request_id was already used with a different request", field="request_id"
-        )
-    return bytes(row["response"])
+    prior = await answered(conn, rid)
+    if prior is None:  # the row went away (cleared) between the insert and the read
+        raise _used_otherwise()
+    return prior
 
 
 async def remember(conn: Connection, rid: RequestId, response: bytes) -> None:
@@ -106,5 +99,9 @@ async def answered(
     if row is None or row["response"] is None:
         return None
     if bytes(row["fingerprint"]) != rid.fingerprint:
-        raise AlreadyExists("this request_id was already used with a different request", field="request_id")
+        raise _used_otherwise()
     return unseal(bytes(row["response"]))
+
+
+def _used_otherwise() -> AlreadyExists:
+    return AlreadyExists("this request_id was already used with a different request", field="request_id")
