@@ -23,6 +23,7 @@ async def connect_pool(
     max_size: int = 10,
     statement_cache_size: int = 100,
     wait: float = 30.0,
+    application_name: str = "postwire",
 ) -> asyncpg.Pool:
     """Open a pool, waiting up to `wait` seconds for the server (pods may start before it).
 
@@ -40,6 +41,8 @@ async def connect_pool(
                 command_timeout=30.0,
                 statement_cache_size=statement_cache_size,
                 reset=_keep_session,
+                # Names the service in pg_stat_activity and in PostgreSQL's logs (%a).
+                server_settings={"application_name": application_name},
             )
             assert pool is not None
             return pool

@@ -41,7 +41,7 @@ class TcpProxy:
         self._run(self._listen())
 
     def stop(self) -> None:
-        self._run(self._down())
+        self._run(self._shut())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
         self._loop.close()
@@ -77,19 +77,39 @@ class TcpProxy:
             _reset(writer)
         self._writers.clear()
 
+    async def _shut(self) -> None:
+        # Every connection task ends, and every transport closes, before the loop is closed: a
+        # transport left to the garbage collector raises ResourceWarning in whatever test runs then.
+        await self._down()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # closed transports release their sockets on the next iteration
+
     async def _accept(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        writers = [client_writer]
+        self._writers.add(client_writer)
         try:
-            server_reader, server_writer = await asyncio.open_connection(*self._target)
-        except OSError:
-            _reset(client_writer)
-            return
-        self._writers |= {client_writer, server_writer}
-        await asyncio.gather(
-            _pipe(client_reader, server_writer), _pipe(server_reader, client_writer), return_exceptions=True
-        )
-        for writer in (client_writer, server_writer):
-            self._writers.discard(writer)
-            writer.close()
+            try:
+                server_reader, server_writer = await asyncio.open_connection(*self._target)
+            except OSError:
+                _reset(client_writer)
+                return
+            writers.append(server_writer)
+            self._writers.add(server_writer)
+            if self._server is None:
+                # Went down while this connection was being made: it dies with the others.
+                _reset(client_writer)
+                _reset(server_writer)
+                return
+            await asyncio.gather(
+                _pipe(client_reader, server_writer), _pipe(server_reader, client_writer), return_exceptions=True
+            )
+        finally:
+            for writer in writers:
+                self._writers.discard(writer)
+                writer.close()
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

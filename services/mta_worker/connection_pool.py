@@ -63,8 +63,11 @@ class ConnectionPool:
         self._shelves.clear()
         if self._closing:
             await asyncio.wait(self._closing, timeout=2.0)
-        for task in list(self._closing):
+        late = list(self._closing)
+        for task in late:
             task.cancel()
+        # Cancelled QUITs close their connections as they unwind; wait for that.
+        await asyncio.gather(*late, return_exceptions=True)
 
     def _quit(self, session: SmtpSession) -> None:
         task = asyncio.create_task(_quit_quickly(session))

@@ -311,9 +311,12 @@ class SmtpSession:
         return True
 
     async def quit(self) -> None:
-        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-            await self._client.quit(timeout=self._timeouts.quit)
-        self._client.close()
+        try:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await self._client.quit(timeout=self._timeouts.quit)
+        finally:
+            # Also when cancelled (the pool's shutdown cancels a QUIT that takes too long).
+            self._client.close()
 
     def close(self) -> None:
         self._client.close()

@@ -37,6 +37,7 @@ async def run(env: Mapping[str, str]) -> None:
     async def wire(server: GrpcServer) -> Service:
         pool = await connect_pool(
             config.common.database_url,
+            application_name="postwire-submission",
             min_size=config.common.db_pool_min_size,
             max_size=config.common.db_pool_max_size,
             statement_cache_size=config.common.db_statement_cache_size,
