@@ -204,18 +204,18 @@ class SmtpSession:
             if endpoint.credentials is not None:
                 await _authenticate(client, endpoint, timeouts)
         except SessionFailure:
-            client.close()
+            _hang_up(client)
             raise
         except _PlainRetry:
-            client.close()
+            _hang_up(client)
             raise
         except (aiosmtplib.SMTPException, OSError) as exc:
-            client.close()
+            _hang_up(client)
             if isinstance(exc, aiosmtplib.SMTPResponseException):
                 raise SessionFailure(parse_reply(exc.code, exc.message), try_next=True) from exc
             raise SessionFailure(_failure_reply(exc, endpoint), try_next=True) from exc
         except BaseException:
-            client.close()
+            _hang_up(client)
             raise
         return cls(endpoint, client, timeouts, verified=verified)
 
@@ -260,7 +260,7 @@ class SmtpSession:
                 await client.rcpt(recipient, encoding=encoding, timeout=self._timeouts.rcpt)
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code == 421:
-                    client.close()  # the server is closing the session
+                    _hang_up(client)  # the server is closing the session
                 return parse_reply(exc.code, exc.message)
             start = await client.execute_command(b"DATA", timeout=self._timeouts.data_init)
             if start.code != 354:
@@ -273,7 +273,7 @@ class SmtpSession:
             final = await protocol.read_response(timeout=self._timeouts.data_done)
             return parse_reply(final.code, final.message)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            client.close()
+            _hang_up(client)
             if self.past_final_dot:
                 reply = lost_reply(exc)
                 _log.warning(
@@ -303,10 +303,10 @@ class SmtpSession:
         try:
             response = await self._client.rset(timeout=self._timeouts.rset)
         except (aiosmtplib.SMTPException, OSError):
-            self._client.close()
+            _hang_up(self._client)
             return False
         if response.code != 250:
-            self._client.close()
+            _hang_up(self._client)
             return False
         return True
 
@@ -319,7 +319,15 @@ class SmtpSession:
             self._client.close()
 
     def close(self) -> None:
-        self._client.close()
+        _hang_up(self._client)
+
+
+def _hang_up(client: aiosmtplib.SMTP) -> None:
+    """Drop a connection that failed or is abandoned, at once: `close()` on a TLS session first
+    waits (up to 30 s) for the peer's close_notify, which a broken peer never sends."""
+    if client.transport is not None:
+        client.transport.abort()
+    client.close()
 
 
 class _PlainRetry(Exception):

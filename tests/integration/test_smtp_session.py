@@ -3,8 +3,9 @@ SIZE, 8BITMIME, SMTPUTF8, TLS policies and AUTH, as the bytes and commands a ser
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,14 @@ MESSAGE = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello
 
 
 @pytest.fixture
-def servers() -> Iterator[list[ScriptedSmtpServer]]:
+async def servers() -> AsyncIterator[list[ScriptedSmtpServer]]:
     started: list[ScriptedSmtpServer] = []
     yield started
     for server in started:
         server.close()
+    # The servers hung up on every client: let this loop see it and release the client sockets
+    # before the test's loop is closed, or their transports are left to the garbage collector.
+    await asyncio.sleep(0.05)
 
 
 def _serve(started: list[ScriptedSmtpServer], **options: object) -> ScriptedSmtpServer:
