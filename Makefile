@@ -44,7 +44,7 @@ lint: gen ## buf lint + buf format + ruff + mypy --strict + import contracts + h
 	$(BIN)/hadolint Dockerfile
 
 test: lint ## Install, generate, lint and run every test (what CI runs)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=25 tests
 
 up: gen ## Run the whole suite locally (embedded NATS + PostgreSQL + capture inbox)
 	$(BIN)/postwire up
