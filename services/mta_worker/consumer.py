@@ -145,9 +145,16 @@ class Worker:
         groups: dict[str, list[ClaimedRecipient]] = {}
         for recipient in claim.recipients:
             groups.setdefault(destination(to_ascii_address(recipient.address)), []).append(recipient)
-        if not self._slots.take(groups):
-            # This destination already holds its share of slots (slow, or just busy): try again
-            # later through the retry lane rather than wait here in a slot other mail could use.
+        taken = await self._slots.take_soon(groups)
+        if taken and self.stopping():
+            # Shutdown began while this waited for a slot: start nothing new.
+            self._slots.give_back(groups, took=None)
+            await self._store.release(claim.message_id, positions)
+            return BusOutcome.ACK
+        if not taken:
+            # This destination already holds its share of slots (slow, or busy beyond a short
+            # wait): try again later through the retry lane rather than wait here in a slot
+            # other mail could use.
             delay = timedelta(seconds=self._slots.wait_hint(groups) * random.uniform(0.8, 1.2))
             await self._store.postpone(claim.message_id, positions, delay=delay)
             _log.info("%s postponed: its destination holds all its slots", claim.message_id)
