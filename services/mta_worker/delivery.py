@@ -125,7 +125,7 @@ class RecipientDelivery:
                         try:
                             session = await self._open()
                         except SessionFailure as failure:
-                            session = None
+                            # The stale session is closed: the pool will not shelve it again.
                             await self._settle(recipients[index:], failure.reply, _deferral(failure))
                             return
                         self._session = session
