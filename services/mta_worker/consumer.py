@@ -145,7 +145,9 @@ class Worker:
         groups: dict[str, list[ClaimedRecipient]] = {}
         for recipient in claim.recipients:
             groups.setdefault(destination(to_ascii_address(recipient.address)), []).append(recipient)
-        taken = await self._slots.take_soon(groups)
+        # Waiting is bounded by the heartbeat period: the lease taken with the claim is renewed
+        # only once the heartbeat below runs, so it must still have two thirds to go by then.
+        taken = await self._slots.take_soon(groups, longest=self._heartbeat)
         if taken and self.stopping():
             # Shutdown began while this waited for a slot: start nothing new.
             self._slots.give_back(groups, took=None)

@@ -95,3 +95,13 @@ async def test_no_more_messages_wait_at_a_destination_than_it_has_slots() -> Non
     assert not await slots.take_soon(["fast.example"])
     slots.give_back(["fast.example"], took=0.2)
     assert await first
+
+
+async def test_a_wait_never_outlasts_the_callers_bound() -> None:
+    # The worker bounds it by its heartbeat period, so the claim's lease cannot run out meanwhile.
+    slots = DestinationSlots(1)
+    _learn(slots, "fast.example", 1.0)
+    assert slots.take(["fast.example"])
+    started = time.monotonic()
+    assert not await slots.take_soon(["fast.example"], longest=0.05)
+    assert time.monotonic() - started < 0.5
