@@ -83,8 +83,12 @@ class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except RuntimeError:
             self.flush()
             return
+        try:
+            loop.call_soon(self.flush)
+        except RuntimeError:  # the loop is closing: nothing would run the flush
+            self.flush()
+            return
         self._scheduled = True
-        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         self.acquire()
