@@ -35,6 +35,8 @@ def destination(address: str) -> str:
 # busy 2-core box a loopback sink's transactions took 0.4 s on average, and 0.5 s was too tight.)
 FAST_TRANSACTION = 2.0
 QUEUE_WAIT_TRANSACTIONS = 4
+# Above this share of deferred transactions (a moving average) a destination is not waited for.
+DEFERRING = 0.2
 MAX_QUEUE_WAIT = 5.0
 
 
@@ -46,8 +48,11 @@ class DestinationSlots:
         self._max_wait = max_wait
         # A moving average of each destination's transaction time, in seconds.
         self._typical: dict[str, float] = {}
+        # A moving average of each destination's share of deferred transactions (0 to 1).
+        self._deferring: dict[str, float] = {}
         # Messages waiting here for a slot, in arrival order, by destination.
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._stopped = False
 
     def take(self, destinations: Iterable[str]) -> bool:
         """Take one slot at every destination, or none if any of them is full."""
@@ -65,7 +70,7 @@ class DestinationSlots:
         if self.take(wanted):
             return True
         budget = min(longest, self.queue_wait(wanted))
-        if budget <= 0:
+        if budget <= 0 or self._stopped:
             return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
@@ -86,6 +91,8 @@ class DestinationSlots:
                             queue.remove(woken)
                         if not queue:
                             del self._waiters[d]
+            if self.stopped():  # (a method: mypy would keep the narrowing from before the await)
+                return False
             if self.take(wanted):
                 return True
             full = [d for d in wanted if self._held[d] >= self._limit]
@@ -94,7 +101,7 @@ class DestinationSlots:
 
     def queue_wait(self, destinations: Iterable[str]) -> float:
         """Seconds a message may wait here for a slot at `destinations`: 0 unless every full one
-        is known to be fast and has fewer waiters than slots."""
+        is known to be fast, is not deferring mail, and has fewer waiters than slots."""
         budget = MAX_QUEUE_WAIT
         for d in destinations:
             if self._held[d] < self._limit:
@@ -102,13 +109,29 @@ class DestinationSlots:
             typical = self._typical.get(d)
             if typical is None or typical > FAST_TRANSACTION:
                 return 0.0
+            if self._deferring.get(d, 0.0) > DEFERRING:
+                # A destination pushing back (4xx) is fast at saying no: queueing its mail here
+                # would hold worker slots other mail needs, and its retries wait anyway.
+                return 0.0
             if len(self._waiters.get(d, ())) >= self._limit:
                 return 0.0
             budget = min(budget, QUEUE_WAIT_TRANSACTIONS * max(typical, 0.01))
         return budget
 
-    def give_back(self, destinations: Iterable[str], *, took: float | None) -> None:
-        """Return the slots taken for a transaction that lasted `took` seconds (None: none ran)."""
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def stop_waiting(self) -> None:
+        """Shutdown: every waiting message gives up now, and none waits from here on."""
+        self._stopped = True
+        for queue in self._waiters.values():
+            for waiter in queue:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def give_back(self, destinations: Iterable[str], *, took: float | None, deferred: bool = False) -> None:
+        """Return the slots taken for a transaction that lasted `took` seconds (None: none ran);
+        `deferred` when the destination deferred any of it."""
         for d in set(destinations):
             self._held[d] -= 1
             if self._held[d] <= 0:
@@ -116,6 +139,8 @@ class DestinationSlots:
             if took is not None:
                 previous = self._typical.get(d)
                 self._typical[d] = took if previous is None else 0.8 * previous + 0.2 * took
+                share = self._deferring.get(d, 0.0)
+                self._deferring[d] = 0.8 * share + (0.2 if deferred else 0.0)
             queue = self._waiters.get(d)
             while queue:
                 first = queue.popleft()

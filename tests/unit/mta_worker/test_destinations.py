@@ -105,3 +105,26 @@ async def test_a_wait_never_outlasts_the_callers_bound() -> None:
     started = time.monotonic()
     assert not await slots.take_soon(["fast.example"], longest=0.05)
     assert time.monotonic() - started < 0.5
+
+
+async def test_a_fast_destination_that_defers_mail_is_not_waited_for() -> None:
+    # A destination answering 4xx quickly is pushing back: its mail goes the retry way, and the
+    # worker's slots stay free for other destinations.
+    slots = DestinationSlots(1)
+    for _ in range(3):
+        slots.take(["throttling.example"])
+        slots.give_back(["throttling.example"], took=0.01, deferred=True)
+    assert slots.take(["throttling.example"])
+    assert slots.queue_wait(["throttling.example"]) == 0.0
+    assert not await slots.take_soon(["throttling.example"])
+
+
+async def test_shutdown_ends_every_wait_at_once() -> None:
+    slots = DestinationSlots(1)
+    _learn(slots, "fast.example", 1.0)
+    assert slots.take(["fast.example"])
+    waiting = asyncio.create_task(slots.take_soon(["fast.example"]))
+    await asyncio.sleep(0.01)
+    slots.stop_waiting()
+    assert not await asyncio.wait_for(waiting, 0.5)
+    assert not await slots.take_soon(["fast.example"])
