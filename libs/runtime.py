@@ -13,7 +13,7 @@ from typing import Any
 
 from opentelemetry import trace
 
-__all__ = ["configure_logging", "log_fields", "wait_for_stop_signal"]
+__all__ = ["CoalescingHandler", "configure_logging", "log_fields", "wait_for_stop_signal"]
 
 # Keys a line's own fields may not replace.
 _RESERVED = frozenset({"time", "level", "logger", "message", "service", "trace_id", "span_id", "exception"})
@@ -51,8 +51,62 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Lines logged in one turn of the event loop go out in one write.
+
+    A write to stderr is a system call (and, into a pipe, a wake-up of its reader): with one line
+    per delivery attempt that was ~6 % of mta_worker's CPU. A line waits at most until the loop's
+    next turn; WARNING and above, lines logged outside a running loop (startup, other threads)
+    and a full buffer are written at once, and logging.shutdown() flushes at exit.
+    """
+
+    def __init__(self, stream: Any = None, *, max_lines: int = 256) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+        self._scheduled = False
+        self._max_lines = max_lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)
+        if record.levelno >= logging.WARNING or len(self._pending) >= self._max_lines:
+            self.flush()
+            return
+        if self._scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        try:
+            loop.call_soon(self.flush)
+        except RuntimeError:  # the loop is closing: nothing would run the flush
+            self.flush()
+            return
+        self._scheduled = True
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            lines, self._pending = self._pending, []
+            self._scheduled = False
+            if lines and self.stream is not None:
+                try:
+                    self.stream.write("\n".join(lines) + "\n")
+                    self.stream.flush()
+                except Exception:
+                    pass  # stderr gone (a closed pipe): nothing left to tell
+        finally:
+            self.release()
+
+
 def configure_logging(service: str, level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = CoalescingHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -98,8 +98,17 @@ def shutdown_telemetry() -> None:
         _provider.shutdown()
 
 
+_tracer: tuple[trace.TracerProvider, trace.Tracer] | None = None
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer("postwire")
+    # get_tracer builds a new Tracer (and its instrumentation scope, under a warnings filter) on
+    # every call: ~3 % of mta_worker's CPU when called per span. One per provider is enough.
+    global _tracer
+    provider = trace.get_tracer_provider()
+    if _tracer is None or _tracer[0] is not provider:
+        _tracer = (provider, trace.get_tracer("postwire", tracer_provider=provider))
+    return _tracer[1]
 
 
 @contextmanager

@@ -2,7 +2,8 @@
 
 A new connection costs about twice the CPU of a transaction on a reused one (PERFORMANCE.md: 422 µs
 client + 637 µs server against 194 + 353), and far more with TLS. A session goes back to its
-destination's shelf after a successful RSET, until it has carried `max_messages` transactions or
+destination's shelf when a delivery is done with it (the next one sends RSET first only if a
+transaction was left open), until it has carried `max_messages` transactions or
 sat idle for `idle_seconds` (then it is closed with QUIT in the background).
 """
 

@@ -118,6 +118,8 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
+        # Messages waiting for a slot give up now: they are handed back below, not started.
+        self._slots.stop_waiting()
         asyncio.get_running_loop().call_later(grace, self._abort.set)
 
     def stopping(self) -> bool:
@@ -145,14 +147,25 @@ class Worker:
         groups: dict[str, list[ClaimedRecipient]] = {}
         for recipient in claim.recipients:
             groups.setdefault(destination(to_ascii_address(recipient.address)), []).append(recipient)
-        if not self._slots.take(groups):
-            # This destination already holds its share of slots (slow, or just busy): try again
-            # later through the retry lane rather than wait here in a slot other mail could use.
+        # Waiting is bounded by the heartbeat period: the lease taken with the claim is renewed
+        # only once the heartbeat below runs, so it must still have two thirds to go by then.
+        taken = await self._slots.take_soon(groups, longest=self._heartbeat)
+        if self.stopping():
+            # Shutdown began while this waited for a slot: start nothing new.
+            if taken:
+                self._slots.give_back(groups, took=None)
+            await self._store.release(claim.message_id, positions)
+            return BusOutcome.ACK
+        if not taken:
+            # This destination already holds its share of slots (slow, or busy beyond a short
+            # wait): try again later through the retry lane rather than wait here in a slot
+            # other mail could use.
             delay = timedelta(seconds=self._slots.wait_hint(groups) * random.uniform(0.8, 1.2))
             await self._store.postpone(claim.message_id, positions, delay=delay)
             _log.info("%s postponed: its destination holds all its slots", claim.message_id)
             return BusOutcome.ACK
         started = time.monotonic()
+        deferred = False
         beat = asyncio.create_task(self._keep_alive(msg, claim))
         try:
             try:
@@ -173,9 +186,9 @@ class Worker:
                 with tracer().start_as_current_span("smtp delivery") as span:
                     span.set_attribute("postwire.destination", domain)
                     span.set_attribute("postwire.recipients", len(recipients))
-                    await self._deliver(claim, domain, recipients, keys)
+                    deferred = await self._deliver(claim, domain, recipients, keys) or deferred
         finally:
-            self._slots.give_back(groups, took=time.monotonic() - started)
+            self._slots.give_back(groups, took=time.monotonic() - started, deferred=deferred)
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
@@ -183,7 +196,8 @@ class Worker:
 
     async def _deliver(
         self, claim: Claim, domain: str, recipients: list[ClaimedRecipient], keys: tuple[dkim.SigningKey, ...]
-    ) -> None:
+    ) -> bool:
+        """Deliver one destination's recipients; True if any reply deferred them."""
         d = self._delivery
         where = route(d.rules, claim.tenant_id, claim.stream, domain)
         # The attempt log's next hop when no server answered (DNS, TLS policy, connect failures).
@@ -197,17 +211,16 @@ class Worker:
             if isinstance(answer, MxFailure):
                 verdict = Verdict.BOUNCED if answer.permanent else Verdict.DEFERRED
                 reply = Reply(answer.code, answer.enhanced, answer.text)
-                await self._on_reply(
+                return await self._on_reply(
                     claim, recipients, reply, Classification(verdict, answer.category), via=via, since=since
                 )
-                return
             plan = d.endpoints.mx(where.domain, answer, tls_required=tls_required)
         else:
             if tls_required and d.relay_tls is TlsMode.NONE:
                 reply = Reply(
                     0, "4.7.10", "TLS is required for this mail but the relay is configured without TLS"
                 )
-                await self._on_reply(
+                return await self._on_reply(
                     claim,
                     recipients,
                     reply,
@@ -215,8 +228,8 @@ class Worker:
                     via=via,
                     since=since,
                 )
-                return
             plan = d.endpoints.relay(where)
+        deferred = False
 
         async def report(
             settled: Sequence[ClaimedRecipient],
@@ -224,8 +237,9 @@ class Worker:
             classification: Classification | None,
             remote: message_pb2.RemoteServer | None,
         ) -> None:
-            nonlocal since
-            await self._on_reply(claim, settled, reply, classification, remote, via=via, since=since)
+            nonlocal since, deferred
+            if await self._on_reply(claim, settled, reply, classification, remote, via=via, since=since):
+                deferred = True
             since = time.monotonic()
 
         delivery = RecipientDelivery(
@@ -244,13 +258,13 @@ class Worker:
             abort.cancel()
         if run.done():
             run.result()
-            return
+            return deferred
         run.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await run
         left = delivery.unreported(recipients)
         if not left:
-            return
+            return deferred
         current = delivery.current
         if current is not None and current in left and delivery.past_final_dot:
             _log.warning(
@@ -263,6 +277,7 @@ class Worker:
             # No "." was written for them, so no server has anything to deliver: not an attempt.
             await self._store.release(claim.message_id, [r.position for r in left])
             _log.info("shutdown: handed back %d recipient(s) of %s", len(left), claim.message_id)
+        return deferred
 
     def _letter(self, claim: Claim, recipient: ClaimedRecipient, keys: tuple[dkim.SigningKey, ...]) -> Letter:
         """The recipient's version: its own return path, signed just now (at every attempt)."""
@@ -303,8 +318,9 @@ class Worker:
         *,
         via: str = "",
         since: float | None = None,
-    ) -> None:
-        """Make the outcome of `recipients` durable now, before the session goes on."""
+    ) -> bool:
+        """Make the outcome of `recipients` durable now, before the session goes on; True if the
+        reply deferred them (the destination is pushing back)."""
         duration_ms = 0 if since is None else round((time.monotonic() - since) * 1000)
         now = datetime.now(UTC)
         ctx = EventContext(
@@ -332,6 +348,7 @@ class Worker:
                 ),
             )
         await self._recorder.record(outcomes, events)
+        return judged.verdict is Verdict.DEFERRED
 
     def _outcome(
         self,

@@ -20,7 +20,13 @@ from libs import metrics
 from libs.mail.smtp_outcome import Classification, Reply, Verdict, classify
 from services.mta_worker.connection_pool import ConnectionPool
 from services.mta_worker.endpoints import EndpointPlan
-from services.mta_worker.smtp_session import SessionBroken, SessionFailure, SmtpSession, Timeouts
+from services.mta_worker.smtp_session import (
+    SessionBroken,
+    SessionFailure,
+    SessionStale,
+    SmtpSession,
+    Timeouts,
+)
 from services.mta_worker.store import ClaimedRecipient
 
 __all__ = ["Letter", "RecipientDelivery", "Report"]
@@ -91,7 +97,10 @@ class RecipientDelivery:
         session = self._pool.take(self._plan.key)
         try:
             for index, recipient in enumerate(recipients):
-                if session is not None and session.transactions and not await session.reset():
+                # RSET only where a transaction was left open: after a reply to "." (or a refused
+                # MAIL) the server is ready for the next MAIL (RFC 5321 4.1.1.5), and a connection
+                # that died while idle shows itself at MAIL instead (SessionStale below).
+                if session is not None and not session.clean and not await session.reset():
                     session = None
                 if session is None:
                     try:
@@ -106,9 +115,23 @@ class RecipientDelivery:
                 # caller can tell a recipient whose "." was written from one never started.
                 started = time.perf_counter()
                 try:
-                    reply = await session.deliver(
-                        letter.envelope_from, letter.recipient, letter.data, smtputf8=letter.smtputf8
-                    )
+                    try:
+                        reply = await session.deliver(
+                            letter.envelope_from, letter.recipient, letter.data, smtputf8=letter.smtputf8
+                        )
+                    except SessionStale:
+                        # Nothing was sent for this recipient: once more on a fresh session,
+                        # without counting an attempt (what a failed RSET used to do).
+                        try:
+                            session = await self._open()
+                        except SessionFailure as failure:
+                            # The stale session is closed: the pool will not shelve it again.
+                            await self._settle(recipients[index:], failure.reply, _deferral(failure))
+                            return
+                        self._session = session
+                        reply = await session.deliver(
+                            letter.envelope_from, letter.recipient, letter.data, smtputf8=letter.smtputf8
+                        )
                 except SessionBroken as broken:
                     _record("transaction", "broken", started)
                     await self._settle([recipient], broken.reply, None, session.remote)

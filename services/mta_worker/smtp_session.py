@@ -138,6 +138,11 @@ class SessionBroken(Exception):
         self.reply = reply
 
 
+class SessionStale(Exception):
+    """A reused connection failed (or was closed with 421) at MAIL, before any transaction began:
+    it died while idle. Nothing was sent for the recipient; open a fresh session and try again."""
+
+
 def _unverified_context() -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     context.check_hostname = False
@@ -158,6 +163,9 @@ class SmtpSession:
         self.transactions = 0
         self.idle_since = time.monotonic()
         self.past_final_dot = False
+        # False while a transaction is left open on the server (MAIL or RCPT accepted, no reply
+        # to "." yet): only then does the next one need RSET first.
+        self.clean = True
         self.remote = _remote(endpoint, client, verified=verified)
 
     # Opening
@@ -230,6 +238,7 @@ class SmtpSession:
         when the connection fails (past_final_dot says whether the "." had been written)."""
         client = self._client
         self.past_final_dot = False
+        reused = self.transactions > 0
         self.transactions += 1
         if smtputf8 and not client.supports_extension("smtputf8"):
             # The server cannot carry an internationalised address or header: retrying will not
@@ -257,6 +266,19 @@ class SmtpSession:
                 await client.mail(
                     envelope_from, options=options, encoding=encoding, timeout=self._timeouts.mail
                 )
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code == 421:
+                    client.close()  # the server is closing the session
+                    if reused:
+                        raise SessionStale(exc.message) from exc
+                return parse_reply(exc.code, exc.message)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                if not reused:
+                    raise
+                client.close()
+                raise SessionStale(type(exc).__name__) from exc
+            self.clean = False
+            try:
                 await client.rcpt(recipient, encoding=encoding, timeout=self._timeouts.rcpt)
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code == 421:
@@ -271,6 +293,7 @@ class SmtpSession:
             self.past_final_dot = True
             await self._write_body(protocol, PERIOD_REGEX.sub(b"..", normalised) + b".\r\n")
             final = await protocol.read_response(timeout=self._timeouts.data_done)
+            self.clean = True
             return parse_reply(final.code, final.message)
         except (aiosmtplib.SMTPException, OSError) as exc:
             _hang_up(client)
@@ -308,6 +331,7 @@ class SmtpSession:
         if response.code != 250:
             _hang_up(self._client)
             return False
+        self.clean = True
         return True
 
     async def quit(self) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from postwire.v1 import mail_service_pb2_grpc
 
+from libs.embedded.suite import Suite
 from libs.testing.polling import poll_until
 from tests.integration.helpers import mail, unique
 
@@ -48,3 +50,32 @@ async def test_other_mail_is_delivered_while_a_tarpit_destination_holds_its_slot
     await poll_until(tarpit_done, timeout=90, what="every tarpit message at the sink")
     counts = [sum(1 for m in smtp_sink.messages() if r in m.rcpt_tos) for r in slow]
     assert counts == [1] * len(slow)
+
+
+async def test_a_burst_to_one_fast_destination_waits_for_slots_rather_than_taking_the_retry_lane(
+    suite: Suite, edge, tenant, smtp_sink
+) -> None:
+    # Past POSTWIRE_MAX_SLOTS_PER_DESTINATION (16 by default) at once: before, every message past
+    # the 16th was postponed (a PostgreSQL write, the scheduler, the retry lane, a second claim).
+    stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    domain = f"busy-{uuid.uuid4().hex[:8]}.example"
+    first = f"warm+{uuid.uuid4().hex[:10]}@{domain}"
+    await stub.SendEmail(mail(to=[{"address": first}]), metadata=tenant.metadata)
+    await poll_until(
+        lambda: _received(smtp_sink, [first]), timeout=30, what="the first message (its transaction time)"
+    )
+    burst = [f"burst+{uuid.uuid4().hex[:10]}@{domain}" for _ in range(TARPIT_MESSAGES)]
+    answers = await asyncio.gather(
+        *(stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata) for rcpt in burst)
+    )
+    await poll_until(lambda: _received(smtp_sink, burst), timeout=60, what="the burst at the sink")
+    counts = [sum(1 for m in smtp_sink.messages() if r in m.rcpt_tos) for r in burst]
+    assert counts == [1] * len(burst)
+    log = suite.processes["mta_worker"].log_path.read_text(encoding="utf-8", errors="replace")
+    postponed = [a.message_id for a in answers if f"{a.message_id} postponed" in log]
+    assert postponed == []
+
+
+async def _received(smtp_sink, recipients: list[str]) -> bool:
+    received = {r for m in smtp_sink.messages() for r in m.rcpt_tos}
+    return all(r in received for r in recipients)

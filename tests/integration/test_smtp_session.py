@@ -12,6 +12,9 @@ import pytest
 
 from libs.testing.smtp_servers import ScriptedSmtpServer
 from libs.testing.test_ca import TestCa
+from services.mta_worker.connection_pool import ConnectionPool
+from services.mta_worker.delivery import Letter, RecipientDelivery
+from services.mta_worker.endpoints import EndpointPlan
 from services.mta_worker.smtp_session import (
     Endpoint,
     SessionBroken,
@@ -20,6 +23,7 @@ from services.mta_worker.smtp_session import (
     Timeouts,
     TlsMode,
 )
+from services.mta_worker.store import ClaimedRecipient
 
 FAST = Timeouts(*([5.0] * 11))
 MESSAGE = b"From: a@example.com\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -163,3 +167,60 @@ async def test_each_phase_has_its_own_time_out(servers) -> None:
         await session.deliver("s@example.com", "r@example.net", MESSAGE, smtputf8=False)
     assert broken.value.reply.after_final_dot and "may be delivered twice" in broken.value.reply.text
     assert not session.connected
+
+
+def _delivery(
+    server: ScriptedSmtpServer, pool: ConnectionPool, replies: list[tuple[str, int]]
+) -> RecipientDelivery:
+    async def report(settled, reply, classification, remote) -> None:
+        replies.extend((r.address, reply.code) for r in settled)
+
+    return RecipientDelivery(
+        pool,
+        EndpointPlan(key="scripted", endpoints=(_endpoint(server),)),
+        helo_name="postwire.test",
+        timeouts=FAST,
+        letter=lambda r: Letter("bounces+t@rp.example", r.address, MESSAGE, smtputf8=False),
+        report=report,
+    )
+
+
+def _recipients(*addresses: str) -> list[ClaimedRecipient]:
+    return [ClaimedRecipient(i, a, 0, None) for i, a in enumerate(addresses)]
+
+
+async def test_rset_is_sent_only_after_a_transaction_left_open(servers) -> None:
+    # After a reply to "." the server is ready for the next MAIL; RSET then only costs a round
+    # trip. After a refused RCPT the MAIL is still open, and RSET must come first.
+    server = _serve(servers, rcpt_replies={"refused@example.net": "550 5.1.1 no such user"})
+    pool = ConnectionPool(max_messages=100, idle_seconds=60)
+    replies: list[tuple[str, int]] = []
+    await _delivery(server, pool, replies).run(_recipients("a@example.net", "b@example.net"))
+    await _delivery(server, pool, replies).run(_recipients("c@example.net", "refused@example.net"))
+    await _delivery(server, pool, replies).run(_recipients("d@example.net"))
+    await pool.close()
+    assert replies == [
+        ("a@example.net", 250),
+        ("b@example.net", 250),
+        ("c@example.net", 250),
+        ("refused@example.net", 550),
+        ("d@example.net", 250),
+    ]
+    (connection,) = server.connections()
+    assert len(connection.transactions) == 4 and connection.rsets == 1
+
+
+async def test_a_pooled_connection_that_died_while_idle_is_replaced_without_an_attempt(servers) -> None:
+    server = _serve(servers)
+    pool = ConnectionPool(max_messages=100, idle_seconds=60)
+    replies: list[tuple[str, int]] = []
+    await _delivery(server, pool, replies).run(_recipients("a@example.net"))
+    idle = pool.take("scripted")
+    assert idle is not None
+    idle._client.transport.abort()  # the server (or a NAT) dropped it while it sat in the pool
+    pool.give_back("scripted", idle)
+    await _delivery(server, pool, replies).run(_recipients("b@example.net"))
+    await pool.close()
+    # One reply per recipient, both delivered: the dead connection cost no attempt.
+    assert replies == [("a@example.net", 250), ("b@example.net", 250)]
+    assert sum(len(c.transactions) for c in server.connections()) == 2

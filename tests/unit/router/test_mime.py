@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import random
 import re
+import string
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -417,3 +419,29 @@ def test_an_address_whose_domain_has_no_a_label_form_is_never_written(local: str
     request.to[0].address = f"{local}@" + "\u00e9" * 64 + ".example"
     with pytest.raises(UnicodeEncodeError):
         build(request)
+
+
+def test_headers_that_fit_on_a_line_are_written_as_compat32_writes_them() -> None:
+    # The router writes short printable headers directly (services.router.mime._Policy); the
+    # bytes must be the ones compat32's Header machinery would have written, whatever the value.
+    from email.policy import compat32
+
+    from services.router.mime import _POLICY
+
+    reference = compat32.clone(linesep="\r\n", max_line_length=78)
+    rng = random.Random(14)
+    alphabet = string.ascii_letters + string.digits + " \t;:=?\"'<>@,.()-_/\\[]\x7f\x0b\x1cé"
+    names = ["From", "To", "Subject", "Message-ID", "X-Postwire-Message-Id", "Content-Type", "X-Custom"]
+    for _ in range(20_000):
+        name = rng.choice(names)
+        value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 90)))
+        if "\r" in value or "\n" in value:
+            continue
+        assert _fold_or_error(_POLICY, name, value) == _fold_or_error(reference, name, value), value
+
+
+def _fold_or_error(policy: email.policy.Compat32, name: str, value: str) -> bytes | str:
+    try:
+        return policy.fold_binary(name, value)
+    except Exception as exc:
+        return type(exc).__name__
