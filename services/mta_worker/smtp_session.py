@@ -349,7 +349,7 @@ class SmtpSession:
 def _hang_up(client: aiosmtplib.SMTP) -> None:
     """Drop a connection that failed or is abandoned, at once: `close()` on a TLS session first
     waits (up to 30 s) for the peer's close_notify, which a broken peer never sends."""
-    if client.transport is not None:
+    if isinstance(client.transport, asyncio.Transport):
         client.transport.abort()
     client.close()
 
