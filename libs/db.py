@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
@@ -41,8 +42,9 @@ async def connect_pool(
                 command_timeout=30.0,
                 statement_cache_size=statement_cache_size,
                 reset=_keep_session,
-                # Names the service in pg_stat_activity and in PostgreSQL's logs (%a).
-                server_settings={"application_name": application_name},
+                # Names the service in pg_stat_activity and in PostgreSQL's logs (%a), unless
+                # the operator named it in the URL.
+                server_settings=_named(url, application_name),
             )
             assert pool is not None
             return pool
@@ -51,6 +53,12 @@ async def connect_pool(
                 raise
             _log.warning("database not reachable yet; retrying")
             await asyncio.sleep(0.5)
+
+
+def _named(url: str, application_name: str) -> dict[str, str]:
+    if "application_name" in parse_qs(urlsplit(url).query):
+        return {}
+    return {"application_name": application_name}
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
