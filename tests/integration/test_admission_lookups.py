@@ -12,7 +12,12 @@ from pathlib import Path
 import asyncpg
 import grpc
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
-from postwire.v1 import mail_service_pb2_grpc, message_pb2, suppression_service_pb2, suppression_service_pb2_grpc
+from postwire.v1 import (
+    mail_service_pb2_grpc,
+    message_pb2,
+    suppression_service_pb2,
+    suppression_service_pb2_grpc,
+)
 
 from tests.conftest import INTERNAL_AUTH, create_tenant
 from tests.integration.helpers import mail, unique
