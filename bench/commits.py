@@ -39,8 +39,12 @@ from bench.__main__ import (
 from libs.capture import SmtpSink
 from libs.embedded.suite import Suite
 
-# "<application>|<pid>| LOG:  statement: BEGIN" or "... LOG:  execute __asyncpg_stmt_3__: INSERT …"
-_LINE = re.compile(r"^(?P<app>[^|]*)\|(?P<pid>\d+)\| LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$")
+# "<application>|<pid>| LOG:  statement: BEGIN" or "... LOG:  execute __asyncpg_stmt_3__: INSERT …".
+# Searched, not anchored: a long entry (a bytea parameter) can reach the log without its newline,
+# with the next entry glued to its end.
+_LINE = re.compile(
+    r"(?P<app>postwire-[a-z]+(?:-[a-z]+)*|)\|(?P<pid>\d+)\| LOG:  (?:statement|execute [^:]*): (?P<sql>.*)$"
+)
 
 
 @dataclass
@@ -57,7 +61,7 @@ def count(lines: Sequence[str]) -> dict[str, Usage]:
     usage: dict[str, Usage] = collections.defaultdict(Usage)
     open_tx: dict[str, list[str]] = {}
     for line in lines:
-        match = _LINE.match(line)
+        match = _LINE.search(line)
         if match is None:
             continue
         app, pid, sql = match["app"] or "(none)", match["pid"], match["sql"].strip()
