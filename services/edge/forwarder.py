@@ -38,11 +38,23 @@ class Forwarder(grpc.GenericRpcHandler):
     def __init__(self, routes: Mapping[str, str]) -> None:
         self._channels = {service: open_channel(target) for service, target in routes.items()}
         self._pool = descriptor_pool.Default()
+        self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[bytes, bytes] | None:
+        # gRPC asks on every call: the handler (multicallable and closure) is built once per
+        # method. Only methods of the routed services are remembered, so the cache is bounded by
+        # the descriptors, not by what callers send.
         path = handler_call_details.method  # "/package.Service/Method"
+        handler = self._handlers.get(path)
+        if handler is None:
+            handler = self._handler(path)
+            if handler is not None:
+                self._handlers[path] = handler
+        return handler
+
+    def _handler(self, path: str) -> grpc.RpcMethodHandler[bytes, bytes] | None:
         service, _, method = path.lstrip("/").partition("/")
         channel = self._channels.get(service)
         if channel is None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from google.rpc import status_pb2
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
+from libs.errors import InvalidArgument
 from libs.grpcx.auth import Context, tag_span
+from libs.grpcx.status import status_for
 from services.policy.admit import Admission, Admit, Send
 from services.policy.authenticate import Authenticator
 from services.policy.manage_suppressions import ManageSuppressions
@@ -40,11 +45,41 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
         admissions = await self._admit.batch(request.tenant_id, [_send(request.tenant_id, m) for m in request.messages])
         return policy_service_pb2.AdmitBatchResponse(results=[_admission_response(a) for a in admissions])
 
+    async def AdmitMany(
+        self, request: policy_service_pb2.AdmitManyRequest, context: Context
+    ) -> policy_service_pb2.AdmitManyResponse:
+        if len(request.messages) > MAX_ADMIT_MANY:
+            raise InvalidArgument([("messages", f"at most {MAX_ADMIT_MANY} messages per call")])
+        # Each one decided and charged on its own, as separate AdmitMessage calls would be.
+        outcomes = await asyncio.gather(
+            *(self._admit(_send(m.tenant_id, m)) for m in request.messages), return_exceptions=True
+        )
+        return policy_service_pb2.AdmitManyResponse(results=[_result(o) for o in outcomes])
+
     async def RecordSuppressions(
         self, request: policy_service_pb2.RecordSuppressionsRequest, context: Context
     ) -> policy_service_pb2.RecordSuppressionsResponse:
         await self._suppressions.record(request.tenant_id, entry_inputs(request.suppressions))
         return policy_service_pb2.RecordSuppressionsResponse()
+
+
+MAX_ADMIT_MANY = 1000
+
+
+def _result(outcome: Admission | BaseException) -> policy_service_pb2.AdmitManyResult:
+    if isinstance(outcome, Admission):
+        return policy_service_pb2.AdmitManyResult(admission=_admission_response(outcome))
+    if not isinstance(outcome, Exception):
+        raise outcome  # cancellation and the like end the whole call
+    # The status AdmitMessage would have answered, details included (status_for logs a bug).
+    status = status_for(outcome)
+    details = dict(status.trailing_metadata or ()).get("grpc-status-details-bin")
+    error = (
+        status_pb2.Status.FromString(details)
+        if isinstance(details, bytes)
+        else status_pb2.Status(code=status.code.value[0], message=status.details or "")
+    )
+    return policy_service_pb2.AdmitManyResult(error=error.SerializeToString())
 
 
 def _send(tenant_id: str, request: policy_service_pb2.AdmitMessageRequest) -> Send:

@@ -40,7 +40,7 @@ from services.policy.manage_tenants import ManageTenants
 from services.policy.store import PolicyStore
 from services.policy.suppression_api import SuppressionApi
 from services.policy.suppression_lookup import Suppressions
-from services.policy.suppression_store import SuppressionStore
+from services.policy.suppression_store import CoalescedLookups, SuppressionStore
 from services.policy.tenant_settings import TenantSettings
 from services.policy.verified_domains import VerifiedDomains
 
@@ -73,7 +73,8 @@ async def run(env: Mapping[str, str]) -> None:
         keys = LocalKeys(authenticator)
         settings = TenantSettings(store, cache_seconds=cache_seconds)
         suppression_store = SuppressionStore(pool)
-        lookups = Suppressions(suppression_store, cache_seconds=cache_seconds)
+        coalesced = CoalescedLookups(pool)
+        lookups = Suppressions(coalesced, cache_seconds=cache_seconds)
         suppressions = ManageSuppressions(suppression_store, lookups, clock=_now)
         domain_store = DomainStore(pool)
         verified = VerifiedDomains(
@@ -117,7 +118,7 @@ async def run(env: Mapping[str, str]) -> None:
             ),
             admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
         )
-        return Service(close=[pool.close], ready=[database_check(pool)])
+        return Service(close=[coalesced.close, pool.close], ready=[database_check(pool)])
 
     await serve(config.common, env, wire)
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
+from libs.coalesce import Coalescer
 from libs.errors import NotFound
+from libs.failures import dependency_failure
 from libs.request_ids import RequestId
 from services.policy.db import Db, run_once, transaction
 from services.policy.suppressions import Entry
 
-__all__ = ["SuppressionStore"]
+__all__ = ["CoalescedLookups", "SuppressionStore"]
 
 _COLUMNS = "address, reason, grp, source_message_id, expire_time, create_time"
 
@@ -113,3 +116,50 @@ class SuppressionStore:
             group,
         )
         return {r["address"] for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class _Lookup:
+    tenant_id: str
+    group: str
+    addresses: tuple[str, ...]  # normalised
+
+
+def _outage(exc: Exception) -> bool:
+    return dependency_failure(exc) is not None
+
+
+class CoalescedLookups:
+    """Admission's suppression lookups: the ones asked while a statement is in flight share the
+    next (libs.coalesce), so concurrent sends to new addresses cost one round trip and one
+    PostgreSQL transaction per batch instead of one each. Every answer is still read from the
+    database when asked, so nothing about suppressions becomes staler."""
+
+    def __init__(self, pool: asyncpg.Pool, *, batch: int = 64) -> None:
+        self._pool = pool
+        self._lookups: Coalescer[_Lookup, set[str]] = Coalescer(self._run, max_batch=batch, outage=_outage)
+
+    async def suppressed(self, tenant_id: str, addresses: Sequence[str], group: str) -> set[str]:
+        """`SuppressionStore.suppressed`, shared with the lookups asked at the same time."""
+        return await self._lookups.load(_Lookup(tenant_id, group, tuple(addresses)))
+
+    async def close(self) -> None:
+        await self._lookups.close()
+
+    async def _run(self, lookups: Sequence[_Lookup]) -> list[set[str]]:
+        asked = [(i, lookup, address) for i, lookup in enumerate(lookups) for address in lookup.addresses]
+        rows = await self._pool.fetch(
+            "SELECT DISTINCT q.i, q.address"
+            " FROM unnest($1::int[], $2::uuid[], $3::text[], $4::text[]) AS q(i, tenant_id, address, grp)"
+            " JOIN suppressions s ON s.tenant_id = q.tenant_id AND s.address = q.address"
+            " AND (s.grp = '' OR s.grp = q.grp)"
+            " WHERE s.expire_time IS NULL OR s.expire_time > now()",
+            [i for i, _, _ in asked],
+            [uuid.UUID(lookup.tenant_id) for _, lookup, _ in asked],
+            [address for _, _, address in asked],
+            [lookup.group for _, lookup, _ in asked],
+        )
+        found: list[set[str]] = [set() for _ in lookups]
+        for row in rows:
+            found[row["i"]].add(row["address"])
+        return found

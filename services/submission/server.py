@@ -69,7 +69,7 @@ async def run(env: Mapping[str, str]) -> None:
             mail_service_pb2.DESCRIPTOR.services_by_name["MailService"].full_name,
         )
         return Service(
-            close=[policy.close, template.close, events.close, bus.close, pool.close],
+            close=[policy_client.close, policy.close, template.close, events.close, bus.close, store.close, pool.close],
             # Not NATS: an accepted message is durable at the commit and the outbox sweeper
             # publishes it later, so sends keep working through a NATS outage (RELIABILITY R7).
             ready=[database_check(pool)],

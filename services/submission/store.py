@@ -1,4 +1,10 @@
-"""PostgreSQL access for accepting and reading messages."""
+"""PostgreSQL access for accepting and reading messages.
+
+Concurrent SendEmail calls share their commit (group commit through libs.coalesce): the calls
+that arrive while one accept transaction is in flight are stored together in the next, so a busy
+replica makes one commit per batch rather than one per message. Each call still returns only
+after the transaction holding its message has committed.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,9 @@ from collections.abc import Sequence
 import asyncpg
 from postwire.internal.v1 import bus_pb2
 
+from libs.coalesce import Coalescer
 from libs.event_outbox import insert_events
+from libs.failures import dependency_failure
 from libs.mail.parts import Parts
 from libs.mail.states import RecipientState
 from libs.pipeline import messages, recipients
@@ -17,15 +25,46 @@ from services.submission.messages import MessageRow, NewMessage, RecipientRow
 __all__ = ["MessageRow", "NewMessage", "RecipientRow", "SubmissionStore"]
 
 
+# One message to accept: the row and its recipients' first events.
+_Accept = tuple[NewMessage, Sequence[bus_pb2.EventEnvelope]]
+
+
+def _outage(exc: Exception) -> bool:
+    return dependency_failure(exc) is not None
+
+
 class SubmissionStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, group_commit: int = 64) -> None:
         self._pool = pool
+        self._accepts: Coalescer[_Accept, str | None] = Coalescer(
+            self._accept_group, max_batch=group_commit, outage=_outage
+        )
 
     async def accept(self, message: NewMessage, events: Sequence[bus_pb2.EventEnvelope]) -> str | None:
-        """Store the message, its recipients and their first events in one transaction.
+        """Store the message, its recipients and their first events, committed before this returns.
 
         Returns None when the tenant already used this idempotency key (nothing is written).
         """
+        return await self._accepts.load((message, events))
+
+    async def close(self) -> None:
+        await self._accepts.close()
+
+    async def _accept_group(self, group: Sequence[_Accept]) -> list[str | None]:
+        """Several calls' messages in one transaction, a few round trips whatever their number.
+
+        A reused idempotency key (or any other failed row) rolls the group back with an error, and
+        the coalescer then stores each message in a transaction of its own (`_accept_one`), where
+        a reused key is answered with None and no one else's message is lost."""
+        if len(group) == 1:
+            return [await self._accept_one(*group[0])]
+        async with self._pool.acquire() as conn, conn.transaction():
+            await messages.insert_many(conn, [_row(m) for m, _ in group])
+            await recipients.insert_many(conn, [(m.id, m.recipients) for m, _ in group])
+            await insert_events(conn, [e for _, events in group for e in events])
+        return [str(m.id) for m, _ in group]
+
+    async def _accept_one(self, message: NewMessage, events: Sequence[bus_pb2.EventEnvelope]) -> str | None:
         async with self._pool.acquire() as conn, conn.transaction():
             inserted = await messages.insert(
                 conn,

@@ -40,6 +40,7 @@ INTERNAL_METHODS = (
     "/postwire.internal.v1.PolicyService/Authenticate",
     "/postwire.internal.v1.PolicyService/AdmitMessage",
     "/postwire.internal.v1.PolicyService/AdmitBatch",
+    "/postwire.internal.v1.PolicyService/AdmitMany",
     "/postwire.internal.v1.PolicyService/RecordSuppressions",
     "/postwire.internal.v1.RenderService/RenderMessage",
     "/postwire.internal.v1.RenderService/RenderMessages",

@@ -219,3 +219,33 @@ async def test_the_limit_holds_across_two_policy_replicas(suite, edge, second_po
     assert burst <= total <= allowed + 1, (total, allowed, admitted)
     assert admitted[0] > 0 and admitted[1] > 0, admitted
     assert refused == 120 - total
+
+
+async def test_concurrent_sends_are_charged_each_on_its_own(suite, edge) -> None:
+    """Sends that reach policy together (one AdmitMany) are still decided one by one: exactly
+    the burst is admitted, every other send gets its own RESOURCE_EXHAUSTED with RetryInfo and
+    QuotaFailure, and a send from an unverified domain among them its own FAILED_PRECONDITION."""
+    tenant_id, auth = await _tenant(
+        edge, [{"stream": "transactional", "recipients_per_second": 0.01, "burst": 5}]
+    )
+    stub = mail_service_pb2_grpc.MailServiceStub(edge)
+    sends = [stub.SendEmail(mail(to=[{"address": unique()}]), metadata=auth) for _ in range(12)]
+    sends.insert(6, stub.SendEmail(mail(**{"from": {"address": "x@unverified-domain.example.org"}}), metadata=auth))
+    outcomes = await asyncio.gather(*sends, return_exceptions=True)
+    unverified = outcomes.pop(6)
+    assert isinstance(unverified, grpc.aio.AioRpcError)
+    assert unverified.code() == grpc.StatusCode.FAILED_PRECONDITION
+    admitted = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert (len(admitted), len(refused)) == (5, 7)
+    for exc in refused:
+        assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        retry, quota = _details(exc)
+        assert retry is not None and retry > 0
+        assert quota == [
+            (
+                "stream 'transactional'",
+                "rate limit of 0.01 recipients/s with a burst of 5: 1 recipients requested",
+            )
+        ]
+    assert await _messages(suite, tenant_id) == 5

@@ -31,6 +31,7 @@ from services.events.event_metrics import category_name
 from services.mta_worker.queue_watch import CONSUMERS
 from tests.conftest import TEST_ENV, Tenant, create_tenant
 from tests.integration.helpers import create_database, mail, unique, wait_for_events
+from tests.integration.table_lock import while_locked
 from tests.unit.test_metrics_table import dashboard_expressions, metric_names_in, rule_expressions
 
 ACCEPTED = event_pb2.EVENT_TYPE_ACCEPTED
@@ -286,3 +287,32 @@ async def test_queue_gauges_come_from_one_replica_and_move_on_when_it_stops(mete
         await poll_until(lambda: reported(second), timeout=30, what="the second replica to take over the gauges")
     finally:
         metered.start_service("mta_worker")
+
+
+async def test_concurrent_sends_share_admission_round_trips(metered: Suite, api: grpc.aio.Channel) -> None:
+    """Submission gathers the SendEmail calls that arrive together into one AdmitMany: policy
+    answers fewer admission calls than there were sends, and every send is still answered."""
+    tenant: Tenant = await create_tenant(metered)
+    stub = mail_service_pb2_grpc.MailServiceStub(api)
+    await stub.SendEmail(mail(to=[{"address": unique()}]), metadata=tenant.metadata)  # key cached
+    policy = {"rpc_service": "postwire.internal.v1.PolicyService"}
+    before = await scrape(metered, "policy")
+    sends = 40
+    # Suppressions locked: the first admission waits in policy, and the sends behind it gather.
+    assert metered.database_url
+    answers = await while_locked(
+        metered.database_url,
+        "suppressions",
+        [stub.SendEmail(mail(to=[{"address": unique()}]), metadata=tenant.metadata) for _ in range(sends)],
+    )
+    assert len({a.message_id for a in answers}) == sends
+    after = await scrape(metered, "policy")
+
+    def admissions(samples: Samples) -> float:
+        return sum(
+            value(samples, "rpc_server_duration_milliseconds_count", **policy, rpc_method=method)
+            for method in ("AdmitMessage", "AdmitMany")
+        )
+
+    # Before: one AdmitMessage per SendEmail (40).
+    assert 0 < admissions(after) - admissions(before) <= sends // 4
