@@ -84,6 +84,18 @@ def env_log_level(env: Mapping[str, str]) -> str:
     return level
 
 
+# POSTWIRE_MAX_IN_FLIGHT's default per service. The edge holds a slot for as long as the back end
+# takes, so it allows the sum of what stands behind it; policy answers every SendEmail's
+# admission call and several other services' lookups.
+DEFAULT_MAX_IN_FLIGHT: Mapping[str, int] = {
+    "edge": 256,
+    "submission": 64,
+    "policy": 128,
+    "template": 64,
+    "events": 64,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class CommonConfig:
     """Settings every service shares."""
@@ -121,6 +133,10 @@ class CommonConfig:
     db_statement_cache_size: int = 100
     # POSTWIRE_METRICS_LISTEN: where /metrics is served (libs.metrics); None (unset) serves none.
     metrics_listen: tuple[str, int] | None = None
+    # POSTWIRE_MAX_IN_FLIGHT: calls the gRPC server runs at once; a call that cannot start within
+    # POSTWIRE_MAX_IN_FLIGHT_WAIT_MS is refused with RESOURCE_EXHAUSTED (libs.grpcx.overload).
+    max_in_flight: int = 64
+    max_in_flight_wait_seconds: float = 0.01
 
     @classmethod
     def from_env(
@@ -168,6 +184,10 @@ class CommonConfig:
                 if env.get("POSTWIRE_METRICS_LISTEN", "").strip()
                 else None
             ),
+            max_in_flight=env_int(
+                env, "POSTWIRE_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT.get(service, 64), minimum=1
+            ),
+            max_in_flight_wait_seconds=env_float(env, "POSTWIRE_MAX_IN_FLIGHT_WAIT_MS", 10.0) / 1000.0,
         )
 
 
