@@ -131,6 +131,9 @@ class CommonConfig:
     # statement is parsed and planned once per connection; 0 for PgBouncer in transaction mode,
     # where a statement prepared on one server connection is not there on the next.
     db_statement_cache_size: int = 100
+    # POSTWIRE_DB_ACQUIRE_TIMEOUT_SECONDS: a call that cannot get a pooled connection this fast is
+    # answered UNAVAILABLE with RetryInfo ("database busy") instead of queueing without bound.
+    db_acquire_timeout_seconds: float = 5.0
     # POSTWIRE_METRICS_LISTEN: where /metrics is served (libs.metrics); None (unset) serves none.
     metrics_listen: tuple[str, int] | None = None
     # POSTWIRE_MAX_IN_FLIGHT: calls the gRPC server runs at once; a call that cannot start within
@@ -179,6 +182,9 @@ class CommonConfig:
             db_pool_min_size=pool_min,
             db_pool_max_size=pool_max,
             db_statement_cache_size=env_int(env, "POSTWIRE_DB_STATEMENT_CACHE_SIZE", 100, minimum=0),
+            db_acquire_timeout_seconds=env_float(
+                env, "POSTWIRE_DB_ACQUIRE_TIMEOUT_SECONDS", 5.0, minimum=0.001
+            ),
             metrics_listen=(
                 env_host_port(env, "POSTWIRE_METRICS_LISTEN", "")
                 if env.get("POSTWIRE_METRICS_LISTEN", "").strip()

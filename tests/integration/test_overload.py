@@ -23,17 +23,20 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
+from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc
 
 from libs.capture import SmtpSink
 from libs.embedded.postgres import free_port
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import Suite
 from libs.grpcx.overload import OVERLOADED_REASON
-from tests.conftest import Tenant, create_tenant
+from libs.grpcx.status import retry_delay
+from libs.testing.polling import poll_until
+from tests.conftest import ADMIN_TOKEN, Tenant, create_tenant
 from tests.integration.helpers import mail, unique, wait_for_mail
 
 CALLS = 40
+ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
 
 @dataclass
@@ -172,3 +175,56 @@ async def test_a_saturated_submission_sheds_and_the_edge_passes_its_status_throu
 
 async def test_a_saturated_edge_sheds_by_itself(shedding: Shedding, suite: Suite, smtp_sink: SmtpSink) -> None:
     await _check(shedding.tight_edge, "edge", suite, smtp_sink)
+
+
+async def test_a_call_that_gets_no_database_connection_in_time_answers_unavailable_with_retry_info(
+    suite: Suite,
+) -> None:
+    """Policy with one pooled connection, held by a call stuck behind a table lock: the next call
+    must not queue behind it without bound but answer UNAVAILABLE + RetryInfo promptly."""
+    assert suite.database_url
+    listen = f"127.0.0.1:{free_port()}"
+    policy = _spawn(
+        suite,
+        "policy-one-connection",
+        "services.policy",
+        suite.service_env("policy")
+        | {
+            "POSTWIRE_LISTEN": listen,
+            "POSTWIRE_DB_POOL_MIN_SIZE": "1",
+            "POSTWIRE_DB_POOL_MAX_SIZE": "1",
+            "POSTWIRE_DB_ACQUIRE_TIMEOUT_SECONDS": "0.3",
+        },
+    )
+    locker = await asyncpg.connect(suite.database_url)
+    try:
+        policy.wait_ready(r"serving on", timeout=60)
+        async with grpc.aio.insecure_channel(listen) as channel:
+            admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+            list_tenants = admin_service_pb2.ListTenantsRequest(page_size=1)
+            tx = locker.transaction()
+            await tx.start()
+            await locker.execute("LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+            try:
+                stuck = asyncio.ensure_future(admin.ListTenants(list_tenants, metadata=ADMIN, timeout=30))
+                # Wait until the stuck call holds the only connection (it waits on the lock).
+                async def waiting_on_lock() -> bool:
+                    return bool(
+                        await locker.fetchval(
+                            "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'tenants'::regclass"
+                        )
+                    )
+
+                await poll_until(waiting_on_lock, timeout=20, what="a policy call waiting on the lock")
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await admin.ListTenants(list_tenants, metadata=ADMIN, timeout=20)
+            finally:
+                await tx.rollback()
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
+            assert retry_delay(refused.value), "UNAVAILABLE without RetryInfo"
+            assert "database" in (refused.value.details() or "")
+            # The stuck call completes once the lock goes: nothing was lost or poisoned.
+            await stuck
+    finally:
+        await locker.close()
+        policy.stop(timeout=30)
