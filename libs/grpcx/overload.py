@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 
 from libs.grpcx.in_flight import InFlightLimit
 
-__all__ = ["OVERLOADED_REASON", "LoadShedInterceptor", "overloaded_status"]
+__all__ = ["OVERLOADED_REASON", "LoadShedInterceptor", "overload_retry_after", "overloaded_status"]
 
 OVERLOADED_REASON = "SERVER_OVERLOADED"
 _DOMAIN = "postwire.dev"  # as libs.grpcx.status.ERROR_DOMAIN (that module imports the server side)
@@ -58,6 +58,29 @@ def overloaded_status(service: str, retry_after: float) -> grpc.Status:
     ):
         status.details.add().Pack(detail)
     return rpc_status.to_status(status)
+
+
+def overload_retry_after(exc: grpc.aio.AioRpcError) -> float | None:
+    """The RetryInfo delay when a peer refused `exc` because it was overloaded; None for any other
+    failure (a tenant's rate limit included). Callers treat it like a dependency that is down:
+    retry later, and never count it against the message."""
+    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    try:
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # the stubs want the sync grpc.Call; an aio error has the same trailers
+    except ValueError:
+        return None
+    overloaded, delay = False, 0.25
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            overloaded = overloaded or info.reason == OVERLOADED_REASON
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            delay = retry.retry_delay.ToTimedelta().total_seconds()
+    return delay if overloaded else None
 
 
 class LoadShedInterceptor(grpc.aio.ServerInterceptor):
