@@ -22,6 +22,7 @@ METHOD = "/postwire.v1.Blocker/Block"
 class _Blocker(grpc.GenericRpcHandler):
     def __init__(self) -> None:
         self.release = asyncio.Event()
+        self.both_started = asyncio.Event()
         self.started = 0
 
     def service(self, details: grpc.HandlerCallDetails) -> Any:
@@ -30,6 +31,8 @@ class _Blocker(grpc.GenericRpcHandler):
 
         async def block(request: bytes, context: Any) -> bytes:
             self.started += 1
+            if self.started == 2:
+                self.both_started.set()
             await self.release.wait()
             return request
 
@@ -67,8 +70,7 @@ async def test_calls_past_the_limit_are_refused_with_retry_info_and_health_still
     async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as channel:
         call = channel.unary_unary(METHOD)
         held = [asyncio.ensure_future(call(b"x", timeout=10)) for _ in range(2)]
-        while blocker.started < 2:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(blocker.both_started.wait(), 10)
 
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await call(b"y", timeout=10)
