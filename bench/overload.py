@@ -43,6 +43,7 @@ class Overload:
     wall_seconds: float = 0.0
     accepted: dict[str, float] = field(default_factory=dict)  # message id -> accept latency (s)
     refused: list[float] = field(default_factory=list)  # latency of each refusal (s)
+    refused_by_code: dict[str, list[float]] = field(default_factory=dict)
     refused_without_retry_info: int = 0
     errors: Counter[str] = field(default_factory=Counter)  # anything else, by code
     max_rss_mb: dict[str, float] = field(default_factory=dict)
@@ -83,6 +84,7 @@ async def run_overload(
             elapsed = time.perf_counter() - start
             if exc.code() in _SHED_CODES:
                 result.refused.append(elapsed)
+                result.refused_by_code.setdefault(exc.code().name, []).append(elapsed)
                 if not retry_delay(exc):
                     result.refused_without_retry_info += 1
             else:
@@ -123,6 +125,15 @@ def overload_table(result: Overload, single_accept_p99: float | None) -> list[st
         f"| {result.offered_per_second:.0f} | {result.calls} | {rate:.1f} | {refused_pct:.1f} |"
         f" {_ms(percentile(result.refused, 99))} | {_ms(percentile(list(result.accepted.values()), 99))} |"
         f" {_ms(single_accept_p99)} | {dict(result.errors) or 'none'} |",
+        "",
+        "Refusals by status: "
+        + (
+            ", ".join(
+                f"{code} {len(times)} (p50 {_ms(percentile(times, 50))} ms, p99 {_ms(percentile(times, 99))} ms)"
+                for code, times in sorted(result.refused_by_code.items())
+            )
+            or "none"
+        ),
         "",
         f"Largest RSS per service during the overload (sampled every {SAMPLE_SECONDS * 1000:.0f} ms;"
         f" bar {RSS_BAR_MB:.0f} MB):",

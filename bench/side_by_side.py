@@ -390,6 +390,10 @@ def run(messages: int, concurrency: int) -> SideBySide:
             log(f"starting a private Postfix relay on 127.0.0.1:{relay.layout.listen_port}…")
             relay.start()
         env = production_env(ADMIN_TOKEN, dns)
+        # A/B of load shedding: BENCH_MAX_IN_FLIGHT sets every service's POSTWIRE_MAX_IN_FLIGHT
+        # (a huge value turns shedding off); unset keeps each service's default.
+        if os.environ.get("BENCH_MAX_IN_FLIGHT"):
+            env = {**env, "POSTWIRE_MAX_IN_FLIGHT": os.environ["BENCH_MAX_IN_FLIGHT"]}
         suite = Suite(
             data_dir=data_dir,
             ports=SuitePorts.free(),
