@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from postwire.v1 import mail_service_pb2_grpc
 
 from bench import peer
@@ -25,6 +27,7 @@ from bench.compare import percentile
 from bench.production import Sender
 from libs.capture import SmtpSink
 from libs.embedded.suite import Suite
+from libs.grpcx.overload import OVERLOADED_REASON
 from libs.grpcx.status import retry_delay
 
 __all__ = ["OVERLOAD_FACTOR", "Overload", "overload_problems", "overload_table", "run_overload"]
@@ -48,6 +51,21 @@ class Overload:
     errors: Counter[str] = field(default_factory=Counter)  # anything else, by code
     max_rss_mb: dict[str, float] = field(default_factory=dict)
     deliveries: Deliveries | None = None
+
+
+def _refused_by(exc: grpc.aio.AioRpcError) -> str:
+    """" from <service>" for a load-shedding refusal (its ErrorInfo), else ""."""
+    try:
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]  # an aio error has the same trailers
+    except ValueError:
+        return ""
+    for detail in status.details if status else []:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            if info.reason == OVERLOADED_REASON:
+                return f" from {info.metadata.get('service', '?')}"
+    return ""
 
 
 async def _sample_rss(suite: Suite, result: Overload, stop: asyncio.Event) -> None:
@@ -84,7 +102,8 @@ async def run_overload(
             elapsed = time.perf_counter() - start
             if exc.code() in _SHED_CODES:
                 result.refused.append(elapsed)
-                result.refused_by_code.setdefault(exc.code().name, []).append(elapsed)
+                by = _refused_by(exc)
+                result.refused_by_code.setdefault(f"{exc.code().name}{by}", []).append(elapsed)
                 if not retry_delay(exc):
                     result.refused_without_retry_info += 1
             else:

@@ -84,11 +84,13 @@ def env_log_level(env: Mapping[str, str]) -> str:
     return level
 
 
-# POSTWIRE_MAX_IN_FLIGHT's default per service. The edge holds a slot for as long as the back end
-# takes, so it allows the sum of what stands behind it; policy answers every SendEmail's
-# admission call and several other services' lookups.
+# POSTWIRE_MAX_IN_FLIGHT's default per service. The edge sheds first and cheaply: calls it lets
+# through beyond what a back end admits wait in that back end's gRPC queue, out of its limiter's
+# sight, and are refused only after seconds (measured, bench/README.md "A/B: overload"); so the
+# edge allows what submission does. Policy answers every SendEmail's admission call and several
+# other services' lookups.
 DEFAULT_MAX_IN_FLIGHT: Mapping[str, int] = {
-    "edge": 256,
+    "edge": 64,
     "submission": 64,
     "policy": 128,
     "template": 64,
