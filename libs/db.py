@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import asyncpg.pool
 
 from libs.errors import Unavailable
 
