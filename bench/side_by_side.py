@@ -2,7 +2,7 @@
 into the same SMTP sink with the same ~2 KB message, the cases interleaved:
 
 Postfix single sends → Postwire single sends → Postwire SendBatch → Postfix idle → Postwire idle
-→ Postwire at half its maximum → Postfix at half its maximum.
+→ Postwire at half its maximum → Postfix at half its maximum → Postwire overloaded (bench.overload).
 """
 
 from __future__ import annotations
@@ -61,10 +61,12 @@ from bench.compare import (
     figure,
     parse_stat,
     per_message_ms,
+    percentile,
     ratio,
     ratio_text,
     tree_cpu,
 )
+from bench.overload import Overload, overload_problems, overload_table, run_overload
 from bench.production import WEBHOOK_PATH, Sender, make_sender, production_env
 from libs.capture import SmtpSink
 from libs.embedded.postgres import free_port
@@ -114,6 +116,8 @@ class SideBySide:
     postfix_machine_ms: float | None = None
     postfix_rate: float | None = None
     batch_problems: list[str] = field(default_factory=list)
+    # 6. Open loop at 3x the single-send rate; None when that rate was not measured.
+    overload: Overload | None = None
 
 
 async def xact_commits(database_url: str) -> int:
@@ -329,6 +333,11 @@ async def measure(
                 await peer.paced_latency(relay, sink, body, half_count, pf_rate / 2, concurrency)
             ).latencies
 
+        # 6. Overload: open loop at 3x the single-send rate (new, after every older case).
+        overload: Overload | None = None
+        if single_rate:
+            overload = await run_overload(suite, sink, stub, sender, single_rate, max(300, messages))
+
     rates = Rates(single_rate, delivered_rate(batch, batch_found), pf_rate)
     latencies = Latencies(pw_idle, pf_idle, pw_half, pf_half, pw_half_accept)
     rows = case_rows(concurrency, BATCH_SIZE, rates, latencies, postfix_note, batch_note)
@@ -344,6 +353,7 @@ async def measure(
         postfix_machine_ms=pf_machine_ms,
         postfix_rate=pf_rate,
         batch_problems=batch_problems,
+        overload=overload,
     )
 
 
@@ -380,6 +390,10 @@ def run(messages: int, concurrency: int) -> SideBySide:
             log(f"starting a private Postfix relay on 127.0.0.1:{relay.layout.listen_port}…")
             relay.start()
         env = production_env(ADMIN_TOKEN, dns)
+        # A/B of load shedding: BENCH_MAX_IN_FLIGHT sets every service's POSTWIRE_MAX_IN_FLIGHT
+        # (a huge value turns shedding off); unset keeps each service's default.
+        if os.environ.get("BENCH_MAX_IN_FLIGHT"):
+            env = {**env, "POSTWIRE_MAX_IN_FLIGHT": os.environ["BENCH_MAX_IN_FLIGHT"]}
         suite = Suite(
             data_dir=data_dir,
             ports=SuitePorts.free(),
@@ -414,7 +428,7 @@ def run(messages: int, concurrency: int) -> SideBySide:
 
 
 def side_by_side_problems(result: SideBySide) -> list[str]:
-    return problems(result.single) + result.batch_problems
+    return problems(result.single) + result.batch_problems + overload_problems(result.overload)
 
 
 def render_side_by_side(result: SideBySide) -> str:
@@ -451,6 +465,15 @@ def render_side_by_side(result: SideBySide) -> str:
         machine_line(report),
         "",
     ]
+    if result.overload is not None:
+        accept_p99 = percentile([s.accept_seconds for s in report.phase.sent], 99)
+        lines += [
+            "Overload: SendEmail open loop at 3x the single-send delivered rate (refused = RESOURCE_EXHAUSTED"
+            " or UNAVAILABLE with RetryInfo):",
+            "",
+            *overload_table(result.overload, accept_p99),
+            "",
+        ]
     issues = side_by_side_problems(result)
     clean = "No send errors; every accepted message was delivered exactly once."
     lines += ["Problems:", "", *issues] if issues else [clean]

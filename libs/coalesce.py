@@ -29,6 +29,10 @@ class Coalescer(Generic[K, V]):
 
     At most one batch is in flight at a time: keys that arrive meanwhile form the next batch, so
     a busy stage sends bigger batches rather than more statements.
+
+    At most `max_pending` keys are held (queued or in the batch in flight); a caller past that
+    waits for room before its key is queued, so a stalled database holds back its producers
+    instead of growing the queue.
     """
 
     def __init__(
@@ -36,17 +40,28 @@ class Coalescer(Generic[K, V]):
         run: BatchRun[K, V],
         *,
         max_batch: int = 64,
+        max_pending: int | None = None,
         outage: Callable[[Exception], bool] = lambda exc: False,
     ) -> None:
         self._run = run
         self._max_batch = max_batch
+        # Default: the batch in flight and three more; the consumers that call this fetch fewer.
+        self._room = asyncio.Semaphore(max_pending or 4 * max_batch)
         self._outage = outage
         self._queue: list[tuple[K, asyncio.Future[V]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
+    @property
+    def pending(self) -> int:
+        """Keys queued and not yet answered (for tests and metrics)."""
+        return len(self._queue)
+
     async def load(self, key: K) -> V:
+        await self._room.acquire()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[V] = loop.create_future()
+        # The room is given back when the key is answered (or its caller gives up).
+        future.add_done_callback(lambda _: self._room.release())
         self._queue.append((key, future))
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain())

@@ -84,6 +84,20 @@ def env_log_level(env: Mapping[str, str]) -> str:
     return level
 
 
+# POSTWIRE_MAX_IN_FLIGHT's default per service. The edge sheds first and cheaply: calls it lets
+# through beyond what a back end admits wait in that back end's gRPC queue, out of its limiter's
+# sight, and are refused only after seconds (measured, bench/README.md "A/B: overload"); so the
+# edge allows what submission does. Policy answers every SendEmail's admission call and several
+# other services' lookups.
+DEFAULT_MAX_IN_FLIGHT: Mapping[str, int] = {
+    "edge": 64,
+    "submission": 64,
+    "policy": 128,
+    "template": 64,
+    "events": 64,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class CommonConfig:
     """Settings every service shares."""
@@ -119,8 +133,15 @@ class CommonConfig:
     # statement is parsed and planned once per connection; 0 for PgBouncer in transaction mode,
     # where a statement prepared on one server connection is not there on the next.
     db_statement_cache_size: int = 100
+    # POSTWIRE_DB_ACQUIRE_TIMEOUT_SECONDS: a call that cannot get a pooled connection this fast is
+    # answered UNAVAILABLE with RetryInfo ("database busy") instead of queueing without bound.
+    db_acquire_timeout_seconds: float = 5.0
     # POSTWIRE_METRICS_LISTEN: where /metrics is served (libs.metrics); None (unset) serves none.
     metrics_listen: tuple[str, int] | None = None
+    # POSTWIRE_MAX_IN_FLIGHT: calls the gRPC server runs at once; a call that cannot start within
+    # POSTWIRE_MAX_IN_FLIGHT_WAIT_MS is refused with RESOURCE_EXHAUSTED (libs.grpcx.overload).
+    max_in_flight: int = 64
+    max_in_flight_wait_seconds: float = 0.01
 
     @classmethod
     def from_env(
@@ -163,11 +184,18 @@ class CommonConfig:
             db_pool_min_size=pool_min,
             db_pool_max_size=pool_max,
             db_statement_cache_size=env_int(env, "POSTWIRE_DB_STATEMENT_CACHE_SIZE", 100, minimum=0),
+            db_acquire_timeout_seconds=env_float(
+                env, "POSTWIRE_DB_ACQUIRE_TIMEOUT_SECONDS", 5.0, minimum=0.001
+            ),
             metrics_listen=(
                 env_host_port(env, "POSTWIRE_METRICS_LISTEN", "")
                 if env.get("POSTWIRE_METRICS_LISTEN", "").strip()
                 else None
             ),
+            max_in_flight=env_int(
+                env, "POSTWIRE_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT.get(service, 64), minimum=1
+            ),
+            max_in_flight_wait_seconds=env_float(env, "POSTWIRE_MAX_IN_FLIGHT_WAIT_MS", 10.0) / 1000.0,
         )
 
 

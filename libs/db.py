@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
-__all__ = ["NoMigrationsFound", "apply_migrations", "connect_pool"]
+from libs.errors import Unavailable
+
+__all__ = ["BoundedPool", "NoMigrationsFound", "apply_migrations", "connect_pool"]
 
 _log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -25,16 +28,25 @@ async def connect_pool(
     statement_cache_size: int = 100,
     wait: float = 30.0,
     application_name: str = "postwire",
+    acquire_timeout: float = 5.0,
 ) -> asyncpg.Pool:
     """Open a pool, waiting up to `wait` seconds for the server (pods may start before it).
 
     `statement_cache_size` is POSTWIRE_DB_STATEMENT_CACHE_SIZE: 0 for PgBouncer in transaction
-    mode, where a named prepared statement does not survive the next transaction."""
+    mode, where a named prepared statement does not survive the next transaction.
+
+    `acquire_timeout` (POSTWIRE_DB_ACQUIRE_TIMEOUT_SECONDS) bounds the wait for a free connection
+    (BoundedPool)."""
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         try:
-            pool = await asyncpg.create_pool(
+            pool = await BoundedPool(
                 url,
+                acquire_timeout=acquire_timeout,
+                connection_class=asyncpg.Connection,
+                record_class=asyncpg.Record,
+                max_queries=50000,
+                loop=None,
                 min_size=min_size,
                 max_size=max_size,
                 # Idle connections are replaced, so a PostgreSQL restart heals quietly.
@@ -59,6 +71,30 @@ def _named(url: str, application_name: str) -> dict[str, str]:
     if "application_name" in parse_qs(urlsplit(url).query):
         return {}
     return {"application_name": application_name}
+
+
+class BoundedPool(asyncpg.Pool):
+    """An asyncpg pool whose every acquire (`pool.acquire()`, `pool.fetch()`, ...) waits at most
+    `acquire_timeout` for a connection unless the caller gives its own bound.
+
+    asyncpg waits for ever by default: past capacity, calls would queue here without bound and
+    each would hold its gRPC slot, memory and deadline. A call that gets no connection in time is
+    refused as Unavailable ("database busy", UNAVAILABLE with RetryInfo to the caller; pipeline
+    stages count it as an outage, not as the message's fault).
+    """
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+    async def _acquire(self, timeout: float | None) -> Any:
+        try:
+            return await super()._acquire(timeout)  # type: ignore[misc]  # asyncpg's private, unannotated
+        except TimeoutError as exc:
+            raise Unavailable("database busy: no connection free in time", retry_after=1.0) from exc
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

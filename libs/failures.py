@@ -16,6 +16,7 @@ import nats.errors
 import nats.js.errors
 
 from libs.errors import Unavailable
+from libs.grpcx.overload import overload_retry_after
 
 __all__ = ["Dependency", "dependency_failure", "is_dependency_unavailable"]
 
@@ -74,6 +75,11 @@ def _classify_one(exc: BaseException) -> Dependency | None:
         return Dependency("message bus unavailable")
     if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PEER_CODES:
         return Dependency("a Postwire service is unavailable")
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # A peer past its in-flight limit (libs.grpcx.overload) is busy, not refusing the work.
+        delay = overload_retry_after(exc)
+        if delay is not None:
+            return Dependency("a Postwire service is overloaded", delay)
     # Refused, reset, broken pipe, and time-outs of socket operations (asyncio.TimeoutError is
     # TimeoutError, an OSError): all say the other end is not answering, not that we are wrong.
     if isinstance(exc, OSError):

@@ -73,6 +73,9 @@ async def serve(
         internal_token=common.internal_token,
         max_connection_age=common.max_connection_age_seconds,
         max_connection_age_grace=common.max_connection_age_grace_seconds,
+        service=common.service,
+        max_in_flight=common.max_in_flight,
+        max_in_flight_wait=common.max_in_flight_wait_seconds,
     )
     service = await wire(server)
     # Checked before the port opens, so no probe ever sees SERVING against an unmigrated schema.

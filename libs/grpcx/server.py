@@ -14,7 +14,9 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from libs.errors import InvalidArgument
 from libs.grpcx.call_metrics import ServerMetricsInterceptor
 from libs.grpcx.context import Context
+from libs.grpcx.in_flight import InFlightLimit
 from libs.grpcx.internal_auth import InternalAuthInterceptor
+from libs.grpcx.overload import LoadShedInterceptor
 from libs.grpcx.status import abort_for
 from libs.readiness import LIVENESS, READINESS, Heartbeat
 
@@ -187,11 +189,18 @@ class GrpcServer:
         extra_interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
         max_connection_age: float = 300.0,
         max_connection_age_grace: float = 30.0,
+        service: str = "postwire",
+        max_in_flight: int = 64,
+        max_in_flight_wait: float = 0.01,
     ) -> None:
+        # POSTWIRE_MAX_IN_FLIGHT / _WAIT_MS: past them a call is refused (libs.grpcx.overload).
+        self.in_flight = InFlightLimit(max_in_flight, max_wait=max_in_flight_wait)
         self.server = grpc.aio.server(
             interceptors=[
                 # Outermost: it records the status the caller gets, after every mapping below.
                 ServerMetricsInterceptor(),
+                # Next: a refused call costs no span, no auth check, no handler.
+                LoadShedInterceptor(self.in_flight, service=service),
                 aio_server_interceptor(),  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
                 InternalAuthInterceptor(internal_token),
                 ErrorInterceptor(),

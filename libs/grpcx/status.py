@@ -26,6 +26,7 @@ from libs.errors import (
 )
 from libs.failures import dependency_failure
 from libs.grpcx.context import Context
+from libs.grpcx.overload import overload_retry_after
 
 __all__ = ["abort_for", "error_from_rpc", "internal_status", "retry_delay", "status_for", "to_status"]
 
@@ -208,6 +209,11 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, *, what: str) -> PostwireError:
                 detail.Unpack(failure)
                 preconditions += [(v.type, v.subject, v.description) for v in failure.violations]
         return FailedPrecondition(message, violations=preconditions)
+    overloaded = overload_retry_after(exc)
+    if overloaded is not None:
+        # An internal peer is full: for our caller that is a dependency to retry, and the
+        # pipeline's retry bookkeeping must not count it against the message.
+        return Unavailable(f"{what} overloaded", retry_after=overloaded)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         # Pass the limit's numbers on unchanged: the caller needs the same RetryInfo and QuotaFailure.
         retry_after, subject, description = 0.0, "", ""

@@ -27,17 +27,23 @@ class GroupCommit(Generic[Item, Result]):
         flush: Callable[[Sequence[Item]], Awaitable[list[Result]]],
         *,
         max_batch: int = 256,
+        max_pending: int | None = None,
     ) -> None:
         self._flush = flush
         self._max = max_batch
+        # Items held (queued or being flushed); a submitter past it waits for room, so a slow
+        # database holds back the consumer rather than growing this queue. Default: four batches.
+        self._room = asyncio.Semaphore(max_pending or 4 * max_batch)
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
     async def submit(self, item: Item) -> Result:
         """The item's result once the batch holding it is durable; the flush's exception if not."""
+        await self._room.acquire()
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         # Marks a failure as seen even when its handler was cancelled and nobody awaits it.
         future.add_done_callback(_retrieve)
+        future.add_done_callback(lambda _: self._room.release())
         self._queue.append((item, future))
         if self._flusher is None:
             # Scheduled behind the handlers already runnable (the rest of this fetch), so by the
@@ -46,6 +52,10 @@ class GroupCommit(Generic[Item, Result]):
         # Shielded: a cancelled handler (shutdown) leaves the batch to finish for the others; its
         # own message is simply not acked, and the redelivery finds the event stored.
         return await asyncio.shield(future)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
 
     async def _drain(self) -> None:
         try:

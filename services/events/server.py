@@ -41,6 +41,7 @@ async def run(env: Mapping[str, str]) -> None:
             min_size=config.common.db_pool_min_size,
             max_size=config.common.db_pool_max_size,
             statement_cache_size=config.common.db_statement_cache_size,
+            acquire_timeout=config.common.db_acquire_timeout_seconds,
         )
         bus = await Bus.connect(config.common.nats_url, name="postwire-events")
         policy = open_internal_channel(config.policy_addr, token=config.common.internal_token)

@@ -52,6 +52,7 @@ class Recorder:
         max_batch: int = 64,
         max_wait: float = 0.005,
         retry_cap: float = 1.0,
+        max_queued: int | None = None,
     ) -> None:
         self._store = store
         self._publish = publish
@@ -59,6 +60,10 @@ class Recorder:
         self._max_wait = max_wait
         self._retry_cap = retry_cap
         self._queue: deque[_Entry] = deque()
+        # Entries held (queued or committing). While PostgreSQL is away commits are retried and
+        # nothing leaves; a caller past the bound waits for room, so the delivery handlers stop
+        # (and stop fetching) instead of growing this queue. Default: four batches.
+        self._room = asyncio.Semaphore(max_queued or 4 * max_batch)
         self._committing: list[_Entry] = []
         self._queued_outcomes = 0
         self._wake = asyncio.Event()
@@ -70,6 +75,10 @@ class Recorder:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outcome-recorder")
 
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
     def pending(self, message_id: str) -> bool:
         """True while an outcome of `message_id` is waiting for its commit."""
         return self._pending[message_id] > 0
@@ -78,7 +87,9 @@ class Recorder:
         """Returns once the outcomes are committed. Cancelling the caller does not withdraw them."""
         if not outcomes:
             return
+        await self._room.acquire()
         entry = _Entry(outcomes, events)
+        entry.done.add_done_callback(lambda _: self._room.release())
         self._queue.append(entry)
         self._queued_outcomes += len(outcomes)
         for o in outcomes:

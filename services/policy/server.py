@@ -64,6 +64,7 @@ async def run(env: Mapping[str, str]) -> None:
             min_size=config.common.db_pool_min_size,
             max_size=config.common.db_pool_max_size,
             statement_cache_size=config.common.db_statement_cache_size,
+            acquire_timeout=config.common.db_acquire_timeout_seconds,
         )
         cache_seconds = config.common.key_cache_seconds
         store = PolicyStore(pool)

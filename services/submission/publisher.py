@@ -13,21 +13,32 @@ from libs.bus import ROUTE_SUBJECT, Bus
 from libs.event_outbox import publish_events
 from services.submission.accept_batch import Outgoing
 
-__all__ = ["PUBLISH_BUDGET_SECONDS", "Publisher"]
+__all__ = ["MAX_LATE_PUBLISHES", "PUBLISH_BUDGET_SECONDS", "Publisher"]
 
 _log = logging.getLogger(__name__)
 # How long SendEmail waits, after its commit, for the route task and events to reach NATS. The
 # message is durable already; a publish that misses this budget is the sweepers' job, so a slow
 # or absent NATS never holds up the caller (issue 9 item 4: p99 <= 0.5 s during an outage).
 PUBLISH_BUDGET_SECONDS = 0.25
+# Publishes allowed to run on past the budget. A NATS that hangs would otherwise collect one task
+# per accepted call until each times out; past this the publish is left to the sweepers (the
+# message and its events are already durable in PostgreSQL), which is where it would end anyway.
+MAX_LATE_PUBLISHES = 256
 
 
 class Publisher:
-    def __init__(self, bus: Bus, *, budget: float = PUBLISH_BUDGET_SECONDS) -> None:
+    def __init__(
+        self, bus: Bus, *, budget: float = PUBLISH_BUDGET_SECONDS, max_late: int = MAX_LATE_PUBLISHES
+    ) -> None:
         self._bus = bus
         self._budget = budget
+        self._max_late = max_late
         # Publishes still running past the budget; held so the event loop does not drop them.
         self._late: set[asyncio.Future[Any]] = set()
+
+    @property
+    def late(self) -> int:
+        return len(self._late)
 
     async def publish_after_commit(
         self, message_id: str, events: Sequence[bus_pb2.EventEnvelope], *, route: bool
@@ -44,6 +55,9 @@ class Publisher:
     async def _publish(
         self, items: Sequence[tuple[str, Sequence[bus_pb2.EventEnvelope], bool]], *, what: str
     ) -> None:
+        if len(self._late) >= self._max_late:
+            _log.warning("publishes for %s left to the sweepers: %d still running late", what, len(self._late))
+            return
         publishes = [publish_events(self._bus, [e for _, events, _ in items for e in events])]
         publishes.extend(self._publish_route(message_id) for message_id, _, route in items if route)
         # Not cancelled at the budget: a NATS that is merely slow still gets the task (each

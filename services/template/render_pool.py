@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from libs import metrics
-from libs.errors import InvalidArgument
+from libs.errors import InvalidArgument, Unavailable
 from libs.mail.parts import Parts
 from services.template.fair_queue import FairQueue, tenant_share
 
@@ -128,8 +128,14 @@ class _Worker:
 
 
 class RenderPool:
-    def __init__(self, *, workers: int, memory_mb: int, time_limit_seconds: float) -> None:
+    def __init__(
+        self, *, workers: int, memory_mb: int, time_limit_seconds: float, max_waiting: int = 64
+    ) -> None:
         self._size = workers
+        # Renders waiting for a worker; past it a render is refused (UNAVAILABLE, retry) rather
+        # than queued behind a line that would outlast the caller's deadline anyway. 64 is the
+        # template service's default POSTWIRE_MAX_IN_FLIGHT, so only a raised limit reaches it.
+        self._max_waiting = max_waiting
         self._memory_mb = memory_mb
         self._limit = time_limit_seconds
         self._queue: FairQueue[asyncio.Future[_Worker]] = FairQueue(tenant_share(workers))
@@ -280,6 +286,8 @@ class RenderPool:
     async def _acquire(self, tenant: str) -> _Worker:
         if self._closed:
             raise RuntimeError("render pool is closed")
+        if len(self._queue) >= self._max_waiting:
+            raise Unavailable("template renderer busy: too many renders waiting", retry_after=0.5)
         waiter: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
         self._queue.wait(tenant, waiter)
         self._dispatch()

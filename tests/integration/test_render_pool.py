@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.errors import InvalidArgument
+from libs.errors import InvalidArgument, Unavailable
 from libs.mail.parts import Parts
 from libs.testing.polling import poll_until
 from services.template.render_pool import RenderPool
@@ -135,3 +135,21 @@ async def test_a_worker_killed_just_before_it_is_handed_out_does_not_fail_the_re
         for pid in _pids(pool):
             os.kill(pid, signal.SIGKILL)
         assert (await _render(pool, "t", parts)).html_body == "<p>Hi Ada</p>"
+
+
+async def test_the_waiting_line_is_bounded_and_the_excess_is_told_to_retry() -> None:
+    pool = RenderPool(workers=1, memory_mb=512, time_limit_seconds=1.0, max_waiting=1)
+    await pool.start()
+    try:
+        spinning = asyncio.create_task(_render(pool, "a", SPIN, "spin"))
+        await _until_busy(pool)
+        waiting = asyncio.create_task(_render(pool, "b", SMALL))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Unavailable):
+            await _render(pool, "c", SMALL)
+        # The one in line is served once the spin is stopped at its limit.
+        assert (await waiting).subject == "Hi Ada"
+        with pytest.raises(InvalidArgument):
+            await spinning
+    finally:
+        await pool.close()

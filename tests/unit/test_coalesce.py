@@ -97,3 +97,32 @@ async def test_an_answer_count_that_does_not_match_is_an_error_not_a_misattribut
     loader: Coalescer[int, int] = Coalescer(short, outage=_outage)
     with pytest.raises(RuntimeError):
         await asyncio.gather(loader.load(1), loader.load(2))
+
+
+async def test_a_stalled_statement_holds_back_callers_past_the_bound() -> None:
+    gate = asyncio.Event()
+    peak = 0
+
+    async def stalled(keys: Sequence[int]) -> list[int]:
+        await gate.wait()
+        return list(keys)
+
+    loader: Coalescer[int, int] = Coalescer(stalled, max_batch=2, max_pending=4)
+
+    async def watch() -> None:
+        nonlocal peak
+        while not gate.is_set():
+            peak = max(peak, loader.pending)
+            await asyncio.sleep(0)
+
+    watcher = asyncio.create_task(watch())
+    callers = [asyncio.create_task(loader.load(k)) for k in range(20)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # The batch in flight (2) plus the queue (2) hold the bound; 16 callers wait outside.
+    assert loader.pending + 2 <= 4
+    assert sum(not c.done() for c in callers) == 20
+    gate.set()
+    assert await asyncio.gather(*callers) == list(range(20))
+    await watcher
+    assert peak <= 4

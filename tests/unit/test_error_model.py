@@ -138,3 +138,28 @@ def _status(status: grpc.Status) -> status_pb2.Status:
 
 def _details(status: grpc.Status) -> set[str]:
     return {d.TypeName() for d in _status(status).details}
+
+
+def _refused(status: grpc.Status) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        status.code,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(*status.trailing_metadata),
+        details=status.details,
+    )
+
+
+def test_a_peer_that_sheds_load_is_a_dependency_to_retry_but_a_tenant_limit_is_not() -> None:
+    from libs.errors import RateLimited
+    from libs.grpcx.overload import overloaded_status
+    from libs.grpcx.status import error_from_rpc, to_status
+
+    shed = _refused(overloaded_status("policy", 0.5))
+    found = dependency_failure(shed)
+    assert found is not None and found.retry_after == 0.5
+    mapped = error_from_rpc(shed, what="policy")
+    assert isinstance(mapped, Unavailable) and mapped.retry_after == 0.5
+
+    limited = _refused(to_status(RateLimited("slow down", retry_after=2, subject="tenant:t1")))
+    assert dependency_failure(limited) is None
+    assert isinstance(error_from_rpc(limited, what="policy"), RateLimited)

@@ -89,3 +89,24 @@ async def test_a_cancelled_handler_does_not_cancel_the_batch() -> None:
     with pytest.raises(asyncio.CancelledError):
         await first
     assert store.committed == {"a", "b"}
+
+
+async def test_a_stalled_flush_holds_back_submitters_past_the_bound() -> None:
+    gate = asyncio.Event()
+    held: list[int] = []
+
+    async def stalled(items: Sequence[str]) -> list[bool]:
+        held.append(len(items))
+        await gate.wait()
+        return [True] * len(items)
+
+    batches: GroupCommit[str, bool] = GroupCommit(stalled, max_batch=2, max_pending=3)
+    submitters = [asyncio.create_task(batches.submit(str(n))) for n in range(10)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    # Two in the flush, one queued: the bound; the other seven wait to queue.
+    assert held == [2]
+    assert batches.pending == 1
+    gate.set()
+    assert await asyncio.gather(*submitters) == [True] * 10
+    assert max(held) <= 2 and sum(held) == 10

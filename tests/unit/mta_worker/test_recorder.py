@@ -102,3 +102,18 @@ async def test_a_bug_fails_only_its_own_caller() -> None:
     assert good is None and isinstance(bad, ValueError)
     assert store.batches == [[outcome("good")]]
     await recorder.close(timeout=1)
+
+
+async def test_while_the_database_is_away_the_queue_stops_at_its_bound() -> None:
+    store = Store(failures=10**6)  # away until told otherwise
+    recorder = Recorder(store, no_publish, max_batch=2, retry_cap=0.005, max_queued=4)
+    recorder.start()
+    callers = [asyncio.create_task(recorder.record([outcome(f"m{n}")], [])) for n in range(12)]
+    await asyncio.sleep(0.05)
+    # Two committing, two queued; the other eight callers wait for room rather than queue.
+    assert recorder.queued == 2
+    assert all(not c.done() for c in callers)
+    store.failures = 0
+    await asyncio.wait_for(asyncio.gather(*callers), 5)
+    assert sorted(o.message_id for b in store.batches for o in b) == sorted(f"m{n}" for n in range(12))
+    await recorder.close(timeout=1)
