@@ -27,8 +27,9 @@ from libs.http_guard import GuardedHttp, HttpRefused, HttpResponse, HttpTimedOut
 from libs.telemetry import client_span
 from libs.webhook_secrets import WebhookSecrets
 from libs.webhook_signing import sign, webhook_body
+from services.events.group_commit import GroupCommit
 from services.events.manage_webhooks import CheckUrl
-from services.events.webhook_records import Claim
+from services.events.webhook_records import Claim, Delivered
 from services.events.webhook_rules import RetrySchedule, should_disable
 from services.events.webhook_store import WebhookStore
 
@@ -36,6 +37,9 @@ __all__ = ["WebhookDispatcher", "refusal"]
 
 _log = logging.getLogger(__name__)
 SNIPPET_CHARS = 256
+# Unsealed secrets kept per (sealed text, webhook): a rotation seals a new text, so an entry never
+# goes stale, and the cache is emptied when full rather than tracked entry by entry.
+SECRET_CACHE_ENTRIES = 4096
 
 
 def refusal(http: GuardedHttp) -> CheckUrl:
@@ -87,6 +91,10 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        # Attempts that finish together are recorded in one statement; each still waits for
+        # its own record before its slot is freed.
+        self._records: GroupCommit[Delivered, None] = GroupCommit(store.delivered_many)
+        self._opened: dict[tuple[str, str], str] = {}
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="webhook-dispatcher")
@@ -159,9 +167,9 @@ class WebhookDispatcher:
     async def _send(self, claim: Claim) -> None:
         event = event_pb2.Event.FromString(claim.payload)
         body = webhook_body(event)
-        keys = [self._secrets.open(claim.secret, claim.webhook_id)]
+        keys = [self._secret(claim.secret, claim.webhook_id)]
         if claim.previous_secret:
-            keys.append(self._secrets.open(claim.previous_secret, claim.webhook_id))
+            keys.append(self._secret(claim.previous_secret, claim.webhook_id))
         stamp = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -201,8 +209,8 @@ class WebhookDispatcher:
             metrics.webhook_deliveries.add(1, {"postwire.webhook.outcome": "failed" if problem else "delivered"})
             if not problem:
                 assert response is not None
-                await self._store.delivered(
-                    claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms
+                await self._records.submit(
+                    Delivered(claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms)
                 )
                 return
             span.set_status(Status(StatusCode.ERROR, problem[:128]))
@@ -219,6 +227,18 @@ class WebhookDispatcher:
             metrics.webhook_endpoints_disabled.add(1)
             _log.warning("webhook %s disabled: %s", claim.webhook_id, disabled.event.reason)
             await publish_events(self._bus, [disabled])
+
+
+    def _secret(self, sealed: str, webhook_id: str) -> str:
+        """The `whsec_…` secret, unsealed (AES-GCM) once per sealed text rather than per attempt."""
+        key = (sealed, webhook_id)
+        secret = self._opened.get(key)
+        if secret is None:
+            secret = self._secrets.open(sealed, webhook_id)
+            if len(self._opened) >= SECRET_CACHE_ENTRIES:
+                self._opened.clear()
+            self._opened[key] = secret
+        return secret
 
 
 def _status_problem(response: HttpResponse) -> str:

@@ -16,7 +16,7 @@ from libs.event_outbox import insert_events
 from libs.request_id_store import Connection, answered, once
 from libs.request_ids import RequestId
 from services.events.kinds import DeliveryState
-from services.events.webhook_records import Claim, DeliveryRow, WebhookRow
+from services.events.webhook_records import Claim, Delivered, DeliveryRow, WebhookRow
 from services.events.webhook_rules import WebhookSpec, matches
 
 __all__ = ["DisableRule", "StoredEvent", "WebhookStore", "disabled_event", "queue_deliveries", "queue_deliveries_many"]
@@ -316,23 +316,28 @@ class WebhookStore:
             event_id,
         )
 
-    async def delivered(self, claim: Claim, *, status: int, snippet: str, latency_ms: int) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                f"UPDATE webhook_deliveries SET state = {DeliveryState.DELIVERED}, attempts = attempts + 1,"
-                " lease_until = NULL,"
-                " last_status = $3, last_response = $4, last_latency_ms = $5, last_attempt_time = now()"
-                " WHERE webhook_id = $1::uuid AND event_id = $2",
-                claim.webhook_id,
-                claim.event_id,
-                status,
-                snippet,
-                latency_ms,
+    async def delivered_many(self, outcomes: Sequence[Delivered]) -> list[None]:
+        """Record successful attempts: one statement (so one transaction) for the batch, which
+        also stops the failure clock of their webhooks. A delivery whose record is lost (crash,
+        database away) keeps its lease until it expires and is sent again: at least once."""
+        if outcomes:
+            await self._pool.execute(
+                "WITH done AS ("
+                f" UPDATE webhook_deliveries d SET state = {DeliveryState.DELIVERED}, attempts = d.attempts + 1,"
+                " lease_until = NULL, last_status = o.status, last_response = o.snippet,"
+                " last_latency_ms = o.latency_ms, last_attempt_time = now()"
+                " FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::integer[])"
+                " AS o(webhook_id, event_id, status, snippet, latency_ms)"
+                " WHERE d.webhook_id = o.webhook_id AND d.event_id = o.event_id RETURNING d.webhook_id)"
+                " UPDATE webhooks SET failing_since = NULL"
+                " WHERE id IN (SELECT webhook_id FROM done) AND failing_since IS NOT NULL",
+                [o.claim.webhook_id for o in outcomes],
+                [o.claim.event_id for o in outcomes],
+                [o.status for o in outcomes],
+                [o.snippet for o in outcomes],
+                [o.latency_ms for o in outcomes],
             )
-            await conn.execute(
-                "UPDATE webhooks SET failing_since = NULL WHERE id = $1::uuid AND failing_since IS NOT NULL",
-                claim.webhook_id,
-            )
+        return [None] * len(outcomes)
 
     async def failed(
         self,
