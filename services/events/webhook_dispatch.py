@@ -206,7 +206,9 @@ class WebhookDispatcher:
             status = response.status if response is not None else 0
             if status:
                 span.set_attribute("http.response.status_code", status)
-            metrics.webhook_deliveries.add(1, {"postwire.webhook.outcome": "failed" if problem else "delivered"})
+            metrics.webhook_deliveries.add(
+                1, {"postwire.webhook.outcome": "failed" if problem else "delivered"}
+            )
             if not problem:
                 assert response is not None
                 await self._records.submit(
@@ -227,7 +229,6 @@ class WebhookDispatcher:
             metrics.webhook_endpoints_disabled.add(1)
             _log.warning("webhook %s disabled: %s", claim.webhook_id, disabled.event.reason)
             await publish_events(self._bus, [disabled])
-
 
     def _secret(self, sealed: str, webhook_id: str) -> str:
         """The `whsec_…` secret, unsealed (AES-GCM) once per sealed text rather than per attempt."""

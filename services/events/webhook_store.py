@@ -19,7 +19,14 @@ from services.events.kinds import DeliveryState
 from services.events.webhook_records import Claim, Delivered, DeliveryRow, WebhookRow
 from services.events.webhook_rules import WebhookSpec, matches
 
-__all__ = ["DisableRule", "StoredEvent", "WebhookStore", "disabled_event", "queue_deliveries", "queue_deliveries_many"]
+__all__ = [
+    "DisableRule",
+    "StoredEvent",
+    "WebhookStore",
+    "disabled_event",
+    "queue_deliveries",
+    "queue_deliveries_many",
+]
 
 # Delivery states go into the SQL text as numbers (an IntEnum formats as its value): the
 # `state = 1` of the partial index webhook_deliveries_due must be a literal for the planner to use
