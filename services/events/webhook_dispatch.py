@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -95,6 +96,12 @@ class WebhookDispatcher:
         # its own record before its slot is freed.
         self._records: GroupCommit[Delivered, None] = GroupCommit(store.delivered_many)
         self._opened: dict[tuple[str, str], str] = {}
+        self._releases: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def lease(self) -> timedelta:
+        return self._lease
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="webhook-dispatcher")
@@ -102,6 +109,7 @@ class WebhookDispatcher:
     async def stop(self) -> None:
         """Stop claiming, let attempts in flight finish within the time-out, then cancel the
         rest (their leases expire and the rows are tried again)."""
+        self._stopping = True
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -111,6 +119,8 @@ class WebhookDispatcher:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -138,12 +148,42 @@ class WebhookDispatcher:
             if self._in_flight[claim.webhook_id] >= self._per_webhook:
                 await self._store.release(claim.webhook_id, claim.event_id)
                 continue
-            self._in_flight[claim.webhook_id] += 1
-            task = asyncio.create_task(self._attempt(claim))
-            self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._done, webhook_id=claim.webhook_id))
+            self._start(claim)
             started += 1
         return started
+
+    def offer(self, claims: Sequence[Claim]) -> None:
+        """Deliveries leased to this dispatcher in the transaction that stored their events: sent
+        now, without a claim query, as far as the limits allow; the rest are given back to the
+        claim loop at once rather than left to wait for their lease to expire."""
+        excess: list[Claim] = []
+        for claim in claims:
+            if (
+                self._stopping
+                or len(self._tasks) >= self._max
+                or self._in_flight[claim.webhook_id] >= self._per_webhook
+            ):
+                excess.append(claim)
+            else:
+                self._start(claim)
+        if excess:
+            task = asyncio.create_task(self._release(excess), name="webhook-release")
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
+
+    def _start(self, claim: Claim) -> None:
+        self._in_flight[claim.webhook_id] += 1
+        task = asyncio.create_task(self._attempt(claim))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._done, webhook_id=claim.webhook_id))
+
+    async def _release(self, claims: Sequence[Claim]) -> None:
+        try:
+            await self._store.release_many(claims)
+        except Exception as exc:
+            # Their leases expire and the claim loop takes them then.
+            _log.warning("%d webhook deliveries not released: %s", len(claims), type(exc).__name__)
+        self._wake.set()
 
     def _done(self, task: asyncio.Task[None], *, webhook_id: str) -> None:
         self._tasks.discard(task)

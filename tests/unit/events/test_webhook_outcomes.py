@@ -84,3 +84,40 @@ async def test_attempts_that_finish_together_are_recorded_in_one_call_with_one_u
     assert len(store.calls) <= 2  # the first attempt's flush may leave before the others queue
     assert len(http.signatures) == 20 and len(set(http.signatures)) >= 1
     assert SECRETS.opened == 1
+
+
+class ReleasingStore(RecordingStore):
+    def __init__(self) -> None:
+        super().__init__([])
+        self.claims = 0
+        self.released: list[str] = []
+
+    async def claim(self, *, limit: int, lease: timedelta, exclude: Sequence[str]) -> list[Claim]:
+        self.claims += 1
+        return []
+
+    async def release_many(self, claims: Sequence[Claim]) -> None:
+        self.released.extend(c.event_id for c in claims)
+
+
+async def test_deliveries_leased_at_storage_are_sent_without_a_claim_and_the_excess_released() -> None:
+    # The events store leases the delivery rows of newly stored events in their transaction and
+    # offers them: no claim query for a first attempt. What the limits do not allow now goes back
+    # (lease cleared) for the claim loop, so nothing waits for a lease to expire.
+    store = ReleasingStore()
+    dispatcher = WebhookDispatcher(
+        store,  # type: ignore[arg-type]
+        Instant(),  # type: ignore[arg-type]
+        SECRETS,
+        None,  # type: ignore[arg-type]
+        schedule=RetrySchedule(),
+        disable_after=timedelta(days=5),
+        timeout=5,
+        max_in_flight=64,
+        per_webhook=4,
+    )
+    dispatcher.offer([_claim(n) for n in range(6)])
+    await dispatcher.stop()
+    assert store.claims == 0
+    assert sorted(e for call in store.calls for e in call) == [f"evt-{n}" for n in range(4)]
+    assert sorted(store.released) == ["evt-4", "evt-5"]
