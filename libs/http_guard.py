@@ -37,6 +37,7 @@ from libs.public_addresses import AddressPolicy
 __all__ = ["GuardedHttp", "HttpRefused", "HttpResponse", "HttpTimedOut"]
 
 ALLOW_PRIVATE_VARIABLE = "POSTWIRE_WEBHOOK_ALLOW_PRIVATE"
+USER_AGENT = "Postwire-Webhooks/1"
 # Idle clients kept for reuse; past this the least recently used idle one is closed.
 _MAX_CLIENTS = 64
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -223,4 +224,7 @@ def _request_headers(headers: Mapping[str, str]) -> dict[str, str]:
             result[name] = value
     if not any(name.lower() == "accept-encoding" for name in result):
         result["Accept-Encoding"] = "identity"
+    # Some firewalls in front of endpoints refuse requests without one (httpx used to send its own).
+    if not any(name.lower() == "user-agent" for name in result):
+        result["User-Agent"] = USER_AGENT
     return result

@@ -80,6 +80,7 @@ async def test_post_arrives_with_host_headers_and_body_intact(
     assert request.headers["content-type"] == "application/json"
     assert request.headers["webhook-id"] == "evt_1"
     assert request.headers["content-length"] == str(len(body))
+    assert request.headers["user-agent"] == "Postwire-Webhooks/1"
 
 
 async def test_https_verifies_the_certificate_against_the_name_not_the_address(dns: LoopbackDns) -> None:
