@@ -98,6 +98,8 @@ class WebhookDispatcher:
         self._opened: dict[tuple[str, str], str] = {}
         self._releases: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Whether due rows may be waiting for a free slot (see tick).
+        self._held_back = False
 
     @property
     def lease(self) -> timedelta:
@@ -140,12 +142,17 @@ class WebhookDispatcher:
     async def tick(self) -> int:
         free = self._max - len(self._tasks)
         if free <= 0:
+            self._held_back = True
             return 0
         saturated = [w for w, n in self._in_flight.items() if n >= self._per_webhook]
         claims = await self._store.claim(limit=free, lease=self._lease, exclude=saturated)
+        # Rows may be due that the limits kept out of this claim: a finished attempt frees a
+        # slot for them, so it wakes the loop. Otherwise the regular poll finds retries.
+        self._held_back = bool(saturated) or len(claims) >= free
         started = 0
         for claim in claims:
             if self._in_flight[claim.webhook_id] >= self._per_webhook:
+                self._held_back = True
                 await self._store.release(claim.webhook_id, claim.event_id)
                 continue
             self._start(claim)
@@ -167,6 +174,7 @@ class WebhookDispatcher:
             else:
                 self._start(claim)
         if excess:
+            self._held_back = True
             task = asyncio.create_task(self._release(excess), name="webhook-release")
             self._releases.add(task)
             task.add_done_callback(self._releases.discard)
@@ -190,7 +198,8 @@ class WebhookDispatcher:
         self._in_flight[webhook_id] -= 1
         if self._in_flight[webhook_id] <= 0:
             del self._in_flight[webhook_id]
-        self._wake.set()
+        if self._held_back:
+            self._wake.set()
 
     async def _attempt(self, claim: Claim) -> None:
         try:

@@ -121,3 +121,30 @@ async def test_deliveries_leased_at_storage_are_sent_without_a_claim_and_the_exc
     assert store.claims == 0
     assert sorted(e for call in store.calls for e in call) == [f"evt-{n}" for n in range(4)]
     assert sorted(store.released) == ["evt-4", "evt-5"]
+
+
+async def test_finished_attempts_do_not_trigger_a_claim_unless_the_limits_held_rows_back() -> None:
+    # Each finished attempt used to wake the claim loop, so a handed-over first attempt still
+    # cost a claim query (an empty one) right after it. Only a loop the limits held back is
+    # woken; otherwise retries are found by the regular poll.
+    store = ReleasingStore()
+    dispatcher = WebhookDispatcher(
+        store,  # type: ignore[arg-type]
+        Instant(),  # type: ignore[arg-type]
+        SECRETS,
+        None,  # type: ignore[arg-type]
+        schedule=RetrySchedule(),
+        disable_after=timedelta(days=5),
+        timeout=5,
+        max_in_flight=64,
+        per_webhook=4,
+        interval=30,
+    )
+    dispatcher.start()
+    await asyncio.sleep(0.05)
+    assert store.claims == 1  # the loop's first look
+    dispatcher.offer([_claim(n) for n in range(3)])
+    await asyncio.sleep(0.1)
+    assert sorted(e for call in store.calls for e in call) == [f"evt-{n}" for n in range(3)]
+    assert store.claims == 1
+    await dispatcher.stop()
