@@ -32,7 +32,7 @@ def _bench_postgres(cwd: Path) -> tuple[int, Path] | None:
         if not pid.isdigit():
             continue
         try:
-            cmd = (Path("/proc", pid, "cmdline").read_bytes().split(b"\0"))
+            cmd = Path("/proc", pid, "cmdline").read_bytes().split(b"\0")
             if b"bench" not in b" ".join(cmd) or Path("/proc", pid, "cwd").resolve() != cwd:
                 continue
             for fd in Path("/proc", pid, "fd").iterdir():
@@ -50,8 +50,8 @@ def _bench_postgres(cwd: Path) -> tuple[int, Path] | None:
 async def _delivered(conn: asyncpg.Connection) -> int:
     try:
         return int(await conn.fetchval("SELECT count(*) FROM events WHERE type = $1", DELIVERED))
-    except asyncpg.PostgresError:
-        return 0
+    except asyncpg.UndefinedTableError:
+        return 0  # migrations not run yet
 
 
 async def main() -> None:
@@ -83,9 +83,11 @@ async def main() -> None:
                 if now - last >= args.every:
                     try:
                         total = await _delivered(db)
-                    except (OSError, asyncpg.PostgresError):
-                        break
-                    split = " ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k.startswith("postwire"))
+                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                        break  # the bench stopped its PostgreSQL
+                    split = " ".join(
+                        f"{k}={v}" for k, v in sorted(counts.items()) if k.startswith("postwire")
+                    )
                     print(f"{time.strftime('%H:%M:%S')} delivered+{total - delivered} {split}", flush=True)
                     delivered, last = total, now
                     counts.clear()
