@@ -312,7 +312,11 @@ class Bus:
         # quietly without counting; anything else is a bug and gets its traceback and a count.
         dependency = dependency_failure(exc)
         metrics.stage_failures.add(
-            1, {"postwire.stage": stage, "postwire.failure.kind": "error" if dependency is None else "dependency"}
+            1,
+            {
+                "postwire.stage": stage,
+                "postwire.failure.kind": "error" if dependency is None else "dependency",
+            },
         )
         if dependency is not None:
             _log.warning("%s on %s; will retry", dependency.message, msg.subject)

@@ -58,4 +58,3 @@ class RequestId:
         if problem:
             raise InvalidArgument([(field, problem)])
         return cls(owner, method, value, fingerprint(request, field))
-

@@ -43,7 +43,9 @@ def parse_arf(raw: bytes) -> FeedbackReport | None:
             return None
         # The part's body is a header block; the email package parses it as a message of its own.
         payload = fields.get_payload()
-        block = payload[0] if isinstance(payload, list) and payload and isinstance(payload[0], Message) else None
+        block = (
+            payload[0] if isinstance(payload, list) and payload and isinstance(payload[0], Message) else None
+        )
         if block is None:
             block = HeaderParser(policy=email.policy.compat32).parsestr(body_text(fields).lstrip("\r\n"))
         return FeedbackReport(

@@ -104,7 +104,9 @@ class TcpProxy:
                 _reset(server_writer)
                 return
             await asyncio.gather(
-                _pipe(client_reader, server_writer), _pipe(server_reader, client_writer), return_exceptions=True
+                _pipe(client_reader, server_writer),
+                _pipe(server_reader, client_writer),
+                return_exceptions=True,
             )
         finally:
             for writer in writers:

@@ -87,6 +87,8 @@ async def run(env: Mapping[str, str]) -> None:
         suppressions = Periodic("suppression-outbox", config.common.sweep_interval_seconds, relay.drain)
         suppressions.start()
         webhooks = start_webhooks(server, env, config, pool, bus, policy)
+        # First attempts go straight from the storing transaction to the dispatcher.
+        store.hand_deliveries_to(webhooks.offer, lease=webhooks.lease)
         return Service(
             stop_intake=[sweeper.stop, suppressions.stop, bus.stop_consumers, webhooks.stop],
             close=[webhooks.close, bus.close, policy.close, pool.close],

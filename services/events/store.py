@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 
@@ -14,6 +14,7 @@ from libs.telemetry import current_trace_context
 from services.events.event_query import EventQuery
 from services.events.suppression_rule import PendingSuppression
 from services.events.suppression_store import queue_suppressions
+from services.events.webhook_records import Claim
 from services.events.webhook_store import StoredEvent, queue_deliveries_many
 
 __all__ = ["Arrival", "EventsStore"]
@@ -32,6 +33,13 @@ class Arrival:
 class EventsStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._offer: Callable[[Sequence[Claim]], None] | None = None
+        self._lease: timedelta | None = None
+
+    def hand_deliveries_to(self, offer: Callable[[Sequence[Claim]], None], *, lease: timedelta) -> None:
+        """From now on the webhook deliveries of newly stored events are leased to `offer` in the
+        storing transaction and handed to it after the commit, instead of waiting for a claim."""
+        self._offer, self._lease = offer, lease
 
     async def store(
         self, envelope: bus_pb2.EventEnvelope, *, suppression: PendingSuppression | None = None
@@ -80,11 +88,15 @@ class EventsStore:
                     new.append(arrival)
             # Webhook deliveries of newly stored events, in their transaction (a tenant-level
             # event such as WEBHOOK_DISABLED has no message id: NULLIF above).
-            await queue_deliveries_many(
-                conn, [StoredEvent(a.envelope.tenant_id, a.envelope.event, a.trace_context) for a in new]
+            claims = await queue_deliveries_many(
+                conn,
+                [StoredEvent(a.envelope.tenant_id, a.envelope.event, a.trace_context) for a in new],
+                lease=self._lease if self._offer is not None else None,
             )
             await queue_suppressions(conn, [a.suppression for a in new if a.suppression is not None])
             await event_outbox.delete_stored_many(conn, {e.id for e in events})
+        if claims and self._offer is not None:
+            self._offer(claims)
         fresh = {id(a) for a in new}
         return [id(a) in fresh for a in arrivals]
 

@@ -14,6 +14,7 @@ import functools
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -27,8 +28,9 @@ from libs.http_guard import GuardedHttp, HttpRefused, HttpResponse, HttpTimedOut
 from libs.telemetry import client_span
 from libs.webhook_secrets import WebhookSecrets
 from libs.webhook_signing import sign, webhook_body
+from services.events.group_commit import GroupCommit
 from services.events.manage_webhooks import CheckUrl
-from services.events.webhook_records import Claim
+from services.events.webhook_records import Claim, Delivered
 from services.events.webhook_rules import RetrySchedule, should_disable
 from services.events.webhook_store import WebhookStore
 
@@ -36,6 +38,9 @@ __all__ = ["WebhookDispatcher", "refusal"]
 
 _log = logging.getLogger(__name__)
 SNIPPET_CHARS = 256
+# Unsealed secrets kept per (sealed text, webhook): a rotation seals a new text, so an entry never
+# goes stale, and the cache is emptied when full rather than tracked entry by entry.
+SECRET_CACHE_ENTRIES = 4096
 
 
 def refusal(http: GuardedHttp) -> CheckUrl:
@@ -87,6 +92,18 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        # Attempts that finish together are recorded in one statement; each still waits for
+        # its own record before its slot is freed.
+        self._records: GroupCommit[Delivered, None] = GroupCommit(store.delivered_many)
+        self._opened: dict[tuple[str, str], str] = {}
+        self._releases: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        # Whether due rows may be waiting for a free slot (see tick).
+        self._held_back = False
+
+    @property
+    def lease(self) -> timedelta:
+        return self._lease
 
     def start(self) -> None:
         self._loop = asyncio.create_task(self._run(), name="webhook-dispatcher")
@@ -94,6 +111,7 @@ class WebhookDispatcher:
     async def stop(self) -> None:
         """Stop claiming, let attempts in flight finish within the time-out, then cancel the
         rest (their leases expire and the rows are tried again)."""
+        self._stopping = True
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -103,6 +121,8 @@ class WebhookDispatcher:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -122,27 +142,64 @@ class WebhookDispatcher:
     async def tick(self) -> int:
         free = self._max - len(self._tasks)
         if free <= 0:
+            self._held_back = True
             return 0
         saturated = [w for w, n in self._in_flight.items() if n >= self._per_webhook]
         claims = await self._store.claim(limit=free, lease=self._lease, exclude=saturated)
+        # Rows may be due that the limits kept out of this claim: a finished attempt frees a
+        # slot for them, so it wakes the loop. Otherwise the regular poll finds retries.
+        self._held_back = bool(saturated) or len(claims) >= free
         started = 0
         for claim in claims:
             if self._in_flight[claim.webhook_id] >= self._per_webhook:
+                self._held_back = True
                 await self._store.release(claim.webhook_id, claim.event_id)
                 continue
-            self._in_flight[claim.webhook_id] += 1
-            task = asyncio.create_task(self._attempt(claim))
-            self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._done, webhook_id=claim.webhook_id))
+            self._start(claim)
             started += 1
         return started
+
+    def offer(self, claims: Sequence[Claim]) -> None:
+        """Deliveries leased to this dispatcher in the transaction that stored their events: sent
+        now, without a claim query, as far as the limits allow; the rest are given back to the
+        claim loop at once rather than left to wait for their lease to expire."""
+        excess: list[Claim] = []
+        for claim in claims:
+            if (
+                self._stopping
+                or len(self._tasks) >= self._max
+                or self._in_flight[claim.webhook_id] >= self._per_webhook
+            ):
+                excess.append(claim)
+            else:
+                self._start(claim)
+        if excess:
+            self._held_back = True
+            task = asyncio.create_task(self._release(excess), name="webhook-release")
+            self._releases.add(task)
+            task.add_done_callback(self._releases.discard)
+
+    def _start(self, claim: Claim) -> None:
+        self._in_flight[claim.webhook_id] += 1
+        task = asyncio.create_task(self._attempt(claim))
+        self._tasks.add(task)
+        task.add_done_callback(functools.partial(self._done, webhook_id=claim.webhook_id))
+
+    async def _release(self, claims: Sequence[Claim]) -> None:
+        try:
+            await self._store.release_many(claims)
+        except Exception as exc:
+            # Their leases expire and the claim loop takes them then.
+            _log.warning("%d webhook deliveries not released: %s", len(claims), type(exc).__name__)
+        self._wake.set()
 
     def _done(self, task: asyncio.Task[None], *, webhook_id: str) -> None:
         self._tasks.discard(task)
         self._in_flight[webhook_id] -= 1
         if self._in_flight[webhook_id] <= 0:
             del self._in_flight[webhook_id]
-        self._wake.set()
+        if self._held_back:
+            self._wake.set()
 
     async def _attempt(self, claim: Claim) -> None:
         try:
@@ -159,9 +216,9 @@ class WebhookDispatcher:
     async def _send(self, claim: Claim) -> None:
         event = event_pb2.Event.FromString(claim.payload)
         body = webhook_body(event)
-        keys = [self._secrets.open(claim.secret, claim.webhook_id)]
+        keys = [self._secret(claim.secret, claim.webhook_id)]
         if claim.previous_secret:
-            keys.append(self._secrets.open(claim.previous_secret, claim.webhook_id))
+            keys.append(self._secret(claim.previous_secret, claim.webhook_id))
         stamp = int(time.time())
         headers = {
             "content-type": "application/json",
@@ -198,11 +255,13 @@ class WebhookDispatcher:
             status = response.status if response is not None else 0
             if status:
                 span.set_attribute("http.response.status_code", status)
-            metrics.webhook_deliveries.add(1, {"postwire.webhook.outcome": "failed" if problem else "delivered"})
+            metrics.webhook_deliveries.add(
+                1, {"postwire.webhook.outcome": "failed" if problem else "delivered"}
+            )
             if not problem:
                 assert response is not None
-                await self._store.delivered(
-                    claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms
+                await self._records.submit(
+                    Delivered(claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms)
                 )
                 return
             span.set_status(Status(StatusCode.ERROR, problem[:128]))
@@ -219,6 +278,17 @@ class WebhookDispatcher:
             metrics.webhook_endpoints_disabled.add(1)
             _log.warning("webhook %s disabled: %s", claim.webhook_id, disabled.event.reason)
             await publish_events(self._bus, [disabled])
+
+    def _secret(self, sealed: str, webhook_id: str) -> str:
+        """The `whsec_…` secret, unsealed (AES-GCM) once per sealed text rather than per attempt."""
+        key = (sealed, webhook_id)
+        secret = self._opened.get(key)
+        if secret is None:
+            secret = self._secrets.open(sealed, webhook_id)
+            if len(self._opened) >= SECRET_CACHE_ENTRIES:
+                self._opened.clear()
+            self._opened[key] = secret
+        return secret
 
 
 def _status_problem(response: HttpResponse) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["Claim", "DeliveryRow", "WebhookRow"]
+__all__ = ["Claim", "Delivered", "DeliveryRow", "WebhookRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +46,13 @@ class Claim:
     secret: str  # sealed
     previous_secret: str | None  # sealed, while its overlap lasts
     payload: bytes  # the stored postwire.v1.Event
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A successful attempt to record: the endpoint answered 2xx."""
+
+    claim: Claim
+    status: int
+    snippet: str
+    latency_ms: int

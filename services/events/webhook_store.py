@@ -16,10 +16,16 @@ from libs.event_outbox import insert_events
 from libs.request_id_store import Connection, answered, once
 from libs.request_ids import RequestId
 from services.events.kinds import DeliveryState
-from services.events.webhook_records import Claim, DeliveryRow, WebhookRow
+from services.events.webhook_records import Claim, Delivered, DeliveryRow, WebhookRow
 from services.events.webhook_rules import WebhookSpec, matches
 
-__all__ = ["DisableRule", "StoredEvent", "WebhookStore", "disabled_event", "queue_deliveries", "queue_deliveries_many"]
+__all__ = [
+    "DisableRule",
+    "StoredEvent",
+    "WebhookStore",
+    "disabled_event",
+    "queue_deliveries_many",
+]
 
 # Delivery states go into the SQL text as numbers (an IntEnum formats as its value): the
 # `state = 1` of the partial index webhook_deliveries_due must be a literal for the planner to use
@@ -52,14 +58,6 @@ def _delivery(r: asyncpg.Record) -> DeliveryRow:
     return DeliveryRow(**{k: r[k] for k in DeliveryRow.__slots__})
 
 
-async def queue_deliveries(
-    conn: Connection, tenant_id: str, event: event_pb2.Event, *, trace_context: str = ""
-) -> int:
-    """One PENDING delivery per enabled webhook of the tenant that wants `event`; called in the
-    transaction that stores the event, so an event is never stored without its deliveries."""
-    return await queue_deliveries_many(conn, [StoredEvent(tenant_id, event, trace_context)])
-
-
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     """An event newly stored in the caller's transaction, and the trace its deliveries join."""
@@ -69,31 +67,64 @@ class StoredEvent:
     trace_context: str = ""
 
 
-async def queue_deliveries_many(conn: Connection, stored: Sequence[StoredEvent]) -> int:
-    """`queue_deliveries` for a batch: one read of the tenants' webhooks, one insert."""
+async def queue_deliveries_many(
+    conn: Connection, stored: Sequence[StoredEvent], *, lease: timedelta | None = None
+) -> list[Claim]:
+    """One PENDING delivery per enabled webhook of the tenant that wants each event; called in the
+    transaction that stores the events, so an event is never stored without its deliveries. One
+    read of the tenants' webhooks, one insert. With
+    `lease`, the new rows are leased to the caller in the same statement and returned as claims
+    for it to send after the commit (no claim query for a first attempt); without, they wait for
+    the dispatcher's claim and nothing is returned."""
     if not stored:
-        return 0
+        return []
     hooks = await conn.fetch(
-        "SELECT id, tenant_id::text, event_types, streams, tags FROM webhooks"
-        " WHERE tenant_id = ANY($1::uuid[]) AND enabled",
+        "SELECT id, tenant_id::text, event_types, streams, tags, url, secret,"
+        " CASE WHEN previous_expire_time > now() THEN previous_secret END AS previous_secret"
+        " FROM webhooks WHERE tenant_id = ANY($1::uuid[]) AND enabled",
         sorted({s.tenant_id for s in stored}),
     )
     by_tenant: dict[str, list[asyncpg.Record]] = {}
     for hook in hooks:
         by_tenant.setdefault(hook["tenant_id"], []).append(hook)
-    rows = [
-        (h["id"], s.event.id, s.tenant_id, s.event.type, s.trace_context)
+    pairs = [
+        (h, s)
         for s in stored
         for h in by_tenant.get(s.tenant_id, ())
         if matches(h["event_types"], h["streams"], h["tags"], s.event)
     ]
-    if rows:
-        await conn.executemany(
-            "INSERT INTO webhook_deliveries (webhook_id, event_id, tenant_id, event_type, trace_context)"
-            " VALUES ($1, $2, $3::uuid, $4, $5) ON CONFLICT DO NOTHING",
-            rows,
+    if not pairs:
+        return []
+    rows = await conn.fetch(
+        "INSERT INTO webhook_deliveries (webhook_id, event_id, tenant_id, event_type, trace_context, lease_until)"
+        " SELECT d.webhook_id, d.event_id, d.tenant_id::uuid, d.event_type, d.trace_context, now() + $6::interval"
+        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[])"
+        " AS d(webhook_id, event_id, tenant_id, event_type, trace_context)"
+        " ON CONFLICT DO NOTHING RETURNING webhook_id, event_id",
+        [h["id"] for h, _ in pairs],
+        [s.event.id for _, s in pairs],
+        [s.tenant_id for _, s in pairs],
+        [s.event.type for _, s in pairs],
+        [s.trace_context for _, s in pairs],
+        lease,  # NULL: not leased, the dispatcher's claim takes them
+    )
+    if lease is None:
+        return []
+    inserted = {(r["webhook_id"], r["event_id"]) for r in rows}
+    return [
+        Claim(
+            webhook_id=str(h["id"]),
+            event_id=s.event.id,
+            attempts=0,
+            trace_context=s.trace_context,
+            url=h["url"],
+            secret=h["secret"],
+            previous_secret=h["previous_secret"],
+            payload=s.event.SerializeToString(),
         )
-    return len(rows)
+        for h, s in pairs
+        if (h["id"], s.event.id) in inserted
+    ]
 
 
 class WebhookStore:
@@ -316,23 +347,38 @@ class WebhookStore:
             event_id,
         )
 
-    async def delivered(self, claim: Claim, *, status: int, snippet: str, latency_ms: int) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                f"UPDATE webhook_deliveries SET state = {DeliveryState.DELIVERED}, attempts = attempts + 1,"
-                " lease_until = NULL,"
-                " last_status = $3, last_response = $4, last_latency_ms = $5, last_attempt_time = now()"
-                " WHERE webhook_id = $1::uuid AND event_id = $2",
-                claim.webhook_id,
-                claim.event_id,
-                status,
-                snippet,
-                latency_ms,
+    async def release_many(self, claims: Sequence[Claim]) -> None:
+        """Give leased deliveries back to the claim loop (the dispatcher had no room for them)."""
+        await self._pool.execute(
+            "UPDATE webhook_deliveries d SET lease_until = NULL"
+            " FROM unnest($1::uuid[], $2::text[]) AS r(webhook_id, event_id)"
+            " WHERE d.webhook_id = r.webhook_id AND d.event_id = r.event_id",
+            [c.webhook_id for c in claims],
+            [c.event_id for c in claims],
+        )
+
+    async def delivered_many(self, outcomes: Sequence[Delivered]) -> list[None]:
+        """Record successful attempts: one statement (so one transaction) for the batch, which
+        also stops the failure clock of their webhooks. A delivery whose record is lost (crash,
+        database away) keeps its lease until it expires and is sent again: at least once."""
+        if outcomes:
+            await self._pool.execute(
+                "WITH done AS ("
+                f" UPDATE webhook_deliveries d SET state = {DeliveryState.DELIVERED}, attempts = d.attempts + 1,"
+                " lease_until = NULL, last_status = o.status, last_response = o.snippet,"
+                " last_latency_ms = o.latency_ms, last_attempt_time = now()"
+                " FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::text[], $5::integer[])"
+                " AS o(webhook_id, event_id, status, snippet, latency_ms)"
+                " WHERE d.webhook_id = o.webhook_id AND d.event_id = o.event_id RETURNING d.webhook_id)"
+                " UPDATE webhooks SET failing_since = NULL"
+                " WHERE id IN (SELECT webhook_id FROM done) AND failing_since IS NOT NULL",
+                [o.claim.webhook_id for o in outcomes],
+                [o.claim.event_id for o in outcomes],
+                [o.status for o in outcomes],
+                [o.snippet for o in outcomes],
+                [o.latency_ms for o in outcomes],
             )
-            await conn.execute(
-                "UPDATE webhooks SET failing_since = NULL WHERE id = $1::uuid AND failing_since IS NOT NULL",
-                claim.webhook_id,
-            )
+        return [None] * len(outcomes)
 
     async def failed(
         self,

@@ -3,7 +3,7 @@ server.py, kept apart so the events service's own wiring stays short)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +21,7 @@ from services.events.config import EventsConfig
 from services.events.manage_webhooks import WebhookCatalog
 from services.events.webhook_api import WebhookApi
 from services.events.webhook_dispatch import WebhookDispatcher, refusal
+from services.events.webhook_records import Claim
 from services.events.webhook_store import WebhookStore
 
 __all__ = ["Webhooks", "start_webhooks"]
@@ -30,6 +31,8 @@ __all__ = ["Webhooks", "start_webhooks"]
 class Webhooks:
     stop: Callable[[], Awaitable[None]]  # stop sending (in-flight attempts finish or are retried)
     close: Callable[[], Awaitable[None]]
+    offer: Callable[[Sequence[Claim]], None]  # deliveries leased when their events were stored
+    lease: timedelta  # how long such a lease lasts
 
 
 def start_webhooks(
@@ -67,4 +70,4 @@ def start_webhooks(
         per_webhook=settings.per_endpoint,
     )
     dispatcher.start()
-    return Webhooks(stop=dispatcher.stop, close=http.close)
+    return Webhooks(stop=dispatcher.stop, close=http.close, offer=dispatcher.offer, lease=dispatcher.lease)

@@ -80,6 +80,7 @@ async def test_post_arrives_with_host_headers_and_body_intact(
     assert request.headers["content-type"] == "application/json"
     assert request.headers["webhook-id"] == "evt_1"
     assert request.headers["content-length"] == str(len(body))
+    assert request.headers["user-agent"] == "Postwire-Webhooks/1"
 
 
 async def test_https_verifies_the_certificate_against_the_name_not_the_address(dns: LoopbackDns) -> None:
@@ -266,3 +267,18 @@ async def test_receiver_answers_its_script_in_order_then_the_default(
     arrived = await receiver.wait_for(3, path="/s", timeout=1)
     assert [r.body for r in arrived] == [b"0", b"1", b"2"]
     assert arrived[0].time <= arrived[1].time <= arrived[2].time
+
+
+async def test_a_post_writes_no_log_line_and_reuses_its_connection(
+    guard: GuardedHttp, receiver: WebhookReceiver, dns: LoopbackDns, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One webhook per message: a log line per request (httpx's INFO "HTTP Request: POST …", the
+    # URL included) cost the events service ~5 % of its CPU and said nothing an operator needs.
+    name = _name(dns, "127.0.0.1")
+    with caplog.at_level("DEBUG"):
+        for i in range(5):
+            response = await guard.post(receiver.url(f"/h?n={i}", host=name), b"{}", {})
+            assert response.status == 200
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 20] == []
+    assert receiver.connections == 1
+    assert [r.path for r in receiver.requests()] == [f"/h?n={i}" for i in range(5)]

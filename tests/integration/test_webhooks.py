@@ -4,6 +4,7 @@ redirects, 410, refused destinations, secret rotation, and secrets never shown t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -391,3 +392,31 @@ async def test_an_endpoint_failing_continuously_is_disabled_with_a_tenant_event(
     later = await _send(edge, tenant)
     await wait_for_events(edge, tenant.metadata, later, [DELIVERED])
     assert len(receiver.requests(path)) == seen
+
+
+async def test_many_messages_at_once_each_arrive_once_signed_and_are_logged_delivered(
+    edge, tenant, receiver
+) -> None:
+    # Deliveries finish together and are recorded in one statement, over kept-alive connections:
+    # each event still arrives exactly once with a valid signature and its own log entry.
+    path = _path()
+    created = await _create(edge, tenant, receiver.url(path))
+    count = 24
+    message_ids = set(await asyncio.gather(*(_send(edge, tenant) for _ in range(count))))
+    requests = await _requests(receiver, path, count, timeout=60)
+    payloads = [_verify(created.secret, r) for r in requests]
+    assert sorted(r.headers["webhook-id"] for r in requests) == sorted(p["data"]["id"] for p in payloads)
+    assert {p["data"]["messageId"] for p in payloads} == message_ids
+    assert len({r.headers["webhook-id"] for r in requests}) == count
+
+    async def logged():
+        answer = await _hooks(edge).ListWebhookDeliveries(
+            pb.ListWebhookDeliveriesRequest(webhook_id=created.webhook.id, state=OK, page_size=100),
+            metadata=tenant.metadata,
+        )
+        return list(answer.deliveries) if len(answer.deliveries) >= count else []
+
+    deliveries = await poll_until(logged, timeout=30, what=f"{count} delivered log entries")
+    assert sorted(d.event_id for d in deliveries) == sorted(p["data"]["id"] for p in payloads)
+    assert {(d.attempts, d.last_status) for d in deliveries} == {(1, 200)}
+    assert receiver.connections < count  # connections are kept alive between deliveries

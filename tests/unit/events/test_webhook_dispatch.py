@@ -13,7 +13,7 @@ from libs.http_guard import HttpResponse
 from libs.token_keys import KeyRing
 from libs.webhook_secrets import WebhookSecrets
 from services.events.webhook_dispatch import WebhookDispatcher
-from services.events.webhook_records import Claim
+from services.events.webhook_records import Claim, Delivered
 from services.events.webhook_rules import RetrySchedule
 
 SECRETS = WebhookSecrets(KeyRing.from_env({}))  # the dev key ring
@@ -44,8 +44,9 @@ class FakeStore:
     async def release(self, webhook_id: str, event_id: str) -> None:
         self.due.append(next(c for c in ALL if c.event_id == event_id))
 
-    async def delivered(self, claim: Claim, **_: object) -> None:
-        self.sent.append(claim.event_id)
+    async def delivered_many(self, outcomes: Sequence[Delivered]) -> list[None]:
+        self.sent.extend(o.claim.event_id for o in outcomes)
+        return [None] * len(outcomes)
 
 
 class HangingHttp:
