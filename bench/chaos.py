@@ -490,6 +490,8 @@ class Row:
     duplicates: int = 0
     stuck: int = 0
     mismatched: int = 0
+    # Message id, PostgreSQL (message state, recipient states), copies at the sink: for a post-mortem.
+    mismatches: list[tuple[str, tuple[str, tuple[str, ...]] | None, int]] = field(default_factory=list)
     refused: int = 0
     answers: Counter[str] = field(default_factory=Counter)
     recovery: float = math.nan
@@ -528,12 +530,14 @@ def reconcile(outcome: Outcome, counts: Counter[str], first: dict[str, float]) -
             row.stuck += 1
         elif call.kind == DEFER_DIRECTIVE:
             row.expired += recipients == ("expired",)
-            row.mismatched += got > 0 or recipients != ("expired",)
+            if got > 0 or recipients != ("expired",):
+                row.mismatches.append((mid, state, got))
         elif got == 0:
             row.lost += 1
         else:
             row.delivered += 1
-            row.mismatched += recipients != ("delivered",)
+            if recipients != ("delivered",):
+                row.mismatches.append((mid, state, got))
         row.duplicates += max(0, got - 1)
     if scenario.fault not in ("none", "defer", "tarpit"):
         backlog = [
@@ -564,8 +568,11 @@ def reconcile(outcome: Outcome, counts: Counter[str], first: dict[str, float]) -
     bad = sum(row.answers[code] for code in BAD_CODES)
     if bad:
         row.failures.append(f"{bad} INTERNAL/UNKNOWN answers")
+    row.mismatched = len(row.mismatches)
     if row.mismatched:
         row.failures.append(f"{row.mismatched} whose PostgreSQL state disagrees with the sink")
+        for mid, state, got in row.mismatches:
+            log(f"  {scenario.name}: message {mid} is {state} in PostgreSQL, {got} cop(ies) at the sink")
     if row.duplicates and not scenario.worker_stop:
         row.failures.append(f"{row.duplicates} duplicates without a worker kill")
     if scenario.worker_stop and row.duplicates > (outcome.past_dot or 0):
