@@ -103,10 +103,8 @@ class RecipientDelivery:
                 if session is not None and not session.clean and not await session.reset():
                     session = None
                 if session is None:
-                    try:
-                        session = await self._open()
-                    except SessionFailure as failure:
-                        await self._settle(recipients[index:], failure.reply, _deferral(failure))
+                    session = await self._open_or_defer(recipients[index:])
+                    if session is None:
                         return
                 self._session = session
                 self.current = recipient
@@ -122,13 +120,11 @@ class RecipientDelivery:
                     except SessionStale:
                         # Nothing was sent for this recipient: once more on a fresh session,
                         # without counting an attempt (what a failed RSET used to do).
-                        try:
-                            session = await self._open()
-                        except SessionFailure as failure:
+                        fresh = await self._open_or_defer(recipients[index:])
+                        if fresh is None:
                             # The stale session is closed: the pool will not shelve it again.
-                            await self._settle(recipients[index:], failure.reply, _deferral(failure))
                             return
-                        self._session = session
+                        self._session = session = fresh
                         reply = await session.deliver(
                             letter.envelope_from, letter.recipient, letter.data, smtputf8=letter.smtputf8
                         )
@@ -152,6 +148,14 @@ class RecipientDelivery:
         finally:
             if session is not None:
                 self._pool.give_back(self._plan.key, session)
+
+    async def _open_or_defer(self, rest: Sequence[ClaimedRecipient]) -> SmtpSession | None:
+        """A new session, or None once `rest` is settled as deferred (no endpoint took one)."""
+        try:
+            return await self._open()
+        except SessionFailure as failure:
+            await self._settle(rest, failure.reply, _deferral(failure))
+            return None
 
     async def _open(self) -> SmtpSession:
         """The first endpoint that accepts a session, in the plan's order."""
