@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from libs import metrics
+from libs.grpcx.handlers import unary_stream_like, unary_unary_like
 
 __all__ = ["ClientMetricsInterceptor", "ServerMetricsInterceptor", "rpc_attributes"]
 
@@ -76,11 +77,7 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):
                 record(started, context, None)
                 return response
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return unary_unary_like(handler, unary_unary)
         if handler.unary_stream is not None:
             inner_us: Callable[[Any, Any], AsyncIterator[Any]] = handler.unary_stream
 
@@ -94,11 +91,7 @@ class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):
                     raise
                 record(started, context, None)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return unary_stream_like(handler, unary_stream)
         # Client-streaming methods (reflection) are not counted.
         return handler  # type: ignore[no-any-return]
 

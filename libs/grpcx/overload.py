@@ -24,6 +24,7 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from libs.grpcx.handlers import unary_stream_like, unary_unary_like
 from libs.grpcx.in_flight import InFlightLimit
 
 __all__ = ["OVERLOADED_REASON", "LoadShedInterceptor", "overload_retry_after", "overloaded_status"]
@@ -110,11 +111,7 @@ class LoadShedInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     limit.leave()
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return unary_unary_like(handler, unary_unary)
         if handler.unary_stream is not None:
             inner_us: Callable[[Any, Any], AsyncIterator[Any]] = handler.unary_stream
 
@@ -125,9 +122,5 @@ class LoadShedInterceptor(grpc.aio.ServerInterceptor):
                 async for item in inner_us(request, context):
                     yield item
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
+            return unary_stream_like(handler, unary_stream)
         return handler  # type: ignore[no-any-return]  # see Handler

@@ -14,6 +14,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from libs.errors import InvalidArgument
 from libs.grpcx.call_metrics import ServerMetricsInterceptor
 from libs.grpcx.context import Context
+from libs.grpcx.handlers import unary_stream_like, unary_unary_like
 from libs.grpcx.in_flight import InFlightLimit
 from libs.grpcx.internal_auth import InternalAuthInterceptor
 from libs.grpcx.overload import LoadShedInterceptor
@@ -105,10 +106,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     await abort_for(context, exc)
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
+            return unary_unary_like(
+                handler, unary_unary, request_deserializer=_tolerant(handler.request_deserializer)
             )
         if handler.unary_stream is not None:
             inner_us = handler.unary_stream
@@ -124,10 +123,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     await abort_for(context, exc)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
+            return unary_stream_like(
+                handler, unary_stream, request_deserializer=_tolerant(handler.request_deserializer)
             )
         if handler.stream_stream is not None:  # reflection
             inner_ss = handler.stream_stream
