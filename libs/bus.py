@@ -35,6 +35,7 @@ __all__ = [
     "ROUTE_SUBJECT",
     "WORK_STREAM",
     "Bus",
+    "NotNow",
     "Outcome",
     "Publication",
     "StageFailures",
@@ -67,6 +68,18 @@ def event_subject(tenant_id: str, event_type: str) -> str:
 
 class Outcome(enum.Enum):
     ACK = "ack"
+
+
+class NotNow(Exception):
+    """The handler will not take this message yet, for a reason that settles by itself (the
+    message's own outcome is still being committed, or this process is stopping): it is naked
+    for redelivery after `retry_after` seconds with no failure counted and no give-up applied.
+    Going through the failure bookkeeping instead would let an outage's give-up expire
+    recipients whose outcome is a moment from being recorded."""
+
+    def __init__(self, reason: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 Handler = Callable[[Msg], Awaitable[Outcome]]
@@ -288,6 +301,9 @@ class Bus:
                 try:
                     await handler(msg)
                     done = True
+                except NotNow as later:
+                    _log.debug("%s on %s; later", later, msg.subject)
+                    delay = later.retry_after
                 except Exception as exc:
                     delay = await self._settle_failure(msg, exc, stage, failures, retry)
             if done:

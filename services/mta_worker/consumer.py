@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2
 from postwire.v1 import message_pb2
 
-from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, Bus, Publication
+from libs.bus import DELIVER_SUBJECT, RETRY_SUBJECT, Bus, NotNow, Publication
 from libs.bus import Outcome as BusOutcome
 from libs.domain_keys import DomainKeyReader, KeyUnreadable
 from libs.errors import Unavailable
@@ -130,9 +130,9 @@ class Worker:
         task = bus_pb2.DeliveryTask.FromString(msg.data)
         if self._stopping or self._recorder.pending(task.message_id):
             # Not now: after a restart or on another replica (JetStream redelivers it). An outcome
-            # of this message is still being committed, so claiming it again could send it twice.
-            # Raised as "unavailable" so the bus naks it without counting an attempt.
-            raise Unavailable("mta_worker is stopping" if self._stopping else "an outcome is being recorded")
+            # of this message is still being committed, so claiming it again could send it twice,
+            # and giving it up (as an outage past the give-up time would) could overwrite it.
+            raise NotNow("mta_worker is stopping" if self._stopping else "an outcome is being recorded")
         claim = await self._store.claim(task.message_id, lease=self._lease)
         if claim is None:
             return BusOutcome.ACK  # nothing queued: already done, or another worker holds it

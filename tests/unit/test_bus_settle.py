@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from libs.bus import Bus, Outcome
+from libs.bus import Bus, NotNow, Outcome
 from libs.errors import Unavailable
 from libs.stage_retry import StageRetry
 
@@ -93,3 +93,12 @@ async def test_bookkeeping_that_fails_retries_without_counting() -> None:
 async def test_without_bookkeeping_a_bug_backs_off_by_delivery_count() -> None:
     msg = await _settle(_raising(KeyError("x")), None, delivered=4)
     assert msg.settled == [("nak", 16.0)]
+
+
+async def test_not_now_is_naked_without_bookkeeping_so_no_give_up_can_overwrite_an_outcome() -> None:
+    # The chaos tarpit run: a message whose DELIVERED outcome was still being committed came back
+    # on the retry lane past its give-up time; treated as an outage, it was expired first.
+    failures = FakeFailures(answer=None)
+    msg = await _settle(_raising(NotNow("an outcome is being recorded", retry_after=1.5)), failures, delivered=9)
+    assert failures.calls == []
+    assert msg.settled == [("nak", 1.5)]
