@@ -231,12 +231,14 @@ async def wait_serving(suite: Suite, name: str) -> None:
             await asyncio.sleep(0.2)
 
 
-async def create_api_key(suite: Suite) -> str:
+async def create_api_key(suite: Suite, limits: Sequence[dict[str, object]] = ()) -> str:
     auth = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
     async with grpc.aio.insecure_channel(suite.ports.addr("edge")) as channel:
         stub = admin_service_pb2_grpc.AdminServiceStub(channel)
         made = await stub.CreateTenant(
-            admin_service_pb2.CreateTenantRequest(tenant={"name": f"bench-{uuid.uuid4().hex[:8]}"}),
+            admin_service_pb2.CreateTenantRequest(
+                tenant={"name": f"bench-{uuid.uuid4().hex[:8]}", "limits": list(limits)}
+            ),
             metadata=auth,
             timeout=10,
         )

@@ -109,9 +109,18 @@ async def _logging(database_url: str, on: bool) -> None:
         await conn.close()
 
 
-async def _measure(data_dir: Path, suite: Suite, sink: SmtpSink, messages: int, concurrency: int) -> str:
+# Generous enough never to refuse a bench message, so every admission runs the meter.
+_LIMITS = (
+    {"stream": "*", "recipients_per_second": 100_000.0, "burst": 100_000, "recipients_per_day": 10**9},
+    {"stream": "transactional", "recipients_per_second": 100_000.0, "recipients_per_month": 10**9},
+)
+
+
+async def _measure(
+    data_dir: Path, suite: Suite, sink: SmtpSink, messages: int, concurrency: int, *, limits: bool
+) -> str:
     await wait_ready(suite)
-    api_key = await create_api_key(suite)
+    api_key = await create_api_key(suite, _LIMITS if limits else ())
     if suite.database_url is None:
         raise RuntimeError("the suite has no database")
     pg_log = next(data_dir.rglob("postgres.log"))
@@ -155,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.commits", description=__doc__)
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--limits",
+        action="store_true",
+        help="give the tenant rate limits and quotas, so admission charges them",
+    )
     args = parser.parse_args(argv)
     data_dir = Path(tempfile.mkdtemp(prefix="postwire-commits-"))
     sink = SmtpSink("127.0.0.1", 0, scripted=False)
@@ -165,7 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log("starting NATS, PostgreSQL and the services…")
         suite.start_infrastructure()
         spawn_services(suite)
-        text = asyncio.run(_measure(data_dir, suite, sink, args.messages, args.concurrency))
+        text = asyncio.run(
+            _measure(data_dir, suite, sink, args.messages, args.concurrency, limits=args.limits)
+        )
     finally:
         if suite is not None:
             suite.stop()
