@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from google.rpc import status_pb2
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 
@@ -50,10 +48,8 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
     ) -> policy_service_pb2.AdmitManyResponse:
         if len(request.messages) > MAX_ADMIT_MANY:
             raise InvalidArgument([("messages", f"at most {MAX_ADMIT_MANY} messages per call")])
-        # Each one decided and charged on its own, as separate AdmitMessage calls would be.
-        outcomes = await asyncio.gather(
-            *(self._admit(_send(m.tenant_id, m)) for m in request.messages), return_exceptions=True
-        )
+        # Each with its own outcome, as separate AdmitMessage calls would give it.
+        outcomes = await self._admit.many([_send(m.tenant_id, m) for m in request.messages])
         return policy_service_pb2.AdmitManyResponse(results=[_result(o) for o in outcomes])
 
     async def RecordSuppressions(
@@ -66,11 +62,9 @@ class PolicyApi(policy_service_pb2_grpc.PolicyServiceServicer):
 MAX_ADMIT_MANY = 1000
 
 
-def _result(outcome: Admission | BaseException) -> policy_service_pb2.AdmitManyResult:
+def _result(outcome: Admission | Exception) -> policy_service_pb2.AdmitManyResult:
     if isinstance(outcome, Admission):
         return policy_service_pb2.AdmitManyResult(admission=_admission_response(outcome))
-    if not isinstance(outcome, Exception):
-        raise outcome  # cancellation and the like end the whole call
     # The status AdmitMessage would have answered, details included (status_for logs a bug).
     status = status_for(outcome)
     details = dict(status.trailing_metadata or ()).get("grpc-status-details-bin")

@@ -12,7 +12,8 @@ from libs.errors import NotFound
 from libs.request_id_store import Connection
 from libs.request_ids import RequestId
 from services.policy.db import Db, run_once, transaction
-from services.policy.limits import Limits, Refusal, oversize_refusal, quota_refusal, rate_refusal
+from services.policy.ledger import Charge, Ledger, QuotaKey, RateKey, quota_keys, rate_keys
+from services.policy.limits import Limits, Refusal
 from services.policy.records import KeyRecord, KeyRow, TenantRow
 
 __all__ = ["PolicyStore"]
@@ -239,34 +240,25 @@ class PolicyStore:
             raise NotFound(f"API key '{id_or_prefix}' not found")
         return _key_row(row)
 
-    async def consume(self, tenant_id: str, limits: Sequence[Limits], recipients: int) -> Refusal | None:
-        """Take `recipients` from every limit in one transaction, or from none.
+    async def consume_many(self, sends: Sequence[tuple[str, Sequence[Charge]]]) -> list[Refusal | None]:
+        """Charge each send (tenant id, charges) all or none, in the order given, in one transaction.
 
-        Each limit is one conditional upsert that PostgreSQL serialises on its row, so replicas
-        asking at once are decided one after the other against the same state.
+        Every row the call can touch is locked first, in one sorted order whichever replica asks
+        (a missing row is inserted by the same statement), so concurrent calls are decided one
+        after the other against the same state and never deadlock; the arithmetic then runs here
+        (services/policy/ledger.py) and what changed is written back before the commit.
         """
-        return await self.consume_each(tenant_id, [(limit, recipients) for limit in limits])
-
-    async def consume_each(self, tenant_id: str, charges: Sequence[tuple[Limits, int]]) -> Refusal | None:
-        """`consume` with a count per limit (a batch charges each stream with its own recipients)."""
-        tid = uuid.UUID(tenant_id)
-        try:
-            async with transaction(self._db) as conn:
-                now: datetime = await conn.fetchval("SELECT now()")
-                for limit, recipients in charges:
-                    refusal = await _take(conn, tid, limit, recipients, now)
-                    if refusal is not None:
-                        # Leaving the transaction by raising rolls back what earlier limits took.
-                        raise _Refused(refusal)
-        except _Refused as refused:
-            return refused.refusal
-        return None
-
-
-class _Refused(Exception):
-    def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.description)
-        self.refusal = refusal
+        # Keys as PostgreSQL spells them back.
+        sends = [(str(uuid.UUID(tenant_id)), charges) for tenant_id, charges in sends]
+        rate = rate_keys(sends)
+        quota = quota_keys(sends)
+        if not rate and not quota:
+            return [None] * len(sends)
+        async with transaction(self._db) as conn:
+            ledger = await _locked(conn, rate, quota)
+            refusals = [ledger.charge(tenant_id, charges) for tenant_id, charges in sends]
+            await _write_back(conn, ledger)
+        return refusals
 
 
 async def _write_limits(conn: Connection, tenant_id: uuid.UUID, limits: Sequence[Limits]) -> None:
@@ -287,62 +279,64 @@ async def _write_limits(conn: Connection, tenant_id: uuid.UUID, limits: Sequence
     )
 
 
-async def _take(
-    conn: Connection, tenant_id: uuid.UUID, limit: Limits, n: int, now: datetime
-) -> Refusal | None:
-    if limit.recipients_per_second > 0:
-        burst = limit.effective_burst
-        if n > burst:
-            return oversize_refusal(limit, n)
-        cost = n * limit.emission_interval
-        window = burst * limit.emission_interval
-        # GCRA: admit while the theoretical arrival time, pushed on by this send, stays within
-        # one burst of now.
-        tat = await conn.fetchval(
+async def _locked(conn: Connection, rate: Sequence[RateKey], quota: Sequence[QuotaKey]) -> Ledger:
+    """The rows of `rate` and `quota`, locked in that order: a no-op upsert inserts a missing row
+    and locks an existing one, row by row in the order of its input."""
+    now: datetime | None = None
+    tats: dict[RateKey, datetime] = {}
+    used: dict[QuotaKey, int] = {}
+    if rate:
+        rows = await conn.fetch(
             "INSERT INTO rate_state (tenant_id, stream, tat)"
-            " VALUES ($1, $2, $3::timestamptz + make_interval(secs => $4::float8))"
-            " ON CONFLICT (tenant_id, stream) DO UPDATE"
-            " SET tat = GREATEST(rate_state.tat, $3::timestamptz) + make_interval(secs => $4::float8)"
-            " WHERE GREATEST(rate_state.tat, $3::timestamptz) + make_interval(secs => $4::float8)"
-            " <= $3::timestamptz + make_interval(secs => $5::float8)"
-            " RETURNING tat",
-            tenant_id,
-            limit.stream,
-            now,
-            cost,
-            window,
+            " SELECT k.tenant_id, k.stream, now() FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, stream)"
+            " ON CONFLICT (tenant_id, stream) DO UPDATE SET tat = rate_state.tat"
+            " RETURNING tenant_id, stream, tat, now() AS now",
+            [uuid.UUID(t) for t, _ in rate],
+            [s for _, s in rate],
         )
-        if tat is None:
-            current = await conn.fetchval(
-                "SELECT tat FROM rate_state WHERE tenant_id = $1 AND stream = $2", tenant_id, limit.stream
-            )
-            wait = (max(current, now) - now).total_seconds() + cost - window
-            return rate_refusal(limit, n, max(wait, limit.emission_interval))
-    for period, quota in (("day", limit.recipients_per_day), ("month", limit.recipients_per_month)):
-        if quota <= 0:
-            continue
-        start = now.date() if period == "day" else now.date().replace(day=1)
-        if n > quota:
-            return quota_refusal(limit, period, quota, 0, n, now)
-        used = await conn.fetchval(
-            "INSERT INTO quota_usage (tenant_id, stream, period, period_start, used) VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (tenant_id, stream, period, period_start) DO UPDATE"
-            " SET used = quota_usage.used + $5 WHERE quota_usage.used + $5 <= $6 RETURNING used",
-            tenant_id,
-            limit.stream,
-            period,
-            start,
-            n,
-            quota,
+        tats = {(str(r["tenant_id"]), r["stream"]): r["tat"] for r in rows}
+        now = rows[0]["now"]
+    if quota:
+        # The UTC day or month that now() falls in, as the charges below count it.
+        rows = await conn.fetch(
+            "INSERT INTO quota_usage (tenant_id, stream, period, period_start, used)"
+            " SELECT k.tenant_id, k.stream, k.period, CASE k.period WHEN 'day' THEN"
+            " (now() AT TIME ZONE 'UTC')::date ELSE date_trunc('month', now() AT TIME ZONE 'UTC')::date END, 0"
+            " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, stream, period)"
+            " ON CONFLICT (tenant_id, stream, period, period_start) DO UPDATE SET used = quota_usage.used"
+            " RETURNING tenant_id, stream, period, used, now() AS now",
+            [uuid.UUID(t) for t, _, _ in quota],
+            [s for _, s, _ in quota],
+            [p for _, _, p in quota],
         )
-        if used is None:
-            current = await conn.fetchval(
-                "SELECT used FROM quota_usage WHERE tenant_id = $1 AND stream = $2 AND period = $3"
-                " AND period_start = $4",
-                tenant_id,
-                limit.stream,
-                period,
-                start,
-            )
-            return quota_refusal(limit, period, quota, current or 0, n, now)
-    return None
+        used = {(str(r["tenant_id"]), r["stream"], r["period"]): r["used"] for r in rows}
+        now = rows[0]["now"]
+    if now is None:
+        raise RuntimeError("nothing to lock")
+    return Ledger(now, tats, used)
+
+
+async def _write_back(conn: Connection, ledger: Ledger) -> None:
+    """What the ledger's charges changed, in one statement (the rows are locked already)."""
+    if not ledger.changed_tats and not ledger.changed_used:
+        return
+    rate = sorted(ledger.changed_tats)
+    quota = sorted(ledger.changed_used)
+    await conn.execute(
+        "WITH r AS (UPDATE rate_state s SET tat = k.tat"
+        " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS k(tenant_id, stream, tat)"
+        " WHERE s.tenant_id = k.tenant_id AND s.stream = k.stream),"
+        " q AS (UPDATE quota_usage s SET used = k.used"
+        " FROM unnest($4::uuid[], $5::text[], $6::text[], $7::bigint[]) AS k(tenant_id, stream, period, used)"
+        " WHERE s.tenant_id = k.tenant_id AND s.stream = k.stream AND s.period = k.period"
+        " AND s.period_start = CASE k.period WHEN 'day' THEN (now() AT TIME ZONE 'UTC')::date"
+        " ELSE date_trunc('month', now() AT TIME ZONE 'UTC')::date END)"
+        " SELECT 1",
+        [uuid.UUID(t) for t, _ in rate],
+        [s for _, s in rate],
+        [ledger.tats[k] for k in rate],
+        [uuid.UUID(t) for t, _, _ in quota],
+        [s for _, s, _ in quota],
+        [p for _, _, p in quota],
+        [ledger.used[k] for k in quota],
+    )

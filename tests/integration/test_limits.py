@@ -186,7 +186,10 @@ async def test_the_limit_holds_across_two_policy_replicas(suite, edge, second_po
     ):
         stubs = [policy_service_pb2_grpc.PolicyServiceStub(c) for c in (one, two)]
         request = policy_service_pb2.AdmitMessageRequest(
-            tenant_id=tenant_id, stream="transactional", recipients=["a@example.com"], from_domain="example.com"
+            tenant_id=tenant_id,
+            stream="transactional",
+            recipients=["a@example.com"],
+            from_domain="example.com",
         )
         admitted = {0: 0, 1: 0}
         refused = 0
@@ -221,16 +224,23 @@ async def test_the_limit_holds_across_two_policy_replicas(suite, edge, second_po
     assert refused == 120 - total
 
 
-async def test_concurrent_sends_are_charged_each_on_its_own(suite, edge) -> None:
-    """Sends that reach policy together (one AdmitMany) are still decided one by one: exactly
-    the burst is admitted, every other send gets its own RESOURCE_EXHAUSTED with RetryInfo and
-    QuotaFailure, and a send from an unverified domain among them its own FAILED_PRECONDITION."""
+async def test_concurrent_sends_are_charged_each_on_its_own_in_shared_transactions(suite, edge) -> None:
+    """Sends that reach policy together (one AdmitMany) are charged in one transaction and still
+    decided one by one: exactly the tenant-wide burst is admitted, every other send gets its own
+    RESOURCE_EXHAUSTED with RetryInfo and QuotaFailure, and a send from an unverified domain
+    among them its own FAILED_PRECONDITION. Each send has a stream of its own with a limit of its
+    own, so the rate_state rows' xmin show how many transactions charged them."""
+    streams = [f"s{i}" for i in range(12)]
     tenant_id, auth = await _tenant(
-        edge, [{"stream": "transactional", "recipients_per_second": 0.01, "burst": 5}]
+        edge,
+        [{"stream": "*", "recipients_per_second": 0.01, "burst": 5}]
+        + [{"stream": s, "recipients_per_second": 1000.0} for s in streams],
     )
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
-    sends = [stub.SendEmail(mail(to=[{"address": unique()}]), metadata=auth) for _ in range(12)]
-    sends.insert(6, stub.SendEmail(mail(**{"from": {"address": "x@unverified-domain.example.org"}}), metadata=auth))
+    sends = [stub.SendEmail(mail(stream=s), metadata=auth) for s in streams]
+    sends.insert(
+        6, stub.SendEmail(mail(**{"from": {"address": "x@unverified-domain.example.org"}}), metadata=auth)
+    )
     outcomes = await asyncio.gather(*sends, return_exceptions=True)
     unverified = outcomes.pop(6)
     assert isinstance(unverified, grpc.aio.AioRpcError)
@@ -244,8 +254,18 @@ async def test_concurrent_sends_are_charged_each_on_its_own(suite, edge) -> None
         assert retry is not None and retry > 0
         assert quota == [
             (
-                "stream 'transactional'",
+                "tenant (all streams)",
                 "rate limit of 0.01 recipients/s with a burst of 5: 1 recipients requested",
             )
         ]
     assert await _messages(suite, tenant_id) == 5
+    conn = await asyncpg.connect(suite.database_url)
+    try:
+        charged, transactions = await conn.fetchrow(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM rate_state WHERE tenant_id = $1 AND stream <> '*'",
+            uuid.UUID(tenant_id),
+        )
+    finally:
+        await conn.close()
+    # One transaction per send would be at least the 5 admitted ones.
+    assert charged == 12 and transactions < 5, (charged, transactions)

@@ -52,15 +52,13 @@ class World:
         self.log.append("suppressions")
         return {a for a in addresses if a in self._suppressed}
 
-    async def consume(self, tenant_id: str, limits: Sequence[Limits], recipients: int) -> Refusal | None:
+    async def consume_many(
+        self, sends: Sequence[tuple[str, Sequence[tuple[Limits, int]]]]
+    ) -> list[Refusal | None]:
         self.log.append("charge")
-        self.charged.append(([lim.stream for lim in limits], recipients))
-        return self._refusal
-
-    async def consume_each(self, tenant_id: str, charges: Sequence[tuple[Limits, int]]) -> Refusal | None:
-        self.log.append("charge")
-        self.charged.extend(([lim.stream], n) for lim, n in charges)
-        return self._refusal
+        self.charged.extend(([lim.stream], n) for _, charges in sends for lim, n in charges)
+        # A refusal, when set, for the sends with more than one recipient.
+        return [self._refusal if charges[0][1] > 1 else None for _, charges in sends]
 
 
 def _admit(world: World) -> Admit:
@@ -199,3 +197,39 @@ async def test_an_unverified_from_domain_in_a_batch_names_its_first_message() ->
         await _admit(world).batch(TENANT, [_send("a@x.org"), _send("b@x.org")])
 
     assert [field for _, field, _ in refused.value.violations] == ["messages[0].from.address"]
+
+
+async def test_concurrent_sends_share_each_step_and_keep_their_own_outcomes() -> None:
+    refusal = Refusal(subject="tenant (all streams)", description="daily quota", retry_after=30.0)
+    world = World(limits=[Limits("*", recipients_per_day=10)], suppressed={"s@x.org"}, refusal=refusal)
+
+    outcomes = await _admit(world).many(
+        [
+            _send("a@x.org"),
+            _send("b@x.org", stream="Not A Stream"),
+            _send("c@x.org", "d@x.org"),
+            _send("s@x.org"),
+            _send("e@x.org", group="news"),
+        ]
+    )
+
+    assert [type(o).__name__ for o in outcomes] == [
+        "Admission",
+        "InvalidArgument",
+        "RateLimited",
+        "Admission",
+        "Admission",
+    ]
+    # One tenant, one domain, one lookup per group (together), one charge for the call; the
+    # suppressed-only send and the invalid one are not charged.
+    assert world.log == ["tenant", "from", "suppressions", "suppressions", "limits", "charge"]
+    assert world.charged == [(["*"], 1), (["*"], 2), (["*"], 1)]
+
+
+async def test_an_unknown_tenant_fails_only_its_own_sends() -> None:
+    world = World(sandbox=None)
+
+    outcomes = await _admit(world).many([_send("a@x.org")])
+
+    assert isinstance(outcomes[0], Unauthenticated)
+    assert world.log == ["tenant"]

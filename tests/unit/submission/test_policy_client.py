@@ -40,6 +40,15 @@ class _Admit:
             decisions=tuple(Decision.SUPPRESS if r.startswith("no@") else Decision.ADMIT for r in send.recipients),
         )
 
+    async def many(self, sends: list[Send]) -> list[Admission | Exception]:
+        outcomes: list[Admission | Exception] = []
+        for send in sends:
+            try:
+                outcomes.append(await self(send))
+            except PostwireError as exc:
+                outcomes.append(exc)
+        return outcomes
+
 
 class _Stub:
     """The policy stub, answering through the real PolicyApi servicer."""
