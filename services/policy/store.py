@@ -279,6 +279,13 @@ async def _write_limits(conn: Connection, tenant_id: uuid.UUID, limits: Sequence
     )
 
 
+# The UTC day or month of now() that a quota row of period k.period counts.
+_PERIOD_START = (
+    "CASE k.period WHEN 'day' THEN (now() AT TIME ZONE 'UTC')::date"
+    " ELSE date_trunc('month', now() AT TIME ZONE 'UTC')::date END"
+)
+
+
 async def _locked(conn: Connection, rate: Sequence[RateKey], quota: Sequence[QuotaKey]) -> Ledger:
     """The rows of `rate` and `quota`, locked in that order: a no-op upsert inserts a missing row
     and locks an existing one, row by row in the order of its input."""
@@ -291,23 +298,18 @@ async def _locked(conn: Connection, rate: Sequence[RateKey], quota: Sequence[Quo
             " SELECT k.tenant_id, k.stream, now() FROM unnest($1::uuid[], $2::text[]) AS k(tenant_id, stream)"
             " ON CONFLICT (tenant_id, stream) DO UPDATE SET tat = rate_state.tat"
             " RETURNING tenant_id, stream, tat, now() AS now",
-            [uuid.UUID(t) for t, _ in rate],
-            [s for _, s in rate],
+            *_arrays(rate, 2),
         )
         tats = {(str(r["tenant_id"]), r["stream"]): r["tat"] for r in rows}
         now = rows[0]["now"]
     if quota:
-        # The UTC day or month that now() falls in, as the charges below count it.
         rows = await conn.fetch(
             "INSERT INTO quota_usage (tenant_id, stream, period, period_start, used)"
-            " SELECT k.tenant_id, k.stream, k.period, CASE k.period WHEN 'day' THEN"
-            " (now() AT TIME ZONE 'UTC')::date ELSE date_trunc('month', now() AT TIME ZONE 'UTC')::date END, 0"
+            f" SELECT k.tenant_id, k.stream, k.period, {_PERIOD_START}, 0"
             " FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, stream, period)"
             " ON CONFLICT (tenant_id, stream, period, period_start) DO UPDATE SET used = quota_usage.used"
             " RETURNING tenant_id, stream, period, used, now() AS now",
-            [uuid.UUID(t) for t, _, _ in quota],
-            [s for _, s, _ in quota],
-            [p for _, _, p in quota],
+            *_arrays(quota, 3),
         )
         used = {(str(r["tenant_id"]), r["stream"], r["period"]): r["used"] for r in rows}
         now = rows[0]["now"]
@@ -329,14 +331,16 @@ async def _write_back(conn: Connection, ledger: Ledger) -> None:
         " q AS (UPDATE quota_usage s SET used = k.used"
         " FROM unnest($4::uuid[], $5::text[], $6::text[], $7::bigint[]) AS k(tenant_id, stream, period, used)"
         " WHERE s.tenant_id = k.tenant_id AND s.stream = k.stream AND s.period = k.period"
-        " AND s.period_start = CASE k.period WHEN 'day' THEN (now() AT TIME ZONE 'UTC')::date"
-        " ELSE date_trunc('month', now() AT TIME ZONE 'UTC')::date END)"
+        f" AND s.period_start = {_PERIOD_START})"
         " SELECT 1",
-        [uuid.UUID(t) for t, _ in rate],
-        [s for _, s in rate],
+        *_arrays(rate, 2),
         [ledger.tats[k] for k in rate],
-        [uuid.UUID(t) for t, _, _ in quota],
-        [s for _, s, _ in quota],
-        [p for _, _, p in quota],
+        *_arrays(quota, 3),
         [ledger.used[k] for k in quota],
     )
+
+
+def _arrays(keys: Sequence[tuple[str, ...]], width: int) -> list[list[object]]:
+    """Keys as one array per column for unnest(), the tenant ids as UUIDs."""
+    columns: list[list[object]] = [[uuid.UUID(k[0]) for k in keys]]
+    return columns + [[k[j] for k in keys] for j in range(1, width)]
