@@ -22,7 +22,7 @@ from libs.bus import Bus, event_subject
 # Re-exported: building an envelope is pure and lives apart so use cases can do it without I/O.
 from libs.event_envelopes import EventContext, new_event
 
-__all__ = ["EventContext", "insert_events", "new_event", "publish_events"]
+__all__ = ["EventContext", "insert_events", "insert_new_sql", "new_arrays", "new_event", "publish_events"]
 
 _log = logging.getLogger(__name__)
 # Callers write events inside their own transaction, on a pooled connection or a bare one.
@@ -43,6 +43,25 @@ async def insert_events(conn: Connection, envelopes: Iterable[bus_pb2.EventEnvel
             " ON CONFLICT (event_id) DO NOTHING",
             rows,
         )
+
+
+def insert_new_sql(first: int, stored: str) -> str:
+    """insert_events for a WITH clause, of the events `new_arrays` gives as ${first}…, for the
+    messages whose id the WITH query `stored` returned."""
+    return (
+        "INSERT INTO event_outbox (event_id, tenant_id, subject, payload) SELECT o.event_id, o.tenant_id,"
+        f" o.subject, o.payload FROM unnest(${first}::text[], ${first + 1}::uuid[], ${first + 2}::text[],"
+        f" ${first + 3}::bytea[], ${first + 4}::uuid[]) AS o(event_id, tenant_id, subject, payload, message_id)"
+        f" WHERE o.message_id IN (SELECT id FROM {stored}) ON CONFLICT (event_id) DO NOTHING"
+    )
+
+
+def new_arrays(envelopes: Iterable[bus_pb2.EventEnvelope]) -> list[list[object]]:
+    """The parameters of insert_new_sql: one list per column."""
+    rows = [
+        (e.event.id, e.tenant_id, _subject(e), e.SerializeToString(), e.event.message_id) for e in envelopes
+    ]
+    return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(5)]
 
 
 async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:

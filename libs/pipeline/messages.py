@@ -24,56 +24,16 @@ __all__ = [
     "count_route_failure",
     "defer_routing",
     "give_up",
-    "insert",
     "insert_many",
+    "insert_new_sql",
     "lease_many_for_routing",
     "mark_many_routed",
+    "new_arrays",
     "routing_times",
 ]
 
 # The predicate of messages_route_due (migration 0001); a constant of ours, never input.
 _WAITING = f"state = '{MessageState.ACCEPTED.value}'"
-
-
-async def insert(
-    conn: Tx,
-    message_id: uuid.UUID,
-    /,
-    *,
-    tenant_id: str,
-    idempotency_key: str | None,
-    request_hash: bytes,
-    request: bytes,
-    stream: str,
-    tags: Sequence[str],
-    metadata: Mapping[str, str],
-    state: MessageState,
-    send_time: datetime | None,
-    route_due_time: datetime,
-    template_versions: str | None,
-    sandbox: bool,
-    rendered_parts: Mapping[str, str] | None = None,
-) -> bool:
-    """Store a new message; False (nothing written) if the tenant already used the idempotency key."""
-    inserted = await conn.fetchval(
-        f"INSERT INTO messages ({_COLUMNS}) VALUES ({_VALUES}) ON CONFLICT (tenant_id, idempotency_key)"
-        " WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id",
-        message_id,
-        tenant_id,
-        idempotency_key,
-        request_hash,
-        request,
-        stream,
-        list(tags),
-        json.dumps(dict(metadata)),
-        state,
-        send_time,
-        route_due_time,
-        template_versions,
-        sandbox,
-        None if rendered_parts is None else json.dumps(dict(rendered_parts)),
-    )
-    return inserted is not None
 
 
 _COLUMNS = (
@@ -88,26 +48,52 @@ async def insert_many(conn: Tx, rows: Sequence[NewRow], /) -> None:
     asyncpg.UniqueViolationError, which rolls back the caller's transaction: a batch is stored
     whole or not at all."""
     await conn.executemany(
-        f"INSERT INTO messages ({_COLUMNS}) VALUES ({_VALUES})",
-        [
-            (
-                r.id,
-                r.tenant_id,
-                r.idempotency_key,
-                r.request_hash,
-                r.request,
-                r.stream,
-                list(r.tags),
-                json.dumps(dict(r.metadata)),
-                r.state,
-                r.send_time,
-                r.route_due_time,
-                r.template_versions,
-                r.sandbox,
-                None if r.rendered_parts is None else json.dumps(dict(r.rendered_parts)),
-            )
-            for r in rows
-        ],
+        f"INSERT INTO messages ({_COLUMNS}) VALUES ({_VALUES})", [_values(r, list(r.tags)) for r in rows]
+    )
+
+
+# unnest() takes one array per column; tags (text[] each) travel as JSON arrays, since an array
+# of arrays must be rectangular.
+_ARRAY_TYPES = (
+    "uuid", "uuid", "text", "bytea", "bytea", "text", "jsonb", "jsonb", "text", "timestamptz", "timestamptz",
+    "jsonb", "bool", "jsonb",
+)  # fmt: skip
+
+
+def insert_new_sql(first: int) -> str:
+    """An INSERT, for a WITH clause, of the rows `new_arrays` gives as ${first}…: a row whose
+    tenant already used its idempotency key is skipped, and the ids stored are RETURNING id."""
+    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_ARRAY_TYPES))
+    values = _COLUMNS.replace(" tags,", " ARRAY(SELECT jsonb_array_elements_text(n.tags)),")
+    return (
+        f"INSERT INTO messages ({_COLUMNS}) SELECT {values} FROM unnest({arrays}) AS n({_COLUMNS})"
+        " ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
+    )
+
+
+def new_arrays(rows: Sequence[NewRow], /) -> list[list[object]]:
+    """The parameters of insert_new_sql: one list per column."""
+    return [
+        list(column) for column in zip(*(_values(r, json.dumps(list(r.tags))) for r in rows), strict=True)
+    ] or [[] for _ in _ARRAY_TYPES]
+
+
+def _values(r: NewRow, tags: object) -> tuple[object, ...]:
+    return (
+        r.id,
+        r.tenant_id,
+        r.idempotency_key,
+        r.request_hash,
+        r.request,
+        r.stream,
+        tags,
+        json.dumps(dict(r.metadata)),
+        r.state,
+        r.send_time,
+        r.route_due_time,
+        r.template_versions,
+        r.sandbox,
+        None if r.rendered_parts is None else json.dumps(dict(r.rendered_parts)),
     )
 
 

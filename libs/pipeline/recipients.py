@@ -26,9 +26,10 @@ __all__ = [
     "give_up_queued",
     "give_up_unrouted",
     "hold_queued",
-    "insert",
     "insert_many",
+    "insert_new_sql",
     "lease_many_queued",
+    "new_arrays",
     "postpone",
     "queue_many_routed",
     "queued_since",
@@ -59,13 +60,6 @@ class Outcome:
     text: str
 
 
-async def insert(
-    conn: Tx, message_id: uuid.UUID, recipients: Sequence[tuple[str, int, RecipientState]], /
-) -> None:
-    """A new message's recipients, as (address, kind, state), numbered in order."""
-    await insert_many(conn, [(message_id, recipients)])
-
-
 async def insert_many(
     conn: Tx, messages: Sequence[tuple[uuid.UUID, Sequence[tuple[str, int, RecipientState]]]], /
 ) -> None:
@@ -78,6 +72,29 @@ async def insert_many(
             for i, (address, kind, state) in enumerate(recipients)
         ],
     )
+
+
+def insert_new_sql(first: int, stored: str) -> str:
+    """An INSERT, for a WITH clause, of the recipients `new_arrays` gives as ${first}…, of the
+    messages whose id the WITH query `stored` returned."""
+    return (
+        "INSERT INTO recipients (message_id, position, address, kind, state) SELECT r.*"
+        f" FROM unnest(${first}::uuid[], ${first + 1}::int[], ${first + 2}::text[], ${first + 3}::smallint[],"
+        f" ${first + 4}::text[]) AS r(message_id, position, address, kind, state)"
+        f" WHERE r.message_id IN (SELECT id FROM {stored})"
+    )
+
+
+def new_arrays(
+    messages: Sequence[tuple[uuid.UUID, Sequence[tuple[str, int, RecipientState]]]], /
+) -> list[list[object]]:
+    """The parameters of insert_new_sql: one list per column."""
+    rows = [
+        (message_id, i, address, kind, state)
+        for message_id, recipients in messages
+        for i, (address, kind, state) in enumerate(recipients)
+    ]
+    return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(5)]
 
 
 async def queue_many_routed(conn: Tx, message_ids: Sequence[uuid.UUID], /, *, stall: timedelta) -> None:

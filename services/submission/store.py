@@ -16,6 +16,8 @@ from postwire.internal.v1 import bus_pb2
 
 from libs.coalesce import Coalescer
 from libs.event_outbox import insert_events
+from libs.event_outbox import insert_new_sql as insert_new_events
+from libs.event_outbox import new_arrays as new_events
 from libs.failures import dependency_failure
 from libs.mail.parts import Parts
 from libs.mail.states import RecipientState
@@ -51,43 +53,22 @@ class SubmissionStore:
         await self._accepts.close()
 
     async def _accept_group(self, group: Sequence[_Accept]) -> list[str | None]:
-        """Several calls' messages in one transaction, a few round trips whatever their number.
+        """Several calls' messages, recipients and first events in one statement: one round trip
+        and one commit whatever their number (a statement is a transaction of its own).
 
-        A reused idempotency key (or any other failed row) rolls the group back with an error, and
-        the coalescer then stores each message in a transaction of its own (`_accept_one`), where
-        a reused key is answered with None and no one else's message is lost."""
-        if len(group) == 1:
-            return [await self._accept_one(*group[0])]
-        async with self._pool.acquire() as conn, conn.transaction():
-            await messages.insert_many(conn, [_row(m) for m, _ in group])
-            await recipients.insert_many(conn, [(m.id, m.recipients) for m, _ in group])
-            await insert_events(conn, [e for _, events in group for e in events])
-        return [str(m.id) for m, _ in group]
-
-    async def _accept_one(self, message: NewMessage, events: Sequence[bus_pb2.EventEnvelope]) -> str | None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            inserted = await messages.insert(
-                conn,
-                message.id,
-                tenant_id=message.tenant_id,
-                idempotency_key=message.idempotency_key,
-                request_hash=message.request_hash,
-                request=message.request,
-                stream=message.stream,
-                tags=message.tags,
-                metadata=message.metadata,
-                state=message.state,
-                send_time=message.send_time,
-                route_due_time=message.route_due_time,
-                template_versions=message.template_versions,
-                sandbox=message.sandbox,
-                rendered_parts=_parts(message.rendered),
+        A message whose tenant already used its idempotency key (stored earlier, or earlier in
+        this group) is skipped with its recipients and events, and answered None; any other
+        failed row fails the statement, and the coalescer then stores each message alone."""
+        stored = {
+            row["id"]
+            for row in await self._pool.fetch(
+                _ACCEPT,
+                *messages.new_arrays([_row(m) for m, _ in group]),
+                *recipients.new_arrays([(m.id, m.recipients) for m, _ in group]),
+                *new_events([e for _, events in group for e in events]),
             )
-            if not inserted:
-                return None
-            await recipients.insert(conn, message.id, message.recipients)
-            await insert_events(conn, events)
-        return str(message.id)
+        }
+        return [str(m.id) if m.id in stored else None for m, _ in group]
 
     async def accept_many(
         self, batch: Sequence[NewMessage], events: Sequence[bus_pb2.EventEnvelope]
@@ -152,6 +133,13 @@ class SubmissionStore:
             )
         return _message_row(row, recipients)
 
+
+_ACCEPT = (
+    f"WITH m AS ({messages.insert_new_sql(1)}),"
+    f" r AS ({recipients.insert_new_sql(15, 'm')}),"
+    f" o AS ({insert_new_events(20, 'm')})"
+    " SELECT id FROM m"
+)
 
 _MESSAGE_COLUMNS = (
     "id, request, request_hash, stream, create_time, send_time, rfc822_message_id,"
