@@ -21,6 +21,7 @@ from libs.bus import Bus, event_subject
 
 # Re-exported: building an envelope is pure and lives apart so use cases can do it without I/O.
 from libs.event_envelopes import EventContext, new_event
+from libs.pipeline.connection import insert_of_stored, unnest_arrays
 
 __all__ = ["EventContext", "insert_events", "insert_new_sql", "new_arrays", "new_event", "publish_events"]
 
@@ -48,12 +49,18 @@ async def insert_events(conn: Connection, envelopes: Iterable[bus_pb2.EventEnvel
 def insert_new_sql(first: int, stored: str) -> str:
     """insert_events for a WITH clause, of the events `new_arrays` gives as ${first}…, for the
     messages whose id the WITH query `stored` returned."""
-    return (
-        "INSERT INTO event_outbox (event_id, tenant_id, subject, payload) SELECT o.event_id, o.tenant_id,"
-        f" o.subject, o.payload FROM unnest(${first}::text[], ${first + 1}::uuid[], ${first + 2}::text[],"
-        f" ${first + 3}::bytea[], ${first + 4}::uuid[]) AS o(event_id, tenant_id, subject, payload, message_id)"
-        f" WHERE o.message_id IN (SELECT id FROM {stored}) ON CONFLICT (event_id) DO NOTHING"
+    return insert_of_stored(
+        "event_outbox", first, _NEW_COLUMNS, stored, suffix=" ON CONFLICT (event_id) DO NOTHING"
     )
+
+
+_NEW_COLUMNS = (
+    ("event_id", "text"),
+    ("tenant_id", "uuid"),
+    ("subject", "text"),
+    ("payload", "bytea"),
+    ("message_id", "uuid"),
+)
 
 
 def new_arrays(envelopes: Iterable[bus_pb2.EventEnvelope]) -> list[list[object]]:
@@ -61,7 +68,7 @@ def new_arrays(envelopes: Iterable[bus_pb2.EventEnvelope]) -> list[list[object]]
     rows = [
         (e.event.id, e.tenant_id, _subject(e), e.SerializeToString(), e.event.message_id) for e in envelopes
     ]
-    return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(5)]
+    return unnest_arrays(rows, len(_NEW_COLUMNS))
 
 
 async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:

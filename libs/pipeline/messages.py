@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from libs.mail.states import MessageState
-from libs.pipeline.connection import Db, Tx
+from libs.pipeline.connection import Db, Tx, unnest_arrays, unnest_from
 
 __all__ = [
     "NewRow",
@@ -63,19 +63,17 @@ _ARRAY_TYPES = (
 def insert_new_sql(first: int) -> str:
     """An INSERT, for a WITH clause, of the rows `new_arrays` gives as ${first}…: a row whose
     tenant already used its idempotency key is skipped, and the ids stored are RETURNING id."""
-    arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(_ARRAY_TYPES))
+    source = unnest_from(first, "n", list(zip(_COLUMNS.split(", "), _ARRAY_TYPES, strict=True)))
     values = _COLUMNS.replace(" tags,", " ARRAY(SELECT jsonb_array_elements_text(n.tags)),")
     return (
-        f"INSERT INTO messages ({_COLUMNS}) SELECT {values} FROM unnest({arrays}) AS n({_COLUMNS})"
+        f"INSERT INTO messages ({_COLUMNS}) SELECT {values} FROM {source}"
         " ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING id"
     )
 
 
 def new_arrays(rows: Sequence[NewRow], /) -> list[list[object]]:
     """The parameters of insert_new_sql: one list per column."""
-    return [
-        list(column) for column in zip(*(_values(r, json.dumps(list(r.tags))) for r in rows), strict=True)
-    ] or [[] for _ in _ARRAY_TYPES]
+    return unnest_arrays([_values(r, json.dumps(list(r.tags))) for r in rows], len(_ARRAY_TYPES))
 
 
 def _values(r: NewRow, tags: object) -> tuple[object, ...]:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from libs.mail.states import RecipientState, sql_list
-from libs.pipeline.connection import Db, Tx
+from libs.pipeline.connection import Db, Tx, insert_of_stored, unnest_arrays
 
 __all__ = [
     "Outcome",
@@ -77,12 +77,16 @@ async def insert_many(
 def insert_new_sql(first: int, stored: str) -> str:
     """An INSERT, for a WITH clause, of the recipients `new_arrays` gives as ${first}…, of the
     messages whose id the WITH query `stored` returned."""
-    return (
-        "INSERT INTO recipients (message_id, position, address, kind, state) SELECT r.*"
-        f" FROM unnest(${first}::uuid[], ${first + 1}::int[], ${first + 2}::text[], ${first + 3}::smallint[],"
-        f" ${first + 4}::text[]) AS r(message_id, position, address, kind, state)"
-        f" WHERE r.message_id IN (SELECT id FROM {stored})"
-    )
+    return insert_of_stored("recipients", first, _NEW_COLUMNS, stored)
+
+
+_NEW_COLUMNS = (
+    ("message_id", "uuid"),
+    ("position", "int"),
+    ("address", "text"),
+    ("kind", "smallint"),
+    ("state", "text"),
+)
 
 
 def new_arrays(
@@ -94,7 +98,7 @@ def new_arrays(
         for message_id, recipients in messages
         for i, (address, kind, state) in enumerate(recipients)
     ]
-    return [list(column) for column in zip(*rows, strict=True)] or [[] for _ in range(5)]
+    return unnest_arrays(rows, len(_NEW_COLUMNS))
 
 
 async def queue_many_routed(conn: Tx, message_ids: Sequence[uuid.UUID], /, *, stall: timedelta) -> None:
