@@ -11,9 +11,7 @@ live in policy_client.py, template_client.py, store.py and publisher.py.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from postwire.internal.v1 import bus_pb2
@@ -28,8 +26,8 @@ from services.submission.acceptance import (
     AdmissionQuery,
     PinnedTemplate,
     Replayed,
+    Stamp,
     admission_query,
-    new_message,
     pin,
     replay,
     request_hash,
@@ -96,10 +94,6 @@ class Publisher(Protocol):
         ...
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class Accept:
     def __init__(
         self,
@@ -108,18 +102,13 @@ class Accept:
         policy: Policy,
         templates: TemplateChecker,
         publisher: Publisher,
-        stall: timedelta,
-        clock: Callable[[], datetime] = _now,
-        new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+        stamp: Stamp,
     ) -> None:
         self._store = store
         self._policy = policy
         self._templates = templates
         self._publisher = publisher
-        # How long after acceptance the router's sweeper steps in if the route task never arrives.
-        self._stall = stall
-        self._clock = clock
-        self._new_id = new_id
+        self._stamp = stamp
 
     async def accept(
         self, request: mail_service_pb2.SendEmailRequest, /, *, authorize: Authorize
@@ -133,7 +122,7 @@ class Accept:
             if existing is not None:
                 return replay(existing, hashed)
 
-        now = self._clock()
+        now = self._stamp.clock()
         check_send_time(request, now=now)
         pinned = None
         if request.HasField("template"):
@@ -141,17 +130,7 @@ class Accept:
             pin(validated.request.template, pinned)
         admission = await self._policy.admit(admission_query(tenant_id, validated))
 
-        new, events = new_message(
-            message_id=self._new_id(),
-            tenant_id=tenant_id,
-            original=request,
-            validated=validated,
-            hashed=hashed,
-            admission=admission,
-            pinned=pinned,
-            now=now,
-            stall=self._stall,
-        )
+        new, events = self._stamp.new_message(tenant_id, request, validated, hashed, admission, pinned, now)
         stored_id = await self._store.accept(new, events)
         if stored_id is None:
             return await self._lost_race(tenant_id, key, hashed)

@@ -13,10 +13,8 @@ nothing; only the rest are rendered, admitted and stored. Results come back in r
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from postwire.internal.v1 import bus_pb2
@@ -32,8 +30,8 @@ from services.submission.acceptance import (
     AdmissionQuery,
     PinnedTemplate,
     Replayed,
+    Stamp,
     admission_query,
-    new_message,
     pin,
     replay,
     request_hash,
@@ -48,7 +46,9 @@ _log = logging.getLogger(__name__)
 
 
 class BatchStore(Protocol):
-    async def find_by_idempotency_keys(self, tenant_id: str, keys: Sequence[str]) -> dict[str, MessageRow]: ...
+    async def find_by_idempotency_keys(
+        self, tenant_id: str, keys: Sequence[str]
+    ) -> dict[str, MessageRow]: ...
 
     async def accept_many(
         self, batch: Sequence[NewMessage], events: Sequence[bus_pb2.EventEnvelope]
@@ -87,10 +87,6 @@ class BatchPublisher(Protocol):
         ...
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(slots=True)
 class _Fresh:
     """A message of the batch that is not a replay: to be rendered, admitted and stored."""
@@ -110,17 +106,13 @@ class AcceptBatch:
         policy: BatchPolicy,
         templates: BatchTemplates,
         publisher: BatchPublisher,
-        stall: timedelta,
-        clock: Callable[[], datetime] = _now,
-        new_id: Callable[[], uuid.UUID] = uuid.uuid4,
+        stamp: Stamp,
     ) -> None:
         self._store = store
         self._policy = policy
         self._templates = templates
         self._publisher = publisher
-        self._stall = stall
-        self._clock = clock
-        self._new_id = new_id
+        self._stamp = stamp
 
     async def accept(
         self, request: mail_service_pb2.SendBatchRequest, /, *, authorize: Authorize
@@ -139,23 +131,13 @@ class AcceptBatch:
         if not fresh:
             return _complete(results)
 
-        now = self._clock()
+        now = self._stamp.clock()
         check_batch_send_times([(f.index, f.original) for f in fresh], now=now)
         await self._render(tenant_id, fresh)
         admissions = await self._admit(tenant_id, fresh)
 
         built = [
-            new_message(
-                message_id=self._new_id(),
-                tenant_id=tenant_id,
-                original=f.original,
-                validated=f.validated,
-                hashed=f.hashed,
-                admission=admission,
-                pinned=f.pinned,
-                now=now,
-                stall=self._stall,
-            )
+            self._stamp.new_message(tenant_id, f.original, f.validated, f.hashed, admission, f.pinned, now)
             for f, admission in zip(fresh, admissions, strict=True)
         ]
         stored = await self._store.accept_many(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -29,8 +29,8 @@ __all__ = [
     "AdmissionQuery",
     "PinnedTemplate",
     "Replayed",
+    "Stamp",
     "admission_query",
-    "new_message",
     "pin",
     "replay",
     "request_hash",
@@ -109,57 +109,69 @@ def admission_query(tenant_id: str, validated: ValidatedSend) -> AdmissionQuery:
     )
 
 
-def new_message(
-    *,
-    message_id: uuid.UUID,
-    tenant_id: str,
-    original: mail_service_pb2.SendEmailRequest,
-    validated: ValidatedSend,
-    hashed: bytes,
-    admission: Admission,
-    pinned: PinnedTemplate | None,
-    now: datetime,
-    stall: timedelta,
-) -> tuple[NewMessage, list[bus_pb2.EventEnvelope]]:
-    """The row to store for an admitted message and its recipients' first events.
+def _now() -> datetime:
+    return datetime.now(UTC)
 
-    `validated.request` must already carry the pinned template (see `pin`)."""
-    send_time = original.send_time.ToDatetime(tzinfo=UTC) if original.HasField("send_time") else None
-    scheduled = send_time is not None and send_time > now
-    recipients = tuple(
-        (address, kind, _first_state(suppressed=suppressed, scheduled=scheduled))
-        for (address, kind), suppressed in zip(validated.recipients, admission.suppressed, strict=True)
-    )
-    events = _first_events(
-        EventContext(
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What SendEmail and SendBatch give every message they accept: a new id, the time, and when
+    the router's sweeper steps in if the route task never arrives (`stall` after acceptance)."""
+
+    stall: timedelta
+    clock: Callable[[], datetime] = _now
+    new_id: Callable[[], uuid.UUID] = uuid.uuid4
+
+    def new_message(
+        self,
+        tenant_id: str,
+        original: mail_service_pb2.SendEmailRequest,
+        validated: ValidatedSend,
+        hashed: bytes,
+        admission: Admission,
+        pinned: PinnedTemplate | None,
+        now: datetime,
+    ) -> tuple[NewMessage, list[bus_pb2.EventEnvelope]]:
+        """The row to store for an admitted message and its recipients' first events.
+
+        `validated.request` must already carry the pinned template (see `pin`)."""
+        message_id = self.new_id()
+        send_time = original.send_time.ToDatetime(tzinfo=UTC) if original.HasField("send_time") else None
+        scheduled = send_time is not None and send_time > now
+        recipients = tuple(
+            (address, kind, _first_state(suppressed=suppressed, scheduled=scheduled))
+            for (address, kind), suppressed in zip(validated.recipients, admission.suppressed, strict=True)
+        )
+        events = _first_events(
+            EventContext(
+                tenant_id=tenant_id,
+                message_id=str(message_id),
+                stream=validated.stream,
+                tags=tuple(original.tags),
+                metadata=dict(original.metadata),
+            ),
+            recipients,
+            now,
+        )
+        admitted = any(state != RecipientState.SUPPRESSED for _, _, state in recipients)
+        message = NewMessage(
+            id=message_id,
             tenant_id=tenant_id,
-            message_id=str(message_id),
+            idempotency_key=original.idempotency_key or None,
+            request_hash=hashed,
+            request=validated.request.SerializeToString(),
             stream=validated.stream,
-            tags=tuple(original.tags),
+            tags=list(original.tags),
             metadata=dict(original.metadata),
-        ),
-        recipients,
-        now,
-    )
-    admitted = any(state != RecipientState.SUPPRESSED for _, _, state in recipients)
-    message = NewMessage(
-        id=message_id,
-        tenant_id=tenant_id,
-        idempotency_key=original.idempotency_key or None,
-        request_hash=hashed,
-        request=validated.request.SerializeToString(),
-        stream=validated.stream,
-        tags=list(original.tags),
-        metadata=dict(original.metadata),
-        send_time=send_time,
-        route_due_time=send_time if scheduled and send_time else now + stall,
-        state=MessageState.ACCEPTED if admitted else MessageState.DONE,
-        recipients=recipients,
-        template_versions=None if pinned is None else versions_to_json(pinned.versions),
-        sandbox=admission.sandbox or original.sandbox,
-        rendered=None if pinned is None else pinned.parts,
-    )
-    return message, events
+            send_time=send_time,
+            route_due_time=send_time if scheduled and send_time else now + self.stall,
+            state=MessageState.ACCEPTED if admitted else MessageState.DONE,
+            recipients=recipients,
+            template_versions=None if pinned is None else versions_to_json(pinned.versions),
+            sandbox=admission.sandbox or original.sandbox,
+            rendered=None if pinned is None else pinned.parts,
+        )
+        return message, events
 
 
 def routes_now(message: NewMessage) -> bool:

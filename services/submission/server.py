@@ -21,6 +21,7 @@ from libs.readiness import database_check
 from libs.service_main import Service, run_main, serve
 from services.submission.accept import Accept
 from services.submission.accept_batch import AcceptBatch
+from services.submission.acceptance import Stamp
 from services.submission.api import MailApi
 from services.submission.config import SubmissionConfig
 from services.submission.get_message import GetMessage
@@ -51,15 +52,15 @@ async def run(env: Mapping[str, str]) -> None:
         policy_client = PolicyClient(policy_service_pb2_grpc.PolicyServiceStub(policy))
         template_client = TemplateClient(render_service_pb2_grpc.RenderServiceStub(template))
         publisher = Publisher(bus)
-        stall = timedelta(seconds=config.common.stall_seconds)
+        stamp = Stamp(stall=timedelta(seconds=config.common.stall_seconds))
         server.add(
             mail_service_pb2_grpc.add_MailServiceServicer_to_server,
             MailApi(
                 accept=Accept(
-                    store=store, policy=policy_client, templates=template_client, publisher=publisher, stall=stall
+                    store=store, policy=policy_client, templates=template_client, publisher=publisher, stamp=stamp
                 ),
                 accept_batch=AcceptBatch(
-                    store=store, policy=policy_client, templates=template_client, publisher=publisher, stall=stall
+                    store=store, policy=policy_client, templates=template_client, publisher=publisher, stamp=stamp
                 ),
                 get_message=GetMessage(
                     store=store,

@@ -25,6 +25,7 @@ from services.submission.accept import (
     PinnedTemplate,
     Replayed,
 )
+from services.submission.acceptance import Stamp
 from services.submission.messages import MessageRow, NewMessage, RecipientRow
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -105,9 +106,7 @@ class Fakes:
             policy=self,
             templates=self,
             publisher=self,
-            stall=STALL,
-            clock=self.clock,
-            new_id=lambda: MESSAGE_ID,
+            stamp=Stamp(STALL, clock=self.clock, new_id=lambda: MESSAGE_ID),
         )
 
 

@@ -21,7 +21,14 @@ from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Rate
 from libs.mail.parts import Parts
 from libs.mail.states import MessageState, RecipientState
 from services.submission.accept_batch import AcceptBatch, Outgoing
-from services.submission.acceptance import Accepted, Admission, AdmissionQuery, PinnedTemplate, Replayed
+from services.submission.acceptance import (
+    Accepted,
+    Admission,
+    AdmissionQuery,
+    PinnedTemplate,
+    Replayed,
+    Stamp,
+)
 from services.submission.messages import MessageRow, NewMessage
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -125,9 +132,7 @@ class Fakes:
             policy=self,
             templates=self,
             publisher=self,
-            stall=STALL,
-            clock=self.clock,
-            new_id=self.new_id,
+            stamp=Stamp(STALL, clock=self.clock, new_id=self.new_id),
         )
 
 
