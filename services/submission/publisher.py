@@ -26,6 +26,9 @@ PUBLISH_BUDGET_SECONDS = 0.25
 MAX_LATE_PUBLISHES = 256
 
 
+_Item = tuple[str, Sequence[bus_pb2.EventEnvelope], bool]  # message id, events, route task or not
+
+
 class Publisher:
     def __init__(
         self, bus: Bus, *, budget: float = PUBLISH_BUDGET_SECONDS, max_late: int = MAX_LATE_PUBLISHES
@@ -35,6 +38,11 @@ class Publisher:
         self._max_late = max_late
         # Publishes still running past the budget; held so the event loop does not drop them.
         self._late: set[asyncio.Future[Any]] = set()
+        # The SendEmail calls one group commit answers resume in the same loop turn: their
+        # publishes go out together on the next turn, under one budget, rather than each call
+        # with its own tasks and timer.
+        self._gathering: list[_Item] = []
+        self._gathered: asyncio.Future[None] | None = None
 
     @property
     def late(self) -> int:
@@ -43,20 +51,33 @@ class Publisher:
     async def publish_after_commit(
         self, message_id: str, events: Sequence[bus_pb2.EventEnvelope], *, route: bool
     ) -> None:
-        await self._publish([(message_id, events, route)], what=message_id)
+        gathered = self._gathered
+        if gathered is None:
+            loop = asyncio.get_running_loop()
+            gathered = self._gathered = loop.create_future()
+            loop.call_soon(self._send_gathered)
+        self._gathering.append((message_id, events, route))
+        await asyncio.shield(gathered)
 
     async def publish_many_after_commit(self, outgoing: Sequence[Outgoing]) -> None:
         """A batch's route tasks and events all in flight at once (pipelined, not one awaited
         publish after another), within the same single budget."""
-        await self._publish(
-            [(o.message_id, o.events, o.route) for o in outgoing], what=f"a batch of {len(outgoing)}"
-        )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._start([(o.message_id, o.events, o.route) for o in outgoing], done)
+        await asyncio.shield(done)
 
-    async def _publish(
-        self, items: Sequence[tuple[str, Sequence[bus_pb2.EventEnvelope], bool]], *, what: str
-    ) -> None:
+    def _send_gathered(self) -> None:
+        items, done = self._gathering, self._gathered
+        self._gathering, self._gathered = [], None
+        if done is not None:
+            self._start(items, done)
+
+    def _start(self, items: Sequence[_Item], done: asyncio.Future[None]) -> None:
+        """Start the publishes of `items`; `done` is set when they are over or the budget is spent."""
+        what = items[0][0] if len(items) == 1 else f"{len(items)} messages"
         if len(self._late) >= self._max_late:
             _log.warning("publishes for %s left to the sweepers: %d still running late", what, len(self._late))
+            done.set_result(None)
             return
         publishes = [publish_events(self._bus, [e for _, events, _ in items for e in events])]
         publishes.extend(self._publish_route(message_id) for message_id, _, route in items if route)
@@ -65,9 +86,20 @@ class Publisher:
         task = asyncio.ensure_future(asyncio.gather(*publishes))
         self._late.add(task)
         task.add_done_callback(self._late.discard)
-        done, _ = await asyncio.wait({task}, timeout=self._budget)
-        if not done:
-            _log.warning("publishes for %s left to finish late or to the sweepers", what)
+
+        def spent() -> None:
+            if not done.done():
+                _log.warning("publishes for %s left to finish late or to the sweepers", what)
+                done.set_result(None)
+
+        timer = asyncio.get_running_loop().call_later(self._budget, spent)
+
+        def over(_: object) -> None:
+            timer.cancel()
+            if not done.done():
+                done.set_result(None)
+
+        task.add_done_callback(over)
 
     async def _publish_route(self, message_id: str) -> None:
         try:
