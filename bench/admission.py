@@ -5,7 +5,10 @@ PolicyService/AdmitMessage (what submission calls for every send) with C calls i
 fixed time, in four cases: a tenant without limits; one with a rate limit and a daily quota (two
 conditional upserts in one transaction per call); one with a suppression lookup for 10
 recipients; and the same 10 recipients against limits too. Prints a markdown table and writes
-it to --out. Numbers are for one policy replica on this machine; compare within one run.
+it to --out. Then the same two tenants through AdmitMany (what submission sends for the SendEmail
+calls that arrive together), 32 messages per call. Every case also gives the CPU the policy
+process and the PostgreSQL process tree spent per admission. Numbers are for one policy replica
+on this machine; compare within one run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import grpc
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc
 
+from bench.compare import tree_cpu
+from bench.side_by_side import proc_stats
 from libs.embedded.suite import Suite, SuitePorts
 
 ADMIN_TOKEN = "pwadmin_bench"
@@ -46,13 +51,17 @@ async def _run_case(
     recipients: int,
     seconds: float,
     in_flight: int,
+    many: int = 0,
 ) -> tuple[int, list[float], int]:
+    """Admissions/s, call latencies and failed calls; `many` > 0 asks AdmitMany with that many
+    messages per call (each of them counted as an admission)."""
     request = policy_service_pb2.AdmitMessageRequest(
         tenant_id=tenant_id,
         stream="transactional",
         from_domain="example.com",
         recipients=[f"user{i}@example.com" for i in range(recipients)],
     )
+    batch = policy_service_pb2.AdmitManyRequest(messages=[request] * many)
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -62,7 +71,11 @@ async def _run_case(
         while time.perf_counter() < deadline:
             start = time.perf_counter()
             try:
-                await stub.AdmitMessage(request, metadata=INTERNAL_AUTH, timeout=10)
+                if many:
+                    answer = await stub.AdmitMany(batch, metadata=INTERNAL_AUTH, timeout=10)
+                    errors += sum(1 for r in answer.results if r.HasField("error"))
+                else:
+                    await stub.AdmitMessage(request, metadata=INTERNAL_AUTH, timeout=10)
             except grpc.aio.AioRpcError:
                 errors += 1
                 continue
@@ -71,7 +84,13 @@ async def _run_case(
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(in_flight)))
     elapsed = time.perf_counter() - started
-    return int(len(latencies) / elapsed), latencies, errors
+    return int(len(latencies) * max(many, 1) / elapsed), latencies, errors
+
+
+def _cpu(suite: Suite) -> tuple[float, float]:
+    """CPU seconds so far of the policy process and of PostgreSQL's process tree."""
+    stats = proc_stats()
+    return tree_cpu(stats, suite.processes["policy"].pid), tree_cpu(stats, suite.infra_pids["postgres"])
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -96,20 +115,26 @@ async def _bench(suite: Suite, seconds: float, in_flight: int) -> str:
             ],
         )
         cases = [
-            ("no limits, 1 recipient", plain, 1, in_flight),
-            ("rate limit + daily quota, 1 recipient", limited, 1, in_flight),
-            ("no limits, 10 recipients (suppression answers cached)", plain, 10, in_flight),
-            ("rate limit + daily quota, 10 recipients", limited, 10, in_flight),
-            ("no limits, 1 recipient, 1 call in flight (idle latency)", plain, 1, 1),
-            ("rate limit + daily quota, 1 call in flight (idle latency)", limited, 1, 1),
+            ("no limits, 1 recipient", plain, 1, in_flight, 0),
+            ("rate limit + daily quota, 1 recipient", limited, 1, in_flight, 0),
+            ("no limits, 10 recipients (suppression answers cached)", plain, 10, in_flight, 0),
+            ("rate limit + daily quota, 10 recipients", limited, 10, in_flight, 0),
+            ("no limits, 1 recipient, 1 call in flight (idle latency)", plain, 1, 1, 0),
+            ("rate limit + daily quota, 1 call in flight (idle latency)", limited, 1, 1, 0),
+            ("AdmitMany of 32, no limits, 1 recipient", plain, 1, 2, 32),
+            ("AdmitMany of 32, rate limit + daily quota, 1 recipient", limited, 1, 2, 32),
         ]
         rows = []
-        for label, key, recipients, flight in cases:
-            await _run_case(stub, key, recipients, 1.0, flight)  # warm caches and connections
-            rate, latencies, errors = await _run_case(stub, key, recipients, seconds, flight)
+        for label, key, recipients, flight, many in cases:
+            await _run_case(stub, key, recipients, 1.0, flight, many)  # warm caches and connections
+            policy_before, pg_before = _cpu(suite)
+            rate, latencies, errors = await _run_case(stub, key, recipients, seconds, flight, many)
+            policy_after, pg_after = _cpu(suite)
+            admitted = max(1.0, rate * seconds)
             rows.append(
                 f"| {label} | {flight} | {rate} | {_pct(latencies, 0.5):.2f} | {_pct(latencies, 0.99):.2f} | "
-                f"{statistics.mean(latencies) * 1000:.2f} | {errors} |"
+                f"{statistics.mean(latencies) * 1000:.2f} | {errors} | "
+                f"{(policy_after - policy_before) * 1000 / admitted:.3f} | {(pg_after - pg_before) * 1000 / admitted:.3f} |"
             )
     return "\n".join(
         [
@@ -118,8 +143,9 @@ async def _bench(suite: Suite, seconds: float, in_flight: int) -> str:
             f"- date: {datetime.now(UTC).isoformat(timespec='seconds')}",
             f"- one policy replica, AdmitMessage for {seconds:g} s per case, client on the same 2 cores",
             "",
-            "| case | in flight | admissions/s | p50 ms | p99 ms | mean ms | errors |",
-            "|:---|---:|---:|---:|---:|---:|---:|",
+            "| case | in flight (calls) | admissions/s | p50 ms (call) | p99 ms (call) | mean ms (call) | errors |"
+            " policy CPU ms/admission | PostgreSQL CPU ms/admission |",
+            "|:---|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
             "",
         ]
