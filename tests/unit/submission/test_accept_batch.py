@@ -20,15 +20,9 @@ from postwire.v1 import mail_service_pb2, message_pb2, template_pb2
 from libs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, RateLimited
 from libs.mail.parts import Parts
 from libs.mail.states import MessageState, RecipientState
+from services.submission import acceptance
 from services.submission.accept_batch import AcceptBatch, Outgoing
-from services.submission.acceptance import (
-    Accepted,
-    Admission,
-    AdmissionQuery,
-    PinnedTemplate,
-    Replayed,
-    Stamp,
-)
+from services.submission.acceptance import Accepted, Admission, AdmissionQuery, PinnedTemplate, Replayed
 from services.submission.messages import MessageRow, NewMessage
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -132,7 +126,7 @@ class Fakes:
             policy=self,
             templates=self,
             publisher=self,
-            stamp=Stamp(STALL, clock=self.clock, new_id=self.new_id),
+            stamp=acceptance.Stamp(STALL, clock=self.clock, new_id=self.new_id),
         )
 
 
