@@ -9,15 +9,19 @@ from libs.grpcx.call_metrics import ClientMetricsInterceptor
 from libs.grpcx.internal_auth import token_client_interceptors
 from libs.grpcx.server import MAX_MESSAGE_BYTES
 
-__all__ = ["open_channel", "open_internal_channel"]
+__all__ = ["open_forwarding_channel", "open_internal_channel"]
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    """Open a channel that adds no credential of its own (the edge forwards the caller's).
+def open_forwarding_channel(target: str) -> grpc.aio.Channel:
+    """A channel for the edge's byte-level forwarding: no credential of its own (the edge
+    forwards the caller's) and no interceptors. The forwarder records rpc.client.duration and
+    passes the trace context itself; grpc.aio runs any client interceptor in an extra task per
+    call, a loop turn the edge cannot spare when it is busy (each new call it accepts waits for
+    several turns of that loop).
 
     `dns:///svc:port` targets spread calls over every replica (round_robin).
     """
-    return _open(target, [])
+    return _open(target, [], traced=False)
 
 
 def open_internal_channel(target: str, *, token: str) -> grpc.aio.Channel:
@@ -25,7 +29,8 @@ def open_internal_channel(target: str, *, token: str) -> grpc.aio.Channel:
     return _open(target, token_client_interceptors(token))
 
 
-def _open(target: str, extra: list[grpc.aio.ClientInterceptor]) -> grpc.aio.Channel:
+def _open(target: str, extra: list[grpc.aio.ClientInterceptor], *, traced: bool = True) -> grpc.aio.Channel:
+    interceptors = [ClientMetricsInterceptor(), *aio_client_interceptors(), *extra] if traced else extra  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
     return grpc.aio.insecure_channel(
         target,
         options=[
@@ -38,5 +43,5 @@ def _open(target: str, extra: list[grpc.aio.ClientInterceptor]) -> grpc.aio.Chan
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ],
-        interceptors=[ClientMetricsInterceptor(), *aio_client_interceptors(), *extra],  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
+        interceptors=interceptors or None,
     )
