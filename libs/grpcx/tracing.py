@@ -11,7 +11,8 @@ errors, events and NATS headers still carry the trace id, as they did.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeAlias
 
 import grpc
@@ -21,7 +22,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from libs.grpcx.handlers import unary_stream_like, unary_unary_like
+from libs.grpcx.handlers import within_scope
 
 __all__ = ["IdsOnlyInterceptor", "parent_ids", "server_tracing_interceptor"]
 
@@ -69,34 +70,19 @@ def _span_for(context: Any) -> NonRecordingSpan:
     )
 
 
+@contextmanager
+def _ids_scope(context: Any) -> Iterator[None]:
+    token = otel_context.attach(trace.set_span_in_context(_span_for(context)))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 class IdsOnlyInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
-        handler: Any = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        if handler.unary_unary is not None:
-            inner_uu: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary
-
-            async def unary_unary(request: Any, context: Any) -> Any:
-                token = otel_context.attach(trace.set_span_in_context(_span_for(context)))
-                try:
-                    return await inner_uu(request, context)
-                finally:
-                    otel_context.detach(token)
-
-            return unary_unary_like(handler, unary_unary)
-        if handler.unary_stream is not None:
-            inner_us: Callable[[Any, Any], AsyncIterator[Any]] = handler.unary_stream
-
-            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                token = otel_context.attach(trace.set_span_in_context(_span_for(context)))
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                finally:
-                    otel_context.detach(token)
-
-            return unary_stream_like(handler, unary_stream)
-        return handler  # type: ignore[no-any-return]  # reflection's stream: no span needed
+        found = await continuation(handler_call_details)
+        # Reflection's stream (the only other kind) needs no span: within_scope leaves it as is.
+        return None if found is None else within_scope(found, _ids_scope)
