@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections import deque
+from time import monotonic
 
 __all__ = ["InFlightLimit"]
 
@@ -96,7 +96,7 @@ class InFlightLimit:
                 self._waiters.remove(turn)
 
     def leave(self) -> None:
-        now = time.monotonic()
+        now = monotonic()
         if self._last_leave is not None:
             gap = min(now - self._last_leave, _MAX_GAP_SECONDS)
             self._gap = gap if self._gap is None else self._gap + _GAP_WEIGHT * (gap - self._gap)
