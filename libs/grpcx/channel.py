@@ -6,8 +6,9 @@ import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from libs.grpcx.call_metrics import ClientMetricsInterceptor
-from libs.grpcx.internal_auth import token_client_interceptors
+from libs.grpcx.internal_auth import token_client_interceptors, token_metadata
 from libs.grpcx.server import MAX_MESSAGE_BYTES
+from libs.telemetry import recording
 
 __all__ = ["open_forwarding_channel", "open_internal_channel"]
 
@@ -21,16 +22,24 @@ def open_forwarding_channel(target: str) -> grpc.aio.Channel:
 
     `dns:///svc:port` targets spread calls over every replica (round_robin).
     """
-    return _open(target, [], traced=False)
+    return _open(target, [])
 
 
 def open_internal_channel(target: str, *, token: str) -> grpc.aio.Channel:
-    """Open a channel for postwire.internal.v1 calls: every call carries the internal token."""
-    return _open(target, token_client_interceptors(token))
+    """Open a channel for postwire.internal.v1 calls: every call carries the internal token.
+
+    With an exporter, OpenTelemetry's client interceptors record a CLIENT span per call; without
+    one, the metrics interceptor also attaches the token and the trace ids to unary calls."""
+    if recording():
+        traced = [ClientMetricsInterceptor(), *aio_client_interceptors(), *token_client_interceptors(token)]  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
+        return _open(target, traced)
+    otel: list[grpc.aio.ClientInterceptor] = aio_client_interceptors()  # type: ignore[no-untyped-call]  # as above
+    streams = [i for i in otel if not isinstance(i, grpc.aio.UnaryUnaryClientInterceptor)]
+    fused = ClientMetricsInterceptor(metadata=token_metadata(token), trace_ids=True)
+    return _open(target, [fused, *streams, *token_client_interceptors(token, unary_unary=False)])
 
 
-def _open(target: str, extra: list[grpc.aio.ClientInterceptor], *, traced: bool = True) -> grpc.aio.Channel:
-    interceptors = [ClientMetricsInterceptor(), *aio_client_interceptors(), *extra] if traced else extra  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
+def _open(target: str, interceptors: list[grpc.aio.ClientInterceptor]) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         target,
         options=[

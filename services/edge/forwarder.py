@@ -18,6 +18,7 @@ from opentelemetry import propagate, trace
 from libs import metrics
 from libs.grpcx.call_metrics import rpc_attributes
 from libs.grpcx.channel import open_forwarding_channel
+from libs.grpcx.tracing import current_traceparent
 
 __all__ = ["Forwarder"]
 
@@ -51,12 +52,8 @@ def _forwardable(metadata: grpc.aio.Metadata | None) -> list[tuple[str, str | by
         propagate.inject(carrier)
         forwarded = [(k, v) for k, v in forwarded if k not in _TRACE and k != "baggage"]
         forwarded += carrier.items()
-    elif not has_parent:
-        ids = span.get_span_context()
-        if ids.is_valid:
-            forwarded.append(
-                ("traceparent", f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}")
-            )
+    elif not has_parent and (traceparent := current_traceparent()):
+        forwarded.append(("traceparent", traceparent))
     return forwarded
 
 
