@@ -336,7 +336,7 @@ async def measure(
         # 6. Overload: open loop at 3x the single-send rate (new, after every older case).
         overload: Overload | None = None
         if single_rate:
-            overload = await run_overload(suite, sink, stub, sender, single_rate, max(300, messages))
+            overload = await run_overload(suite, sink, sender, single_rate, max(300, messages))
 
     rates = Rates(single_rate, delivered_rate(batch, batch_found), pf_rate)
     latencies = Latencies(pw_idle, pf_idle, pw_half, pf_half, pw_half_accept)

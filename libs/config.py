@@ -84,6 +84,11 @@ def env_log_level(env: Mapping[str, str]) -> str:
     return level
 
 
+# POSTWIRE_NICE's default per service: the pipeline's workers yield the CPU to the services a
+# caller is waiting on (libs.priority). Template and inbound stay at 0: SendEmail renders at
+# acceptance, and inbound answers SMTP clients.
+DEFAULT_NICE: Mapping[str, int] = {"router": 10, "mta_worker": 10, "events": 10}
+
 # POSTWIRE_MAX_IN_FLIGHT's default per service. The edge sheds first and cheaply: calls it lets
 # through beyond what a back end admits wait in that back end's gRPC queue, out of its limiter's
 # sight, and are refused only after seconds (measured, bench/README.md "A/B: overload"); so the
@@ -142,6 +147,8 @@ class CommonConfig:
     # POSTWIRE_MAX_IN_FLIGHT_WAIT_MS is refused with RESOURCE_EXHAUSTED (libs.grpcx.overload).
     max_in_flight: int = 64
     max_in_flight_wait_seconds: float = 0.01
+    # POSTWIRE_NICE: the service's CPU priority as a nice value, 0-19 (libs.priority).
+    nice: int = 0
 
     @classmethod
     def from_env(
@@ -196,6 +203,7 @@ class CommonConfig:
                 env, "POSTWIRE_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT.get(service, 64), minimum=1
             ),
             max_in_flight_wait_seconds=env_float(env, "POSTWIRE_MAX_IN_FLIGHT_WAIT_MS", 10.0) / 1000.0,
+            nice=env_int(env, "POSTWIRE_NICE", DEFAULT_NICE.get(service, 0)),
         )
 
 

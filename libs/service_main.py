@@ -21,6 +21,7 @@ from libs.config import CommonConfig, ConfigError
 from libs.dev_switch import refusal
 from libs.grpcx.server import GrpcServer
 from libs.metrics import setup_metrics, shutdown_metrics
+from libs.priority import lower_priority
 from libs.readiness import Check, ReadinessProbe
 from libs.runtime import configure_logging, wait_for_stop_signal
 from libs.telemetry import setup_telemetry, shutdown_telemetry
@@ -65,6 +66,7 @@ async def serve(
         # One plain line on stderr and a non-zero exit, before anything is opened.
         print(refused, file=sys.stderr, flush=True)
         raise SystemExit(2)
+    lower_priority(common.nice)  # first, so every thread started below inherits it
     configure_logging(common.service, common.log_level)
     setup_telemetry(common.service, env)
     setup_metrics(common.service, common.metrics_listen)

@@ -33,6 +33,7 @@ __all__ = [
     "consume_span",
     "current_trace_context",
     "publish_span",
+    "recording",
     "sampler_from_env",
     "setup_telemetry",
     "shutdown_telemetry",
@@ -59,7 +60,18 @@ def setup_telemetry(service_name: str, env: Mapping[str, str]) -> TracerProvider
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     _provider = provider
+    global _recording
+    _recording = exporting
     return provider
+
+
+_recording = False
+
+
+def recording() -> bool:
+    """Whether spans are recorded (an exporter is set): without one, per-call span work beyond
+    the ids is skipped (libs.grpcx.tracing)."""
+    return _recording
 
 
 # OTEL_TRACES_SAMPLER's values (the SDK's names); the *ratio ones take OTEL_TRACES_SAMPLER_ARG.

@@ -6,14 +6,19 @@ import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from libs.grpcx.call_metrics import ClientMetricsInterceptor
-from libs.grpcx.internal_auth import token_client_interceptors
+from libs.grpcx.internal_auth import token_client_interceptors, token_metadata
 from libs.grpcx.server import MAX_MESSAGE_BYTES
+from libs.telemetry import recording
 
-__all__ = ["open_channel", "open_internal_channel"]
+__all__ = ["open_forwarding_channel", "open_internal_channel"]
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    """Open a channel that adds no credential of its own (the edge forwards the caller's).
+def open_forwarding_channel(target: str) -> grpc.aio.Channel:
+    """A channel for the edge's byte-level forwarding: no credential of its own (the edge
+    forwards the caller's) and no interceptors. The forwarder records rpc.client.duration and
+    passes the trace context itself; grpc.aio runs any client interceptor in an extra task per
+    call, a loop turn the edge cannot spare when it is busy (each new call it accepts waits for
+    several turns of that loop).
 
     `dns:///svc:port` targets spread calls over every replica (round_robin).
     """
@@ -21,11 +26,20 @@ def open_channel(target: str) -> grpc.aio.Channel:
 
 
 def open_internal_channel(target: str, *, token: str) -> grpc.aio.Channel:
-    """Open a channel for postwire.internal.v1 calls: every call carries the internal token."""
-    return _open(target, token_client_interceptors(token))
+    """Open a channel for postwire.internal.v1 calls: every call carries the internal token.
+
+    With an exporter, OpenTelemetry's client interceptors record a CLIENT span per call; without
+    one, the metrics interceptor also attaches the token and the trace ids to unary calls."""
+    if recording():
+        traced = [ClientMetricsInterceptor(), *aio_client_interceptors(), *token_client_interceptors(token)]  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
+        return _open(target, traced)
+    otel: list[grpc.aio.ClientInterceptor] = aio_client_interceptors()  # type: ignore[no-untyped-call]  # as above
+    streams = [i for i in otel if not isinstance(i, grpc.aio.UnaryUnaryClientInterceptor)]
+    fused = ClientMetricsInterceptor(metadata=token_metadata(token), trace_ids=True)
+    return _open(target, [fused, *streams, *token_client_interceptors(token, unary_unary=False)])
 
 
-def _open(target: str, extra: list[grpc.aio.ClientInterceptor]) -> grpc.aio.Channel:
+def _open(target: str, interceptors: list[grpc.aio.ClientInterceptor]) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         target,
         options=[
@@ -38,5 +52,5 @@ def _open(target: str, extra: list[grpc.aio.ClientInterceptor]) -> grpc.aio.Chan
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ],
-        interceptors=[ClientMetricsInterceptor(), *aio_client_interceptors(), *extra],  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
+        interceptors=interceptors or None,
     )

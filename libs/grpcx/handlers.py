@@ -4,11 +4,12 @@ of method with the same (de)serializers, so each interceptor states only what it
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
 
-__all__ = ["unary_stream_like", "unary_unary_like"]
+__all__ = ["unary_stream_like", "unary_unary_like", "within_scope"]
 
 Deserializer = Callable[[bytes], Any]
 
@@ -37,3 +38,26 @@ def unary_stream_like(
         request_deserializer=request_deserializer or handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+def within_scope(handler: Any, scope: Callable[[Any], AbstractContextManager[None]]) -> Any:
+    """The same handler with each unary or server-streaming call run inside `scope(context)`;
+    other kinds are returned as they are."""
+    if handler.unary_unary is not None:
+        inner_uu: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            with scope(context):
+                return await inner_uu(request, context)
+
+        return unary_unary_like(handler, unary_unary)
+    if handler.unary_stream is not None:
+        inner_us: Callable[[Any, Any], AsyncIterator[Any]] = handler.unary_stream
+
+        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            with scope(context):
+                async for item in inner_us(request, context):
+                    yield item
+
+        return unary_stream_like(handler, unary_stream)
+    return handler

@@ -100,6 +100,9 @@ class _AttachUnaryStream(_Attach, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self._details(client_call_details), request)
 
 
-def token_client_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
-    """Client interceptors that put the internal token on every call of a channel."""
-    return [_AttachUnaryUnary(token), _AttachUnaryStream(token)]
+def token_client_interceptors(token: str, *, unary_unary: bool = True) -> list[grpc.aio.ClientInterceptor]:
+    """Client interceptors that put the internal token on every call of a channel (streams
+    only when the channel's metrics interceptor attaches it to unary calls itself)."""
+    return (
+        [_AttachUnaryUnary(token), _AttachUnaryStream(token)] if unary_unary else [_AttachUnaryStream(token)]
+    )

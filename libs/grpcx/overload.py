@@ -88,6 +88,11 @@ class LoadShedInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, limit: InFlightLimit, *, service: str, retry_after: float = 0.25) -> None:
         self.limit = limit
         self._refusal = overloaded_status(service, retry_after)
+        self._refusal_handler: Handler = grpc.unary_unary_rpc_method_handler(self._refuse_call)
+
+    async def _refuse_call(self, request: bytes, context: Any) -> bytes:
+        await self._refuse(context)
+        raise AssertionError("unreachable: abort raises")
 
     async def _refuse(self, context: Any) -> None:
         status = self._refusal
@@ -96,10 +101,16 @@ class LoadShedInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
-        handler: Any = await continuation(handler_call_details)
-        if handler is None or handler_call_details.method.startswith(_NEVER_SHED):
-            return handler  # type: ignore[no-any-return]  # see Handler
         limit = self.limit
+        never_shed = handler_call_details.method.startswith(_NEVER_SHED)
+        if limit.full() and not never_shed:
+            # Refused before the interceptors below and the handler lookup run: when the server
+            # is past capacity, the refusal itself must be the cheapest thing it does. (Status
+            # only, no message: the same on the wire whatever the method's kind.)
+            return self._refusal_handler
+        handler: Any = await continuation(handler_call_details)
+        if handler is None or never_shed:
+            return handler  # type: ignore[no-any-return]  # see Handler
         if handler.unary_unary is not None:
             inner_uu: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary
 

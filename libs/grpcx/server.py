@@ -9,7 +9,6 @@ from typing import Any, TypeAlias
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from libs.errors import InvalidArgument
 from libs.grpcx.call_metrics import ServerMetricsInterceptor
@@ -19,7 +18,9 @@ from libs.grpcx.in_flight import InFlightLimit
 from libs.grpcx.internal_auth import InternalAuthInterceptor
 from libs.grpcx.overload import LoadShedInterceptor
 from libs.grpcx.status import abort_for
+from libs.grpcx.tracing import server_tracing_interceptor
 from libs.readiness import LIVENESS, READINESS, Heartbeat
+from libs.telemetry import recording
 
 __all__ = ["MAX_MESSAGE_BYTES", "ErrorInterceptor", "GrpcServer", "server_options"]
 
@@ -198,7 +199,7 @@ class GrpcServer:
                 ServerMetricsInterceptor(),
                 # Next: a refused call costs no span, no auth check, no handler.
                 LoadShedInterceptor(self.in_flight, service=service),
-                aio_server_interceptor(),  # type: ignore[no-untyped-call]  # the otel grpc instrumentation is unannotated
+                server_tracing_interceptor(recording=recording()),
                 InternalAuthInterceptor(internal_token),
                 ErrorInterceptor(),
                 *extra_interceptors,

@@ -6,19 +6,26 @@ Requests and responses pass through undecoded; status codes, messages and traili
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TypeAlias
 
 import grpc
 from google.protobuf import descriptor_pool
+from opentelemetry import propagate, trace
 
-from libs.grpcx.channel import open_channel
+from libs import metrics
+from libs.grpcx.call_metrics import rpc_attributes
+from libs.grpcx.channel import open_forwarding_channel
+from libs.grpcx.tracing import current_traceparent
 
 __all__ = ["Forwarder"]
 
-# Set by gRPC itself or re-created by the client interceptor for the next hop.
 DEFAULT_DEADLINE = 60.0
-_DROP = {"user-agent", "content-type", "te", "traceparent", "tracestate", "baggage"}
+# Set by gRPC itself for the next hop.
+_DROP = {"user-agent", "content-type", "te"}
+_TRACE = ("traceparent", "tracestate")
 
 # Requests and responses stay serialized: the forwarder never decodes a message.
 Context: TypeAlias = grpc.aio.ServicerContext[bytes, bytes]
@@ -27,16 +34,37 @@ StreamHandler: TypeAlias = Callable[[bytes, Context], AsyncIterator[bytes]]
 
 
 def _forwardable(metadata: grpc.aio.Metadata | None) -> list[tuple[str, str | bytes]]:
-    return [
-        (key, value)
-        for key, value in metadata or ()
-        if key not in _DROP and not key.startswith((":", "grpc-"))
-    ]
+    """The caller's metadata for the next hop, with the trace context the back end should
+    continue. The edge's own span is only worth naming as the parent when it is recorded
+    (an exporter is set); otherwise the caller's traceparent passes through as it came (same
+    trace id, no propagator work), and a call without one gets the trace id the edge's span
+    was given, so the edge's log lines and the back end's share it."""
+    forwarded: list[tuple[str, str | bytes]] = []
+    has_parent = False
+    for key, value in metadata or ():
+        if key in _DROP or key.startswith((":", "grpc-")):
+            continue
+        has_parent = has_parent or key == "traceparent"
+        forwarded.append((key, value))
+    span = trace.get_current_span()
+    if span.is_recording():
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        forwarded = [(k, v) for k, v in forwarded if k not in _TRACE and k != "baggage"]
+        forwarded += carrier.items()
+    elif not has_parent and (traceparent := current_traceparent()):
+        forwarded.append(("traceparent", traceparent))
+    return forwarded
+
+
+def _client_attributes(path: str) -> dict[grpc.StatusCode, dict[str, str | int]]:
+    # rpc.client.duration's attributes for each status, built once per method, not per call.
+    return {code: rpc_attributes(path, code) for code in grpc.StatusCode}
 
 
 class Forwarder(grpc.GenericRpcHandler):
     def __init__(self, routes: Mapping[str, str]) -> None:
-        self._channels = {service: open_channel(target) for service, target in routes.items()}
+        self._channels = {service: open_forwarding_channel(target) for service, target in routes.items()}
         self._pool = descriptor_pool.Default()
         self._handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {}
 
@@ -72,8 +100,11 @@ class Forwarder(grpc.GenericRpcHandler):
     @staticmethod
     def _unary_unary(channel: grpc.aio.Channel, path: str) -> UnaryHandler:
         multicallable: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
+        attributes = _client_attributes(path)
+        duration = metrics.rpc_client_duration
 
         async def forward(request: bytes, context: Context) -> bytes:
+            started = time.perf_counter()
             # wait_for_ready rides out a backend restart (rolling deploy) within the deadline
             # instead of failing the caller at once.
             call = multicallable(
@@ -85,7 +116,14 @@ class Forwarder(grpc.GenericRpcHandler):
             try:
                 response: bytes = await call
             except grpc.aio.AioRpcError as exc:
+                duration.record((time.perf_counter() - started) * 1000.0, attributes[exc.code()])
                 await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
+            except asyncio.CancelledError:
+                duration.record(
+                    (time.perf_counter() - started) * 1000.0, attributes[grpc.StatusCode.CANCELLED]
+                )
+                raise
+            duration.record((time.perf_counter() - started) * 1000.0, attributes[grpc.StatusCode.OK])
             return response
 
         return forward

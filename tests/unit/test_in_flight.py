@@ -95,3 +95,38 @@ async def test_many_callers_never_exceed_the_limit() -> None:
     assert all(results)
     assert peak == 3
     assert limit.in_flight == 0
+
+
+def _with_completions_every(monkeypatch: pytest.MonkeyPatch, limit: InFlightLimit, gap: float) -> None:
+    """Feed the limit twenty completions `gap` seconds apart on a stand-in clock."""
+    now = [1000.0]
+    monkeypatch.setattr("libs.grpcx.in_flight.monotonic", lambda: now[0])
+    monkeypatch.setattr("libs.grpcx.in_flight._MAX_GAP_SECONDS", 1000.0)
+    for _ in range(20):
+        limit._held += 1  # a holder that was admitted earlier
+        limit.leave()
+        now[0] += gap
+
+
+async def test_callers_wait_only_for_turns_the_completion_rate_can_give_within_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slow = InFlightLimit(1, max_wait=10.0, max_waiting=8)
+    _with_completions_every(monkeypatch, slow, 100.0)  # far slower than the wait: one in line at most
+    assert await slow.enter()
+    first = asyncio.create_task(slow.enter())
+    await asyncio.sleep(0)
+    assert slow.waiting == 1 and slow.full()
+    assert not await slow.enter()  # refused at once, not after the wait
+    slow.leave()
+    assert await first
+
+    fast = InFlightLimit(1, max_wait=10.0, max_waiting=8)
+    _with_completions_every(monkeypatch, fast, 0.5)  # twenty turns per wait: the bound is max_waiting
+    assert await fast.enter()
+    waiters = [asyncio.create_task(fast.enter()) for _ in range(8)]
+    await asyncio.sleep(0)
+    assert fast.waiting == 8 and fast.full()
+    for _ in range(8):
+        fast.leave()
+    assert await asyncio.gather(*waiters) == [True] * 8
