@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2
 
 from libs.bus import Bus, Outcome, Publication
+from libs.coalesce import Coalescer
+from libs.failures import dependency_failure
 from libs.stage_retry import StageRetry
 from libs.telemetry import current_trace_context
 from services.events.event_metrics import count_stored
-from services.events.group_commit import GroupCommit
 from services.events.store import Arrival, EventsStore
 from services.events.stored_notices import StoredNotices
 from services.events.suppression_rule import suppression_for
@@ -20,6 +22,8 @@ from services.events.suppression_rule import suppression_for
 _log = logging.getLogger(__name__)
 # Rows one sweep query claims; a sweep repeats the query until a claim comes back short.
 SWEEP_CLAIM = 500
+# Events stored per transaction: a fetch (64 handlers) and more when the database lags behind.
+STORE_BATCH = 256
 
 __all__ = ["EventRecorder"]
 
@@ -35,7 +39,12 @@ class EventRecorder:
         retry: StageRetry | None = None,
     ) -> None:
         self._store = store
-        self._batches: GroupCommit[Arrival, bool] = GroupCommit(store.store_many)
+        # The handlers of one fetch meet here and share one transaction (~430 µs of client and
+        # server CPU per event alone against ~50 µs in a batch of 64); each returns, and so is
+        # acked, only after the transaction holding its event has committed.
+        self._batches: Coalescer[Arrival, bool] = Coalescer(
+            self._store_batch, max_batch=STORE_BATCH, outage=_outage
+        )
         self._notices = notices
         self._bus = bus
         self._stall = stall
@@ -46,10 +55,22 @@ class EventRecorder:
         message after this returns, so only after that commit."""
         envelope = bus_pb2.EventEnvelope.FromString(msg.data)
         arrival = Arrival(envelope, suppression_for(envelope), trace_context=current_trace_context())
-        if await self._batches.submit(arrival):
-            count_stored(envelope.event)
-            await self._notices.announce(envelope.tenant_id)
+        await self._batches.load(arrival)
         return Outcome.ACK
+
+    async def _store_batch(self, arrivals: Sequence[Arrival]) -> list[bool]:
+        """One transaction for the batch; then, before any of its handlers returns, one stored
+        notice per tenant with a new event in it (a stream re-reads everything past its position
+        on a notice, so one wakes it for the whole batch)."""
+        fresh = await self._store.store_many(arrivals)
+        tenants: set[str] = set()
+        for arrival, new in zip(arrivals, fresh, strict=True):
+            if new:
+                count_stored(arrival.envelope.event)
+                tenants.add(arrival.envelope.tenant_id)
+        for tenant_id in tenants:
+            await self._notices.announce(tenant_id)
+        return fresh
 
     # libs.bus.StageFailures: the count lives on the outbox row, which the sweeper re-publishes
     # with fresh ids; an event has no give-up time (it reports what already happened).
@@ -95,6 +116,11 @@ class EventRecorder:
             )
             if len(rows) < SWEEP_CLAIM:
                 return total
+
+
+def _outage(exc: Exception) -> bool:
+    # The database is down: the batch fails as a whole rather than event by event.
+    return dependency_failure(exc) is not None
 
 
 def _event_id(msg: Msg) -> str | None:

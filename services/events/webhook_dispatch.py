@@ -23,12 +23,12 @@ from postwire.v1 import event_pb2
 
 from libs import metrics
 from libs.bus import Bus
+from libs.coalesce import Coalescer
 from libs.event_outbox import publish_events
 from libs.http_guard import GuardedHttp, HttpRefused, HttpResponse, HttpTimedOut
 from libs.telemetry import client_span
 from libs.webhook_secrets import WebhookSecrets
 from libs.webhook_signing import sign, webhook_body
-from services.events.group_commit import GroupCommit
 from services.events.manage_webhooks import CheckUrl
 from services.events.webhook_records import Claim, Delivered
 from services.events.webhook_rules import RetrySchedule, should_disable
@@ -94,7 +94,7 @@ class WebhookDispatcher:
         self._loop: asyncio.Task[None] | None = None
         # Attempts that finish together are recorded in one statement; each still waits for
         # its own record before its slot is freed.
-        self._records: GroupCommit[Delivered, None] = GroupCommit(store.delivered_many)
+        self._records: Coalescer[Delivered, None] = Coalescer(store.delivered_many, max_batch=256)
         self._opened: dict[tuple[str, str], str] = {}
         self._releases: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -260,7 +260,7 @@ class WebhookDispatcher:
             )
             if not problem:
                 assert response is not None
-                await self._records.submit(
+                await self._records.load(
                     Delivered(claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms)
                 )
                 return

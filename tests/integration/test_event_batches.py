@@ -9,19 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import nats
 import pytest
+from google.protobuf import timestamp_pb2
 from postwire.internal.v1 import bus_pb2
-from postwire.v1 import event_pb2, message_pb2, webhook_service_pb2, webhook_service_pb2_grpc
+from postwire.v1 import (
+    event_pb2,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    message_pb2,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
+)
 
 from libs import event_outbox
 from libs.bus import event_subject
 from libs.testing.polling import poll_until
 from libs.testing.webhook_receiver import WebhookReceiver
+from tests.conftest import create_tenant
 
 BOUNCED = event_pb2.EVENT_TYPE_BOUNCED
 COPIES = 3
@@ -72,12 +82,15 @@ async def test_redelivered_events_are_stored_once_each_and_leave_the_outbox(
         await publish_copies(suite.nats_url, tenant.id, envelopes)
 
         async def all_retired() -> bool:
-            left = await pool.fetchval("SELECT count(*) FROM event_outbox WHERE event_id = ANY($1::text[])", ids)
+            left = await pool.fetchval(
+                "SELECT count(*) FROM event_outbox WHERE event_id = ANY($1::text[])", ids
+            )
             return left == 0
 
         await poll_until(all_retired, timeout=30, what="every outbox row retired by the events service")
         stored = await pool.fetch(
-            "SELECT event_id, count(*) AS n FROM events WHERE tenant_id = $1::uuid GROUP BY event_id", tenant.id
+            "SELECT event_id, count(*) AS n FROM events WHERE tenant_id = $1::uuid GROUP BY event_id",
+            tenant.id,
         )
         assert {r["event_id"]: r["n"] for r in stored} == dict.fromkeys(ids, 1)
         # One webhook delivery per event, however many copies arrived.
@@ -101,3 +114,31 @@ async def publish_copies(nats_url: str, tenant_id: str, envelopes: list[bus_pb2.
         )
     finally:
         await nc.close()
+
+
+async def test_live_streams_of_two_tenants_see_every_event_of_a_shared_batch(suite, edge, tenant) -> None:
+    # The recorder announces once per tenant per stored batch: each tenant's stream must still
+    # get every event of a burst that lands in batches mixed with another tenant's events.
+    other = await create_tenant(suite)
+    events = event_service_pb2_grpc.EventServiceStub(edge)
+    start = timestamp_pb2.Timestamp()
+    start.FromSeconds(int(time.time()) - 1)
+    streams = {}
+    for owner in (tenant, other):
+        first = bounce(owner.id, 0)
+        await publish_copies(suite.nats_url, owner.id, [first])
+        call = events.StreamEvents(
+            event_service_pb2.StreamEventsRequest(start_time=start), metadata=owner.metadata
+        )
+        # The first event read: the stream is subscribed and tailing.
+        assert (await asyncio.wait_for(call.read(), timeout=15)).event.id == first.event.id
+        streams[owner.id] = call
+    bursts = {owner.id: [bounce(owner.id, n) for n in range(1, EVENTS + 1)] for owner in (tenant, other)}
+    await asyncio.gather(*(publish_copies(suite.nats_url, t, envelopes) for t, envelopes in bursts.items()))
+    try:
+        for tenant_id, call in streams.items():
+            seen = [(await asyncio.wait_for(call.read(), timeout=15)).event.id for _ in range(EVENTS)]
+            assert sorted(seen) == sorted(e.event.id for e in bursts[tenant_id])
+    finally:
+        for call in streams.values():
+            call.cancel()
