@@ -340,13 +340,6 @@ class WebhookStore:
             for r in rows
         ]
 
-    async def release(self, webhook_id: str, event_id: str) -> None:
-        await self._pool.execute(
-            "UPDATE webhook_deliveries SET lease_until = NULL WHERE webhook_id = $1::uuid AND event_id = $2",
-            webhook_id,
-            event_id,
-        )
-
     async def release_many(self, claims: Sequence[Claim]) -> None:
         """Give leased deliveries back to the claim loop (the dispatcher had no room for them)."""
         await self._pool.execute(
