@@ -12,9 +12,8 @@ from postwire.v1 import event_pb2
 from libs.http_guard import HttpResponse
 from libs.token_keys import KeyRing
 from libs.webhook_secrets import WebhookSecrets
-from services.events.webhook_dispatch import WebhookDispatcher
 from services.events.webhook_records import Claim, Delivered
-from services.events.webhook_rules import RetrySchedule
+from tests.unit.events.dispatching import make_dispatcher
 
 SECRETS = WebhookSecrets(KeyRing.from_env({}))  # the dev key ring
 
@@ -71,17 +70,7 @@ ALL = [_claim("slow", n) for n in range(10)] + [_claim("quick", 0)]
 async def test_a_hanging_endpoint_holds_its_own_slots_only() -> None:
     store = FakeStore(list(ALL))
     http = HangingHttp()
-    dispatcher = WebhookDispatcher(
-        store,  # type: ignore[arg-type]
-        http,  # type: ignore[arg-type]
-        SECRETS,
-        None,  # type: ignore[arg-type]
-        schedule=RetrySchedule(),
-        disable_after=timedelta(days=5),
-        timeout=60,
-        max_in_flight=8,
-        per_webhook=4,
-    )
+    dispatcher = make_dispatcher(store, http, SECRETS, timeout=60, max_in_flight=8, per_webhook=4)
     # The first claim may be all slow rows: 4 are sent, the rest wait. From the next claim
     # on (the loop claims again at once) the saturated webhook is excluded and the quick one
     # goes out, however many slow rows are due.
@@ -97,23 +86,9 @@ async def test_a_hanging_endpoint_holds_its_own_slots_only() -> None:
     assert sorted(store.released) == sorted(f"slow-{n}" for n in range(4, 8))
 
 
-def _dispatcher(store: FakeStore, http: HangingHttp) -> WebhookDispatcher:
-    return WebhookDispatcher(
-        store,  # type: ignore[arg-type]
-        http,  # type: ignore[arg-type]
-        SECRETS,
-        None,  # type: ignore[arg-type]
-        schedule=RetrySchedule(),
-        disable_after=timedelta(days=5),
-        timeout=60,
-        max_in_flight=8,
-        per_webhook=4,
-    )
-
-
 async def test_a_burst_for_one_webhook_is_sent_in_order_without_going_back_to_the_database() -> None:
     store = FakeStore([])
-    dispatcher = _dispatcher(store, HangingHttp())
+    dispatcher = make_dispatcher(store, HangingHttp(), SECRETS, timeout=60, max_in_flight=8)
     burst = [_claim("quick", n) for n in range(30)]
     dispatcher.offer(burst)
     for _ in range(2000):
