@@ -101,8 +101,9 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
-        # Attempts that finish together are recorded in one statement; each still waits for
-        # its own record before its slot is freed.
+        # Attempts that finish together are recorded in one statement. A delivered attempt frees
+        # its webhook's slot when the answer is in, but its task (which stop() waits for) lasts
+        # until the record is written.
         self._records: Coalescer[Delivered, None] = Coalescer(store.delivered_many, max_batch=256)
         self._opened: dict[tuple[str, str], str] = {}
         self._releases: set[asyncio.Task[None]] = set()
@@ -214,9 +215,10 @@ class WebhookDispatcher:
 
     def _start(self, claim: Claim) -> None:
         self._in_flight[claim.webhook_id] += 1
-        task = asyncio.create_task(self._attempt(claim))
+        slot = _Slot(claim.webhook_id)
+        task = asyncio.create_task(self._attempt(claim, slot))
         self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._done, webhook_id=claim.webhook_id))
+        task.add_done_callback(functools.partial(self._done, slot=slot))
 
     async def _release(self, claims: Sequence[Claim]) -> None:
         try:
@@ -226,8 +228,17 @@ class WebhookDispatcher:
             _log.warning("%d webhook deliveries not released: %s", len(claims), type(exc).__name__)
         self._wake.set()
 
-    def _done(self, task: asyncio.Task[None], *, webhook_id: str) -> None:
+    def _done(self, task: asyncio.Task[None], *, slot: _Slot) -> None:
         self._tasks.discard(task)
+        if slot.held:
+            self._free(slot)
+        else:
+            self._pump(slot.webhook_id)  # room in all, for a webhook held back by max_in_flight
+
+    def _free(self, slot: _Slot) -> None:
+        """The request is over: its webhook's slot goes to the next waiting lease."""
+        slot.held = False
+        webhook_id = slot.webhook_id
         self._in_flight[webhook_id] -= 1
         if self._in_flight[webhook_id] <= 0:
             del self._in_flight[webhook_id]
@@ -236,9 +247,9 @@ class WebhookDispatcher:
         if self._held_back and not self._backlog.holds(webhook_id):
             self._wake.set()
 
-    async def _attempt(self, claim: Claim) -> None:
+    async def _attempt(self, claim: Claim, slot: _Slot) -> None:
         try:
-            await self._send(claim)
+            await self._send(claim, slot)
         except Exception as exc:
             # Recording failed (database away): the lease expires and the row is tried again.
             _log.warning(
@@ -248,7 +259,7 @@ class WebhookDispatcher:
                 type(exc).__name__,
             )
 
-    async def _send(self, claim: Claim) -> None:
+    async def _send(self, claim: Claim, slot: _Slot) -> None:
         event = event_pb2.Event.FromString(claim.payload)
         body = webhook_body(event)
         keys = [self._secret(claim.secret, claim.webhook_id)]
@@ -295,6 +306,9 @@ class WebhookDispatcher:
             )
             if not problem:
                 assert response is not None
+                # The endpoint has answered: the next request to it need not wait for this record,
+                # and records that wait for one in flight go out together in the next statement.
+                self._free(slot)
                 await self._records.load(
                     Delivered(claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms)
                 )
@@ -324,6 +338,16 @@ class WebhookDispatcher:
                 self._opened.clear()
             self._opened[key] = secret
         return secret
+
+
+class _Slot:
+    """One request's place in its webhook's `per_webhook` limit, given back once."""
+
+    __slots__ = ("held", "webhook_id")
+
+    def __init__(self, webhook_id: str) -> None:
+        self.webhook_id = webhook_id
+        self.held = True
 
 
 def _status_problem(response: HttpResponse) -> str:
