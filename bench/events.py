@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-import asyncpg
 import grpc
 import nats
 from postwire.internal.v1 import bus_pb2
@@ -33,15 +30,12 @@ from bench.__main__ import (
     cpu_seconds,
     environment,
     exit_on_sigterm,
-    make_suite,
     positive,
-    spawn_services,
     wait_ready,
 )
-from bench.side_by_side import Infra
-from bench.webhooks import create_tenant, create_webhook
+from bench.side_by_side import Infra, xact_commits
+from bench.webhooks import create_tenant, create_webhook, run_with_webhooks
 from libs.bus import event_subject
-from libs.capture import SmtpSink
 from libs.embedded.suite import Suite
 from libs.testing.webhook_receiver import WebhookReceiver
 
@@ -107,17 +101,6 @@ async def wait_for(receiver: WebhookReceiver, count: int, timeout: float) -> Non
         await asyncio.sleep(0.05)
 
 
-async def commits(database_url: str) -> int:
-    conn = await asyncpg.connect(database_url)
-    try:
-        value = await conn.fetchval(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
-        )
-    finally:
-        await conn.close()
-    return int(value)
-
-
 async def measure(suite: Suite, receiver: WebhookReceiver, messages: int, rate: float) -> list[str]:
     await wait_ready(suite)
     assert suite.nats_url and suite.database_url
@@ -130,14 +113,14 @@ async def measure(suite: Suite, receiver: WebhookReceiver, messages: int, rate: 
     await asyncio.sleep(11)  # PostgreSQL flushes idle backends' statistics within 10 s
     infra = Infra(dict(suite.infra_pids))
     events_pid = suite.processes["events"].pid
-    before = (cpu_seconds(events_pid), infra.snapshot(), await commits(suite.database_url))
+    before = (cpu_seconds(events_pid), infra.snapshot(), await xact_commits(suite.database_url))
     log(f"publishing {messages} messages at {rate:g}/s…")
     wall = await publish(suite.nats_url, tenant.id, messages, rate)
     await wait_for(receiver, WARMUP_MESSAGES + messages, 60 + messages / rate)
     events_cpu = cpu_seconds(events_pid) - before[0]
     infra_cpu = {k: v - before[1].get(k, 0.0) for k, v in infra.snapshot().items()}
     await asyncio.sleep(11)
-    xacts = await commits(suite.database_url) - before[2]
+    xacts = await xact_commits(suite.database_url) - before[2]
 
     def per(seconds: float) -> str:
         return f"{seconds * 1000 / messages:.2f}"
@@ -157,22 +140,9 @@ async def measure(suite: Suite, receiver: WebhookReceiver, messages: int, rate: 
 
 
 def run(messages: int, rate: float) -> list[str]:
-    data_dir = Path(tempfile.mkdtemp(prefix="postwire-bench-events-"))
-    sink = SmtpSink("127.0.0.1", 0, scripted=False)
-    suite: Suite | None = None
-    try:
-        sink.start()
-        suite = make_suite(data_dir, sink, {"POSTWIRE_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8"})
-        log("starting NATS, PostgreSQL and the services…")
-        suite.start_infrastructure()
-        spawn_services(suite)
-        with WebhookReceiver() as receiver:
-            return asyncio.run(measure(suite, receiver, messages, rate))
-    finally:
-        if suite is not None:
-            suite.stop()
-        sink.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+    return run_with_webhooks(
+        "postwire-bench-events-", lambda suite, receiver: measure(suite, receiver, messages, rate)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ class EventRecorder:
             self._store_batch, max_batch=STORE_BATCH, outage=_outage
         )
         self._notices = notices
+        self._announcing: set[asyncio.Task[None]] = set()
         self._bus = bus
         self._stall = stall
         self._retry = retry or StageRetry()
@@ -59,18 +61,26 @@ class EventRecorder:
         return Outcome.ACK
 
     async def _store_batch(self, arrivals: Sequence[Arrival]) -> list[bool]:
-        """One transaction for the batch; then, before any of its handlers returns, one stored
-        notice per tenant with a new event in it (a stream re-reads everything past its position
-        on a notice, so one wakes it for the whole batch)."""
+        """One transaction for the batch; then, before any of its handlers acks, one stored notice
+        per tenant with a new event in it (a stream re-reads everything past its position on a
+        notice, so one wakes it for the whole batch)."""
         fresh = await self._store.store_many(arrivals)
         tenants: set[str] = set()
         for arrival, new in zip(arrivals, fresh, strict=True):
             if new:
                 count_stored(arrival.envelope.event)
                 tenants.add(arrival.envelope.tenant_id)
+        if tenants:
+            # A task scheduled now runs just before the batch's handlers resume (the loop is
+            # FIFO), so the notices join their acks in one socket write instead of one each.
+            task = asyncio.create_task(self._announce(tenants), name="stored-notices")
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+        return fresh
+
+    async def _announce(self, tenants: set[str]) -> None:
         for tenant_id in tenants:
             await self._notices.announce(tenant_id)
-        return fresh
 
     # libs.bus.StageFailures: the count lives on the outbox row, which the sweeper re-publishes
     # with fresh ids; an event has no give-up time (it reports what already happened).
