@@ -82,15 +82,12 @@ async def test_redelivered_events_are_stored_once_each_and_leave_the_outbox(
         await publish_copies(suite.nats_url, tenant.id, envelopes)
 
         async def all_retired() -> bool:
-            left = await pool.fetchval(
-                "SELECT count(*) FROM event_outbox WHERE event_id = ANY($1::text[])", ids
-            )
+            left = await pool.fetchval("SELECT count(*) FROM event_outbox WHERE event_id = ANY($1::text[])", ids)
             return left == 0
 
         await poll_until(all_retired, timeout=30, what="every outbox row retired by the events service")
         stored = await pool.fetch(
-            "SELECT event_id, count(*) AS n FROM events WHERE tenant_id = $1::uuid GROUP BY event_id",
-            tenant.id,
+            "SELECT event_id, count(*) AS n FROM events WHERE tenant_id = $1::uuid GROUP BY event_id", tenant.id
         )
         assert {r["event_id"]: r["n"] for r in stored} == dict.fromkeys(ids, 1)
         # One webhook delivery per event, however many copies arrived.

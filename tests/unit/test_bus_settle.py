@@ -99,8 +99,6 @@ async def test_not_now_is_naked_without_bookkeeping_so_no_give_up_can_overwrite_
     # The chaos tarpit run: a message whose DELIVERED outcome was still being committed came back
     # on the retry lane past its give-up time; treated as an outage, it was expired first.
     failures = FakeFailures(answer=None)
-    msg = await _settle(
-        _raising(NotNow("an outcome is being recorded", retry_after=1.5)), failures, delivered=9
-    )
+    msg = await _settle(_raising(NotNow("an outcome is being recorded", retry_after=1.5)), failures, delivered=9)
     assert failures.calls == []
     assert msg.settled == [("nak", 1.5)]

@@ -102,9 +102,7 @@ def test_domain_errors_keep_their_code() -> None:
     assert status_for(NotFound("no")).code == grpc.StatusCode.NOT_FOUND
 
 
-def test_internal_carries_the_trace_id_in_the_message_error_info_and_log(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_internal_carries_the_trace_id_in_the_message_error_info_and_log(caplog: pytest.LogCaptureFixture) -> None:
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("call") as span, caplog.at_level(logging.ERROR):
         status = status_for(ValueError("SELECT secret FROM tenants"))

@@ -57,9 +57,7 @@ async def policy() -> AsyncIterator[tuple[CountingPolicy, grpc.aio.Channel]]:
     await server.stop(None)
 
 
-async def test_a_burst_with_a_new_key_makes_one_round_trip(
-    policy: tuple[CountingPolicy, grpc.aio.Channel],
-) -> None:
+async def test_a_burst_with_a_new_key_makes_one_round_trip(policy: tuple[CountingPolicy, grpc.aio.Channel]) -> None:
     servicer, channel = policy
     keys = KeyResolver(channel, ttl=60)
     callers = await asyncio.gather(*(keys.authorize(Metadata(), "send") for _ in range(64)))  # type: ignore[arg-type]
@@ -67,9 +65,7 @@ async def test_a_burst_with_a_new_key_makes_one_round_trip(
     assert servicer.calls == 1
 
 
-async def test_a_key_in_use_is_refreshed_off_the_calls_path(
-    policy: tuple[CountingPolicy, grpc.aio.Channel],
-) -> None:
+async def test_a_key_in_use_is_refreshed_off_the_calls_path(policy: tuple[CountingPolicy, grpc.aio.Channel]) -> None:
     servicer, channel = policy
     servicer.delay = 0.0
     keys = KeyResolver(channel, ttl=0.5)

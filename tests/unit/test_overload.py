@@ -41,9 +41,7 @@ class _Blocker(grpc.GenericRpcHandler):
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[GrpcServer, _Blocker]]:
-    srv = GrpcServer(
-        "127.0.0.1:0", internal_token="t", service="blocker", max_in_flight=2, max_in_flight_wait=0.0
-    )
+    srv = GrpcServer("127.0.0.1:0", internal_token="t", service="blocker", max_in_flight=2, max_in_flight_wait=0.0)
     blocker = _Blocker()
     srv.server.add_generic_rpc_handlers([blocker])
     await srv.start()
@@ -57,11 +55,7 @@ def _details(exc: grpc.aio.AioRpcError) -> dict[str, Any]:
     assert status is not None
     found: dict[str, Any] = {}
     for any_detail in status.details:
-        for kind in (
-            error_details_pb2.RetryInfo,
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.QuotaFailure,
-        ):
+        for kind in (error_details_pb2.RetryInfo, error_details_pb2.ErrorInfo, error_details_pb2.QuotaFailure):
             if any_detail.Is(kind.DESCRIPTOR):
                 detail = kind()
                 any_detail.Unpack(detail)

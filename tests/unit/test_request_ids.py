@@ -9,20 +9,14 @@ from libs.errors import InvalidArgument
 from libs.request_ids import MAX_KEY_LENGTH, RequestId, fingerprint, key_problem
 
 
-@pytest.mark.parametrize(
-    "key", ["a", "4b1c2d3e-aaaa-bbbb-cccc-000000000000", "x" * MAX_KEY_LENGTH, "with space"]
-)
+@pytest.mark.parametrize("key", ["a", "4b1c2d3e-aaaa-bbbb-cccc-000000000000", "x" * MAX_KEY_LENGTH, "with space"])
 def test_keys_callers_use_are_accepted(key: str) -> None:
     assert key_problem(key) == ""
 
 
 @pytest.mark.parametrize(
     ("key", "problem"),
-    [
-        ("x" * (MAX_KEY_LENGTH + 1), "at most 256 characters"),
-        ("é", "printable ASCII"),
-        ("a\nb", "printable ASCII"),
-    ],
+    [("x" * (MAX_KEY_LENGTH + 1), "at most 256 characters"), ("é", "printable ASCII"), ("a\nb", "printable ASCII")],
 )
 def test_bad_keys_are_named(key: str, problem: str) -> None:
     assert problem in key_problem(key)

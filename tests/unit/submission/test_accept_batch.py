@@ -89,8 +89,7 @@ class Fakes:
                 violations=[("DOMAIN_NOT_VERIFIED", f"messages[{self.unverified_at}].from.address", "x")],
             )
         return [
-            Admission(suppressed=tuple(r in self.suppressed for r in q.recipients), sandbox=False)
-            for q in queries
+            Admission(suppressed=tuple(r in self.suppressed for r in q.recipients), sandbox=False) for q in queries
         ]
 
     # BatchTemplates

@@ -17,9 +17,7 @@ from services.submission.acceptance import AdmissionQuery
 from services.submission.policy_client import PolicyClient
 
 REFUSALS: dict[str, PostwireError] = {
-    "limited": RateLimited(
-        "stream 'x': slow down", retry_after=2.5, subject="stream 'x'", description="slow down"
-    ),
+    "limited": RateLimited("stream 'x': slow down", retry_after=2.5, subject="stream 'x'", description="slow down"),
     "unverified": FailedPrecondition(
         "from.address: not verified", violations=[("DOMAIN_NOT_VERIFIED", "from.address", "verify it")]
     ),
@@ -39,9 +37,7 @@ class _Admit:
             raise REFUSALS[send.tenant_id]
         return Admission(
             sandbox=send.tenant_id == "sandboxed",
-            decisions=tuple(
-                Decision.SUPPRESS if r.startswith("no@") else Decision.ADMIT for r in send.recipients
-            ),
+            decisions=tuple(Decision.SUPPRESS if r.startswith("no@") else Decision.ADMIT for r in send.recipients),
         )
 
 
@@ -55,9 +51,7 @@ class _Stub:
 
     async def AdmitMany(self, request: policy_service_pb2.AdmitManyRequest, **_: Any) -> Any:
         if self.unimplemented:
-            raise grpc.aio.AioRpcError(
-                grpc.StatusCode.UNIMPLEMENTED, grpc.aio.Metadata(), grpc.aio.Metadata()
-            )
+            raise grpc.aio.AioRpcError(grpc.StatusCode.UNIMPLEMENTED, grpc.aio.Metadata(), grpc.aio.Metadata())
         self.many_calls.append(len(request.messages))
         wire = policy_service_pb2.AdmitManyRequest.FromString(request.SerializeToString())
         answer = await self.api.AdmitMany(wire, None)  # type: ignore[arg-type]
@@ -69,11 +63,7 @@ class _Stub:
 
 def _query(tenant_id: str, *recipients: str) -> AdmissionQuery:
     return AdmissionQuery(
-        tenant_id=tenant_id,
-        stream="transactional",
-        recipients=recipients,
-        unsubscribe_group="",
-        from_domain="a.example",
+        tenant_id=tenant_id, stream="transactional", recipients=recipients, unsubscribe_group="", from_domain="a.example"
     )
 
 

@@ -66,8 +66,6 @@ def test_unknown_filters_are_rejected_when_saved_with_line_and_column() -> None:
     try:
         check_syntax(Parts("s", "<p>ok</p>\n<p>{{ name|nosuchfilter }}</p>", ""))
     except InvalidArgument as exc:
-        assert exc.violations == [
-            ("template.html_body", "line 2, column 12: No filter named 'nosuchfilter'.")
-        ]
+        assert exc.violations == [("template.html_body", "line 2, column 12: No filter named 'nosuchfilter'.")]
     else:
         raise AssertionError("an unknown filter was accepted")
