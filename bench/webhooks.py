@@ -23,10 +23,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -67,6 +68,7 @@ STALL_SECONDS = 60.0
 CAP_BASE_SECONDS = 300.0
 CAP_PER_MESSAGE_SECONDS = 0.5
 POLL_SECONDS = 0.1
+T = TypeVar("T")
 
 
 def log(text: str) -> None:
@@ -223,7 +225,14 @@ async def measure(suite: Suite, receiver: WebhookReceiver, messages: int, concur
 
 
 def run(messages: int, concurrency: int) -> Report:
-    data_dir = Path(tempfile.mkdtemp(prefix="postwire-bench-webhooks-"))
+    return run_with_webhooks(
+        "postwire-bench-webhooks-", lambda suite, receiver: measure(suite, receiver, messages, concurrency)
+    )
+
+
+def run_with_webhooks(prefix: str, measure: Callable[[Suite, WebhookReceiver], Coroutine[Any, Any, T]]) -> T:
+    """`measure` against a suite that may deliver webhooks to loopback, and a receiver there."""
+    data_dir = Path(tempfile.mkdtemp(prefix=prefix))
     sink = SmtpSink("127.0.0.1", 0, scripted=False)
     suite: Suite | None = None
     keep_logs = False
@@ -236,7 +245,7 @@ def run(messages: int, concurrency: int) -> Report:
         spawn_services(suite)
         # Its own thread and loop: a delivery's arrival time is not held up by the bench's calls.
         with WebhookReceiver() as receiver:
-            return asyncio.run(measure(suite, receiver, messages, concurrency))
+            return asyncio.run(measure(suite, receiver))
     except Exception:
         keep_logs = True
         raise

@@ -84,7 +84,7 @@ async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -
 
 # The outbox table's other statements: the events service's (store, hold, count, sweep) and the
 # inbound listener's duplicate check. Nothing outside this module names the table.
-__all__ += ["claim_lingering", "count_failure", "delete_stored", "delete_stored_many", "event_known", "hold"]
+__all__ += ["claim_lingering", "count_failure", "delete_stored", "event_known", "hold", "retire_stored_sql"]
 
 
 async def event_known(conn: Connection, event_id: str, /) -> bool:
@@ -102,9 +102,10 @@ async def delete_stored(conn: Connection, event_id: str, /) -> None:
     await conn.execute("DELETE FROM event_outbox WHERE event_id = $1", event_id)
 
 
-async def delete_stored_many(conn: Connection, event_ids: Iterable[str], /) -> None:
-    """A batch of events is stored: one statement retires all their outbox rows."""
-    await conn.execute("DELETE FROM event_outbox WHERE event_id = ANY($1::text[])", list(event_ids))
+def retire_stored_sql(event_ids: str, /) -> str:
+    """A DELETE retiring the outbox rows of the events whose ids are the text[] `event_ids` (a
+    parameter such as "$1"), for the statement that stores them to run as one of its steps."""
+    return f"DELETE FROM event_outbox WHERE event_id = ANY({event_ids}::text[])"
 
 
 async def hold(conn: Connection | asyncpg.Pool, event_ids: Iterable[str], /, *, seconds: float) -> None:

@@ -50,9 +50,12 @@ def event_type_name(event_type: event_pb2.EventType.ValueType | int) -> str:
 
 def webhook_body(event: event_pb2.Event) -> bytes:
     """The exact bytes to sign and send: proto3 JSON names (messageId, createTime), UTF-8."""
+    data = json_format.MessageToDict(event)
     payload = {
         "type": event_type_name(event.type),
-        "timestamp": event.create_time.ToJsonString(),
-        "data": json_format.MessageToDict(event),
+        # The same text as data.createTime (formatting it twice was a measurable share of each
+        # attempt); an event without one still gets the epoch, as before.
+        "timestamp": data.get("createTime") or event.create_time.ToJsonString(),
+        "data": data,
     }
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

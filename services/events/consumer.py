@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
 from postwire.internal.v1 import bus_pb2
 
 from libs.bus import Bus, Outcome, Publication
+from libs.coalesce import Coalescer
+from libs.failures import dependency_failure
 from libs.stage_retry import StageRetry
 from libs.telemetry import current_trace_context
 from services.events.event_metrics import count_stored
-from services.events.group_commit import GroupCommit
 from services.events.store import Arrival, EventsStore
 from services.events.stored_notices import StoredNotices
 from services.events.suppression_rule import suppression_for
@@ -20,6 +23,8 @@ from services.events.suppression_rule import suppression_for
 _log = logging.getLogger(__name__)
 # Rows one sweep query claims; a sweep repeats the query until a claim comes back short.
 SWEEP_CLAIM = 500
+# Events stored per transaction: a fetch (64 handlers) and more when the database lags behind.
+STORE_BATCH = 256
 
 __all__ = ["EventRecorder"]
 
@@ -35,8 +40,14 @@ class EventRecorder:
         retry: StageRetry | None = None,
     ) -> None:
         self._store = store
-        self._batches: GroupCommit[Arrival, bool] = GroupCommit(store.store_many)
+        # The handlers of one fetch meet here and share one transaction (~430 µs of client and
+        # server CPU per event alone against ~50 µs in a batch of 64); each returns, and so is
+        # acked, only after the transaction holding its event has committed.
+        self._batches: Coalescer[Arrival, bool] = Coalescer(
+            self._store_batch, max_batch=STORE_BATCH, outage=_outage
+        )
         self._notices = notices
+        self._announcing: set[asyncio.Task[None]] = set()
         self._bus = bus
         self._stall = stall
         self._retry = retry or StageRetry()
@@ -46,10 +57,30 @@ class EventRecorder:
         message after this returns, so only after that commit."""
         envelope = bus_pb2.EventEnvelope.FromString(msg.data)
         arrival = Arrival(envelope, suppression_for(envelope), trace_context=current_trace_context())
-        if await self._batches.submit(arrival):
-            count_stored(envelope.event)
-            await self._notices.announce(envelope.tenant_id)
+        await self._batches.load(arrival)
         return Outcome.ACK
+
+    async def _store_batch(self, arrivals: Sequence[Arrival]) -> list[bool]:
+        """One transaction for the batch; then, before any of its handlers acks, one stored notice
+        per tenant with a new event in it (a stream re-reads everything past its position on a
+        notice, so one wakes it for the whole batch)."""
+        fresh = await self._store.store_many(arrivals)
+        tenants: set[str] = set()
+        for arrival, new in zip(arrivals, fresh, strict=True):
+            if new:
+                count_stored(arrival.envelope.event)
+                tenants.add(arrival.envelope.tenant_id)
+        if tenants:
+            # A task scheduled now runs just before the batch's handlers resume (the loop is
+            # FIFO), so the notices join their acks in one socket write instead of one each.
+            task = asyncio.create_task(self._announce(tenants), name="stored-notices")
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+        return fresh
+
+    async def _announce(self, tenants: set[str]) -> None:
+        for tenant_id in tenants:
+            await self._notices.announce(tenant_id)
 
     # libs.bus.StageFailures: the count lives on the outbox row, which the sweeper re-publishes
     # with fresh ids; an event has no give-up time (it reports what already happened).
@@ -95,6 +126,11 @@ class EventRecorder:
             )
             if len(rows) < SWEEP_CLAIM:
                 return total
+
+
+def _outage(exc: Exception) -> bool:
+    # The database is down: the batch fails as a whole rather than event by event.
+    return dependency_failure(exc) is not None
 
 
 def _event_id(msg: Msg) -> str | None:

@@ -13,11 +13,36 @@ from libs import event_outbox
 from libs.telemetry import current_trace_context
 from services.events.event_query import EventQuery
 from services.events.suppression_rule import PendingSuppression
-from services.events.suppression_store import queue_suppressions
+from services.events.suppression_store import queue_suppressions_sql, suppression_columns
 from services.events.webhook_records import Claim
-from services.events.webhook_store import StoredEvent, queue_deliveries_many
+from services.events.webhook_store import fan_out_sql
 
 __all__ = ["Arrival", "EventsStore"]
+
+# The batch, first occurrence of each event id only ($1 to $9 in parallel, n its position).
+# Inserted ordered by the per-tenant lock the insert trigger takes (migration 0017), so two
+# batches over the same tenants take their locks in one order and cannot deadlock; a tenant-level
+# event such as WEBHOOK_DISABLED has no message id (NULLIF). The outbox rows are retired only
+# once the inserts are done (the count), keeping that lock order too.
+_STORE = (
+    "WITH e AS (SELECT DISTINCT ON (id) * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+    " $5::smallint[], $6::timestamptz[], $7::bytea[], $8::text[], $9::text[]) WITH ORDINALITY"
+    " AS e(id, tenant, message, recipient, type, at, payload, stream, trace, n) ORDER BY id, n),"
+    " ins AS (INSERT INTO events (event_id, tenant_id, message_id, recipient, type, create_time, payload)"
+    " SELECT id, tenant::uuid, NULLIF(message, '')::uuid, recipient, type, at, payload FROM e"
+    " ORDER BY hashtext(tenant), n ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+    " new AS (SELECT e.* FROM e JOIN ins ON ins.event_id = e.id), "
+    + fan_out_sql("new", tag_rows="$10", tags="$11", lease="$12")
+    + ", suppressed AS ("
+    + queue_suppressions_sql(13, "ins")
+    + "), retired AS ("
+    + event_outbox.retire_stored_sql("$1")
+    + " AND (SELECT count(*) FROM ins) >= 0)"
+    # One row per newly stored event and delivery queued for it (NULL webhook: none).
+    " SELECT ins.event_id, h.webhook_id, h.url, h.secret, h.previous_secret FROM ins"
+    " LEFT JOIN queued q ON q.event_id = ins.event_id"
+    " LEFT JOIN hooks h ON h.webhook_id = q.webhook_id AND h.event_id = q.event_id"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,53 +77,58 @@ class EventsStore:
         return stored
 
     async def store_many(self, arrivals: Sequence[Arrival]) -> list[bool]:
-        """Store a batch in one transaction: one multi-row insert of the events, their webhook
-        deliveries and suppressions, one delete of their outbox rows. Answers, in order, whether
-        each arrival was newly stored (False for an event stored before, or earlier in the
-        batch). A redelivered event queues nothing: the tenant may have lifted the suppression
-        since."""
+        """Store a batch in one statement (so one implicit transaction and one round trip): the
+        events, their webhook deliveries and suppressions, and the retirement of their outbox
+        rows. Answers, in order, whether each arrival was newly stored (False for an event stored
+        before, or earlier in the batch). A redelivered event queues nothing: the tenant may have
+        lifted the suppression since."""
         if not arrivals:
             return []
         events = [a.envelope.event for a in arrivals]
-        async with self._pool.acquire() as conn, conn.transaction():
-            # Ordered by the per-tenant lock the insert trigger takes (migration 0017), so two
-            # batches over the same tenants take their locks in one order and cannot deadlock.
-            rows = await conn.fetch(
-                "INSERT INTO events (event_id, tenant_id, message_id, recipient, type, create_time, payload)"
-                " SELECT e.id, e.tenant::uuid, NULLIF(e.message, '')::uuid, e.recipient, e.type, e.at, e.payload"
-                " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::smallint[],"
-                " $6::timestamptz[], $7::bytea[]) WITH ORDINALITY"
-                " AS e(id, tenant, message, recipient, type, at, payload, n)"
-                " ORDER BY hashtext(e.tenant), e.n"
-                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-                [e.id for e in events],
-                [a.envelope.tenant_id for a in arrivals],
-                [e.message_id for e in events],
-                [e.recipient for e in events],
-                [e.type for e in events],
-                [e.create_time.ToDatetime(tzinfo=UTC) for e in events],
-                [e.SerializeToString() for e in events],
-            )
-            inserted = {r["event_id"] for r in rows}
-            new: list[Arrival] = []
-            for arrival in arrivals:
-                # The same event twice in one batch (a redelivery overtaking the first): first wins.
-                if arrival.envelope.event.id in inserted:
-                    inserted.discard(arrival.envelope.event.id)
-                    new.append(arrival)
-            # Webhook deliveries of newly stored events, in their transaction (a tenant-level
-            # event such as WEBHOOK_DISABLED has no message id: NULLIF above).
-            claims = await queue_deliveries_many(
-                conn,
-                [StoredEvent(a.envelope.tenant_id, a.envelope.event, a.trace_context) for a in new],
-                lease=self._lease if self._offer is not None else None,
-            )
-            await queue_suppressions(conn, [a.suppression for a in new if a.suppression is not None])
-            await event_outbox.delete_stored_many(conn, {e.id for e in events})
-        if claims and self._offer is not None:
-            self._offer(claims)
-        fresh = {id(a) for a in new}
-        return [id(a) in fresh for a in arrivals]
+        payloads = [e.SerializeToString() for e in events]
+        suppressions = [a.suppression for a in arrivals if a.suppression is not None]
+        leased = self._lease if self._offer is not None else None
+        rows = await self._pool.fetch(
+            _STORE,
+            [e.id for e in events],
+            [a.envelope.tenant_id for a in arrivals],
+            [e.message_id for e in events],
+            [e.recipient for e in events],
+            [e.type for e in events],
+            [e.create_time.ToDatetime(tzinfo=UTC) for e in events],
+            payloads,
+            [e.stream for e in events],
+            [a.trace_context for a in arrivals],
+            [n for n, e in enumerate(events, 1) for _ in e.tags],
+            [tag for e in events for tag in e.tags],
+            leased,
+            *suppression_columns(suppressions),
+        )
+        inserted = {r["event_id"] for r in rows}
+        first: dict[str, int] = {}
+        for n, event in enumerate(events):
+            # The same event twice in one batch (a redelivery overtaking the first): first wins.
+            if event.id in inserted and event.id not in first:
+                first[event.id] = n
+        if leased is not None and self._offer is not None:
+            claims = [
+                Claim(
+                    webhook_id=str(r["webhook_id"]),
+                    event_id=r["event_id"],
+                    attempts=0,
+                    trace_context=arrivals[first[r["event_id"]]].trace_context,
+                    url=r["url"],
+                    secret=r["secret"],
+                    previous_secret=r["previous_secret"],
+                    payload=payloads[first[r["event_id"]]],
+                )
+                for r in rows
+                if r["webhook_id"] is not None
+            ]
+            if claims:
+                self._offer(claims)
+        fresh = set(first.values())
+        return [n in fresh for n in range(len(arrivals))]
 
     async def last_seq(self, tenant_id: str) -> int:
         """The tenant's newest stored event (0 if none): where a stream of only new events starts,

@@ -7,29 +7,34 @@ from datetime import timedelta
 
 import asyncpg
 
-from libs.request_id_store import Connection
 from services.events.suppression_rule import PendingSuppression
 
-__all__ = ["SuppressionOutbox", "queue_suppression", "queue_suppressions"]
+__all__ = ["SuppressionOutbox", "queue_suppressions_sql", "suppression_columns"]
 
 
-async def queue_suppression(conn: Connection, item: PendingSuppression) -> None:
-    """Queue in the caller's transaction (the one that stores the event)."""
-    await queue_suppressions(conn, [item])
-
-
-async def queue_suppressions(conn: Connection, items: Sequence[PendingSuppression]) -> None:
-    """Queue several in the caller's transaction (the one that stores their events)."""
-    if not items:
-        return
-    await conn.executemany(
+def queue_suppressions_sql(first: int, stored: str) -> str:
+    """An INSERT queuing the suppressions given as the six arrays of `suppression_columns` (the
+    parameters from `$first` on) whose event is among the `event_id`s of `stored` (a CTE of the
+    storing statement: a redelivered event queues nothing, the tenant may have lifted it since)."""
+    a = [f"${n}" for n in range(first, first + 6)]
+    return (
         "INSERT INTO suppression_outbox (event_id, tenant_id, address, reason, source_message_id, detail)"
-        " VALUES ($1, $2::uuid, $3, $4, $5::uuid, $6) ON CONFLICT (event_id) DO NOTHING",
-        [
-            (i.event_id, i.tenant_id, i.address, i.reason, i.source_message_id or None, i.detail)
-            for i in items
-        ],
+        " SELECT s.event_id, s.tenant::uuid, s.address, s.reason, NULLIF(s.source, '')::uuid, s.detail"
+        f" FROM unnest({a[0]}::text[], {a[1]}::text[], {a[2]}::text[], {a[3]}::smallint[], {a[4]}::text[],"
+        f" {a[5]}::text[]) AS s(event_id, tenant, address, reason, source, detail)"
+        f" WHERE s.event_id IN (SELECT event_id FROM {stored}) ON CONFLICT (event_id) DO NOTHING"
     )
+
+
+def suppression_columns(items: Sequence[PendingSuppression]) -> list[list[str] | list[int]]:
+    return [
+        [i.event_id for i in items],
+        [i.tenant_id for i in items],
+        [i.address for i in items],
+        [i.reason for i in items],
+        [i.source_message_id for i in items],
+        [i.detail for i in items],
+    ]
 
 
 class SuppressionOutbox:

@@ -23,13 +23,14 @@ from postwire.v1 import event_pb2
 
 from libs import metrics
 from libs.bus import Bus
+from libs.coalesce import Coalescer
 from libs.event_outbox import publish_events
 from libs.http_guard import GuardedHttp, HttpRefused, HttpResponse, HttpTimedOut
 from libs.telemetry import client_span
 from libs.webhook_secrets import WebhookSecrets
 from libs.webhook_signing import sign, webhook_body
-from services.events.group_commit import GroupCommit
 from services.events.manage_webhooks import CheckUrl
+from services.events.webhook_backlog import Backlog
 from services.events.webhook_records import Claim, Delivered
 from services.events.webhook_rules import RetrySchedule, should_disable
 from services.events.webhook_store import WebhookStore
@@ -41,6 +42,10 @@ SNIPPET_CHARS = 256
 # Unsealed secrets kept per (sealed text, webhook): a rotation seals a new text, so an entry never
 # goes stale, and the cache is emptied when full rather than tracked entry by entry.
 SECRET_CACHE_ENTRIES = 4096
+# Leased deliveries waiting in memory for a slot (services.events.webhook_backlog), per webhook
+# and in all; a few KiB each, so a few MiB at most.
+BACKLOG_PER_WEBHOOK = 1024
+BACKLOG_TOTAL = 4096
 
 
 def refusal(http: GuardedHttp) -> CheckUrl:
@@ -85,6 +90,10 @@ class WebhookDispatcher:
         # A lease outlives any attempt (time-out plus recording), so a live dispatcher never
         # loses its row to another; a crashed one's rows are due again when it expires.
         self._lease = timedelta(seconds=2 * timeout + 30)
+        # A lease waiting in the backlog may still start while an attempt begun then (bounded
+        # by the time-out plus 5 s) and its record end well before the lease does.
+        self._start_window = timeout + 20
+        self._backlog = Backlog(per_webhook=BACKLOG_PER_WEBHOOK, total=BACKLOG_TOTAL, clock=time.monotonic)
         self._max = max_in_flight
         self._per_webhook = per_webhook
         self._interval = interval
@@ -92,9 +101,10 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
-        # Attempts that finish together are recorded in one statement; each still waits for
-        # its own record before its slot is freed.
-        self._records: GroupCommit[Delivered, None] = GroupCommit(store.delivered_many)
+        # Attempts that finish together are recorded in one statement. A delivered attempt frees
+        # its webhook's slot when the answer is in, but its task (which stop() waits for) lasts
+        # until the record is written.
+        self._records: Coalescer[Delivered, None] = Coalescer(store.delivered_many, max_batch=256)
         self._opened: dict[tuple[str, str], str] = {}
         self._releases: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -116,6 +126,9 @@ class WebhookDispatcher:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
+        # Waiting leases go back at once, so another replica need not wait for them to expire.
+        if self._backlog:
+            self._give_back(self._backlog.drain())
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=self._timeout)
             for task in pending:
@@ -144,46 +157,68 @@ class WebhookDispatcher:
         if free <= 0:
             self._held_back = True
             return 0
-        saturated = [w for w, n in self._in_flight.items() if n >= self._per_webhook]
-        claims = await self._store.claim(limit=free, lease=self._lease, exclude=saturated)
+        # Saturated webhooks, and those with leases already waiting here, are not claimed.
+        busy = {w for w, n in self._in_flight.items() if n >= self._per_webhook}
+        busy.update(self._backlog.webhooks())
+        claims = await self._store.claim(limit=free, lease=self._lease, exclude=sorted(busy))
         # Rows may be due that the limits kept out of this claim: a finished attempt frees a
         # slot for them, so it wakes the loop. Otherwise the regular poll finds retries.
-        self._held_back = bool(saturated) or len(claims) >= free
-        started = 0
-        for claim in claims:
-            if self._in_flight[claim.webhook_id] >= self._per_webhook:
-                self._held_back = True
-                await self._store.release(claim.webhook_id, claim.event_id)
-                continue
-            self._start(claim)
-            started += 1
-        return started
+        self._held_back = bool(busy) or len(claims) >= free
+        before = len(self._tasks)
+        self._place(claims)
+        return len(self._tasks) - before
 
     def offer(self, claims: Sequence[Claim]) -> None:
         """Deliveries leased to this dispatcher in the transaction that stored their events: sent
         now, without a claim query, as far as the limits allow; the rest are given back to the
         claim loop at once rather than left to wait for their lease to expire."""
+        self._place(claims)
+
+    def _place(self, claims: Sequence[Claim]) -> None:
+        """Start each leased claim the limits allow, queue the others behind their webhook, and
+        give back to the database what does not fit."""
+        start_by = time.monotonic() + self._start_window
         excess: list[Claim] = []
         for claim in claims:
-            if (
-                self._stopping
-                or len(self._tasks) >= self._max
-                or self._in_flight[claim.webhook_id] >= self._per_webhook
-            ):
-                excess.append(claim)
-            else:
+            if self._room(claim.webhook_id) and not self._backlog.holds(claim.webhook_id):
                 self._start(claim)
+            elif self._stopping or not self._backlog.add(claim, start_by=start_by):
+                excess.append(claim)
         if excess:
-            self._held_back = True
-            task = asyncio.create_task(self._release(excess), name="webhook-release")
-            self._releases.add(task)
-            task.add_done_callback(self._releases.discard)
+            self._give_back(excess)
+
+    def _room(self, webhook_id: str) -> bool:
+        return (
+            not self._stopping
+            and len(self._tasks) < self._max
+            and self._in_flight[webhook_id] < self._per_webhook
+        )
+
+    def _pump(self, first: str) -> None:
+        """Start waiting leases while there is room: the finished attempt's webhook first."""
+        if not self._backlog:
+            return
+        stale: list[Claim] = []
+        for webhook_id in (first, *self._backlog.webhooks()):
+            while self._room(webhook_id) and (claim := self._backlog.pop(webhook_id, stale)) is not None:
+                self._start(claim)
+            if self._stopping or len(self._tasks) >= self._max:
+                break
+        if stale:
+            self._give_back(stale)
+
+    def _give_back(self, claims: Sequence[Claim]) -> None:
+        self._held_back = True
+        task = asyncio.create_task(self._release(claims), name="webhook-release")
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     def _start(self, claim: Claim) -> None:
         self._in_flight[claim.webhook_id] += 1
-        task = asyncio.create_task(self._attempt(claim))
+        slot = _Slot(claim.webhook_id)
+        task = asyncio.create_task(self._attempt(claim, slot))
         self._tasks.add(task)
-        task.add_done_callback(functools.partial(self._done, webhook_id=claim.webhook_id))
+        task.add_done_callback(functools.partial(self._done, slot=slot))
 
     async def _release(self, claims: Sequence[Claim]) -> None:
         try:
@@ -193,17 +228,28 @@ class WebhookDispatcher:
             _log.warning("%d webhook deliveries not released: %s", len(claims), type(exc).__name__)
         self._wake.set()
 
-    def _done(self, task: asyncio.Task[None], *, webhook_id: str) -> None:
+    def _done(self, task: asyncio.Task[None], *, slot: _Slot) -> None:
         self._tasks.discard(task)
+        if slot.held:
+            self._free(slot)
+        else:
+            self._pump(slot.webhook_id)  # room in all, for a webhook held back by max_in_flight
+
+    def _free(self, slot: _Slot) -> None:
+        """The request is over: its webhook's slot goes to the next waiting lease."""
+        slot.held = False
+        webhook_id = slot.webhook_id
         self._in_flight[webhook_id] -= 1
         if self._in_flight[webhook_id] <= 0:
             del self._in_flight[webhook_id]
-        if self._held_back:
+        self._pump(webhook_id)
+        # A webhook with leases still waiting here needs no claim yet.
+        if self._held_back and not self._backlog.holds(webhook_id):
             self._wake.set()
 
-    async def _attempt(self, claim: Claim) -> None:
+    async def _attempt(self, claim: Claim, slot: _Slot) -> None:
         try:
-            await self._send(claim)
+            await self._send(claim, slot)
         except Exception as exc:
             # Recording failed (database away): the lease expires and the row is tried again.
             _log.warning(
@@ -213,7 +259,7 @@ class WebhookDispatcher:
                 type(exc).__name__,
             )
 
-    async def _send(self, claim: Claim) -> None:
+    async def _send(self, claim: Claim, slot: _Slot) -> None:
         event = event_pb2.Event.FromString(claim.payload)
         body = webhook_body(event)
         keys = [self._secret(claim.secret, claim.webhook_id)]
@@ -260,7 +306,10 @@ class WebhookDispatcher:
             )
             if not problem:
                 assert response is not None
-                await self._records.submit(
+                # The endpoint has answered: the next request to it need not wait for this record,
+                # and records that wait for one in flight go out together in the next statement.
+                self._free(slot)
+                await self._records.load(
                     Delivered(claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms)
                 )
                 return
@@ -289,6 +338,16 @@ class WebhookDispatcher:
                 self._opened.clear()
             self._opened[key] = secret
         return secret
+
+
+class _Slot:
+    """One request's place in its webhook's `per_webhook` limit, given back once."""
+
+    __slots__ = ("held", "webhook_id")
+
+    def __init__(self, webhook_id: str) -> None:
+        self.webhook_id = webhook_id
+        self.held = True
 
 
 def _status_problem(response: HttpResponse) -> str:

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
-
-from postwire.v1 import event_pb2
 
 from libs.mail.stream_names import name_problem
 from services.events.kinds import EMITTED_TYPES
@@ -20,7 +17,6 @@ __all__ = [
     "MAX_OVERLAP",
     "RetrySchedule",
     "WebhookSpec",
-    "matches",
     "spec_violations",
 ]
 
@@ -105,20 +101,6 @@ def url_problem(url: str, *, allow_plain_http: bool) -> str | None:
     if any(c.isspace() or ord(c) < 0x21 for c in url):
         return "must not contain spaces or control characters"
     return None
-
-
-def matches(
-    event_types: Sequence[int], streams: Sequence[str], tags: Sequence[str], event: event_pb2.Event
-) -> bool:
-    """Whether a webhook with these filters receives `event`. A tenant-level event (no stream)
-    passes the stream and tag filters: WEBHOOK_DISABLED concerns the whole tenant."""
-    if event.type not in event_types:
-        return False
-    if not event.message_id:
-        return True
-    if streams and event.stream not in streams:
-        return False
-    return not tags or any(tag in tags for tag in event.tags)
 
 
 @dataclass(frozen=True, slots=True)

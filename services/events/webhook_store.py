@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -17,15 +16,9 @@ from libs.request_id_store import Connection, answered, once
 from libs.request_ids import RequestId
 from services.events.kinds import DeliveryState
 from services.events.webhook_records import Claim, Delivered, DeliveryRow, WebhookRow
-from services.events.webhook_rules import WebhookSpec, matches
+from services.events.webhook_rules import WebhookSpec
 
-__all__ = [
-    "DisableRule",
-    "StoredEvent",
-    "WebhookStore",
-    "disabled_event",
-    "queue_deliveries_many",
-]
+__all__ = ["DisableRule", "WebhookStore", "disabled_event", "fan_out_sql"]
 
 # Delivery states go into the SQL text as numbers (an IntEnum formats as its value): the
 # `state = 1` of the partial index webhook_deliveries_due must be a literal for the planner to use
@@ -58,73 +51,33 @@ def _delivery(r: asyncpg.Record) -> DeliveryRow:
     return DeliveryRow(**{k: r[k] for k in DeliveryRow.__slots__})
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """An event newly stored in the caller's transaction, and the trace its deliveries join."""
+def fan_out_sql(new: str, *, tag_rows: str, tags: str, lease: str) -> str:
+    """Two CTEs for the statement that stores events, so an event is never stored without its
+    deliveries: `hooks`, one row per (event of `new`, enabled webhook of its tenant that wants
+    it), and `queued`, their PENDING delivery rows, returning (webhook_id, event_id).
 
-    tenant_id: str
-    event: event_pb2.Event
-    trace_context: str = ""
+    `new` is a CTE of the newly stored events with columns id, tenant, message, type, stream,
+    trace (the W3C traceparent the deliveries join) and n (the event's position); an event's tags
+    come as two parallel arrays, `tag_rows` (bigint[], the n of each tag's event) and `tags`
+    (text[]). With a `lease` (an interval parameter, NULL for none) the rows are leased to the
+    caller already, for it to send after the commit without a claim query.
 
-
-async def queue_deliveries_many(
-    conn: Connection, stored: Sequence[StoredEvent], *, lease: timedelta | None = None
-) -> list[Claim]:
-    """One PENDING delivery per enabled webhook of the tenant that wants each event; called in the
-    transaction that stores the events, so an event is never stored without its deliveries. One
-    read of the tenants' webhooks, one insert. With
-    `lease`, the new rows are leased to the caller in the same statement and returned as claims
-    for it to send after the commit (no claim query for a first attempt); without, they wait for
-    the dispatcher's claim and nothing is returned."""
-    if not stored:
-        return []
-    hooks = await conn.fetch(
-        "SELECT id, tenant_id::text, event_types, streams, tags, url, secret,"
-        " CASE WHEN previous_expire_time > now() THEN previous_secret END AS previous_secret"
-        " FROM webhooks WHERE tenant_id = ANY($1::uuid[]) AND enabled",
-        sorted({s.tenant_id for s in stored}),
+    The rule: the webhook lists the event's type; a tenant-level event (no message, such as
+    WEBHOOK_DISABLED) passes the stream and tag filters; otherwise the stream, if the webhook
+    names any, is one of them, and one of the event's tags, if the webhook names any, is one."""
+    return (
+        "hooks AS (SELECT w.id AS webhook_id, w.url, w.secret,"
+        " CASE WHEN w.previous_expire_time > now() THEN w.previous_secret END AS previous_secret,"
+        f" v.id AS event_id, v.tenant, v.type, v.trace FROM {new} v"
+        " JOIN webhooks w ON w.tenant_id = v.tenant::uuid AND w.enabled AND v.type = ANY(w.event_types)"
+        " WHERE v.message = '' OR ((cardinality(w.streams) = 0 OR v.stream = ANY(w.streams))"
+        " AND (cardinality(w.tags) = 0 OR EXISTS (SELECT 1"
+        f" FROM unnest({tag_rows}::bigint[], {tags}::text[]) AS t(n, tag) WHERE t.n = v.n AND t.tag = ANY(w.tags))))),"
+        " queued AS (INSERT INTO webhook_deliveries"
+        " (webhook_id, event_id, tenant_id, event_type, trace_context, lease_until)"
+        f" SELECT webhook_id, event_id, tenant::uuid, type, trace, now() + {lease}::interval FROM hooks"
+        " ON CONFLICT DO NOTHING RETURNING webhook_id, event_id)"
     )
-    by_tenant: dict[str, list[asyncpg.Record]] = {}
-    for hook in hooks:
-        by_tenant.setdefault(hook["tenant_id"], []).append(hook)
-    pairs = [
-        (h, s)
-        for s in stored
-        for h in by_tenant.get(s.tenant_id, ())
-        if matches(h["event_types"], h["streams"], h["tags"], s.event)
-    ]
-    if not pairs:
-        return []
-    rows = await conn.fetch(
-        "INSERT INTO webhook_deliveries (webhook_id, event_id, tenant_id, event_type, trace_context, lease_until)"
-        " SELECT d.webhook_id, d.event_id, d.tenant_id::uuid, d.event_type, d.trace_context, now() + $6::interval"
-        " FROM unnest($1::uuid[], $2::text[], $3::text[], $4::smallint[], $5::text[])"
-        " AS d(webhook_id, event_id, tenant_id, event_type, trace_context)"
-        " ON CONFLICT DO NOTHING RETURNING webhook_id, event_id",
-        [h["id"] for h, _ in pairs],
-        [s.event.id for _, s in pairs],
-        [s.tenant_id for _, s in pairs],
-        [s.event.type for _, s in pairs],
-        [s.trace_context for _, s in pairs],
-        lease,  # NULL: not leased, the dispatcher's claim takes them
-    )
-    if lease is None:
-        return []
-    inserted = {(r["webhook_id"], r["event_id"]) for r in rows}
-    return [
-        Claim(
-            webhook_id=str(h["id"]),
-            event_id=s.event.id,
-            attempts=0,
-            trace_context=s.trace_context,
-            url=h["url"],
-            secret=h["secret"],
-            previous_secret=h["previous_secret"],
-            payload=s.event.SerializeToString(),
-        )
-        for h, s in pairs
-        if (h["id"], s.event.id) in inserted
-    ]
 
 
 class WebhookStore:
@@ -339,13 +292,6 @@ class WebhookStore:
             )
             for r in rows
         ]
-
-    async def release(self, webhook_id: str, event_id: str) -> None:
-        await self._pool.execute(
-            "UPDATE webhook_deliveries SET lease_until = NULL WHERE webhook_id = $1::uuid AND event_id = $2",
-            webhook_id,
-            event_id,
-        )
 
     async def release_many(self, claims: Sequence[Claim]) -> None:
         """Give leased deliveries back to the claim loop (the dispatcher had no room for them)."""

@@ -12,9 +12,8 @@ from postwire.v1 import event_pb2
 from libs.http_guard import HttpResponse
 from libs.token_keys import KeyRing
 from libs.webhook_secrets import WebhookSecrets
-from services.events.webhook_dispatch import WebhookDispatcher
 from services.events.webhook_records import Claim, Delivered
-from services.events.webhook_rules import RetrySchedule
+from tests.unit.events.dispatching import make_dispatcher
 
 SECRETS = WebhookSecrets(KeyRing.from_env({}))  # the dev key ring
 
@@ -33,6 +32,7 @@ class FakeStore:
         self.due = due
         self.excluded: list[list[str]] = []
         self.sent: list[str] = []
+        self.released: list[str] = []
 
     async def claim(self, *, limit: int, lease: timedelta, exclude: Sequence[str]) -> list[Claim]:
         self.excluded.append(list(exclude))
@@ -41,8 +41,9 @@ class FakeStore:
             self.due.remove(c)
         return taken
 
-    async def release(self, webhook_id: str, event_id: str) -> None:
-        self.due.append(next(c for c in ALL if c.event_id == event_id))
+    async def release_many(self, claims: Sequence[Claim]) -> None:
+        self.released.extend(c.event_id for c in claims)
+        self.due.extend(claims)
 
     async def delivered_many(self, outcomes: Sequence[Delivered]) -> list[None]:
         self.sent.extend(o.claim.event_id for o in outcomes)
@@ -69,18 +70,8 @@ ALL = [_claim("slow", n) for n in range(10)] + [_claim("quick", 0)]
 async def test_a_hanging_endpoint_holds_its_own_slots_only() -> None:
     store = FakeStore(list(ALL))
     http = HangingHttp()
-    dispatcher = WebhookDispatcher(
-        store,  # type: ignore[arg-type]
-        http,  # type: ignore[arg-type]
-        SECRETS,
-        None,  # type: ignore[arg-type]
-        schedule=RetrySchedule(),
-        disable_after=timedelta(days=5),
-        timeout=60,
-        max_in_flight=8,
-        per_webhook=4,
-    )
-    # The first claim may be all slow rows: 4 are sent, the rest go back. From the next claim
+    dispatcher = make_dispatcher(store, http, SECRETS, timeout=60, max_in_flight=8, per_webhook=4)
+    # The first claim may be all slow rows: 4 are sent, the rest wait. From the next claim
     # on (the loop claims again at once) the saturated webhook is excluded and the quick one
     # goes out, however many slow rows are due.
     for _ in range(3):
@@ -91,3 +82,19 @@ async def test_a_hanging_endpoint_holds_its_own_slots_only() -> None:
     assert store.excluded[1:] == [["slow"], ["slow"]]
     http.release.set()
     await dispatcher.stop()
+    # The slow rows that waited in memory go back to the database for another replica.
+    assert sorted(store.released) == sorted(f"slow-{n}" for n in range(4, 8))
+
+
+async def test_a_burst_for_one_webhook_is_sent_in_order_without_going_back_to_the_database() -> None:
+    store = FakeStore([])
+    dispatcher = make_dispatcher(store, HangingHttp(), SECRETS, timeout=60, max_in_flight=8)
+    burst = [_claim("quick", n) for n in range(30)]
+    dispatcher.offer(burst)
+    for _ in range(2000):
+        await asyncio.sleep(0)
+        if len(store.sent) == len(burst):
+            break
+    await dispatcher.stop()
+    assert store.sent == [c.event_id for c in burst]
+    assert store.excluded == [] and store.released == []

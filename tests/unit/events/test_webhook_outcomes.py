@@ -13,9 +13,8 @@ from postwire.v1 import event_pb2
 from libs.http_guard import HttpResponse
 from libs.token_keys import KeyRing
 from libs.webhook_secrets import WebhookSecrets
-from services.events.webhook_dispatch import WebhookDispatcher
 from services.events.webhook_records import Claim, Delivered
-from services.events.webhook_rules import RetrySchedule
+from tests.unit.events.dispatching import make_dispatcher
 
 
 class CountingSecrets(WebhookSecrets):
@@ -65,17 +64,7 @@ class Instant:
 async def test_attempts_that_finish_together_are_recorded_in_one_call_with_one_unsealing() -> None:
     store = RecordingStore([_claim(n) for n in range(20)])
     http = Instant()
-    dispatcher = WebhookDispatcher(
-        store,  # type: ignore[arg-type]
-        http,  # type: ignore[arg-type]
-        SECRETS,
-        None,  # type: ignore[arg-type]
-        schedule=RetrySchedule(),
-        disable_after=timedelta(days=5),
-        timeout=5,
-        max_in_flight=64,
-        per_webhook=64,
-    )
+    dispatcher = make_dispatcher(store, http, SECRETS, timeout=5, max_in_flight=64, per_webhook=64)
     SECRETS.opened = 0
     assert await dispatcher.tick() == 20
     await dispatcher.stop()
@@ -102,20 +91,11 @@ class ReleasingStore(RecordingStore):
 
 async def test_deliveries_leased_at_storage_are_sent_without_a_claim_and_the_excess_released() -> None:
     # The events store leases the delivery rows of newly stored events in their transaction and
-    # offers them: no claim query for a first attempt. What the limits do not allow now goes back
-    # (lease cleared) for the claim loop, so nothing waits for a lease to expire.
+    # offers them: no claim query for a first attempt. What the limits do not allow now
+    # waits in memory for a slot; at stop it goes back (lease cleared) rather than waiting for
+    # its lease to expire.
     store = ReleasingStore()
-    dispatcher = WebhookDispatcher(
-        store,  # type: ignore[arg-type]
-        Instant(),  # type: ignore[arg-type]
-        SECRETS,
-        None,  # type: ignore[arg-type]
-        schedule=RetrySchedule(),
-        disable_after=timedelta(days=5),
-        timeout=5,
-        max_in_flight=64,
-        per_webhook=4,
-    )
+    dispatcher = make_dispatcher(store, Instant(), SECRETS, timeout=5, max_in_flight=64, per_webhook=4)
     dispatcher.offer([_claim(n) for n in range(6)])
     await dispatcher.stop()
     assert store.claims == 0
@@ -128,17 +108,8 @@ async def test_finished_attempts_do_not_trigger_a_claim_unless_the_limits_held_r
     # cost a claim query (an empty one) right after it. Only a loop the limits held back is
     # woken; otherwise retries are found by the regular poll.
     store = ReleasingStore()
-    dispatcher = WebhookDispatcher(
-        store,  # type: ignore[arg-type]
-        Instant(),  # type: ignore[arg-type]
-        SECRETS,
-        None,  # type: ignore[arg-type]
-        schedule=RetrySchedule(),
-        disable_after=timedelta(days=5),
-        timeout=5,
-        max_in_flight=64,
-        per_webhook=4,
-        interval=30,
+    dispatcher = make_dispatcher(
+        store, Instant(), SECRETS, timeout=5, max_in_flight=64, per_webhook=4, interval=30
     )
     dispatcher.start()
     await asyncio.sleep(0.05)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from postwire.v1 import event_pb2
 
 from services.events.webhook_config import WebhookConfig
-from services.events.webhook_rules import RetrySchedule, WebhookSpec, matches, should_disable, spec_violations
+from services.events.webhook_rules import RetrySchedule, WebhookSpec, should_disable, spec_violations
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DELIVERED = event_pb2.EVENT_TYPE_DELIVERED
@@ -42,17 +42,6 @@ def test_410_disables_at_once_and_other_failures_after_the_period() -> None:
     assert "410" in should_disable(410, NOW, NOW, after=after)
     assert should_disable(503, NOW, NOW + timedelta(days=4), after=after) == ""
     assert "5 days" in should_disable(503, NOW, NOW + timedelta(days=5), after=after)
-
-
-def test_matching_by_type_stream_and_tag() -> None:
-    event = event_pb2.Event(type=DELIVERED, message_id="m", stream="billing", tags=["a", "b"])
-    assert matches([DELIVERED], [], [], event)
-    assert not matches([event_pb2.EVENT_TYPE_BOUNCED], [], [], event)
-    assert matches([DELIVERED], ["billing"], ["b", "z"], event)
-    assert not matches([DELIVERED], ["marketing"], [], event)
-    assert not matches([DELIVERED], [], ["z"], event)
-    disabled = event_pb2.Event(type=event_pb2.EVENT_TYPE_WEBHOOK_DISABLED, webhook_id="w")
-    assert matches([event_pb2.EVENT_TYPE_WEBHOOK_DISABLED], ["billing"], ["a"], disabled)
 
 
 def test_violations_name_each_field() -> None:
