@@ -121,6 +121,16 @@ class Endpoint:
         return f"Endpoint({self.host!r}, {self.address!r}, {self.port}, {self.tls.value})"
 
 
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    """One transaction's MAIL and RCPT, as the session sends them."""
+
+    sender: str
+    recipient: str
+    options: list[str]
+    encoding: str
+
+
 class SessionFailure(Exception):
     """The session could not be opened. `try_next`: another MX host may do better (connection
     refused, 4xx/5xx greeting, TLS that a required policy cannot accept); `config`: the failure is
@@ -266,10 +276,12 @@ class SmtpSession:
         encoding = "utf-8" if smtputf8 else "ascii"
         try:
             if client.supports_extension("pipelining"):
-                envelope = self._envelope_pipelined
+                send_envelope = self._envelope_pipelined
             else:
-                envelope = self._envelope
-            refused = await envelope(client, envelope_from, recipient, options, encoding, reused=reused)
+                send_envelope = self._envelope
+            refused = await send_envelope(
+                client, _Envelope(envelope_from, recipient, options, encoding), reused=reused
+            )
             if refused is not None:
                 return refused
             protocol = client.protocol
@@ -294,21 +306,17 @@ class SmtpSession:
         finally:
             self.idle_since = time.monotonic()
 
-    async def _envelope(
-        self,
-        client: aiosmtplib.SMTP,
-        sender: str,
-        recipient: str,
-        options: list[str],
-        encoding: str,
-        *,
-        reused: bool,
-    ) -> Reply | None:
+    async def _envelope(self, client: aiosmtplib.SMTP, envelope: _Envelope, *, reused: bool) -> Reply | None:
         """MAIL, RCPT and DATA one at a time; the reply that ends the transaction, or None once
         the server waits for the body. Raises SessionStale when a reused connection turns out
         dead at MAIL."""
         try:
-            await client.mail(sender, options=options, encoding=encoding, timeout=self._timeouts.mail)
+            await client.mail(
+                envelope.sender,
+                options=envelope.options,
+                encoding=envelope.encoding,
+                timeout=self._timeouts.mail,
+            )
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code == 421:
                 client.close()  # the server is closing the session
@@ -322,7 +330,7 @@ class SmtpSession:
             raise SessionStale(type(exc).__name__) from exc
         self.clean = False
         try:
-            await client.rcpt(recipient, encoding=encoding, timeout=self._timeouts.rcpt)
+            await client.rcpt(envelope.recipient, encoding=envelope.encoding, timeout=self._timeouts.rcpt)
         except aiosmtplib.SMTPResponseException as exc:
             if exc.code == 421:
                 _hang_up(client)  # the server is closing the session
@@ -331,14 +339,7 @@ class SmtpSession:
         return None if start.code == 354 else parse_reply(start.code, start.message)
 
     async def _envelope_pipelined(
-        self,
-        client: aiosmtplib.SMTP,
-        sender: str,
-        recipient: str,
-        options: list[str],
-        encoding: str,
-        *,
-        reused: bool,
+        self, client: aiosmtplib.SMTP, envelope: _Envelope, *, reused: bool
     ) -> Reply | None:
         """MAIL, RCPT and DATA in one write (RFC 2920), replies read in order and judged as
         `_envelope` judges them: one write and one wake-up instead of three of each."""
@@ -346,8 +347,8 @@ class SmtpSession:
         if protocol is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         commands = [
-            _command(b"MAIL", b"FROM:" + quote_address(sender).encode(encoding), *_ascii(options)),
-            _command(b"RCPT", b"TO:" + quote_address(recipient).encode(encoding)),
+            _command(b"MAIL", b"FROM:" + _quoted(envelope.sender, envelope), *_ascii(envelope.options)),
+            _command(b"RCPT", b"TO:" + _quoted(envelope.recipient, envelope)),
             b"DATA\r\n",
         ]
         t = self._timeouts
@@ -430,6 +431,10 @@ def _command(*args: bytes) -> bytes:
         if COMMAND_INJECTION_REGEX.search(arg):
             raise ValueError("Command arg contains a prohibited control character")
     return b" ".join(args) + b"\r\n"
+
+
+def _quoted(address: str, envelope: _Envelope) -> bytes:
+    return quote_address(address).encode(envelope.encoding)
 
 
 def _ascii(options: list[str]) -> list[bytes]:
