@@ -28,6 +28,19 @@ def test_asyncio_on_request() -> None:
         loop.close()
 
 
+def test_a_service_may_default_to_asyncio_and_the_setting_still_wins() -> None:
+    loop = loop_factory({}, "asyncio")()
+    try:
+        assert not isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+    loop = loop_factory({"POSTWIRE_EVENT_LOOP": "uvloop"}, "asyncio")()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()
+
+
 def test_anything_else_refuses_to_start() -> None:
     with pytest.raises(ConfigError, match="POSTWIRE_EVENT_LOOP"):
         loop_factory({"POSTWIRE_EVENT_LOOP": "trio"})
