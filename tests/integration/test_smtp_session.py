@@ -124,8 +124,8 @@ async def test_required_tls_verifies_the_certificate_and_never_falls_back(server
         assert server.transactions() == []
 
 
-async def test_opportunistic_tls_takes_any_certificate(servers) -> None:
-    server = _serve(servers, starttls=TestCa("self").server_context("mx.example.net"))
+async def test_opportunistic_tls_takes_any_certificate(servers, pipelining: bool) -> None:
+    server = _serve(servers, starttls=TestCa("self").server_context("mx.example.net"), pipelining=pipelining)
     session = await SmtpSession.open(
         _endpoint(server, TlsMode.OPPORTUNISTIC), helo_name="h.test", timeouts=FAST
     )
