@@ -46,12 +46,7 @@ SELECT
 
 class QueueWatch:
     def __init__(
-        self,
-        database_url: str,
-        js: JetStreamContext,
-        *,
-        interval: float,
-        readings: QueueReadings = queue_readings,
+        self, database_url: str, js: JetStreamContext, *, interval: float, readings: QueueReadings = queue_readings
     ) -> None:
         self._url = database_url
         self._js = js
