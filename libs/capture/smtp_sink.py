@@ -122,6 +122,7 @@ class SmtpSink:
         store_dir: Path | None = None,
         scripted: bool = True,
         smtputf8: bool = True,
+        pipelining: bool = True,
     ) -> None:
         self._host = host
         self._requested_port = port
@@ -129,6 +130,9 @@ class SmtpSink:
         self._store_dir = Path(store_dir) if store_dir is not None else None
         self._scripted = scripted
         self._smtputf8 = smtputf8
+        # Offered as every large receiving MTA offers it (RFC 2920), so senders pipeline here as
+        # they would in production.
+        self._pipelining = pipelining
         # Reentrant so a wait_for() predicate may itself call messages().
         self._cond = threading.Condition(threading.RLock())
         self._messages: list[ReceivedMessage] = []
@@ -490,6 +494,15 @@ class _Handler:
 
     def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        # The five-argument hook replaces aiosmtpd's bookkeeping, so it records the name itself.
+        session.host_name = hostname
+        if self._sink._pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(
         self,

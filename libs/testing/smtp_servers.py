@@ -177,6 +177,7 @@ class ScriptedSmtpServer:
       BODY=8BITMIME is refused (555), as strict servers do.
     - ``size_limit``: advertised with SIZE and enforced; None advertises no SIZE.
     - ``reply_delay``: seconds to wait before every reply (greeting included).
+    - ``pipelining``: offer PIPELINING (RFC 2920); aiosmtpd reads pipelined commands in order.
     """
 
     def __init__(
@@ -196,6 +197,7 @@ class ScriptedSmtpServer:
         eightbitmime: bool = True,
         size_limit: int | None = None,
         reply_delay: float = 0.0,
+        pipelining: bool = False,
     ) -> None:
         if starttls is not None and implicit_tls is not None:
             raise ValueError("starttls and implicit_tls are exclusive")
@@ -220,6 +222,7 @@ class ScriptedSmtpServer:
         self.eightbitmime = eightbitmime
         self.size_limit = size_limit
         self.reply_delay = reply_delay
+        self.pipelining = pipelining
         self._requested_port = port
         self._port = port
         self._lock = threading.Lock()
@@ -416,6 +419,8 @@ class _Handler:
             if keyword == "AUTH" and not offer_auth:
                 continue
             kept.append(line)
+        if self._server.pipelining:
+            kept.insert(len(kept) - 1, "250-PIPELINING")
         return kept
 
     async def handle_MAIL(

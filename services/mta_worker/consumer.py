@@ -179,6 +179,8 @@ class Worker:
                 await self._store.release(claim.message_id, positions)
                 why = failure.message if failure is not None else str(exc)
                 raise Unavailable(f"DKIM keys unavailable: {why}") from exc
+            # The body hash and the message's own headers once, whatever the recipients.
+            signer = dkim.MessageSigner(claim.mime, keys)
             for domain, recipients in groups.items():
                 if self._abort.is_set():
                     await self._store.release(claim.message_id, [r.position for r in recipients])
@@ -186,7 +188,7 @@ class Worker:
                 with tracer().start_as_current_span("smtp delivery") as span:
                     span.set_attribute("postwire.destination", domain)
                     span.set_attribute("postwire.recipients", len(recipients))
-                    deferred = await self._deliver(claim, domain, recipients, keys) or deferred
+                    deferred = await self._deliver(claim, domain, recipients, keys, signer) or deferred
         finally:
             self._slots.give_back(groups, took=time.monotonic() - started, deferred=deferred)
             beat.cancel()
@@ -195,7 +197,12 @@ class Worker:
         return BusOutcome.ACK
 
     async def _deliver(
-        self, claim: Claim, domain: str, recipients: list[ClaimedRecipient], keys: tuple[dkim.SigningKey, ...]
+        self,
+        claim: Claim,
+        domain: str,
+        recipients: list[ClaimedRecipient],
+        keys: tuple[dkim.SigningKey, ...],
+        signer: dkim.MessageSigner,
     ) -> bool:
         """Deliver one destination's recipients; True if any reply deferred them."""
         d = self._delivery
@@ -247,7 +254,7 @@ class Worker:
             plan,
             helo_name=d.helo_name,
             timeouts=d.timeouts,
-            letter=lambda recipient: self._letter(claim, recipient, keys),
+            letter=lambda recipient: self._letter(claim, recipient, signer, verified=bool(keys)),
             report=report,
         )
         run = asyncio.create_task(delivery.run(recipients))
@@ -279,16 +286,16 @@ class Worker:
             _log.info("shutdown: handed back %d recipient(s) of %s", len(left), claim.message_id)
         return deferred
 
-    def _letter(self, claim: Claim, recipient: ClaimedRecipient, keys: tuple[dkim.SigningKey, ...]) -> Letter:
+    def _letter(
+        self, claim: Claim, recipient: ClaimedRecipient, signer: dkim.MessageSigner, *, verified: bool
+    ) -> Letter:
         """The recipient's version: its own return path, signed just now (at every attempt)."""
         d = self._delivery
         token = d.tokens.mint(claim.message_id, recipient.position)
-        sender = envelope_from(token, _domain(claim.envelope_from), verified=bool(keys), config=d.return_path)
+        sender = envelope_from(token, _domain(claim.envelope_from), verified=verified, config=d.return_path)
         # The same token names the recipient in a complaint (ARF reports often carry only the
         # original's headers); Feedback-ID feeds Gmail's feedback loop, per tenant and stream.
-        data = feedback_headers(token, tenant_id=claim.tenant_id, stream=claim.stream) + claim.mime
-        if keys:
-            data = dkim.sign(data, keys)
+        data = signer.sign(feedback_headers(token, tenant_id=claim.tenant_id, stream=claim.stream))
         address = to_ascii_address(recipient.address)
         header_end = data.find(b"\r\n\r\n")
         headers = data if header_end < 0 else data[:header_end]

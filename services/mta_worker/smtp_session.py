@@ -26,13 +26,16 @@ import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import aiosmtplib
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from aiosmtplib.email import quote_address
+from aiosmtplib.protocol import COMMAND_INJECTION_REGEX, PERIOD_REGEX, normalize_message_line_endings
 from postwire.v1 import message_pb2
 
 from libs.config import env_float
 from libs.mail.smtp_outcome import Reply, parse_reply
+from services.mta_worker import pipelining
 
 __all__ = [
     "Endpoint",
@@ -116,6 +119,16 @@ class Endpoint:
     def __repr__(self) -> str:
         # Credentials stay out of logs and tracebacks.
         return f"Endpoint({self.host!r}, {self.address!r}, {self.port}, {self.tls.value})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    """One transaction's MAIL and RCPT, as the session sends them."""
+
+    sender: str
+    recipient: str
+    options: list[str]
+    encoding: str
 
 
 class SessionFailure(Exception):
@@ -262,31 +275,15 @@ class SmtpSession:
             options.append("SMTPUTF8")
         encoding = "utf-8" if smtputf8 else "ascii"
         try:
-            try:
-                await client.mail(
-                    envelope_from, options=options, encoding=encoding, timeout=self._timeouts.mail
-                )
-            except aiosmtplib.SMTPResponseException as exc:
-                if exc.code == 421:
-                    client.close()  # the server is closing the session
-                    if reused:
-                        raise SessionStale(exc.message) from exc
-                return parse_reply(exc.code, exc.message)
-            except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
-                if not reused:
-                    raise
-                client.close()
-                raise SessionStale(type(exc).__name__) from exc
-            self.clean = False
-            try:
-                await client.rcpt(recipient, encoding=encoding, timeout=self._timeouts.rcpt)
-            except aiosmtplib.SMTPResponseException as exc:
-                if exc.code == 421:
-                    _hang_up(client)  # the server is closing the session
-                return parse_reply(exc.code, exc.message)
-            start = await client.execute_command(b"DATA", timeout=self._timeouts.data_init)
-            if start.code != 354:
-                return parse_reply(start.code, start.message)
+            if client.supports_extension("pipelining"):
+                send_envelope = self._envelope_pipelined
+            else:
+                send_envelope = self._envelope
+            refused = await send_envelope(
+                client, _Envelope(envelope_from, recipient, options, encoding), reused=reused
+            )
+            if refused is not None:
+                return refused
             protocol = client.protocol
             if protocol is None:
                 raise aiosmtplib.SMTPServerDisconnected("connection lost before the message body")
@@ -308,6 +305,88 @@ class SmtpSession:
             raise SessionBroken(_failure_reply(exc, self.endpoint)) from exc
         finally:
             self.idle_since = time.monotonic()
+
+    async def _envelope(self, client: aiosmtplib.SMTP, envelope: _Envelope, *, reused: bool) -> Reply | None:
+        """MAIL, RCPT and DATA one at a time; the reply that ends the transaction, or None once
+        the server waits for the body. Raises SessionStale when a reused connection turns out
+        dead at MAIL."""
+        try:
+            await client.mail(
+                envelope.sender,
+                options=envelope.options,
+                encoding=envelope.encoding,
+                timeout=self._timeouts.mail,
+            )
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421:
+                client.close()  # the server is closing the session
+                if reused:
+                    raise SessionStale(exc.message) from exc
+            return parse_reply(exc.code, exc.message)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            if not reused:
+                raise
+            client.close()
+            raise SessionStale(type(exc).__name__) from exc
+        self.clean = False
+        try:
+            await client.rcpt(envelope.recipient, encoding=envelope.encoding, timeout=self._timeouts.rcpt)
+        except aiosmtplib.SMTPResponseException as exc:
+            if exc.code == 421:
+                _hang_up(client)  # the server is closing the session
+            return parse_reply(exc.code, exc.message)
+        start = await client.execute_command(b"DATA", timeout=self._timeouts.data_init)
+        return None if start.code == 354 else parse_reply(start.code, start.message)
+
+    async def _envelope_pipelined(
+        self, client: aiosmtplib.SMTP, envelope: _Envelope, *, reused: bool
+    ) -> Reply | None:
+        """MAIL, RCPT and DATA in one write (RFC 2920), replies read in order and judged as
+        `_envelope` judges them: one write and one wake-up instead of three of each."""
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        commands = [
+            _command(b"MAIL", b"FROM:" + _quoted(envelope.sender, envelope), *_ascii(envelope.options)),
+            _command(b"RCPT", b"TO:" + _quoted(envelope.recipient, envelope)),
+            b"DATA\r\n",
+        ]
+        t = self._timeouts
+        try:
+            replies = await pipelining.exchange(protocol, commands, (t.mail, t.rcpt, t.data_init))
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            if not reused:
+                raise
+            client.close()
+            raise SessionStale(type(exc).__name__) from exc
+        if replies.failure is not None:
+            # Replies not read are replies a later command would be paired with.
+            _hang_up(client)
+        try:
+            mail = replies.reply(0)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError) as exc:
+            if not reused:
+                raise
+            raise SessionStale(type(exc).__name__) from exc
+        if mail.code != 250:
+            if mail.code == 421:
+                client.close()  # the server is closing the session
+                if reused:
+                    raise SessionStale(mail.message)
+            elif len(replies.replies) == 3 and replies.replies[2].code == 354:
+                # A server that took DATA anyway waits for a body nobody should get.
+                _hang_up(client)
+            return parse_reply(mail.code, mail.message)
+        self.clean = False
+        rcpt = replies.reply(1)
+        data = replies.reply(2)
+        if rcpt.code not in (250, 251):
+            if rcpt.code == 421 or data.code == 354:
+                # Closing, or (RFC 2920 §3.1) a server that took DATA with no recipient: it
+                # waits for a body nobody should get, so hang up rather than send one.
+                _hang_up(client)
+            return parse_reply(rcpt.code, rcpt.message)
+        return None if data.code == 354 else parse_reply(data.code, data.message)
 
     async def _write_body(self, protocol: aiosmtplib.protocol.SMTPProtocol, body: bytes) -> None:
         # The reply to "." may arrive while the last chunk drains, before read_response is
@@ -346,11 +425,29 @@ class SmtpSession:
         _hang_up(self._client)
 
 
+def _command(*args: bytes) -> bytes:
+    # aiosmtplib's own check (execute_command): no CR, LF or other control byte inside a command.
+    for arg in args:
+        if COMMAND_INJECTION_REGEX.search(arg):
+            raise ValueError("Command arg contains a prohibited control character")
+    return b" ".join(args) + b"\r\n"
+
+
+def _quoted(address: str, envelope: _Envelope) -> bytes:
+    return quote_address(address).encode(envelope.encoding)
+
+
+def _ascii(options: list[str]) -> list[bytes]:
+    return [option.encode("ascii") for option in options]
+
+
 def _hang_up(client: aiosmtplib.SMTP) -> None:
     """Drop a connection that failed or is abandoned, at once: `close()` on a TLS session first
     waits (up to 30 s) for the peer's close_notify, which a broken peer never sends."""
-    if isinstance(client.transport, asyncio.Transport):
-        client.transport.abort()
+    transport = client.transport
+    # Not isinstance(asyncio.Transport): uvloop's transports are not its subclasses.
+    if transport is not None and hasattr(transport, "abort"):
+        cast(asyncio.Transport, transport).abort()
     client.close()
 
 

@@ -66,4 +66,7 @@ async def run(env: Mapping[str, str]) -> None:
 
 
 def main() -> None:
-    run_main(run)
+    # The stdlib loop unless POSTWIRE_EVENT_LOOP says otherwise: on uvloop the render pool's
+    # create_subprocess_exec is libuv's fork(), after which gRPC's fork handlers write plain-text
+    # lines to stderr (not JSON); and this service spends next to no CPU per message anyway.
+    run_main(run, default_loop="asyncio")

@@ -40,6 +40,13 @@ async def servers() -> AsyncIterator[list[ScriptedSmtpServer]]:
     await asyncio.sleep(0.05)
 
 
+@pytest.fixture(params=[False, True], ids=["serial", "pipelined"])
+def pipelining(request: pytest.FixtureRequest) -> bool:
+    """Servers without PIPELINING get one command at a time; with it, MAIL, RCPT and DATA in
+    one write (RFC 2920). Replies, their pairing and their classification must not differ."""
+    return bool(request.param)
+
+
 def _serve(started: list[ScriptedSmtpServer], **options: object) -> ScriptedSmtpServer:
     server = ScriptedSmtpServer(host="127.0.0.1", port=0, **options).start()  # type: ignore[arg-type]
     started.append(server)
@@ -50,8 +57,8 @@ def _endpoint(server: ScriptedSmtpServer, tls: TlsMode = TlsMode.NONE, **fields:
     return Endpoint(host="localhost", address="127.0.0.1", port=server.port, tls=tls, **fields)  # type: ignore[arg-type]
 
 
-async def test_many_transactions_on_one_connection_each_get_their_reply(servers) -> None:
-    server = _serve(servers)
+async def test_many_transactions_on_one_connection_each_get_their_reply(servers, pipelining: bool) -> None:
+    server = _serve(servers, pipelining=pipelining)
     session = await SmtpSession.open(_endpoint(server), helo_name="postwire.test", timeouts=FAST)
     # Large enough to go out in several chunks: the reply to "." must never be lost between them.
     body = MESSAGE + (b"x" * 998 + b"\r\n") * 200
@@ -117,8 +124,8 @@ async def test_required_tls_verifies_the_certificate_and_never_falls_back(server
         assert server.transactions() == []
 
 
-async def test_opportunistic_tls_takes_any_certificate(servers) -> None:
-    server = _serve(servers, starttls=TestCa("self").server_context("mx.example.net"))
+async def test_opportunistic_tls_takes_any_certificate(servers, pipelining: bool) -> None:
+    server = _serve(servers, starttls=TestCa("self").server_context("mx.example.net"), pipelining=pipelining)
     session = await SmtpSession.open(
         _endpoint(server, TlsMode.OPPORTUNISTIC), helo_name="h.test", timeouts=FAST
     )
@@ -152,8 +159,8 @@ async def test_a_refused_login_is_a_configuration_failure_not_a_bounce(servers, 
     assert [a.tls for a in server.auth_attempts()] and all(a.tls for a in server.auth_attempts())
 
 
-async def test_each_phase_has_its_own_time_out(servers) -> None:
-    slow = _serve(servers, reply_delay=0.3)
+async def test_each_phase_has_its_own_time_out(servers, pipelining: bool) -> None:
+    slow = _serve(servers, reply_delay=0.3, pipelining=pipelining)
     impatient = Timeouts(connect=5, greeting=0.1, ehlo=0.1)
     with pytest.raises(SessionFailure) as failed:
         await SmtpSession.open(_endpoint(slow), helo_name="h.test", timeouts=impatient)
@@ -189,10 +196,12 @@ def _recipients(*addresses: str) -> list[ClaimedRecipient]:
     return [ClaimedRecipient(i, a, 0, None) for i, a in enumerate(addresses)]
 
 
-async def test_rset_is_sent_only_after_a_transaction_left_open(servers) -> None:
+async def test_rset_is_sent_only_after_a_transaction_left_open(servers, pipelining: bool) -> None:
     # After a reply to "." the server is ready for the next MAIL; RSET then only costs a round
     # trip. After a refused RCPT the MAIL is still open, and RSET must come first.
-    server = _serve(servers, rcpt_replies={"refused@example.net": "550 5.1.1 no such user"})
+    server = _serve(
+        servers, rcpt_replies={"refused@example.net": "550 5.1.1 no such user"}, pipelining=pipelining
+    )
     pool = ConnectionPool(max_messages=100, idle_seconds=60)
     replies: list[tuple[str, int]] = []
     await _delivery(server, pool, replies).run(_recipients("a@example.net", "b@example.net"))
@@ -210,8 +219,10 @@ async def test_rset_is_sent_only_after_a_transaction_left_open(servers) -> None:
     assert len(connection.transactions) == 4 and connection.rsets == 1
 
 
-async def test_a_pooled_connection_that_died_while_idle_is_replaced_without_an_attempt(servers) -> None:
-    server = _serve(servers)
+async def test_a_pooled_connection_that_died_while_idle_is_replaced_without_an_attempt(
+    servers, pipelining: bool
+) -> None:
+    server = _serve(servers, pipelining=pipelining)
     pool = ConnectionPool(max_messages=100, idle_seconds=60)
     replies: list[tuple[str, int]] = []
     await _delivery(server, pool, replies).run(_recipients("a@example.net"))

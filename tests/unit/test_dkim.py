@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from libs.mail.dkim import (
     OVERSIGNED_HEADERS,
     SIGNED_HEADERS,
+    MessageSigner,
     SigningKey,
     body_hash,
     header_hash_input,
@@ -156,6 +157,19 @@ def test_a_last_line_without_crlf_is_signed_as_sent_with_one() -> None:
 
 def test_no_keys_leaves_the_message_alone() -> None:
     assert sign(MESSAGE, []) == MESSAGE
+    assert MessageSigner(MESSAGE, []).sign(b"X-Top: 1\r\n") == b"X-Top: 1\r\n" + MESSAGE
+
+
+def test_copies_signed_from_one_prepared_message_match_signing_each_whole() -> None:
+    # mta_worker prepares a message once and signs each recipient's copy with its own token on
+    # top; every copy must be exactly what signing the whole copy gives, and verify.
+    signer = MessageSigner(MESSAGE.replace(b"\r\n", b"\n"), [ED_KEY, RSA_KEY])
+    for n in range(3):
+        # Feedback-ID twice (on top and in the message): h= must take the lower one first.
+        top = f"X-Postwire-Feedback-Id: tok{n}\r\nFeedback-ID: s:t{n}:postwire\r\nSubject: top\n".encode()
+        copy = signer.sign(top, timestamp=1_790_000_000)
+        assert copy == sign(top + MESSAGE, [RSA_KEY, ED_KEY], timestamp=1_790_000_000)
+        assert _verifies(copy, 0) and _verifies(copy, 1)
 
 
 # RFC 8463 Appendix A: keys (A.1, A.2) and the signed example message (A.3), as published.
