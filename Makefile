@@ -39,7 +39,7 @@ lint: gen ## buf lint + buf format + ruff + mypy --strict + import contracts + h
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/ruff check services libs tests bench
-	$(BIN)/mypy services libs
+	$(BIN)/mypy services libs bench
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 

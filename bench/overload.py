@@ -83,7 +83,7 @@ async def _sample_rss(suite: Suite, result: Overload, stop: asyncio.Event) -> No
 async def run_overload(
     suite: Suite,
     sink: SmtpSink,
-    stub: mail_service_pb2_grpc.MailServiceStub,
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub,
     sender: Sender,
     single_rate: float,
     calls: int,
