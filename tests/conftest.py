@@ -20,6 +20,7 @@ from libs.capture import SmtpSink
 from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.dns_server import LoopbackDns
 from libs.testing.otlp_receiver import OtlpReceiver
+from libs.testing.suites import stop_suite
 from libs.token_keys import generate_token_keys
 from services.mta_worker.smtp_session import Timeouts
 from services.policy.api_keys import KNOWN_SCOPES
@@ -60,6 +61,45 @@ TEST_ENV = {
     # Every SMTP phase times out after 10 s (not Postfix's minutes), for the slow-server tests.
     **Timeouts.env_all(10),
 }
+
+
+TESTS = Path(__file__).resolve().parent
+# Modules (or packages) that take longest, longest first: under xdist they start first, so no
+# worker is left running one alone at the end. Measured with --durations (session 8); a module
+# missing here only starts in collection order.
+SLOW_FIRST = (
+    "integration/test_chaos_smoke.py",  # its own suite, nine faults in a row: ~80 s
+    "integration/test_bounded_retries.py",  # its own suite and bus behind proxies, outages: ~80 s
+    "integration/delivery",  # the MX suite, TLS and relay sinks: ~40 s
+    "integration/test_wheel_install.py",  # builds and installs a wheel, runs every service: ~35 s
+    "integration/test_retry_lane.py",  # a tarpit holding 40 replies 8 s each: ~35 s
+    "integration/test_duplicate_window.py",  # a kill, then a lease's worth of not redelivering: ~28 s
+    "integration/test_lifecycle.py",
+    "integration/test_pipeline_faults.py",
+    "integration/test_metrics.py",
+    "integration/test_webhooks.py",
+    "integration/test_worker_shutdown.py",
+    "integration/test_event_stream.py",
+    "integration/test_readiness.py",
+    "integration/test_dependency_down.py",
+)
+
+
+def _work_unit(item: pytest.Item) -> str:
+    """The unit a worker runs whole: its module, or the delivery package (one MX suite)."""
+    path = item.path.relative_to(TESTS).as_posix()
+    return "integration/delivery" if path.startswith("integration/delivery/") else path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For `pytest -n N --dist loadgroup` (make test): one xdist group per work unit, so module and
+    package fixtures (own suites, own PostgreSQL, the MX suite) start once, on one worker; slow
+    units first. Without xdist the marker does nothing and only the order changes."""
+    rank = {unit: i for i, unit in enumerate(SLOW_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
+    items.sort(key=lambda item: rank.get(_work_unit(item), len(rank)))
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +157,7 @@ def suite(data_dir: Path, smtp_sink: SmtpSink, otlp: OtlpReceiver, dns: Loopback
         suite.start_services()
         yield suite
     finally:
-        suite.stop()
+        stop_suite(suite)
 
 
 @dataclass
