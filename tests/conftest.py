@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -85,21 +86,35 @@ SLOW_FIRST = (
 )
 
 
-def _work_unit(item: pytest.Item) -> str:
-    """The unit a worker runs whole: its module, or the delivery package (one MX suite)."""
-    path = item.path.relative_to(TESTS).as_posix()
+def work_unit(path: str) -> str:
+    """The unit one worker runs whole, for a test file's path relative to tests/: the file, or
+    the delivery package (it shares one MX suite)."""
     return "integration/delivery" if path.startswith("integration/delivery/") else path
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """For `pytest -n N --dist loadgroup` (make test): one xdist group per work unit, so module and
-    package fixtures (own suites, own PostgreSQL, the MX suite) start once, on one worker; slow
-    units first. Without xdist the marker does nothing and only the order changes."""
+    """Slowest work units first (a stable sort: each module keeps its own order)."""
     rank = {unit: i for i, unit in enumerate(SLOW_FIRST)}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_work_unit(item)))
-    items.sort(key=lambda item: rank.get(_work_unit(item), len(rank)))
+    items.sort(key=lambda item: rank.get(work_unit(item.path.relative_to(TESTS).as_posix()), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `pytest -n N` (make test): a work unit runs whole on one worker, so module fixtures
+    (a fault test's own suite, own PostgreSQL) and the delivery package's MX suite start once, and
+    units go out in collection order, slowest first. (xdist's own `--dist loadgroup` would do the
+    grouping with markers, but with pytest 9 its renamed node ids are ignored and every test is
+    scheduled alone.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid.split("::", 1)[0].removeprefix("tests/"))
+
+    # Keep collection order: xdist would otherwise start the units with the most tests first.
+    config.option.loadscopereorder = False
+    return ByWorkUnit(config, log)
 
 
 @pytest.fixture(scope="session")
