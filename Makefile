@@ -39,12 +39,16 @@ lint: gen ## buf lint + buf format + ruff + mypy --strict + import contracts + h
 	$(BIN)/buf lint
 	$(BIN)/buf format -d --exit-code
 	$(BIN)/ruff check services libs tests bench
-	$(BIN)/mypy services libs
+	$(BIN)/mypy services libs bench
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 
+# Test workers (pytest-xdist), each with its own NATS, PostgreSQL, sink and services; a test module
+# (or the delivery package) runs whole on one worker, slowest first (tests/conftest.py schedules).
+TEST_WORKERS ?= 2
+
 test: lint ## Install, generate, lint and run every test (what CI runs)
-	$(BIN)/python -m pytest -q --durations=25 tests
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) tests
 
 up: gen ## Run the whole suite locally (embedded NATS + PostgreSQL + capture inbox)
 	$(BIN)/postwire up

@@ -24,15 +24,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc
 
 from bench.compare import percentile
 from libs.capture import SmtpSink
 from libs.embedded.postgres import free_port
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
+from libs.readiness import READINESS
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path("bench/results/latest.md")
@@ -203,7 +205,7 @@ def make_suite(data_dir: Path, sink: SmtpSink, extra_env: Mapping[str, str] | No
 
 def spawn_services(suite: Suite) -> None:
     # Suite.start_services waits for the "serving on" log line, which is INFO and so never
-    # appears at WARNING; spawn without waiting and ask each server's health service instead.
+    # appears at WARNING; spawn without waiting and ask each server's readiness instead.
     for name in SERVICES:
         suite.start_service(name, wait=False)
 
@@ -216,28 +218,35 @@ async def wait_serving(suite: Suite, name: str) -> None:
     proc = suite.processes[name]
     deadline = time.monotonic() + SERVICE_READY_TIMEOUT_SECONDS
     async with grpc.aio.insecure_channel(suite.ports.addr(name)) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        # grpc_health's stubs declare HealthStub without its methods; the call, typed by hand.
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
         while True:
             if not proc.running():
                 raise RuntimeError(f"{name} exited during start-up:\n{proc.output()[-3000:]}")
             try:
-                answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                # Readiness, not liveness (the empty name): SERVING only once the schema is
+                # migrated and PostgreSQL and NATS answer, so no measured call meets a cold dependency.
+                answer = await check(health_pb2.HealthCheckRequest(service=READINESS), timeout=1)
                 if answer.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.aio.AioRpcError:
                 pass  # not listening yet
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{name} not SERVING after {SERVICE_READY_TIMEOUT_SECONDS}s")
+                raise TimeoutError(f"{name} not ready after {SERVICE_READY_TIMEOUT_SECONDS}s")
             await asyncio.sleep(0.2)
 
 
-async def create_api_key(suite: Suite, limits: Sequence[dict[str, object]] = ()) -> str:
+async def create_api_key(suite: Suite, limits: Sequence[admin_service_pb2.StreamLimits] = ()) -> str:
     auth = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
     async with grpc.aio.insecure_channel(suite.ports.addr("edge")) as channel:
         stub = admin_service_pb2_grpc.AdminServiceStub(channel)
         made = await stub.CreateTenant(
             admin_service_pb2.CreateTenantRequest(
-                tenant={"name": f"bench-{uuid.uuid4().hex[:8]}", "limits": list(limits)}
+                tenant=admin_service_pb2.Tenant(name=f"bench-{uuid.uuid4().hex[:8]}", limits=list(limits))
             ),
             metadata=auth,
             timeout=10,
@@ -261,18 +270,18 @@ def text_body(index: int) -> str:
 def build_request(
     run: str, index: int, from_address: str = "bench@example.com"
 ) -> mail_service_pb2.SendEmailRequest:
-    return mail_service_pb2.SendEmailRequest(
-        **{
-            "from": {"address": from_address, "name": "Postwire Bench"},
-            "to": [{"address": f"bench+{run}-{index:07d}@example.com"}],
-            "subject": f"Bench message {index}",
-            "text_body": text_body(index),
-        }
-    )
+    # `from` is a Python keyword, so the fields go in as a mapping.
+    fields: dict[str, Any] = {
+        "from": {"address": from_address, "name": "Postwire Bench"},
+        "to": [{"address": f"bench+{run}-{index:07d}@example.com"}],
+        "subject": f"Bench message {index}",
+        "text_body": text_body(index),
+    }
+    return mail_service_pb2.SendEmailRequest(**fields)
 
 
 async def send_one(
-    stub: mail_service_pb2_grpc.MailServiceStub,
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub,
     request: mail_service_pb2.SendEmailRequest,
     metadata: tuple[tuple[str, str], ...],
     phase: SendPhase,
@@ -288,7 +297,7 @@ async def send_one(
 
 
 async def send_many(
-    stub: mail_service_pb2_grpc.MailServiceStub,
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub,
     api_key: str,
     count: int,
     concurrency: int,
@@ -356,7 +365,7 @@ def delivery_cap(count: int) -> float:
 
 
 async def warm_up(
-    stub: mail_service_pb2_grpc.MailServiceStub, api_key: str, sink: SmtpSink, concurrency: int
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub, api_key: str, sink: SmtpSink, concurrency: int
 ) -> None:
     """Open connections, fill pools and caches, and prime JetStream consumers before measuring."""
     phase = await send_many(stub, api_key, WARMUP_MESSAGES, concurrency)

@@ -35,18 +35,19 @@ INTERNAL_TOKEN = "pwinternal_bench_" + uuid.uuid4().hex
 INTERNAL_AUTH = (("authorization", f"Bearer {INTERNAL_TOKEN}"),)
 
 
-async def _tenant(channel: grpc.aio.Channel, limits: list[dict[str, object]]) -> str:
+async def _tenant(channel: grpc.aio.Channel, limits: list[admin_service_pb2.StreamLimits]) -> str:
     admin = admin_service_pb2_grpc.AdminServiceStub(channel)
     auth = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
     made = await admin.CreateTenant(
-        admin_service_pb2.CreateTenantRequest(tenant={"name": "bench", "limits": limits}), metadata=auth
+        admin_service_pb2.CreateTenantRequest(tenant=admin_service_pb2.Tenant(name="bench", limits=limits)),
+        metadata=auth,
     )
     # Submission authenticates the key itself (cached); AdmitMessage is asked for the tenant.
     return str(made.tenant.id)
 
 
 async def _run_case(
-    stub: policy_service_pb2_grpc.PolicyServiceStub,
+    stub: policy_service_pb2_grpc.PolicyServiceAsyncStub,
     tenant_id: str,
     recipients: int,
     seconds: float,
@@ -106,12 +107,12 @@ async def _bench(suite: Suite, seconds: float, in_flight: int) -> str:
         limited = await _tenant(
             channel,
             [
-                {
-                    "stream": "transactional",
-                    "recipients_per_second": 1_000_000,
-                    "burst": 1_000_000,
-                    "recipients_per_day": 10**12,
-                }
+                admin_service_pb2.StreamLimits(
+                    stream="transactional",
+                    recipients_per_second=1_000_000,
+                    burst=1_000_000,
+                    recipients_per_day=10**12,
+                )
             ],
         )
         cases = [

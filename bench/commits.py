@@ -23,7 +23,7 @@ from pathlib import Path
 
 import asyncpg
 import grpc
-from postwire.v1 import mail_service_pb2_grpc
+from postwire.v1 import admin_service_pb2, mail_service_pb2_grpc
 
 from bench.__main__ import (
     await_deliveries,
@@ -111,8 +111,12 @@ async def _logging(database_url: str, on: bool) -> None:
 
 # Generous enough never to refuse a bench message, so every admission runs the meter.
 _LIMITS = (
-    {"stream": "*", "recipients_per_second": 100_000.0, "burst": 100_000, "recipients_per_day": 10**9},
-    {"stream": "transactional", "recipients_per_second": 100_000.0, "recipients_per_month": 10**9},
+    admin_service_pb2.StreamLimits(
+        stream="*", recipients_per_second=100_000.0, burst=100_000, recipients_per_day=10**9
+    ),
+    admin_service_pb2.StreamLimits(
+        stream="transactional", recipients_per_second=100_000.0, recipients_per_month=10**9
+    ),
 )
 
 

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Sequence
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 
 from bench.__main__ import build_request
@@ -56,8 +56,13 @@ async def _drive(port: int, edge_pid: int, calls: int, concurrency: int) -> floa
     request = build_request("edge", 0, "bench@example.com")  # the ~2 KB message of every case
     metadata = (("authorization", "Bearer pw_bench_key"),)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        await health.Check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=30)
+        # grpc_health's stubs declare HealthStub without its methods; the call, typed by hand.
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        await check(health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=30)
         stub = mail_service_pb2_grpc.MailServiceStub(channel)
 
         async def run(count: int) -> None:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
@@ -31,18 +32,22 @@ HEADER = "X-Postwire-Message-Id"
 
 
 def _request(to: str, index: int) -> mail_service_pb2.SendEmailRequest:
-    return mail_service_pb2.SendEmailRequest(
-        **{
-            "from": {"address": "bench@example.com"},
-            "to": [{"address": to}],
-            "subject": f"lanes {index}",
-            "text_body": "Hello.\n",
-        }
-    )
+    # `from` is a Python keyword, so the fields go in as a mapping.
+    fields: dict[str, Any] = {
+        "from": {"address": "bench@example.com"},
+        "to": [{"address": to}],
+        "subject": f"lanes {index}",
+        "text_body": "Hello.\n",
+    }
+    return mail_service_pb2.SendEmailRequest(**fields)
 
 
 async def _flood(
-    stub: mail_service_pb2_grpc.MailServiceStub, auth: object, local: str, domain: str, n: int
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub,
+    auth: tuple[tuple[str, str], ...],
+    local: str,
+    domain: str,
+    n: int,
 ) -> None:
     sem = asyncio.Semaphore(32)
 
@@ -56,7 +61,11 @@ async def _flood(
 
 
 async def _other_mail(
-    stub: mail_service_pb2_grpc.MailServiceStub, auth: object, sink: SmtpSink, count: int, rate: float
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub,
+    auth: tuple[tuple[str, str], ...],
+    sink: SmtpSink,
+    count: int,
+    rate: float,
 ) -> list[float]:
     """Send `count` messages at `rate`/s to a healthy domain; each one's accepted→delivered seconds."""
     accepted: dict[str, float] = {}

@@ -144,7 +144,7 @@ def e2e_latencies(phase: SendPhase, found: Deliveries) -> list[float]:
 
 
 async def send_batches(
-    stub: mail_service_pb2_grpc.MailServiceStub, sender: Sender, count: int
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub, sender: Sender, count: int
 ) -> tuple[SendPhase, str]:
     """`count` messages as SendBatch calls of BATCH_SIZE, all in flight at once; the note says why
     nothing was sent when the server refuses the method."""
@@ -180,7 +180,7 @@ async def send_batches(
 
 
 async def paced_sends(
-    stub: mail_service_pb2_grpc.MailServiceStub, sender: Sender, count: int, per_second: float
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub, sender: Sender, count: int, per_second: float
 ) -> SendPhase:
     run = uuid.uuid4().hex[:8]
     requests = iter([build_request(run, i, sender.from_address) for i in range(count)])
@@ -196,7 +196,7 @@ async def paced_sends(
 
 
 async def idle_sends(
-    stub: mail_service_pb2_grpc.MailServiceStub, sender: Sender, sink: SmtpSink, samples: int
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub, sender: Sender, sink: SmtpSink, samples: int
 ) -> list[float]:
     """One SendEmail at a time, each waited for at the sink: send→delivered at idle."""
     latencies = []
@@ -212,7 +212,7 @@ async def idle_sends(
 async def postwire_single(
     suite: Suite,
     sink: SmtpSink,
-    stub: mail_service_pb2_grpc.MailServiceStub,
+    stub: mail_service_pb2_grpc.MailServiceAsyncStub,
     sender: Sender,
     infra: Infra,
     messages: int,

@@ -48,7 +48,6 @@ from bench.__main__ import (
     exit_on_sigterm,
     make_suite,
     ms,
-    percentile,
     positive,
     rate,
     send_many,
@@ -56,6 +55,7 @@ from bench.__main__ import (
     table,
     wait_ready,
 )
+from bench.compare import percentile
 from libs.capture import SmtpSink
 from libs.embedded.suite import Suite
 from libs.testing.webhook_receiver import WebhookReceiver, WebhookRequest
@@ -103,7 +103,9 @@ async def create_tenant(suite: Suite) -> Tenant:
     async with grpc.aio.insecure_channel(suite.ports.addr("edge")) as channel:
         stub = admin_service_pb2_grpc.AdminServiceStub(channel)
         made = await stub.CreateTenant(
-            admin_service_pb2.CreateTenantRequest(tenant={"name": f"bench-{uuid.uuid4().hex[:8]}"}),
+            admin_service_pb2.CreateTenantRequest(
+                tenant=admin_service_pb2.Tenant(name=f"bench-{uuid.uuid4().hex[:8]}")
+            ),
             metadata=auth,
             timeout=10,
         )

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -20,6 +21,7 @@ from libs.capture import SmtpSink
 from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.dns_server import LoopbackDns
 from libs.testing.otlp_receiver import OtlpReceiver
+from libs.testing.suites import stop_suite
 from libs.token_keys import generate_token_keys
 from services.mta_worker.smtp_session import Timeouts
 from services.policy.api_keys import KNOWN_SCOPES
@@ -60,6 +62,59 @@ TEST_ENV = {
     # Every SMTP phase times out after 10 s (not Postfix's minutes), for the slow-server tests.
     **Timeouts.env_all(10),
 }
+
+
+TESTS = Path(__file__).resolve().parent
+# Modules (or packages) that take longest, longest first: under xdist they start first, so no
+# worker is left running one alone at the end. Measured with --durations (session 8); a module
+# missing here only starts in collection order.
+SLOW_FIRST = (
+    "integration/test_chaos_smoke.py",  # its own suite, nine faults in a row: ~80 s
+    "integration/test_bounded_retries.py",  # its own suite and bus behind proxies, outages: ~80 s
+    "integration/delivery",  # the MX suite, TLS and relay sinks: ~40 s
+    "integration/test_wheel_install.py",  # builds and installs a wheel, runs every service: ~35 s
+    "integration/test_retry_lane.py",  # a tarpit holding 40 replies 8 s each: ~35 s
+    "integration/test_duplicate_window.py",  # a kill, then a lease's worth of not redelivering: ~28 s
+    "integration/test_lifecycle.py",
+    "integration/test_pipeline_faults.py",
+    "integration/test_metrics.py",
+    "integration/test_webhooks.py",
+    "integration/test_worker_shutdown.py",
+    "integration/test_event_stream.py",
+    "integration/test_readiness.py",
+    "integration/test_dependency_down.py",
+)
+
+
+def work_unit(path: str) -> str:
+    """The unit one worker runs whole, for a test file's path relative to tests/: the file, or
+    the delivery package (it shares one MX suite)."""
+    return "integration/delivery" if path.startswith("integration/delivery/") else path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slowest work units first (a stable sort: each module keeps its own order)."""
+    rank = {unit: i for i, unit in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(work_unit(item.path.relative_to(TESTS).as_posix()), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `pytest -n N` (make test): a work unit runs whole on one worker, so module fixtures
+    (a fault test's own suite, own PostgreSQL) and the delivery package's MX suite start once, and
+    units go out in collection order, slowest first. (xdist's own `--dist loadgroup` would do the
+    grouping with markers, but with pytest 9 its renamed node ids are ignored and every test is
+    scheduled alone.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid.split("::", 1)[0].removeprefix("tests/"))
+
+    # Keep collection order: xdist would otherwise start the units with the most tests first.
+    config.option.loadscopereorder = False
+    return ByWorkUnit(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +172,7 @@ def suite(data_dir: Path, smtp_sink: SmtpSink, otlp: OtlpReceiver, dns: Loopback
         suite.start_services()
         yield suite
     finally:
-        suite.stop()
+        stop_suite(suite)
 
 
 @dataclass

@@ -35,6 +35,7 @@ from libs.capture import SmtpSink
 from libs.embedded.nats_server import start_nats
 from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.polling import poll_until
+from libs.testing.suites import stop_suite
 from libs.testing.tcp_proxy import TcpProxy
 from tests.conftest import TEST_ENV, Tenant, create_tenant
 from tests.integration.helpers import create_database, host_port, mail, unique, wait_for_events
@@ -81,7 +82,7 @@ def pipeline(
         yield Pipeline(own, bus, nats_url, database_url)
     finally:
         bus.up()
-        own.stop()
+        stop_suite(own)
         bus.stop()
         nats_proc.stop(timeout=10)
 

@@ -38,6 +38,7 @@ from libs.embedded.nats_server import start_nats
 from libs.embedded.suite import Suite, SuitePorts
 from libs.grpcx.status import retry_delay
 from libs.testing.polling import poll_until
+from libs.testing.suites import stop_suite
 from libs.testing.tcp_proxy import TcpProxy
 from tests.conftest import ADMIN_TOKEN, TEST_ENV, Tenant, create_tenant
 from tests.integration.helpers import create_database, host_port, mail
@@ -81,7 +82,7 @@ def faults(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathF
     finally:
         database.up()
         bus.up()
-        faulty.stop()
+        stop_suite(faulty)
         database.stop()
         bus.stop()
         nats_proc.stop(timeout=10)

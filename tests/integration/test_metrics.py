@@ -26,6 +26,7 @@ from libs.embedded.postgres import free_port
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
 from libs.testing.polling import poll_until
+from libs.testing.suites import stop_suite
 from libs.testing.webhook_receiver import Reply, WebhookReceiver
 from services.events.event_metrics import category_name
 from services.mta_worker.queue_watch import CONSUMERS
@@ -64,7 +65,7 @@ def metered(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPath
         own.start_services()
         yield own
     finally:
-        own.stop()
+        stop_suite(own)
         nats_proc.stop(timeout=10)
 
 

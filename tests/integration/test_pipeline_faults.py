@@ -24,6 +24,7 @@ from libs.embedded.nats_server import start_nats
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.polling import poll_until
+from libs.testing.suites import stop_suite
 from libs.testing.tcp_proxy import TcpProxy
 from tests.conftest import TEST_ENV, create_tenant
 from tests.integration.helpers import create_database, host_port, mail, unique
@@ -67,7 +68,7 @@ def pipeline(suite: Suite, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPat
         yield state
     finally:
         database.up()
-        faulty.stop()
+        stop_suite(faulty)
         database.stop()
         state.nats.stop(timeout=10)
 

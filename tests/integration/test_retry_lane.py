@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from postwire.v1 import mail_service_pb2_grpc
+from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc, message_pb2
 
 from libs.embedded.suite import Suite
 from libs.testing.polling import poll_until
@@ -23,8 +23,7 @@ async def test_other_mail_is_delivered_while_a_tarpit_destination_holds_its_slot
     tarpit = f"tarpit-{uuid.uuid4().hex[:8]}.example"
     # Each of these sits 8 s on the reply to its final ".".
     slow = [f"holddot8+{uuid.uuid4().hex[:10]}@{tarpit}" for _ in range(TARPIT_MESSAGES)]
-    for rcpt in slow:
-        await stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata)
+    held = [await stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata) for rcpt in slow]
 
     async def tarpit_busy() -> bool:
         return sum(1 for a, phase, _ in smtp_sink.attempts() if phase == "HOLD" and a in slow) >= 8
@@ -50,6 +49,19 @@ async def test_other_mail_is_delivered_while_a_tarpit_destination_holds_its_slot
     await poll_until(tarpit_done, timeout=90, what="every tarpit message at the sink")
     counts = [sum(1 for m in smtp_sink.messages() if r in m.rcpt_tos) for r in slow]
     assert counts == [1] * len(slow)
+
+    # The sink records each message at "." and only then holds the reply: the last ones are
+    # DELIVERED up to 8 s later. Waiting for that keeps their slots out of the next test.
+    async def tarpit_delivered() -> bool:
+        for answer in held:
+            got = await stub.GetMessage(
+                mail_service_pb2.GetMessageRequest(message_id=answer.message_id), metadata=tenant.metadata
+            )
+            if any(r.state != message_pb2.RECIPIENT_STATE_DELIVERED for r in got.message.recipients):
+                return False
+        return True
+
+    await poll_until(tarpit_delivered, timeout=60, what="every tarpit message DELIVERED")
 
 
 async def test_a_burst_to_one_fast_destination_waits_for_slots_rather_than_taking_the_retry_lane(

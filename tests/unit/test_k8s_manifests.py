@@ -97,7 +97,8 @@ def _yaml_files() -> list[Path]:
 
 def _load(path: Path) -> list[Doc]:
     with path.open(encoding="utf-8") as f:
-        return [d for d in yaml.safe_load_all(f) if d is not None]
+        # libyaml's parser under the same safe constructor: ~270 loads at collection, ~10x quicker.
+        return [d for d in yaml.load_all(f, Loader=yaml.CSafeLoader) if d is not None]
 
 
 def _objects() -> list[tuple[Path, Doc]]:

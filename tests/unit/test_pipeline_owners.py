@@ -5,6 +5,7 @@ message or recipient state is spelled as a string outside libs/mail/states.py.""
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,13 +32,17 @@ NOT_STATES = {
 }
 
 
-def _sources() -> Iterator[tuple[str, ast.Module]]:
+@functools.cache
+def _sources() -> tuple[tuple[str, ast.Module], ...]:
+    """Every module parsed once for all the checks here (the trees are only read)."""
+    found = []
     for top in ("services", "libs"):
         for path in sorted((ROOT / top).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             if rel.startswith("libs/protogen/"):
                 continue
-            yield rel, ast.parse(path.read_text(encoding="utf-8"), filename=rel)
+            found.append((rel, ast.parse(path.read_text(encoding="utf-8"), filename=rel)))
+    return tuple(found)
 
 
 def _docstrings(tree: ast.Module) -> set[int]:

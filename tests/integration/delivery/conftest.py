@@ -19,6 +19,7 @@ from libs.embedded.nats_server import start_nats
 from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.dns_server import LoopbackDns
 from libs.testing.smtp_servers import ScriptedSmtpServer, free_port_on
+from libs.testing.suites import stop_suite
 from libs.testing.test_ca import TestCa
 from tests.conftest import TEST_ENV, Tenant, create_tenant
 from tests.integration.helpers import create_database
@@ -88,7 +89,7 @@ def mx_suite(
         own.start_services()
         yield own
     finally:
-        own.stop()
+        stop_suite(own)
         nats_proc.stop(timeout=10)
 
 
