@@ -7,8 +7,9 @@ transaction times, so a busy but fast destination (a big mailbox provider in a b
 again within a second, and a tarpit's backlog is not spun through the database every second.
 
 A destination known to be fast is the exception: there a slot frees within a transaction time,
-so a message waits for one here (a few transaction times at most, no more waiters than slots)
-rather than pay a round of postpone → scheduler → retry lane → claim in PostgreSQL and NATS. A
+so a message waits for one here (a few transaction times, never less than a postponed message
+would, and no more waiters than slots) rather than pay a round of postpone → scheduler → retry
+lane → claim in PostgreSQL and NATS. A
 burst to one big mailbox provider is the common case, and in the production-shaped bench half
 of all messages took that round (0.52 postpone transactions per message). A destination whose
 transaction time is unknown or slow is never waited for, so a tarpit still cannot hold the
@@ -115,7 +116,10 @@ class DestinationSlots:
                 return 0.0
             if len(self._waiters.get(d, ())) >= self._limit:
                 return 0.0
-            budget = min(budget, QUEUE_WAIT_TRANSACTIONS * max(typical, 0.01))
+            # Never less than a postponed message's own wait (wait_hint's floor): at the start of
+            # a burst the slots come back in groups, when the outcome recorder commits, so a
+            # few lone-transaction times can be too short, and the retry lane is never sooner.
+            budget = min(budget, max(self._min_wait, QUEUE_WAIT_TRANSACTIONS * max(typical, 0.01)))
         return budget
 
     def stopped(self) -> bool:

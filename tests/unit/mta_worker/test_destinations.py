@@ -76,13 +76,26 @@ async def test_a_full_destination_that_is_slow_or_unknown_is_not_waited_for() ->
 
 
 async def test_a_wait_ends_after_a_few_transaction_times_without_a_slot() -> None:
-    slots = DestinationSlots(1)
+    slots = DestinationSlots(1, min_wait=0.01)
     _learn(slots, "fast.example", 0.02)
     assert slots.take(["fast.example"])
     started = time.monotonic()
     assert not await slots.take_soon(["fast.example"])
     assert 0.05 <= time.monotonic() - started < 1.0
     assert slots.held("fast.example") == 1
+
+
+async def test_a_waiter_gets_a_slot_that_returns_later_than_a_few_lone_transactions() -> None:
+    # At a burst's start the slots come back together, when their outcomes are committed: later
+    # than four of the lone warm-up's transaction times, sooner than a postponed message's retry.
+    slots = DestinationSlots(1, min_wait=0.5)
+    _learn(slots, "fast.example", 0.01)
+    assert slots.take(["fast.example"])
+    waiting = asyncio.create_task(slots.take_soon(["fast.example"]))
+    await asyncio.sleep(0.15)
+    assert not waiting.done()
+    slots.give_back(["fast.example"], took=0.15)
+    assert await asyncio.wait_for(waiting, 1.0)
 
 
 async def test_no_more_messages_wait_at_a_destination_than_it_has_slots() -> None:
