@@ -38,6 +38,9 @@ def server_options(*, max_connection_age: float = 300.0, grace: float = 30.0) ->
         # still open after the grace is cut (StreamEvents clients resume with their cursor).
         ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
         ("grpc.max_connection_age_grace_ms", int(grace * 1000)),
+        # gRPC binds with SO_REUSEPORT by default: a second process on a taken port would start
+        # without error and silently take part of the first one's calls.
+        ("grpc.so_reuseport", 0),
     ]
 
 
