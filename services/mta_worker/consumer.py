@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from nats.aio.msg import Msg
@@ -166,6 +166,20 @@ class Worker:
             return BusOutcome.ACK
         started = time.monotonic()
         deferred = False
+        slots_back = False
+
+        def give_slots_back(last_reply: Reply | None = None) -> None:
+            # Once, at the message's last reply or at the end, whichever comes first.
+            nonlocal slots_back
+            if slots_back:
+                return
+            slots_back = True
+            pushed_back = deferred or (
+                last_reply is not None and classify(last_reply).verdict is Verdict.DEFERRED
+            )
+            self._slots.give_back(groups, took=time.monotonic() - started, deferred=pushed_back)
+
+        last_domain = next(reversed(groups))
         beat = asyncio.create_task(self._keep_alive(msg, claim))
         try:
             try:
@@ -188,9 +202,10 @@ class Worker:
                 with tracer().start_as_current_span("smtp delivery") as span:
                     span.set_attribute("postwire.destination", domain)
                     span.set_attribute("postwire.recipients", len(recipients))
-                    deferred = await self._deliver(claim, domain, recipients, keys, signer) or deferred
+                    sent = give_slots_back if domain == last_domain else None
+                    deferred = await self._deliver(claim, domain, recipients, keys, signer, sent) or deferred
         finally:
-            self._slots.give_back(groups, took=time.monotonic() - started, deferred=deferred)
+            give_slots_back()
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
@@ -203,6 +218,7 @@ class Worker:
         recipients: list[ClaimedRecipient],
         keys: tuple[dkim.SigningKey, ...],
         signer: dkim.MessageSigner,
+        sent: Callable[[Reply], None] | None = None,
     ) -> bool:
         """Deliver one destination's recipients; True if any reply deferred them."""
         d = self._delivery
@@ -256,6 +272,7 @@ class Worker:
             timeouts=d.timeouts,
             letter=lambda recipient: self._letter(claim, recipient, signer, verified=bool(keys)),
             report=report,
+            sent=sent,
         )
         run = asyncio.create_task(delivery.run(recipients))
         abort = asyncio.create_task(self._abort.wait())

@@ -62,8 +62,12 @@ class RecipientDelivery:
         timeouts: Timeouts,
         letter: Callable[[ClaimedRecipient], Letter],
         report: Report,
+        sent: Callable[[Reply], None] | None = None,
     ) -> None:
         self._pool = pool
+        # Called with the last recipient's reply once the connection is back in the pool, before
+        # that reply's outcome is made durable.
+        self._sent = sent
         self._plan = plan
         self._helo = helo_name
         self._timeouts = timeouts
@@ -135,9 +139,19 @@ class RecipientDelivery:
                     session = None
                     continue
                 _record("transaction", classify(reply).verdict.value, started)
-                await self._settle([recipient], reply, None, session.remote)
+                remote = session.remote
+                if index == len(recipients) - 1:
+                    # Nothing more to send: the connection (and, through `sent`, the destination's
+                    # slot) serves other mail while this outcome is committed, which under load
+                    # took longer than the transaction. The message is still acked only after it.
+                    if session.connected:
+                        self._pool.give_back(self._plan.key, session)
+                    session = self._session = None
+                    if self._sent is not None:
+                        self._sent(reply)
+                await self._settle([recipient], reply, None, remote)
                 self.current = None
-                if not session.connected:
+                if session is not None and not session.connected:
                     session = None
         except BaseException:
             # Cancelled (shutdown) or a bug: hang up at once; a polite QUIT could wait minutes.

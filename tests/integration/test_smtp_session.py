@@ -235,3 +235,43 @@ async def test_a_pooled_connection_that_died_while_idle_is_replaced_without_an_a
     # One reply per recipient, both delivered: the dead connection cost no attempt.
     assert replies == [("a@example.net", 250), ("b@example.net", 250)]
     assert sum(len(c.transactions) for c in server.connections()) == 2
+
+
+async def test_the_connection_serves_other_mail_while_the_last_outcome_is_made_durable(
+    servers, pipelining: bool
+) -> None:
+    # The message is acked only after its outcome is committed, but the connection (and the
+    # destination's slot, through `sent`) need not wait for that commit.
+    server = _serve(servers, pipelining=pipelining)
+    pool = ConnectionPool(max_messages=100, idle_seconds=60)
+    durable = asyncio.Event()
+    recording_started = asyncio.Event()
+    reported: list[tuple[str, int]] = []
+    sent: list[int] = []
+
+    async def report_slowly(settled, reply, classification, remote) -> None:
+        reported.extend((r.address, reply.code) for r in settled)
+        recording_started.set()
+        await durable.wait()
+
+    first = RecipientDelivery(
+        pool,
+        EndpointPlan(key="scripted", endpoints=(_endpoint(server),)),
+        helo_name="postwire.test",
+        timeouts=FAST,
+        letter=lambda r: Letter("bounces+t@rp.example", r.address, MESSAGE, smtputf8=False),
+        report=report_slowly,
+        sent=lambda reply: sent.append(reply.code),
+    )
+    recording = asyncio.create_task(first.run(_recipients("a@example.net")))
+    await asyncio.wait_for(recording_started.wait(), 10)
+    assert sent == [250]
+    replies: list[tuple[str, int]] = []
+    await _delivery(server, pool, replies).run(_recipients("b@example.net"))
+    assert not recording.done()
+    durable.set()
+    await recording
+    await pool.close()
+    assert reported == [("a@example.net", 250)] and replies == [("b@example.net", 250)]
+    (connection,) = server.connections()
+    assert len(connection.transactions) == 2
