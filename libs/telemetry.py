@@ -151,10 +151,13 @@ def consume_span(subject: str, headers: Mapping[str, str] | None) -> Iterator[Sp
 
 def current_trace_context() -> str:
     """The current span's W3C traceparent ('' outside a trace), to store beside work that runs
-    later in another task, so that work's spans join the same trace (see `client_span`)."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return carrier.get("traceparent", "")
+    later in another task, so that work's spans join the same trace (see `client_span`), or to
+    send on a call. Formatted directly: what the propagator would write, without its machinery
+    (no tracestate or baggage: nothing of Postwire's sets them), on every internal call."""
+    ids = trace.get_current_span().get_span_context()
+    if not ids.is_valid:
+        return ""
+    return f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
 
 
 @contextmanager

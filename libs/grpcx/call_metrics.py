@@ -16,7 +16,7 @@ import grpc
 
 from libs import metrics
 from libs.grpcx.handlers import unary_stream_like, unary_unary_like
-from libs.grpcx.tracing import current_traceparent
+from libs.telemetry import current_trace_context
 
 __all__ = ["ClientMetricsInterceptor", "ServerMetricsInterceptor", "rpc_attributes"]
 
@@ -112,7 +112,7 @@ class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 
     def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
         added = list(self._metadata)
-        if self._trace_ids and (traceparent := current_traceparent()):
+        if self._trace_ids and (traceparent := current_trace_context()):
             added.append(("traceparent", traceparent))
         metadata = grpc.aio.Metadata(
             *[(k, v) for k, v in (details.metadata or ()) if k not in self._replaced], *added

@@ -24,7 +24,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 
 from libs.grpcx.handlers import within_scope
 
-__all__ = ["IdsOnlyInterceptor", "current_traceparent", "parent_ids", "server_tracing_interceptor"]
+__all__ = ["IdsOnlyInterceptor", "parent_ids", "server_tracing_interceptor"]
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
@@ -55,15 +55,6 @@ def parent_ids(metadata: Any) -> tuple[int, int, str]:
         return int(fields[1], 16), int(fields[3], 16) & 0xFF, state if isinstance(state, str) else ""
     except ValueError:
         return 0, 0, ""
-
-
-def current_traceparent() -> str | None:
-    """The W3C traceparent of the current span, None outside one: what the propagator would
-    send, without its machinery (no tracestate or baggage: nothing of Postwire's sets them)."""
-    ids = trace.get_current_span().get_span_context()
-    if not ids.is_valid:
-        return None
-    return f"00-{ids.trace_id:032x}-{ids.span_id:016x}-{ids.trace_flags:02x}"
 
 
 def _span_for(context: Any) -> NonRecordingSpan:

@@ -18,7 +18,7 @@ from opentelemetry import propagate, trace
 from libs import metrics
 from libs.grpcx.call_metrics import rpc_attributes
 from libs.grpcx.channel import open_forwarding_channel
-from libs.grpcx.tracing import current_traceparent
+from libs.telemetry import current_trace_context
 
 __all__ = ["Forwarder"]
 
@@ -52,7 +52,7 @@ def _forwardable(metadata: grpc.aio.Metadata | None) -> list[tuple[str, str | by
         propagate.inject(carrier)
         forwarded = [(k, v) for k, v in forwarded if k not in _TRACE and k != "baggage"]
         forwarded += carrier.items()
-    elif not has_parent and (traceparent := current_traceparent()):
+    elif not has_parent and (traceparent := current_trace_context()):
         forwarded.append(("traceparent", traceparent))
     return forwarded
 
