@@ -20,11 +20,7 @@ def unary_unary_like(
     *,
     request_deserializer: Deserializer | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    return grpc.unary_unary_rpc_method_handler(
-        behaviour,
-        request_deserializer=request_deserializer or handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return _like(grpc.unary_unary_rpc_method_handler, handler, behaviour, request_deserializer)
 
 
 def unary_stream_like(
@@ -33,7 +29,16 @@ def unary_stream_like(
     *,
     request_deserializer: Deserializer | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    return grpc.unary_stream_rpc_method_handler(
+    return _like(grpc.unary_stream_rpc_method_handler, handler, behaviour, request_deserializer)
+
+
+def _like(
+    make: Callable[..., grpc.RpcMethodHandler[Any, Any]],
+    handler: Any,
+    behaviour: Any,
+    request_deserializer: Deserializer | None,
+) -> grpc.RpcMethodHandler[Any, Any]:
+    return make(
         behaviour,
         request_deserializer=request_deserializer or handler.request_deserializer,
         response_serializer=handler.response_serializer,
