@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 
+from libs.mail.smtp_outcome import Reply
 from libs.testing.smtp_servers import ScriptedSmtpServer
 from libs.testing.test_ca import TestCa
 from services.mta_worker.connection_pool import ConnectionPool
-from services.mta_worker.delivery import Letter, RecipientDelivery
+from services.mta_worker.delivery import Letter, RecipientDelivery, Report
 from services.mta_worker.endpoints import EndpointPlan
 from services.mta_worker.smtp_session import (
     Endpoint,
@@ -177,9 +178,14 @@ async def test_each_phase_has_its_own_time_out(servers, pipelining: bool) -> Non
 
 
 def _delivery(
-    server: ScriptedSmtpServer, pool: ConnectionPool, replies: list[tuple[str, int]]
+    server: ScriptedSmtpServer,
+    pool: ConnectionPool,
+    replies: list[tuple[str, int]],
+    *,
+    report: Report | None = None,
+    sent: Callable[[Reply], None] | None = None,
 ) -> RecipientDelivery:
-    async def report(settled, reply, classification, remote) -> None:
+    async def record(settled, reply, classification, remote) -> None:
         replies.extend((r.address, reply.code) for r in settled)
 
     return RecipientDelivery(
@@ -188,7 +194,8 @@ def _delivery(
         helo_name="postwire.test",
         timeouts=FAST,
         letter=lambda r: Letter("bounces+t@rp.example", r.address, MESSAGE, smtputf8=False),
-        report=report,
+        report=report or record,
+        sent=sent,
     )
 
 
@@ -254,15 +261,7 @@ async def test_the_connection_serves_other_mail_while_the_last_outcome_is_made_d
         recording_started.set()
         await durable.wait()
 
-    first = RecipientDelivery(
-        pool,
-        EndpointPlan(key="scripted", endpoints=(_endpoint(server),)),
-        helo_name="postwire.test",
-        timeouts=FAST,
-        letter=lambda r: Letter("bounces+t@rp.example", r.address, MESSAGE, smtputf8=False),
-        report=report_slowly,
-        sent=lambda reply: sent.append(reply.code),
-    )
+    first = _delivery(server, pool, [], report=report_slowly, sent=lambda reply: sent.append(reply.code))
     recording = asyncio.create_task(first.run(_recipients("a@example.net")))
     await asyncio.wait_for(recording_started.wait(), 10)
     assert sent == [250]
