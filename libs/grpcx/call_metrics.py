@@ -2,12 +2,14 @@
 
 The OpenTelemetry gRPC instrumentation records spans only, so these two interceptors record the
 semantic-convention histograms themselves (their _count is the call count). The server one runs
-outermost, so it sees the status the caller gets after ErrorInterceptor has mapped a domain error.
+outermost, so it sees the status the caller gets after libs.grpcx.server's call layer has mapped a
+domain error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
@@ -15,7 +17,7 @@ from typing import Any, TypeAlias
 import grpc
 
 from libs import metrics
-from libs.grpcx.handlers import unary_stream_like, unary_unary_like
+from libs.grpcx.handlers import PerMethod, unary_stream_like, unary_unary_like
 from libs.telemetry import current_trace_context
 
 __all__ = ["ClientMetricsInterceptor", "ServerMetricsInterceptor", "rpc_attributes"]
@@ -36,6 +38,11 @@ def rpc_attributes(path: str, code: grpc.StatusCode) -> dict[str, str | int]:
     }
 
 
+# One dict per (method, code) for the life of the process instead of one per call; the SDK only
+# reads it. Bounded by methods and codes; the cap only guards against a generic handler's paths.
+_attributes = functools.lru_cache(maxsize=2048)(rpc_attributes)
+
+
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
@@ -51,50 +58,56 @@ def _server_code(context: Any, exc: BaseException | None) -> grpc.StatusCode:
     return grpc.StatusCode.OK if exc is None else grpc.StatusCode.UNKNOWN
 
 
+def _record(path: str, started: float, context: Any, exc: BaseException | None) -> None:
+    metrics.rpc_server_duration.record(_elapsed_ms(started), _attributes(path, _server_code(context, exc)))
+
+
+def _measured(handler: Any, path: str) -> Any:
+    if handler.unary_unary is not None:
+        inner_uu: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                response = await inner_uu(request, context)
+            except BaseException as exc:
+                _record(path, started, context, exc)
+                raise
+            _record(path, started, context, None)
+            return response
+
+        return unary_unary_like(handler, unary_unary)
+    if handler.unary_stream is not None:
+        inner_us: Callable[[Any, Any], AsyncIterator[Any]] = handler.unary_stream
+
+        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            try:
+                async for item in inner_us(request, context):
+                    yield item
+            except BaseException as exc:
+                _record(path, started, context, exc)
+                raise
+            _record(path, started, context, None)
+
+        return unary_stream_like(handler, unary_stream)
+    # Client-streaming methods (reflection) are not counted.
+    return handler
+
+
 class ServerMetricsInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        # The load shedder inside builds a handler per admitted call, so this mostly wraps anew;
+        # its refusals and the never-shed methods (health) reuse one handler each.
+        self._handlers = PerMethod(_measured)
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler | None:
         handler: Any = await continuation(handler_call_details)
         if handler is None:
             return None
-        path = handler_call_details.method
-
-        def record(started: float, context: Any, exc: BaseException | None) -> None:
-            metrics.rpc_server_duration.record(
-                _elapsed_ms(started), rpc_attributes(path, _server_code(context, exc))
-            )
-
-        if handler.unary_unary is not None:
-            inner_uu: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary
-
-            async def unary_unary(request: Any, context: Any) -> Any:
-                started = time.perf_counter()
-                try:
-                    response = await inner_uu(request, context)
-                except BaseException as exc:
-                    record(started, context, exc)
-                    raise
-                record(started, context, None)
-                return response
-
-            return unary_unary_like(handler, unary_unary)
-        if handler.unary_stream is not None:
-            inner_us: Callable[[Any, Any], AsyncIterator[Any]] = handler.unary_stream
-
-            async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                started = time.perf_counter()
-                try:
-                    async for item in inner_us(request, context):
-                        yield item
-                except BaseException as exc:
-                    record(started, context, exc)
-                    raise
-                record(started, context, None)
-
-            return unary_stream_like(handler, unary_stream)
-        # Client-streaming methods (reflection) are not counted.
-        return handler  # type: ignore[no-any-return]
+        return self._handlers.get(handler, handler_call_details.method)  # type: ignore[no-any-return]  # see Handler
 
 
 class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -138,12 +151,12 @@ class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             code = await call.code()
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
-            metrics.rpc_client_duration.record(_elapsed_ms(started), rpc_attributes(path, code))
+            metrics.rpc_client_duration.record(_elapsed_ms(started), _attributes(path, code))
             raise
         except asyncio.CancelledError:
             metrics.rpc_client_duration.record(
-                _elapsed_ms(started), rpc_attributes(path, grpc.StatusCode.CANCELLED)
+                _elapsed_ms(started), _attributes(path, grpc.StatusCode.CANCELLED)
             )
             raise
-        metrics.rpc_client_duration.record(_elapsed_ms(started), rpc_attributes(path, code))
+        metrics.rpc_client_duration.record(_elapsed_ms(started), _attributes(path, code))
         return call

@@ -4,12 +4,11 @@ of method with the same (de)serializers, so each interceptor states only what it
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractContextManager
 from typing import Any
 
 import grpc
 
-__all__ = ["unary_stream_like", "unary_unary_like", "within_scope"]
+__all__ = ["PerMethod", "unary_stream_like", "unary_unary_like"]
 
 Deserializer = Callable[[bytes], Any]
 
@@ -45,24 +44,25 @@ def _like(
     )
 
 
-def within_scope(handler: Any, scope: Callable[[Any], AbstractContextManager[None]]) -> Any:
-    """The same handler with each unary or server-streaming call run inside `scope(context)`;
-    other kinds are returned as they are."""
-    if handler.unary_unary is not None:
-        inner_uu: Callable[[Any, Any], Awaitable[Any]] = handler.unary_unary
+class PerMethod:
+    """Each method's wrapped handler, built once per handler the lookup returns rather than once per
+    call: registered services' lookups return the same handler object every time, so an interceptor
+    builds its closures, handler and deserializer once per method. A lookup that returns a new
+    handler (a generic handler building one per call) just gets a new wrapping each time.
+    Bounded: past `limit` methods (a generic handler answering any path) new ones are not kept."""
 
-        async def unary_unary(request: Any, context: Any) -> Any:
-            with scope(context):
-                return await inner_uu(request, context)
+    __slots__ = ("_built", "_limit", "_wrap")
 
-        return unary_unary_like(handler, unary_unary)
-    if handler.unary_stream is not None:
-        inner_us: Callable[[Any, Any], AsyncIterator[Any]] = handler.unary_stream
+    def __init__(self, wrap: Callable[[Any, str], Any], *, limit: int = 512) -> None:
+        self._wrap = wrap
+        self._limit = limit
+        self._built: dict[str, tuple[Any, Any]] = {}
 
-        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            with scope(context):
-                async for item in inner_us(request, context):
-                    yield item
-
-        return unary_stream_like(handler, unary_stream)
-    return handler
+    def get(self, handler: Any, method: str) -> Any:
+        built = self._built.get(method)
+        if built is not None and built[0] is handler:
+            return built[1]
+        wrapped = self._wrap(handler, method)
+        if built is not None or len(self._built) < self._limit:
+            self._built[method] = (handler, wrapped)
+        return wrapped

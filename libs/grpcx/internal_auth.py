@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-__all__ = ["INTERNAL_PREFIX", "InternalAuthInterceptor", "token_client_interceptors", "token_metadata"]
+__all__ = ["INTERNAL_PREFIX", "InternalAuth", "token_client_interceptors", "token_metadata"]
 
 # Method paths look like "/postwire.internal.v1.PolicyService/Authenticate".
 INTERNAL_PREFIX = "/postwire.internal."
@@ -42,8 +41,10 @@ def _presented(metadata: Any) -> str | None:
     return None
 
 
-class InternalAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Answers UNAUTHENTICATED to internal methods called without the internal token.
+class InternalAuth:
+    """Decides whether a call may reach an internal method; libs.grpcx.server's call layer asks
+    it before the method is even looked up, so an unauthenticated caller cannot probe which
+    internal methods exist.
 
     An empty configured token refuses every internal call (fail closed): a service started
     without one can still serve its public API and health.
@@ -51,6 +52,9 @@ class InternalAuthInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, token: str) -> None:
         self._digest = _digest(token) if token else b""
+        # Every internal method takes one request message; answering with a unary handler ends a
+        # server-streaming call with the same status.
+        self.denied: grpc.RpcMethodHandler[Any, Any] = grpc.unary_unary_rpc_method_handler(_deny)
 
     def allows(self, metadata: Any) -> bool:
         presented = _presented(metadata)
@@ -58,23 +62,15 @@ class InternalAuthInterceptor(grpc.aio.ServerInterceptor):
             return False
         return hmac.compare_digest(_digest(presented), self._digest)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+    def admits(self, handler_call_details: grpc.HandlerCallDetails) -> bool:
+        """Public methods, health and reflection always; internal ones with the token."""
         if not handler_call_details.method.startswith(INTERNAL_PREFIX):
-            return await continuation(handler_call_details)
-        if self.allows(handler_call_details.invocation_metadata):
-            return await continuation(handler_call_details)
+            return True
+        return self.allows(handler_call_details.invocation_metadata)
 
-        # Refused before the method is even looked up, so an unauthenticated caller cannot
-        # probe which internal methods exist. Every internal method takes one request message;
-        # answering with a unary handler ends a server-streaming call with the same status.
-        async def deny(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
 
-        return grpc.unary_unary_rpc_method_handler(deny)
+async def _deny(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, _DENIED)
 
 
 class _Attach:

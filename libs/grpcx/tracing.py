@@ -4,16 +4,16 @@ With an exporter, opentelemetry-instrumentation-grpc's interceptor records it (a
 status, the parent from the caller's traceparent). Without one nothing is recorded
 (libs.telemetry.sampler_from_env), yet that interceptor still built every call's attribute
 dict, parsed the peer, wrapped the servicer context and asked the sampler: all to produce two
-ids. `IdsOnlyInterceptor` produces just those: the caller's trace id (from its traceparent) or
-a fresh one, a fresh span id, as the current non-recording span, so log lines, INTERNAL
-errors, events and NATS headers still carry the trace id, as they did.
+ids. `enter_ids` produces just those (libs.grpcx.server's call layer runs it around each call):
+the caller's trace id (from its traceparent) or a fresh one, a fresh span id, as the current
+non-recording span, so log lines, INTERNAL errors, events and NATS headers still carry the trace
+id, as they did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeAlias
+from contextvars import Token
+from typing import Any
 
 import grpc
 from opentelemetry import context as otel_context
@@ -22,21 +22,15 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
-from libs.grpcx.handlers import within_scope
-
-__all__ = ["IdsOnlyInterceptor", "parent_ids", "server_tracing_interceptor"]
-
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-Continuation: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
+__all__ = ["enter_ids", "leave_ids", "parent_ids", "recording_interceptor"]
 
 _ids = RandomIdGenerator()
 _NO_STATE = TraceState()
 
 
-def server_tracing_interceptor(*, recording: bool) -> grpc.aio.ServerInterceptor:
-    if recording:
-        return aio_server_interceptor()  # type: ignore[no-any-return, no-untyped-call]  # the otel grpc instrumentation is unannotated
-    return IdsOnlyInterceptor()
+def recording_interceptor() -> grpc.aio.ServerInterceptor:
+    """With an exporter: OpenTelemetry's interceptor, which records the server span."""
+    return aio_server_interceptor()  # type: ignore[no-any-return, no-untyped-call]  # the otel grpc instrumentation is unannotated
 
 
 def parent_ids(metadata: Any) -> tuple[int, int, str]:
@@ -70,19 +64,11 @@ def _span_for(context: Any) -> NonRecordingSpan:
     )
 
 
-@contextmanager
-def _ids_scope(context: Any) -> Iterator[None]:
-    token = otel_context.attach(trace.set_span_in_context(_span_for(context)))
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+def enter_ids(context: Any) -> Token[otel_context.Context]:
+    """Make the call's ids the current span; the token goes back to `leave_ids` when it ends.
+    (Two plain calls rather than a context manager: they run on every call of every server.)"""
+    return otel_context.attach(trace.set_span_in_context(_span_for(context)))
 
 
-class IdsOnlyInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler | None:
-        found = await continuation(handler_call_details)
-        # Reflection's stream (the only other kind) needs no span: within_scope leaves it as is.
-        return None if found is None else within_scope(found, _ids_scope)
+def leave_ids(token: Token[otel_context.Context]) -> None:
+    otel_context.detach(token)
