@@ -19,13 +19,11 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+from opentelemetry.trace import NonRecordingSpan
+
+from libs.telemetry import parse_traceparent, unrecorded_span
 
 __all__ = ["enter_ids", "leave_ids", "parent_ids", "recording_interceptor"]
-
-_ids = RandomIdGenerator()
-_NO_STATE = TraceState()
 
 
 def recording_interceptor() -> grpc.aio.ServerInterceptor:
@@ -42,26 +40,12 @@ def parent_ids(metadata: Any) -> tuple[int, int, str]:
             parent = value
         elif key == "tracestate":
             state = value
-    fields = parent.split("-") if isinstance(parent, str) else ()
-    if len(fields) < 4 or len(fields[1]) != 32 or len(fields[2]) != 16 or len(fields[3]) != 2:
-        return 0, 0, ""
-    try:
-        return int(fields[1], 16), int(fields[3], 16) & 0xFF, state if isinstance(state, str) else ""
-    except ValueError:
-        return 0, 0, ""
+    return parse_traceparent(parent, state)
 
 
 def _span_for(context: Any) -> NonRecordingSpan:
-    trace_id, flags, state = parent_ids(context.invocation_metadata())
-    return NonRecordingSpan(
-        SpanContext(
-            trace_id=trace_id or _ids.generate_trace_id(),
-            span_id=_ids.generate_span_id(),
-            is_remote=False,
-            trace_flags=TraceFlags(flags),
-            trace_state=TraceState.from_header([state]) if state else _NO_STATE,
-        )
-    )
+    # The caller's flags are kept: this span stands for the caller's own call on this side.
+    return unrecorded_span(*parent_ids(context.invocation_metadata()))
 
 
 def enter_ids(context: Any) -> Token[otel_context.Context]:

@@ -69,3 +69,16 @@ def test_unrecorded_trace_crosses_nats_headers(
     with consume_span("postwire.work.route", headers) as consumer:
         assert not consumer.is_recording()
         assert consumer.get_span_context().trace_id == root.get_span_context().trace_id
+
+
+def test_unrecorded_publish_outside_a_trace_starts_one_and_a_bare_message_gets_one() -> None:
+    headers: dict[str, str] = {}
+    with publish_span("postwire.work.route", headers) as producer:
+        assert not producer.is_recording()
+    version, trace_id, span_id, flags = headers["traceparent"].split("-")
+    assert (version, flags) == ("00", "00") and int(trace_id, 16) != 0
+    assert span_id == f"{producer.get_span_context().span_id:016x}"
+    with consume_span("postwire.work.route", None) as consumer:
+        assert consumer.get_span_context().trace_id not in (0, int(trace_id, 16))
+    with consume_span("postwire.work.route", {"traceparent": "garbage"}) as consumer:
+        assert consumer.get_span_context().is_valid
