@@ -654,6 +654,65 @@ def test_ascii_addresses_are_judged_exactly_as_before(local: str, domain: str) -
     assert after == before
 
 
+_DOMAINS = [
+    "example.com",
+    "Example.COM",
+    "bücher.example",
+    "xn--bcher-kva.example",
+    "localhost",
+    "x.test",
+    "a.invalid",
+    "home.arpa",
+    "a.123",
+    "ab--cd.com",
+    "-ex.com",
+    "a..com",
+    "a.com.",
+    "x",
+    "[127.0.0.1]",
+    "ex.com <a@b.com>",
+    "a@b.com",
+    "d" * 63 + "." + "e" * 63 + "." + "f" * 63 + ".com",
+    "d" * 64 + ".com",
+]
+
+
+@settings(max_examples=400)
+@given(
+    local=st.one_of(
+        _ASCII_LOCAL, st.sampled_from(["Postmaster", "INFO", "John.Doe", "a" * 64, "a" * 65, "o'neil+x"])
+    ),
+    domain=st.sampled_from(_DOMAINS),
+)
+def test_recipients_are_normalised_and_refused_exactly_as_validate_email_says(
+    local: str, domain: str
+) -> None:
+    # Plain addresses skip validate_email's per-character domain checks (cached per domain):
+    # the stored form and every refusal's text must be what validate_email itself gives.
+    address = f"{local}@{domain}"
+    request = make_request()
+    request.to[0].address = address
+    try:
+        expected = validate_email(
+            address,
+            check_deliverability=False,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            allow_smtputf8=True,
+        )
+    except EmailNotValidError as exc:
+        refused = violations(request)
+        assert [f for f, _ in refused] == ["to[0].address"]
+        if not any(ord(c) < 32 or ord(c) == 127 for c in address):
+            assert refused[0][1] == str(exc)
+        return
+    if any(ord(c) < 32 or ord(c) == 127 for c in address) or len(expected.local_part.encode()) > 64:
+        assert fields_of(request) == ["to[0].address"]
+        return
+    assert validate_send(request, now=NOW).recipients[0][0] == expected.normalized
+
+
 def _batch_message(to: str = "a@example.org", **fields: object) -> mail_service_pb2.SendEmailRequest:
     out = mail_service_pb2.SendEmailRequest(subject="Hi", text_body="x", **fields)  # type: ignore[arg-type]
     getattr(out, "from").address = "shop@example.com"
