@@ -28,6 +28,7 @@ __all__ = [
     "header_hash_input",
     "sign",
     "sign_hash_input",
+    "wire_form",
 ]
 
 # RFC 6376 §5.4.1's recommended set, plus List-Unsubscribe-Post (RFC 8058 requires a signature
@@ -212,8 +213,10 @@ def _h_and_signed(fields: dict[bytes, list[bytes]]) -> tuple[list[str], bytes]:
     return names, b"".join(parts)
 
 
-def _wire_form(data: bytes) -> bytes:
-    # SMTP clients send bare CR or LF as CRLF; sign the bytes that will be on the wire.
+def wire_form(data: bytes) -> bytes:
+    """Bare CR or LF as CRLF, as SMTP clients send them (aiosmtplib's
+    normalize_message_line_endings gives the same bytes), so the signature covers the bytes on
+    the wire; data already in that form is returned as is, without a regular expression pass."""
     # (bytes.count is ~4x slower here than one replace and two memchr scans.)
     without_crlf = data.replace(b"\r\n", b"")
     if b"\n" in without_crlf or b"\r" in without_crlf:
@@ -231,7 +234,7 @@ class MessageSigner:
         self.message = message
         if not keys:
             return  # nothing to sign: the copies are the fields on top and the message as given
-        message = _wire_form(message)
+        message = wire_form(message)
         # The client ends DATA with CRLF "." CRLF, adding a CRLF the message lacks; without it
         # here, verifiers would disagree on whether the last line's trailing whitespace counts.
         if not message.endswith(b"\r\n"):
@@ -250,7 +253,7 @@ class MessageSigner:
             return top + self.message
         fields = self._fields
         if top:
-            top = _wire_form(top)
+            top = wire_form(top)
             # Fields on top come first in the message: their names first in h=, and each of
             # their instances above the message's own (h= takes instances from the bottom up).
             fields = _fields_by_name(top)
