@@ -10,6 +10,7 @@ second copy of are oversigned, so adding one breaks the signature.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 import time
@@ -175,9 +176,11 @@ def _fold(tokens: Sequence[str], joiner: str, start: int) -> str:
     return "".join(out)
 
 
-def _h_tag(h: Sequence[str]) -> str:
+@functools.lru_cache(maxsize=256)
+def _h_tag(h: tuple[str, ...]) -> str:
     """h= on lines of its own (so one folding serves every key), folded after a ':' (FWS is
-    allowed around it)."""
+    allowed around it). Messages of one template share their header names, so the folding is
+    kept rather than redone for every copy."""
     names = [f"{name}:" for name in h[:-1]] + [f"{h[-1]};"]
     names[0] = "h=" + names[0]
     return _fold(names, "", 1)
@@ -260,7 +263,7 @@ class MessageSigner:
             for name, instances in self._fields.items():
                 fields[name] = fields.get(name, []) + instances
         h, signed = _h_and_signed(fields)
-        h_tag = _h_tag(h)
+        h_tag = _h_tag(tuple(h))
         t = int(time.time()) if timestamp is None else timestamp
         signatures = []
         for key in self._keys:
