@@ -71,13 +71,24 @@ def new_arrays(envelopes: Iterable[bus_pb2.EventEnvelope]) -> list[list[object]]
     return unnest_arrays(rows, len(_NEW_COLUMNS))
 
 
-async def publish_events(bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope]) -> None:
-    """Publish after commit; a failure is only logged because the outbox sweeper retries."""
-    results = await asyncio.gather(
-        *(bus.publish(_subject(e), e.SerializeToString(), msg_id=e.event.id) for e in envelopes),
-        return_exceptions=True,
-    )
-    failed = [r for r in results if isinstance(r, BaseException)]
+async def publish_events(
+    bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope], *, confirmed: bool = True
+) -> None:
+    """Publish after commit; a failure is only logged because the outbox sweeper retries. With
+    `confirmed=False` the stream's PubAck is not waited for (Bus.publish_unconfirmed): a publish
+    the stream never stored is then not even logged, and the sweeper re-publishes it all the same."""
+    publish = bus.publish if confirmed else bus.publish_unconfirmed
+    calls = [publish(_subject(e), e.SerializeToString(), msg_id=e.event.id) for e in envelopes]
+    failed: list[BaseException] = []
+    if len(calls) == 1:
+        # One event (a delivery outcome): awaited in place, without gather's task around it.
+        try:
+            await calls[0]
+        except Exception as exc:
+            failed.append(exc)
+    else:
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
     if failed:
         _log.warning("%d event publishes deferred to the sweeper: %s", len(failed), type(failed[0]).__name__)
 

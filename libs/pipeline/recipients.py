@@ -31,7 +31,7 @@ __all__ = [
     "lease_many_queued",
     "new_arrays",
     "postpone",
-    "queue_many_routed",
+    "queue_routed_sql",
     "queued_since",
     "record_outcomes",
     "release",
@@ -101,15 +101,14 @@ def new_arrays(
     return unnest_arrays(rows, len(_NEW_COLUMNS))
 
 
-async def queue_many_routed(conn: Tx, message_ids: Sequence[uuid.UUID], /, *, stall: timedelta) -> None:
-    """Queue routed messages' recipients for delivery, in one statement; `next_attempt_time` is
-    when the worker's scheduler steps in if the delivery task is lost."""
-    await conn.execute(
-        "UPDATE recipients SET state = $3, next_attempt_time = now() + $2::interval,"
-        f" update_time = now() WHERE message_id = ANY($1::uuid[]) AND state IN ({_UNROUTED})",
-        list(message_ids),
-        stall,
-        _QUEUED,
+def queue_routed_sql(stored: str, stall: str, state: str) -> str:
+    """An UPDATE, for a WITH clause, queueing for delivery the recipients of the routed messages
+    whose id the WITH query `stored` returned; `stall` and `state` are the parameters (say "$6")
+    holding the interval after which the worker's scheduler steps in if the delivery task is lost,
+    and RecipientState.QUEUED."""
+    return (
+        f"UPDATE recipients SET state = {state}, next_attempt_time = now() + {stall}::interval,"
+        f" update_time = now() WHERE message_id IN (SELECT id FROM {stored}) AND state IN ({_UNROUTED})"
     )
 
 

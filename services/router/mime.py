@@ -12,13 +12,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email import encoders
+from email import encoders, quoprimime
 from email.charset import QP, Charset
 from email.generator import BytesGenerator
 from email.header import Header
+from email.message import Message
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import Compat32
 from email.utils import format_datetime, formataddr
 
@@ -133,11 +133,18 @@ def _mailboxes(boxes: Sequence[message_pb2.EmailAddress]) -> str | Header:
     return header
 
 
-def _text_part(text: str, subtype: str) -> MIMENonMultipart:
-    # What MIMEText(text, subtype, _UTF8_QP) does, spelled out: its signature takes the charset's
-    # name only, and the name alone would pick base64 rather than quoted-printable.
-    part = MIMENonMultipart("text", subtype, charset=str(_UTF8_QP))
-    part.set_payload(_normalize_newlines(text), _UTF8_QP)
+def _text_part(text: str, subtype: str) -> Message:
+    """What MIMEText(text, subtype, _UTF8_QP) builds (its signature takes the charset's name only,
+    and the name alone would pick base64 rather than quoted-printable): the same headers in the
+    same order and the same quoted-printable payload, set directly. Its set_payload/set_charset
+    route re-parses and re-renders Content-Type for the charset and encodes through a TypeError
+    fallback, 27 -> 10 us per part; a unit test compares both on random text."""
+    part = Message()
+    part["Content-Type"] = f'text/{subtype}; charset="{_UTF8_QP}"'
+    part["MIME-Version"] = "1.0"
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    # Charset.body_encode's QP path: the UTF-8 octets, one character each, through quoprimime.
+    part.set_payload(quoprimime.body_encode(_normalize_newlines(text).encode("utf-8").decode("latin1")))
     return part
 
 
@@ -165,8 +172,8 @@ def build_mime(
     now: datetime,
 ) -> BuiltMessage:
     """Assemble text/HTML alternatives, inline images, attachments and the headers."""
-    body: MIMEBase | None = None
-    alternatives = []
+    body: Message | None = None
+    alternatives: list[Message] = []
     if content.text_body:
         alternatives.append(_text_part(content.text_body, "plain"))
     if content.html_body:

@@ -89,13 +89,11 @@ class RouterStore:
         # The first copy of an id is the one written; later copies answer False (lost the race).
         first = {key[0]: i for i, key in reversed(list(enumerate(keys)))}
         routed: set[uuid.UUID] = set()
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire() as conn:
+            # Normally one stall for the whole batch; each statement is atomic on its own.
             for stall in dict.fromkeys(key[4] for key in keys):
                 batch = [keys[i][:4] for i in first.values() if keys[i][4] == stall]
-                done = await messages.mark_many_routed(conn, batch)
-                if done:
-                    await recipients.queue_many_routed(conn, done, stall=stall)
-                routed.update(done)
+                routed.update(await messages.route_many(conn, batch, stall=stall))
         return [key[0] in routed and first[key[0]] == i for i, key in enumerate(keys)]
 
     async def mark_failed(

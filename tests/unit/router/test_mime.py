@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import io
 import random
 import re
 import string
 from datetime import UTC, datetime
+from email.generator import BytesGenerator
 from email.message import EmailMessage
+from email.mime.nonmultipart import MIMENonMultipart
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +19,7 @@ from hypothesis import strategies as st
 from postwire.v1 import mail_service_pb2
 
 from libs.mail.parts import Parts
+from services.router import mime
 from services.router.mime import BuiltMessage, build_mime
 
 NOW = datetime(2025, 6, 1, 12, 30, 15, tzinfo=UTC)
@@ -445,3 +449,24 @@ def _fold_or_error(policy: email.policy.Compat32, name: str, value: str) -> byte
         return policy.fold_binary(name, value)
     except Exception as exc:
         return type(exc).__name__
+
+
+def _flattened(part: email.message.Message) -> bytes:
+    buffer = io.BytesIO()
+    BytesGenerator(buffer, mangle_from_=False, policy=mime._POLICY).flatten(part)
+    return buffer.getvalue()
+
+
+def test_text_parts_are_what_mimetext_builds() -> None:
+    """_text_part sets headers and payload directly; the bytes are those of the MIMEText route
+    (MIMENonMultipart + set_payload with the QP charset), on random text."""
+    rng = random.Random(6532)
+    pieces = ["a", "b", " ", "\t", "\n", "\r", "\r\n", ".", "From ", "=", "é", "日本", "\u2028", "x" * 80, "😀", "\x7f"]
+    for _ in range(5_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 40)))
+        for subtype in ("plain", "html"):
+            reference = MIMENonMultipart("text", subtype, charset="utf-8")
+            reference.set_payload(mime._normalize_newlines(text), mime._UTF8_QP)
+            ours = mime._text_part(text, subtype)
+            assert ours.items() == reference.items()
+            assert _flattened(ours) == _flattened(reference), text
