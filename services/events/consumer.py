@@ -70,9 +70,11 @@ class EventRecorder:
         per tenant with a new event in it (a stream re-reads everything past its position on a
         notice, so one wakes it for the whole batch)."""
         fresh = await self._store.store_many(arrivals)
-        stored = [arrival.envelope for arrival, new in zip(arrivals, fresh, strict=True) if new]
-        count_stored(envelope.event for envelope in stored)
-        tenants = {envelope.tenant_id for envelope in stored}
+        tenants: set[str] = set()
+        for arrival, new in zip(arrivals, fresh, strict=True):
+            if new:
+                count_stored(arrival.envelope.event)
+                tenants.add(arrival.envelope.tenant_id)
         if tenants:
             # A task scheduled now runs just before the batch's handlers resume (the loop is
             # FIFO), so the notices join their acks in one socket write instead of one each.

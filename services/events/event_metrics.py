@@ -7,10 +7,6 @@ in each producer would count an outcome twice when its publish is retried.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
-
-from opentelemetry.metrics import Counter as _Counter
 from postwire.v1 import event_pb2, message_pb2
 
 from libs import metrics
@@ -38,20 +34,12 @@ def category_name(category: int) -> str:
     return name.removeprefix("BOUNCE_CATEGORY_").lower()
 
 
-def count_stored(events: Iterable[event_pb2.Event]) -> None:
-    """Count events that were stored for the first time: one add per counter and label set of the
-    batch rather than one per event (an add walks the SDK's attribute and view lookups)."""
-    counts: Counter[tuple[_Counter, str | None]] = Counter()
-    for event in events:
-        plain = _PLAIN.get(event.type)
-        if plain is not None:
-            counts[plain, None] += 1
-            continue
-        by_category = _BY_CATEGORY.get(event.type)
-        if by_category is not None:
-            counts[by_category, category_name(event.bounce_category)] += 1
-    for (counter, category), n in counts.items():
-        if category is None:
-            counter.add(n)
-        else:
-            counter.add(n, {"postwire.bounce.category": category})
+def count_stored(event: event_pb2.Event) -> None:
+    """Count an event that was stored for the first time."""
+    plain = _PLAIN.get(event.type)
+    if plain is not None:
+        plain.add(1)
+        return
+    by_category = _BY_CATEGORY.get(event.type)
+    if by_category is not None:
+        by_category.add(1, {"postwire.bounce.category": category_name(event.bounce_category)})

@@ -299,10 +299,10 @@ class WebhookDispatcher:
             started = time.monotonic()
             response: HttpResponse | None = None
             try:
-                # The client bounds each phase; this bounds the whole attempt whatever it does (a
-                # scope rather than wait_for, which would run the request in a task of its own).
-                async with asyncio.timeout(self._timeout + 5):
-                    response = await self._http.post(claim.url, body, headers)
+                # The client bounds each phase; this bounds the whole attempt whatever it does.
+                response = await asyncio.wait_for(
+                    self._http.post(claim.url, body, headers), timeout=self._timeout + 5
+                )
                 problem = "" if 200 <= response.status < 300 else _status_problem(response)
             except HttpTimedOut as exc:
                 problem = f"timed out: {exc.reason}"
