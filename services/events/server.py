@@ -19,7 +19,7 @@ from libs.service_main import Service, run_main, serve
 from libs.sweeper import Periodic
 from services.events.api import EventApi
 from services.events.config import EventsConfig
-from services.events.consumer import EventRecorder
+from services.events.consumer import FETCH_LINGER_SECONDS, EventRecorder
 from services.events.policy_client import PolicySuppressions
 from services.events.reader import EventReader
 from services.events.relay_suppressions import SuppressionRelay
@@ -80,6 +80,7 @@ async def run(env: Mapping[str, str]) -> None:
             concurrency=64,
             failures=recorder,
             retry=config.common.stage_retry,
+            linger=FETCH_LINGER_SECONDS,
         )
         sweeper = Periodic("event-outbox-sweeper", config.common.sweep_interval_seconds, recorder.sweep)
         sweeper.start()

@@ -46,6 +46,14 @@ SECRET_CACHE_ENTRIES = 4096
 # and in all; a few KiB each, so a few MiB at most.
 BACKLOG_PER_WEBHOOK = 1024
 BACKLOG_TOTAL = 4096
+# Delivered attempts wait this long for others to share their record's statement (and its
+# transaction): a few per statement at a moderate rate instead of one each. The endpoint has
+# answered and its slot is free meanwhile; a crash before the record means the delivery is sent
+# again when its lease expires, as for any unrecorded attempt.
+RECORD_LINGER_SECONDS = 0.05
+# Attempts waiting for their record do not count against max_in_flight (their request is over),
+# up to this many; past it they do again, so a stalled database stops new attempts.
+MAX_RECORDING = 256
 
 
 def refusal(http: GuardedHttp) -> CheckUrl:
@@ -79,6 +87,7 @@ class WebhookDispatcher:
         max_in_flight: int = 64,
         per_webhook: int = 4,
         interval: float = 0.5,
+        record_linger: float = RECORD_LINGER_SECONDS,
     ) -> None:
         self._store = store
         self._http = http
@@ -104,7 +113,10 @@ class WebhookDispatcher:
         # Attempts that finish together are recorded in one statement. A delivered attempt frees
         # its webhook's slot when the answer is in, but its task (which stop() waits for) lasts
         # until the record is written.
-        self._records: Coalescer[Delivered, None] = Coalescer(store.delivered_many, max_batch=256)
+        self._records: Coalescer[Delivered, None] = Coalescer(
+            store.delivered_many, max_batch=256, linger=record_linger
+        )
+        self._recording = 0
         self._opened: dict[tuple[str, str], str] = {}
         self._releases: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -152,8 +164,12 @@ class WebhookDispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
 
+    def _requesting(self) -> int:
+        """Attempts that count against max_in_flight: all but those only waiting for a record."""
+        return len(self._tasks) - min(self._recording, MAX_RECORDING)
+
     async def tick(self) -> int:
-        free = self._max - len(self._tasks)
+        free = self._max - self._requesting()
         if free <= 0:
             self._held_back = True
             return 0
@@ -190,7 +206,7 @@ class WebhookDispatcher:
     def _room(self, webhook_id: str) -> bool:
         return (
             not self._stopping
-            and len(self._tasks) < self._max
+            and self._requesting() < self._max
             and self._in_flight[webhook_id] < self._per_webhook
         )
 
@@ -202,7 +218,7 @@ class WebhookDispatcher:
         for webhook_id in (first, *self._backlog.webhooks()):
             while self._room(webhook_id) and (claim := self._backlog.pop(webhook_id, stale)) is not None:
                 self._start(claim)
-            if self._stopping or len(self._tasks) >= self._max:
+            if self._stopping or self._requesting() >= self._max:
                 break
         if stale:
             self._give_back(stale)
@@ -308,10 +324,14 @@ class WebhookDispatcher:
                 assert response is not None
                 # The endpoint has answered: the next request to it need not wait for this record,
                 # and records that wait for one in flight go out together in the next statement.
-                self._free(slot)
-                await self._records.load(
-                    Delivered(claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms)
-                )
+                self._recording += 1
+                try:
+                    self._free(slot)
+                    await self._records.load(
+                        Delivered(claim, status=status, snippet=_snippet(response.body), latency_ms=latency_ms)
+                    )
+                finally:
+                    self._recording -= 1
                 return
             span.set_status(Status(StatusCode.ERROR, problem[:128]))
         now = datetime.now(UTC)

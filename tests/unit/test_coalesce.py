@@ -61,6 +61,16 @@ async def test_keys_arriving_while_a_statement_runs_form_the_next_batch() -> Non
     assert table.statements == [[0, 1, 2], [3, 4, 5]]
 
 
+async def test_with_a_linger_keys_arriving_apart_share_one_statement() -> None:
+    table = FakeTable()
+    loader: Coalescer[int, int] = Coalescer(table.run, max_batch=64, outage=_outage, linger=0.05)
+    first = asyncio.ensure_future(loader.load(1))
+    await asyncio.sleep(0.01)  # several turns of the loop later, well inside the linger
+    second = asyncio.ensure_future(loader.load(2))
+    assert await asyncio.gather(first, second) == [10, 20]
+    assert table.statements == [[1, 2]]
+
+
 async def test_one_bad_key_does_not_fail_its_batch_mates() -> None:
     table = FakeTable()
     loader: Coalescer[int, int] = Coalescer(table.run, outage=_outage)
