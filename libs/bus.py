@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from typing import Protocol
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import APIError, NotFoundError
 
 from libs import metrics
 from libs.errors import Unavailable
@@ -53,6 +56,14 @@ EVENTS_PREFIX = "postwire.events"
 _log = logging.getLogger(__name__)
 # Bound on each step of closing the connection at shutdown, so a NATS that is away cannot hold it.
 _CLOSE_FLUSH_SECONDS = 1.0
+# How long a consumer's request for the next message waits on the server (its stop flag is read
+# in between), and how much longer the consumer waits for the server's answer, so that the
+# server's 408 at expiry always ends the request first and none outlives its wait.
+_PULL_WAIT_SECONDS = 1.0
+_PULL_MARGIN_SECONDS = 0.25
+# Statuses that end a pull request without anything wrong: no messages, expired, or a conflict
+# the next request settles (as nats-py's fetch treats them). Any other status is an error.
+_PULL_ENDS = frozenset({api.StatusCode.NO_MESSAGES, api.StatusCode.REQUEST_TIMEOUT, api.StatusCode.CONFLICT})
 
 
 def _deliveries(msg: Msg) -> int:
@@ -242,8 +253,9 @@ class Bus:
             )
         )
 
-    async def _subscribe(self, spec: ConsumerSpec) -> JetStreamContext.PullSubscription:
+    async def _subscribe(self, spec: ConsumerSpec) -> _Puller:
         config = ConsumerConfig(
+            name=spec.durable,
             durable_name=spec.durable,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
@@ -251,8 +263,17 @@ class Bus:
             max_ack_pending=spec.max_ack_pending,
             filter_subject=spec.subject,
         )
-        return await self.js.pull_subscribe(
-            spec.subject, durable=spec.durable, stream=spec.stream, config=config
+        # As nats-py's pull_subscribe: create the durable consumer unless it exists.
+        try:
+            await self.js.consumer_info(spec.stream, spec.durable)
+        except NotFoundError:
+            await self.js.add_consumer(spec.stream, config=config)
+        inbox = self.nc.new_inbox()
+        return _Puller(
+            self.nc,
+            await self.nc.subscribe(inbox),
+            f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.durable}",
+            inbox,
         )
 
     async def _consume(
@@ -265,7 +286,7 @@ class Bus:
         linger: float,
     ) -> None:
         in_flight: set[asyncio.Task[None]] = set()
-        sub: JetStreamContext.PullSubscription | None = None
+        sub: _Puller | None = None
         while not self._stopping.is_set():
             try:
                 if sub is None:
@@ -275,10 +296,7 @@ class Bus:
                     continue
                 # Fetch only as many as there are free slots, so nothing sits unacked in memory.
                 wanted = concurrency - len(in_flight)
-                try:
-                    msgs = await sub.fetch(wanted, timeout=1.0)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
+                msgs = await sub.pull(wanted)
                 for msg in msgs:
                     task = asyncio.create_task(self._handle(msg, handler, spec.durable, failures, retry))
                     in_flight.add(task)
@@ -396,7 +414,80 @@ class Bus:
             await asyncio.wait_for(self.nc.close(), _CLOSE_FLUSH_SECONDS)
 
 
-async def _close_subscription(sub: JetStreamContext.PullSubscription) -> None:
+class _Puller:
+    """A durable pull consumer's own inbox, and its requests for messages.
+
+    Not nats-py's fetch(n): after a first message that waits for the rest of the batch until the
+    server ends the request; when an earlier request on the same inbox is still open (one the
+    client gave up on just before the server expired it), the message comes in under that one,
+    nothing ends the current one, and the message waits for the next message or the time-out:
+    the idle outlier of 150-700 ms in about one send in a hundred (bench/README.md, session 9).
+    Here each request either ends at once (no_wait: what is there now) or asks for one message
+    (and ends with it), and anything that arrives on the inbox is handed over without waiting.
+    """
+
+    def __init__(self, nc: NATS, sub: Subscription, next_subject: str, inbox: str) -> None:
+        self._nc = nc
+        self._sub = sub
+        self._next_subject = next_subject
+        self._inbox = inbox
+
+    async def pull(self, batch: int) -> list[Msg]:
+        """Up to `batch` messages as soon as there are any; none after a wait with nothing."""
+        msgs = await self._ready(batch)
+        if msgs:
+            return msgs
+        # What is there now: without `expires` the server answers at once, ending with a status
+        # unless it sent the whole batch.
+        await self._request({"batch": batch, "no_wait": True})
+        while len(msgs) < batch:
+            msg = await self._next(_PULL_WAIT_SECONDS)
+            if msg is None:
+                break
+            msgs.append(msg)
+        if msgs:
+            return msgs
+        # Nothing yet: wait for the next one. A request for one message ends with it, so no part
+        # of it stays open to take a later message this consumer has no slot for.
+        await self._request({"batch": 1, "expires": int(_PULL_WAIT_SECONDS * 1e9)})
+        msg = await self._next(_PULL_WAIT_SECONDS + _PULL_MARGIN_SECONDS)
+        return [] if msg is None else [msg, *await self._ready(batch - 1)]
+
+    async def _ready(self, batch: int) -> list[Msg]:
+        """Messages already on the inbox (statuses of requests that are over are dropped)."""
+        msgs: list[Msg] = []
+        while len(msgs) < batch and self._sub.pending_msgs > 0:
+            msg = await self._sub.next_msg(timeout=_PULL_WAIT_SECONDS)
+            if not _status(msg):
+                msgs.append(msg)
+        return msgs
+
+    async def _request(self, request: dict[str, object]) -> None:
+        await self._nc.publish(self._next_subject, json.dumps(request).encode(), reply=self._inbox)
+
+    async def _next(self, timeout: float) -> Msg | None:
+        """The next message on the inbox; None when a status ended the request or none came."""
+        try:
+            msg = await self._sub.next_msg(timeout=timeout)
+        except (NatsTimeoutError, TimeoutError):
+            return None
+        status = _status(msg)
+        if not status:
+            return msg
+        if status in _PULL_ENDS:
+            return None
+        # No consumer behind the subject (a wiped store) and the like: re-subscribe.
+        raise APIError.from_msg(msg)
+
+    async def unsubscribe(self) -> None:
+        await self._sub.unsubscribe()
+
+
+def _status(msg: Msg) -> str | None:
+    return None if msg.headers is None else msg.headers.get(api.Header.STATUS)
+
+
+async def _close_subscription(sub: _Puller) -> None:
     """Unsubscribe without waiting on a server that may be gone; the durable consumer stays."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(sub.unsubscribe(), _CLOSE_FLUSH_SECONDS)
