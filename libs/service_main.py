@@ -83,6 +83,7 @@ async def serve(
         max_in_flight_wait=common.max_in_flight_wait_seconds,
     )
     service = await wire(server)
+    _settle_heap()
     # Checked before the port opens, so no probe ever sees SERVING against an unmigrated schema.
     readiness = ReadinessProbe(service.ready, server.set_ready)
     await readiness.check_once()
@@ -117,10 +118,13 @@ _GC_YOUNG_THRESHOLD = 10_000
 
 
 def _settle_heap() -> None:
-    """What the imports built (modules, classes, protobuf descriptors) lives as long as the
+    """What start-up built (modules, protobuf descriptors, pools, handlers) lives as long as the
     process: frozen out of the cyclic collector, so its full collections stop walking those
-    objects again and again, and young collections run less often. In the process entry only,
-    not in `serve`, which tests also run inside a pytest process."""
+    objects while callers wait (under overload they paused the edge and submission 20-170 ms,
+    about 1 ms after: bench/README.md "A/B: overload refusals"), and young collections run less
+    often (gc was ~4 % of mta_worker's and the router's CPU: "A/B: delivery-path CPU"). A test
+    that runs `serve` in its own process freezes what it holds at that moment too: those objects
+    were alive anyway, and only ones that later become cyclic garbage are kept."""
     gc.collect()
     gc.freeze()
     _, older, oldest = gc.get_threshold()
@@ -144,7 +148,6 @@ def run_main(
 ) -> None:
     """A service's process entry: a bad setting is one plain line on stderr and exit status 2,
     not a traceback (logging is not configured yet, and may be what is misconfigured)."""
-    _settle_heap()
     try:
         with asyncio.Runner(loop_factory=loop_factory(os.environ, default_loop)) as runner:
             runner.run(run(os.environ))
