@@ -32,7 +32,7 @@ from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_
 
 from bench.compare import percentile
 from libs.capture import SmtpSink
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
 from libs.readiness import READINESS
 

@@ -35,7 +35,8 @@ import bench.__main__ as bench_main
 from bench.compare import percentile
 from libs.capture import SmtpSink
 from libs.embedded.nats_server import start_nats
-from libs.embedded.postgres import free_port, start_postgres
+from libs.embedded.ports import free_port
+from libs.embedded.postgres import start_postgres
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
 from libs.grpcx.status import retry_delay as hinted_delay

@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2
 from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 
 from bench.__main__ import build_request
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _ANSWER = mail_service_pb2.SendEmailResponse(message_id="0" * 26).SerializeToString()

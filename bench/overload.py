@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.__main__ import ADMIN_TOKEN, INTERNAL_TOKEN, spawn_services
     from bench.production import WEBHOOK_PATH, production_env
-    from libs.embedded.postgres import free_port
+    from libs.embedded.ports import free_port
     from libs.embedded.suite import SERVICES, SuitePorts
     from libs.testing.dns_server import LoopbackDns
     from libs.testing.webhook_receiver import WebhookReceiver

@@ -69,7 +69,7 @@ from bench.compare import (
 from bench.overload import Overload, overload_problems, overload_table, run_overload
 from bench.production import WEBHOOK_PATH, Sender, make_sender, production_env
 from libs.capture import SmtpSink
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
 from libs.testing.dns_server import LoopbackDns
 from libs.testing.webhook_receiver import WebhookReceiver

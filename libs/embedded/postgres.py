@@ -10,24 +10,18 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from libs.embedded.pg_dirs import cluster_dir, shared_install
+from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess, ProcessFailed
 
-__all__ = ["free_port", "start_postgres"]
+__all__ = ["start_postgres"]
 
 PG_SYSTEM_USER = "postwire-pg"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _pginstall() -> Path:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from libs.db import apply_migrations
 from libs.embedded.nats_server import start_nats
-from libs.embedded.postgres import free_port, start_postgres
+from libs.embedded.ports import free_port
+from libs.embedded.postgres import start_postgres
 from libs.embedded.process import ManagedProcess
 
 __all__ = ["DEFAULT_METRICS_PORTS", "SERVICES", "Suite", "SuitePorts"]

@@ -11,7 +11,7 @@ from typing import Any
 from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, SOA, TXT, A, DNSError
 from dnslib.server import BaseResolver, DNSServer
 
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 
 __all__ = ["LoopbackDns"]
 

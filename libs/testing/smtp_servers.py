@@ -17,10 +17,9 @@ import email
 import email.policy
 import itertools
 import logging
-import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from types import TracebackType
@@ -36,7 +35,6 @@ __all__ = [
     "ScriptedSmtpServer",
     "TlsInfo",
     "Transaction",
-    "free_port_on",
 ]
 
 log = logging.getLogger(__name__)
@@ -133,26 +131,6 @@ class _ConnectionLog:
             rsets=self.rsets,
             closed=self.closed,
         )
-
-
-def free_port_on(hosts: Iterable[str], *, attempts: int = 50) -> int:
-    """A TCP port that is free on every one of ``hosts`` at once (e.g. 127.0.0.2 and 127.0.0.3)."""
-    addresses = list(hosts)
-    if not addresses:
-        raise ValueError("free_port_on needs at least one address")
-    for _ in range(attempts):
-        with contextlib.ExitStack() as held:
-            first = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            first.bind((addresses[0], 0))
-            port = int(first.getsockname()[1])
-            try:
-                for address in addresses[1:]:
-                    other = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-                    other.bind((address, port))
-            except OSError:
-                continue
-            return port
-    raise OSError(f"no port free on all of {addresses} after {attempts} tries")
 
 
 class ScriptedSmtpServer:

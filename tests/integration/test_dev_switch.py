@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from libs.dev_switch import DEV_ONLY_SETTINGS
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess
 from services.policy.config import DEV_PEPPER, DEV_SECRET_KEY
 

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 from postwire.v1 import event_pb2, event_service_pb2, event_service_pb2_grpc, mail_service_pb2_grpc
 
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import Suite
 from tests.conftest import create_tenant

@@ -17,7 +17,7 @@ from grpc_status import rpc_status
 from postwire.internal.v1 import policy_service_pb2, policy_service_pb2_grpc
 from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_pb2_grpc
 
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess
 from tests.conftest import ADMIN_TOKEN, INTERNAL_AUTH
 from tests.integration.helpers import mail, unique

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from libs.capture import SmtpSink
 from libs.embedded.nats_server import start_nats
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
 from libs.testing.polling import poll_until

@@ -26,7 +26,7 @@ from grpc_status import rpc_status
 from postwire.v1 import admin_service_pb2, admin_service_pb2_grpc, mail_service_pb2, mail_service_pb2_grpc
 
 from libs.capture import SmtpSink
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import Suite
 from libs.grpcx.overload import OVERLOADED_REASON

@@ -32,7 +32,7 @@ from postwire.v1 import (
     template_service_pb2_grpc,
 )
 
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import Suite
 from libs.testing.polling import poll_until

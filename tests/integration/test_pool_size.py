@@ -7,7 +7,7 @@ import sys
 
 import asyncpg
 
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import Suite
 

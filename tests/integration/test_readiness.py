@@ -24,7 +24,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from libs.db import apply_migrations
-from libs.embedded.postgres import free_port, start_postgres
+from libs.embedded.ports import free_port
+from libs.embedded.postgres import start_postgres
 from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.polling import poll_until

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from libs.embedded.postgres import free_port
+from libs.embedded.ports import free_port
 from libs.grpcx.server import GrpcServer
 
 

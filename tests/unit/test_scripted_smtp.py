@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import aiosmtplib
 import pytest
 
-from libs.testing.smtp_servers import ScriptedSmtpServer, free_port_on
+from libs.embedded.ports import free_port_on
+from libs.testing.smtp_servers import ScriptedSmtpServer
 from libs.testing.test_ca import TestCa
 
 MX_NAME = "mx.test.example"

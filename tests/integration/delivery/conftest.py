@@ -16,9 +16,10 @@ import grpc
 import pytest
 
 from libs.embedded.nats_server import start_nats
+from libs.embedded.ports import free_port_on
 from libs.embedded.suite import Suite, SuitePorts
 from libs.testing.dns_server import LoopbackDns
-from libs.testing.smtp_servers import ScriptedSmtpServer, free_port_on
+from libs.testing.smtp_servers import ScriptedSmtpServer
 from libs.testing.suites import stop_suite
 from libs.testing.test_ca import TestCa
 from tests.conftest import TEST_ENV, Tenant, create_tenant
