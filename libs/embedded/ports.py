@@ -40,7 +40,6 @@ def free_port_on(hosts: Iterable[str]) -> int:
     if not addresses:
         raise ValueError("free_port_on needs at least one address")
     low, high = _range()
-    _RESERVATIONS.mkdir(parents=True, exist_ok=True)
     for _ in range(_ATTEMPTS):
         port = random.randint(low, high) if high > low else _kernel_pick(addresses[0])
         if _bindable(port, addresses) and _reserve(port):
@@ -79,6 +78,7 @@ def _reserve(port: int) -> bool:
     path = _RESERVATIONS / str(port)
     for _ in range(2):
         try:
+            _RESERVATIONS.mkdir(parents=True, exist_ok=True)
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             return True
         except FileExistsError:
@@ -88,4 +88,10 @@ def _reserve(port: int) -> bool:
                 path.unlink()  # stale: whoever reserved it has long bound it or gone
             except FileNotFoundError:
                 pass  # released by another process meanwhile: try to take it
+            except OSError:
+                return False  # another user's stale reservation: pick another port
+        except OSError:
+            # A reservation directory this user cannot write (another user's): the port is still
+            # outside the ephemeral range, only not guarded against a parallel pick.
+            return True
     return False
