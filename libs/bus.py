@@ -186,31 +186,24 @@ class Bus:
             except Exception:
                 await self.js.update_stream(config)
 
-    async def publish(self, subject: str, payload: bytes, *, msg_id: str) -> None:
-        """Publish and wait for the PubAck; `msg_id` makes a replay a no-op inside the window."""
+    async def publish(self, subject: str, payload: bytes, *, msg_id: str, confirmed: bool = True) -> None:
+        """Publish; `msg_id` makes a replay a no-op inside the window. Confirmed, it waits for the
+        PubAck. `confirmed=False` is only for a message whose durable copy lives in PostgreSQL,
+        which a sweeper re-publishes if the stream never got it (an outbox row, a recipient queued
+        for delivery): waiting for the PubAck cost ~30 us of CPU per message (the request's inbox,
+        future and timer, and parsing the PubAck) for nothing the sweeper does not already cover."""
         headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
         with publish_span(subject, headers) as span:
             span.set_attribute("messaging.message.id", msg_id)
             try:
+                if not confirmed:
+                    await self.nc.publish(subject, payload, headers=headers)
+                    return
                 ack = await self.js.publish(subject, payload, headers=headers)
             except Exception as exc:
                 raise Unavailable(f"message bus unavailable: {type(exc).__name__}") from exc
             if ack.duplicate:
                 span.set_attribute("postwire.duplicate", True)
-
-    async def publish_unconfirmed(self, subject: str, payload: bytes, *, msg_id: str) -> None:
-        """Publish without waiting for the PubAck (the stream still drops a replay of `msg_id`):
-        only for a message whose durable copy lives in PostgreSQL, which a sweeper re-publishes
-        if the stream never got it (an outbox row, a recipient queued for delivery). Waiting for
-        the PubAck cost ~30 us of CPU per message (the request's inbox, future and timer, and
-        parsing the PubAck) for nothing the sweeper does not already cover."""
-        headers: dict[str, str] = {"Nats-Msg-Id": msg_id}
-        with publish_span(subject, headers) as span:
-            span.set_attribute("messaging.message.id", msg_id)
-            try:
-                await self.nc.publish(subject, payload, headers=headers)
-            except Exception as exc:
-                raise Unavailable(f"message bus unavailable: {type(exc).__name__}") from exc
 
     async def publish_many(self, items: Sequence[Publication], *, batch: int = PUBLISH_BATCH) -> int:
         """Publish pipelined: a batch goes out without waiting for each PubAck, then its PubAcks

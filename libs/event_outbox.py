@@ -75,10 +75,12 @@ async def publish_events(
     bus: Bus, envelopes: Iterable[bus_pb2.EventEnvelope], *, confirmed: bool = True
 ) -> None:
     """Publish after commit; a failure is only logged because the outbox sweeper retries. With
-    `confirmed=False` the stream's PubAck is not waited for (Bus.publish_unconfirmed): a publish
+    `confirmed=False` the stream's PubAck is not waited for (Bus.publish): a publish
     the stream never stored is then not even logged, and the sweeper re-publishes it all the same."""
-    publish = bus.publish if confirmed else bus.publish_unconfirmed
-    calls = [publish(_subject(e), e.SerializeToString(), msg_id=e.event.id) for e in envelopes]
+    calls = [
+        bus.publish(_subject(e), e.SerializeToString(), msg_id=e.event.id, confirmed=confirmed)
+        for e in envelopes
+    ]
     failed: list[BaseException] = []
     if len(calls) == 1:
         # One event (a delivery outcome): awaited in place, without gather's task around it.

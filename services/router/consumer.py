@@ -142,10 +142,11 @@ class Router:
             # Unconfirmed: the routed row and its queued recipients are already committed, and
             # the worker's scheduler re-publishes them after the stall whether this publish or
             # its PubAck is lost (a failed confirmed publish left them to it too).
-            await self._bus.publish_unconfirmed(
+            await self._bus.publish(
                 DELIVER_SUBJECT,
                 bus_pb2.DeliveryTask(message_id=row.id).SerializeToString(),
                 msg_id=f"{row.id}:deliver",
+                confirmed=False,
             )
         return Outcome.ACK
 
