@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import uvloop
 
@@ -29,7 +29,7 @@ from libs.readiness import Check, ReadinessProbe
 from libs.runtime import configure_logging, wait_for_stop_signal
 from libs.telemetry import setup_telemetry, shutdown_telemetry
 
-__all__ = ["Service", "run_main", "serve"]
+__all__ = ["Service", "Serving", "grpc_server", "run_main", "serve", "serve_on"]
 
 _log = logging.getLogger("postwire")
 # A stop hook that settles work by the grace itself (mta_worker) may take this long to record it.
@@ -59,11 +59,45 @@ class Service:
     ready: list[Check] = field(default_factory=list)
 
 
+class Serving(Protocol):
+    """What the lifecycle below needs of a gRPC server (GrpcServer, ThreadedGrpcServer)."""
+
+    async def start(self) -> None: ...
+    async def set_ready(self, ready: bool) -> None: ...
+    async def enter_graceful_shutdown(self) -> None: ...
+    async def stop(self, grace: float) -> None: ...
+
+
+ServerT = TypeVar("ServerT", bound=Serving)
+
+
+def grpc_server(common: CommonConfig) -> GrpcServer:
+    return GrpcServer(
+        common.listen,
+        internal_token=common.internal_token,
+        max_connection_age=common.max_connection_age_seconds,
+        max_connection_age_grace=common.max_connection_age_grace_seconds,
+        service=common.service,
+        max_in_flight=common.max_in_flight,
+        max_in_flight_wait=common.max_in_flight_wait_seconds,
+    )
+
+
 async def serve(
     common: CommonConfig,
     env: Mapping[str, str],
     wire: Callable[[GrpcServer], Awaitable[Service]],
 ) -> None:
+    await serve_on(common, env, grpc_server, wire)
+
+
+async def serve_on(
+    common: CommonConfig,
+    env: Mapping[str, str],
+    build: Callable[[CommonConfig], ServerT],
+    wire: Callable[[ServerT], Awaitable[Service]],
+) -> None:
+    """`serve` with a server of the caller's making (the edge's thread server)."""
     refused = refusal(env, common.service)
     if refused:
         # One plain line on stderr and a non-zero exit, before anything is opened.
@@ -73,15 +107,7 @@ async def serve(
     configure_logging(common.service, common.log_level)
     setup_telemetry(common.service, env)
     setup_metrics(common.service, common.metrics_listen)
-    server = GrpcServer(
-        common.listen,
-        internal_token=common.internal_token,
-        max_connection_age=common.max_connection_age_seconds,
-        max_connection_age_grace=common.max_connection_age_grace_seconds,
-        service=common.service,
-        max_in_flight=common.max_in_flight,
-        max_in_flight_wait=common.max_in_flight_wait_seconds,
-    )
+    server = build(common)
     service = await wire(server)
     _settle_heap()
     # Checked before the port opens, so no probe ever sees SERVING against an unmigrated schema.

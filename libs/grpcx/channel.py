@@ -13,16 +13,14 @@ from libs.telemetry import recording
 __all__ = ["open_forwarding_channel", "open_internal_channel"]
 
 
-def open_forwarding_channel(target: str) -> grpc.aio.Channel:
-    """A channel for the edge's byte-level forwarding: no credential of its own (the edge
-    forwards the caller's) and no interceptors. The forwarder records rpc.client.duration and
-    passes the trace context itself; grpc.aio runs any client interceptor in an extra task per
-    call, a loop turn the edge cannot spare when it is busy (each new call it accepts waits for
-    several turns of that loop).
+def open_forwarding_channel(target: str) -> grpc.Channel:
+    """A blocking channel for the edge's byte-level forwarding (it runs on grpc's thread server,
+    libs.grpcx.threaded_server): no credential of its own (the edge forwards the caller's) and
+    no interceptors; the forwarder records rpc.client.duration and passes the trace context.
 
     `dns:///svc:port` targets spread calls over every replica (round_robin).
     """
-    return _open(target, [])
+    return grpc.insecure_channel(target, options=_OPTIONS)
 
 
 def open_internal_channel(target: str, *, token: str) -> grpc.aio.Channel:
@@ -39,18 +37,17 @@ def open_internal_channel(target: str, *, token: str) -> grpc.aio.Channel:
     return _open(target, [fused, *streams, *token_client_interceptors(token, unary_unary=False)])
 
 
+_OPTIONS = [
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.enable_retries", 1),
+    # A restarted peer is back within a second or two; don't let backoff stretch the gap.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
 def _open(target: str, interceptors: list[grpc.aio.ClientInterceptor]) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.enable_retries", 1),
-            # A restarted peer is back within a second or two; don't let backoff stretch the gap.
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.min_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 2000),
-        ],
-        interceptors=interceptors or None,
-    )
+    return grpc.aio.insecure_channel(target, options=_OPTIONS, interceptors=interceptors or None)

@@ -3,7 +3,7 @@ of method with the same (de)serializers, so each interceptor states only what it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -24,7 +24,7 @@ def unary_unary_like(
 
 def unary_stream_like(
     handler: Any,
-    behaviour: Callable[[Any, Any], AsyncIterator[Any]],
+    behaviour: Callable[[Any, Any], AsyncIterator[Any] | Iterator[Any]],
     *,
     request_deserializer: Deserializer | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:

@@ -3,13 +3,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from libs.config import CommonConfig, env_str
+from libs.config import CommonConfig, env_int, env_str
 
 
 @dataclass(frozen=True, slots=True)
 class EdgeConfig:
     common: CommonConfig
     routes: dict[str, str]  # public service full name -> backend target
+    # POSTWIRE_EDGE_MAX_STREAMS: server streams (StreamEvents) forwarded at once; each holds a
+    # thread of the edge's pool for its life, so past this a new one is refused (RESOURCE_EXHAUSTED).
+    max_streams: int = 256
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EdgeConfig:
@@ -24,4 +27,5 @@ class EdgeConfig:
                 "postwire.v1.SuppressionService": env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
                 "postwire.v1.DomainService": env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
             },
+            max_streams=env_int(env, "POSTWIRE_EDGE_MAX_STREAMS", 256, minimum=1),
         )

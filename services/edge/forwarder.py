@@ -1,15 +1,15 @@
 """A byte-level gRPC forwarder: one public address in front of the separate service processes.
 
-Requests and responses pass through undecoded; status codes, messages and trailing metadata
+It runs on grpc's thread server (libs.grpcx.threaded_server): each call is forwarded by one
+blocking call on its pool thread. Requests and responses pass through undecoded; status codes, messages and trailing metadata
 (where google.rpc details travel) are passed back unchanged, and server-streaming calls stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TypeAlias
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -28,12 +28,12 @@ _DROP = {"user-agent", "content-type", "te"}
 _TRACE = ("traceparent", "tracestate")
 
 # Requests and responses stay serialized: the forwarder never decodes a message.
-Context: TypeAlias = grpc.aio.ServicerContext[bytes, bytes]
-UnaryHandler: TypeAlias = Callable[[bytes, Context], Awaitable[bytes]]
-StreamHandler: TypeAlias = Callable[[bytes, Context], AsyncIterator[bytes]]
+Context: TypeAlias = grpc.ServicerContext
+UnaryHandler: TypeAlias = Callable[[bytes, Context], bytes]
+StreamHandler: TypeAlias = Callable[[bytes, Context], Iterator[bytes]]
 
 
-def _forwardable(metadata: grpc.aio.Metadata | None) -> list[tuple[str, str | bytes]]:
+def _forwardable(metadata: Any) -> list[tuple[str, str | bytes]]:
     """The caller's metadata for the next hop, with the trace context the back end should
     continue. The edge's own span is only worth naming as the parent when it is recorded
     (an exporter is set); otherwise the caller's traceparent passes through as it came (same
@@ -98,51 +98,49 @@ class Forwarder(grpc.GenericRpcHandler):
         return grpc.unary_unary_rpc_method_handler(self._unary_unary(channel, path))
 
     @staticmethod
-    def _unary_unary(channel: grpc.aio.Channel, path: str) -> UnaryHandler:
-        multicallable: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
+    def _unary_unary(channel: grpc.Channel, path: str) -> UnaryHandler:
+        multicallable: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
         attributes = _client_attributes(path)
         duration = metrics.rpc_client_duration
 
-        async def forward(request: bytes, context: Context) -> bytes:
+        def forward(request: bytes, context: Context) -> bytes:
             started = time.perf_counter()
             # wait_for_ready rides out a backend restart (rolling deploy) within the deadline
             # instead of failing the caller at once.
-            call = multicallable(
-                request,
-                metadata=_forwardable(context.invocation_metadata()),
-                timeout=context.time_remaining() or DEFAULT_DEADLINE,
-                wait_for_ready=True,
-            )
+            # Blocking on this pool thread (a future would add a hand-off to the channel's own
+            # thread per call). A caller that goes away meanwhile does not cancel this hop: a
+            # unary back-end call finishes within its deadline either way.
             try:
-                response: bytes = await call
-            except grpc.aio.AioRpcError as exc:
-                duration.record((time.perf_counter() - started) * 1000.0, attributes[exc.code()])
-                await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
-            except asyncio.CancelledError:
-                duration.record(
-                    (time.perf_counter() - started) * 1000.0, attributes[grpc.StatusCode.CANCELLED]
+                response: bytes
+                response, _ = multicallable.with_call(
+                    request,
+                    metadata=tuple(_forwardable(context.invocation_metadata())),
+                    timeout=_remaining(context) or DEFAULT_DEADLINE,
+                    wait_for_ready=True,
                 )
-                raise
+            except grpc.RpcError as exc:
+                duration.record((time.perf_counter() - started) * 1000.0, attributes[_code(exc)])
+                _pass_back(context, exc)
             duration.record((time.perf_counter() - started) * 1000.0, attributes[grpc.StatusCode.OK])
             return response
 
         return forward
 
     @staticmethod
-    def _unary_stream(channel: grpc.aio.Channel, path: str) -> StreamHandler:
-        multicallable: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(path)
+    def _unary_stream(channel: grpc.Channel, path: str) -> StreamHandler:
+        multicallable: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(path)
 
-        async def forward(request: bytes, context: Context) -> AsyncIterator[bytes]:
+        def forward(request: bytes, context: Context) -> Iterator[bytes]:
             call = multicallable(
                 request,
-                metadata=_forwardable(context.invocation_metadata()),
-                timeout=context.time_remaining(),
+                metadata=tuple(_forwardable(context.invocation_metadata())),
+                timeout=_remaining(context),
             )
+            context.add_callback(lambda: _cancel(call))
             try:
-                async for item in call:
-                    yield item
-            except grpc.aio.AioRpcError as exc:
-                await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
+                yield from call
+            except grpc.RpcError as exc:
+                _pass_back(context, exc)
             finally:
                 call.cancel()
 
@@ -150,4 +148,32 @@ class Forwarder(grpc.GenericRpcHandler):
 
     async def close(self) -> None:
         for channel in self._channels.values():
-            await channel.close()
+            channel.close()
+
+
+# grpc's thread server reports a call without a deadline as one ~infinitely far away, which a
+# next hop given it as a timeout overflows into an instant DEADLINE_EXCEEDED.
+_NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
+
+
+def _remaining(context: Context) -> float | None:
+    """The caller's deadline for the next hop; None when the caller set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > _NO_DEADLINE_SECONDS else remaining
+
+
+def _cancel(call: grpc.Call) -> None:
+    call.cancel()
+
+
+def _code(exc: grpc.RpcError) -> grpc.StatusCode:
+    call: Any = exc  # a failed blocking call is both the error and its grpc.Call
+    return call.code()  # type: ignore[no-any-return]
+
+
+def _pass_back(context: Context, exc: grpc.RpcError) -> NoReturn:
+    """The back end's status, message and trailing metadata (google.rpc details) unchanged."""
+    call: Any = exc  # a failed blocking call is both the error and its grpc.Call
+    context.set_trailing_metadata(tuple(call.trailing_metadata() or ()))
+    context.abort(call.code(), call.details() or "")
+    raise AssertionError("unreachable: abort raises")

@@ -15,8 +15,9 @@ from postwire.v1 import (  # noqa: F401
     webhook_service_pb2,
 )
 
-from libs.grpcx.server import GrpcServer
-from libs.service_main import Service, run_main, serve
+from libs.config import CommonConfig
+from libs.grpcx.threaded_server import ThreadedGrpcServer
+from libs.service_main import Service, run_main, serve_on
 from services.edge.config import EdgeConfig
 from services.edge.forwarder import Forwarder
 
@@ -24,14 +25,25 @@ from services.edge.forwarder import Forwarder
 async def run(env: Mapping[str, str]) -> None:
     config = EdgeConfig.from_env(env)
 
-    async def wire(server: GrpcServer) -> Service:
+    def build(common: CommonConfig) -> ThreadedGrpcServer:
+        # grpc's thread server, not grpc.aio: see libs.grpcx.threaded_server for why.
+        return ThreadedGrpcServer(
+            common.listen,
+            service=common.service,
+            max_in_flight=common.max_in_flight,
+            max_streams=config.max_streams,
+            max_connection_age=common.max_connection_age_seconds,
+            max_connection_age_grace=common.max_connection_age_grace_seconds,
+        )
+
+    async def wire(server: ThreadedGrpcServer) -> Service:
         forwarder = Forwarder(config.routes)
         server.server.add_generic_rpc_handlers([forwarder])
         for name in config.routes:
             server.reflect(name)
         return Service(close=[forwarder.close])
 
-    await serve(config.common, env, wire)
+    await serve_on(config.common, env, build, wire)
 
 
 def main() -> None:
