@@ -22,7 +22,15 @@ from libs.grpcx.tracing import enter_ids, leave_ids, recording_interceptor
 from libs.readiness import LIVENESS, READINESS, Heartbeat
 from libs.telemetry import recording
 
-__all__ = ["MAX_MESSAGE_BYTES", "CallInterceptor", "GrpcServer", "server_options"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "CallInterceptor",
+    "GrpcServer",
+    "Undecodable",
+    "server_options",
+    "tolerant",
+    "undecodable_error",
+]
 
 # 25 MB of message after encoding, plus base64/proto overhead headroom.
 MAX_MESSAGE_BYTES = 40 * 1024 * 1024
@@ -44,7 +52,7 @@ def server_options(*, max_connection_age: float = 300.0, grace: float = 30.0) ->
     ]
 
 
-class _Undecodable:
+class Undecodable:
     """Stands in for a request whose bytes did not parse, so the handler can answer
     INVALID_ARGUMENT; gRPC itself would answer UNKNOWN and log a traceback."""
 
@@ -54,7 +62,7 @@ class _Undecodable:
         self.message_name = message_name
 
 
-def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
     if deserializer is None:  # generic handlers (the edge) take raw bytes
         return None
     # The generated deserializer is `Message.FromString`; its class names the expected message.
@@ -67,12 +75,12 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
         # DecodeError for bad wire format or invalid UTF-8 in a string field; RecursionError or
         # others for pathological nesting. All are the caller's bytes, never our bug.
         except Exception:
-            return _Undecodable(name)
+            return Undecodable(name)
 
     return deserialize
 
 
-def _undecodable_error(request: _Undecodable, method: str) -> InvalidArgument:
+def undecodable_error(request: Undecodable, method: str) -> InvalidArgument:
     _log.info("request to %s does not decode as %s", method, request.message_name)
     return InvalidArgument(
         [("request", f"the request bytes do not decode as {request.message_name}")],
@@ -118,8 +126,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             async def unary_unary(request: Any, context: Context) -> Any:
                 token = enter_ids(context) if ids else None
                 try:
-                    if isinstance(request, _Undecodable):
-                        raise _undecodable_error(request, method)
+                    if isinstance(request, Undecodable):
+                        raise undecodable_error(request, method)
                     return await inner_uu(request, context)
                 except grpc.aio.AbortError:
                     raise
@@ -130,7 +138,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                         leave_ids(token)
 
             return unary_unary_like(
-                handler, unary_unary, request_deserializer=_tolerant(handler.request_deserializer)
+                handler, unary_unary, request_deserializer=tolerant(handler.request_deserializer)
             )
         if handler.unary_stream is not None:
             inner_us = handler.unary_stream
@@ -138,8 +146,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 token = enter_ids(context) if ids else None
                 try:
-                    if isinstance(request, _Undecodable):
-                        raise _undecodable_error(request, method)
+                    if isinstance(request, Undecodable):
+                        raise undecodable_error(request, method)
                     async for item in inner_us(request, context):
                         yield item
                 except grpc.aio.AbortError:
@@ -151,7 +159,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                         leave_ids(token)
 
             return unary_stream_like(
-                handler, unary_stream, request_deserializer=_tolerant(handler.request_deserializer)
+                handler, unary_stream, request_deserializer=tolerant(handler.request_deserializer)
             )
         if handler.stream_stream is not None:  # reflection: no trace ids needed
             inner_ss = handler.stream_stream
@@ -159,8 +167,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             async def stream_stream(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
                 async def checked() -> AsyncIterator[Any]:
                     async for request in requests:
-                        if isinstance(request, _Undecodable):
-                            raise _undecodable_error(request, method)
+                        if isinstance(request, Undecodable):
+                            raise undecodable_error(request, method)
                         yield request
 
                 try:
@@ -173,7 +181,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream,
-                request_deserializer=_tolerant(handler.request_deserializer),
+                request_deserializer=tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler

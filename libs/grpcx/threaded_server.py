@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeAlias
 
 import grpc
@@ -38,7 +39,7 @@ from libs import metrics
 from libs.grpcx.call_metrics import rpc_attributes
 from libs.grpcx.handlers import PerMethod, unary_stream_like, unary_unary_like
 from libs.grpcx.overload import overloaded_status
-from libs.grpcx.server import server_options
+from libs.grpcx.server import Undecodable, server_options, tolerant, undecodable_error
 from libs.grpcx.status import status_for
 from libs.grpcx.tracing import enter_ids, leave_ids
 from libs.readiness import LIVENESS, READINESS
@@ -104,6 +105,7 @@ class _Layer(grpc.ServerInterceptor):
         self._refuse = refuse
         self._refusal_handler: Handler = grpc.unary_unary_rpc_method_handler(refuse)
         self._handlers = PerMethod(self._wrap)
+        self._decoding = PerMethod(_decoding)
 
     def intercept_service(
         self,
@@ -115,63 +117,89 @@ class _Layer(grpc.ServerInterceptor):
             # On the thread that reads calls: the refusal is decided before anything else runs.
             return self._refusal_handler
         handler = continuation(details)
-        if handler is None or never_shed:
-            return handler
-        return self._handlers.get(handler, details.method)  # type: ignore[no-any-return]  # PerMethod is untyped
+        if handler is None:
+            return None
+        if never_shed:  # health and reflection: only undecodable bytes to answer for
+            return self._decoding.get(handler, details.method)  # type: ignore[no-any-return]  # PerMethod is untyped
+        return self._handlers.get(handler, details.method)  # type: ignore[no-any-return]  # as above
 
     def _wrap(self, handler: Any, path: str) -> Any:
         attributes = {code: rpc_attributes(path, code) for code in grpc.StatusCode}
-        duration = metrics.rpc_server_duration
-        refuse, ids = self._refuse, self._ids
         if handler.unary_unary is not None:
-            inner_uu = handler.unary_unary
-            calls = self._calls
+            inner_uu, calls = handler.unary_unary, self._calls
 
             def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
-                started = time.perf_counter()
-                if not calls.enter():
-                    duration.record(0.0, attributes[grpc.StatusCode.RESOURCE_EXHAUSTED])
-                    refuse(request, context)
-                token = enter_ids(context) if ids else None
-                try:
-                    response = inner_uu(request, context)
-                except Exception as exc:
-                    _abort_unless_aborted(context, exc)
-                    raise
-                finally:
-                    if token is not None:
-                        leave_ids(token)
-                    calls.leave()
-                    duration.record(
-                        (time.perf_counter() - started) * 1000.0, attributes[_final_code(context)]
-                    )
-                return response
+                with self._admitted(calls, request, context, attributes):
+                    return inner_uu(request, context)
 
             return unary_unary_like(handler, unary_unary)
         if handler.unary_stream is not None:
-            inner_us = handler.unary_stream
-            streams = self._streams
+            inner_us, streams = handler.unary_stream, self._streams
 
             def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                started = time.perf_counter()
-                if not streams.enter():
-                    refuse(request, context)
-                token = enter_ids(context) if ids else None
-                try:
+                with self._admitted(streams, request, context, attributes):
                     yield from inner_us(request, context)
-                except Exception as exc:
-                    _abort_unless_aborted(context, exc)
-                    raise
-                finally:
-                    if token is not None:
-                        leave_ids(token)
-                    streams.leave()
-                    duration.record(
-                        (time.perf_counter() - started) * 1000.0, attributes[_final_code(context)]
-                    )
 
             return unary_stream_like(handler, unary_stream)
         return handler
+
+    @contextmanager
+    def _admitted(
+        self, slots: Slots, request: Any, context: Any, attributes: dict[grpc.StatusCode, Any]
+    ) -> Iterator[None]:
+        """A slot for the call's life (or the refusal), its trace ids, its status, its duration."""
+        started = time.perf_counter()
+        if not slots.enter():
+            metrics.rpc_server_duration.record(0.0, attributes[grpc.StatusCode.RESOURCE_EXHAUSTED])
+            self._refuse(request, context)
+        token = enter_ids(context) if self._ids else None
+        try:
+            yield
+        except Exception as exc:
+            _abort_unless_aborted(context, exc)
+            raise
+        finally:
+            if token is not None:
+                leave_ids(token)
+            slots.leave()
+            elapsed = (time.perf_counter() - started) * 1000.0
+            metrics.rpc_server_duration.record(elapsed, attributes[_final_code(context)])
+
+
+def _decoding(handler: Any, path: str) -> Any:
+    """Bytes that do not parse are INVALID_ARGUMENT naming the message (libs.grpcx.server's
+    rule), not grpc's INTERNAL "Exception deserializing request!" with a logged traceback."""
+    decode = tolerant(handler.request_deserializer)
+    if decode is None:
+        return handler
+
+    def checked(request: Any, context: Any) -> Any:
+        if isinstance(request, Undecodable):
+            context.abort_with_status(status_for(undecodable_error(request, path)))
+        return request
+
+    if handler.unary_unary is not None:
+        inner_uu = handler.unary_unary
+        return unary_unary_like(
+            handler,
+            lambda request, context: inner_uu(checked(request, context), context),
+            request_deserializer=decode,
+        )
+    if handler.unary_stream is not None:
+        inner_us = handler.unary_stream
+        return unary_stream_like(
+            handler,
+            lambda request, context: inner_us(checked(request, context), context),
+            request_deserializer=decode,
+        )
+    if handler.stream_stream is not None:  # reflection
+        inner_ss = handler.stream_stream
+        return grpc.stream_stream_rpc_method_handler(
+            lambda requests, context: inner_ss((checked(r, context) for r in requests), context),
+            request_deserializer=decode,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
 
 
 def _abort_unless_aborted(context: Any, exc: Exception) -> None:
