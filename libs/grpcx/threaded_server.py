@@ -23,10 +23,11 @@ thread each; a few spare threads answer refusals and health checks while all of 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeAlias
 
@@ -84,6 +85,22 @@ class Slots:
             self._held = max(0, self._held - 1)
 
 
+class _OnCallingThread(ThreadPoolExecutor):
+    """An executor that runs what it is given at once on the submitting thread (it never starts
+    a thread of its own): for behaviours that only send a status."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # grpc reads the outcome from the future, as from a pool's
+            done.set_exception(exc)
+        return done
+
+
 def _final_code(context: Any) -> grpc.StatusCode:
     code = context.code()  # set by abort or set_code; None for a call that returned normally
     return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
@@ -102,8 +119,16 @@ class _Layer(grpc.ServerInterceptor):
         def refuse(request: Any, context: grpc.ServicerContext) -> Any:
             context.abort_with_status(refusal)
 
+        def refuse_unread(requests: Any, context: grpc.ServicerContext) -> Any:
+            context.abort_with_status(refusal)
+
+        # The shedder's refusal is a client-streaming handler that never reads the request (on the
+        # wire a unary call is a stream of one message), run on the thread that read the call:
+        # grpc's thread server runs a behaviour on its `experimental_thread_pool` when it has
+        # one. So a refusal waits neither for a free pool thread nor for its request's bytes.
+        refuse_unread.experimental_thread_pool = _OnCallingThread()  # type: ignore[attr-defined]
         self._refuse = refuse
-        self._refusal_handler: Handler = grpc.unary_unary_rpc_method_handler(refuse)
+        self._refusal_handler: Handler = grpc.stream_unary_rpc_method_handler(refuse_unread)
         self._handlers = PerMethod(self._wrap)
         self._decoding = PerMethod(_decoding)
 
@@ -115,6 +140,7 @@ class _Layer(grpc.ServerInterceptor):
         never_shed = details.method.startswith(_NEVER_SHED)
         if not never_shed and self._calls.full():
             # On the thread that reads calls: the refusal is decided before anything else runs.
+            metrics.rpc_server_duration.record(0.0, _refused_attributes(details.method))
             return self._refusal_handler
         handler = continuation(details)
         if handler is None:
@@ -164,6 +190,11 @@ class _Layer(grpc.ServerInterceptor):
             slots.leave()
             elapsed = (time.perf_counter() - started) * 1000.0
             metrics.rpc_server_duration.record(elapsed, attributes[_final_code(context)])
+
+
+@functools.lru_cache(maxsize=512)  # bounded: the method names are the callers'
+def _refused_attributes(path: str) -> dict[str, str | int]:
+    return rpc_attributes(path, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 def _decoding(handler: Any, path: str) -> Any:
