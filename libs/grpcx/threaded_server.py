@@ -209,18 +209,12 @@ def _decoding(handler: Any, path: str) -> Any:
             context.abort_with_status(status_for(undecodable_error(request, path)))
         return request
 
-    if handler.unary_unary is not None:
-        inner_uu = handler.unary_unary
-        return unary_unary_like(
+    single = handler.unary_unary or handler.unary_stream  # health's Check and Watch
+    if single is not None:
+        like = unary_unary_like if handler.unary_unary is not None else unary_stream_like
+        return like(
             handler,
-            lambda request, context: inner_uu(checked(request, context), context),
-            request_deserializer=decode,
-        )
-    if handler.unary_stream is not None:
-        inner_us = handler.unary_stream
-        return unary_stream_like(
-            handler,
-            lambda request, context: inner_us(checked(request, context), context),
+            lambda request, context: single(checked(request, context), context),
             request_deserializer=decode,
         )
     if handler.stream_stream is not None:  # reflection

@@ -151,3 +151,14 @@ def test_slots_bound_holders_across_threads() -> None:
     assert entered.count(True) == 3 and slots.full()
     slots.leave()
     assert not slots.full() and slots.enter()
+
+
+async def test_health_refuses_undecodable_bytes_naming_the_message(served) -> None:
+    _, _, channel = served
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await channel.unary_unary("/grpc.health.v1.Health/Check")(b"\xff\xff\xff", timeout=5)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "grpc.health.v1.HealthCheckRequest" in (refused.value.details() or "")
+    # The same channel still answers.
+    answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
