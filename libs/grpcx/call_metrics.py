@@ -20,7 +20,13 @@ from libs import metrics
 from libs.grpcx.handlers import PerMethod, unary_stream_like, unary_unary_like
 from libs.telemetry import current_trace_context
 
-__all__ = ["ClientMetricsInterceptor", "ServerMetricsInterceptor", "rpc_attributes"]
+__all__ = [
+    "ClientMetricsInterceptor",
+    "ServerMetricsInterceptor",
+    "attributes_of",
+    "rpc_attributes",
+    "server_code",
+]
 
 # As in libs.grpcx.server (which imports this module): the aio server keeps coroutine functions in
 # the sync stubs' handler slots, so handlers are held as Any.
@@ -40,14 +46,15 @@ def rpc_attributes(path: str, code: grpc.StatusCode) -> dict[str, str | int]:
 
 # One dict per (method, code) for the life of the process instead of one per call; the SDK only
 # reads it. Bounded by methods and codes; the cap only guards against a generic handler's paths.
-_attributes = functools.lru_cache(maxsize=2048)(rpc_attributes)
+attributes_of = functools.lru_cache(maxsize=2048)(rpc_attributes)
 
 
 def _elapsed_ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
 
 
-def _server_code(context: Any, exc: BaseException | None) -> grpc.StatusCode:
+def server_code(context: Any, exc: BaseException | None) -> grpc.StatusCode:
+    """The status a server call ended with (grpc.aio or the thread server), for its metrics."""
     if isinstance(exc, asyncio.CancelledError):
         return grpc.StatusCode.CANCELLED
     code = context.code()
@@ -59,7 +66,7 @@ def _server_code(context: Any, exc: BaseException | None) -> grpc.StatusCode:
 
 
 def _record(path: str, started: float, context: Any, exc: BaseException | None) -> None:
-    metrics.rpc_server_duration.record(_elapsed_ms(started), _attributes(path, _server_code(context, exc)))
+    metrics.rpc_server_duration.record(_elapsed_ms(started), attributes_of(path, server_code(context, exc)))
 
 
 def _measured(handler: Any, path: str) -> Any:
@@ -151,12 +158,12 @@ class ClientMetricsInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             code = await call.code()
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
-            metrics.rpc_client_duration.record(_elapsed_ms(started), _attributes(path, code))
+            metrics.rpc_client_duration.record(_elapsed_ms(started), attributes_of(path, code))
             raise
         except asyncio.CancelledError:
             metrics.rpc_client_duration.record(
-                _elapsed_ms(started), _attributes(path, grpc.StatusCode.CANCELLED)
+                _elapsed_ms(started), attributes_of(path, grpc.StatusCode.CANCELLED)
             )
             raise
-        metrics.rpc_client_duration.record(_elapsed_ms(started), _attributes(path, code))
+        metrics.rpc_client_duration.record(_elapsed_ms(started), attributes_of(path, code))
         return call

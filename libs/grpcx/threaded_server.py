@@ -24,7 +24,6 @@ thread each; a few spare threads answer refusals and health checks while all of 
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +37,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import server_interceptor as otel_server_interceptor
 
 from libs import metrics
-from libs.grpcx.call_metrics import rpc_attributes
+from libs.grpcx.call_metrics import attributes_of, server_code
 from libs.grpcx.handlers import PerMethod, unary_stream_like, unary_unary_like
 from libs.grpcx.overload import overloaded_status
 from libs.grpcx.server import Undecodable, server_options, tolerant, undecodable_error
@@ -51,8 +50,8 @@ __all__ = ["Slots", "ThreadedGrpcServer"]
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 _NEVER_SHED = ("/grpc.health.", "/grpc.reflection.")
-# Pool threads beyond the call and stream bounds: refusals, health checks and reflection run on
-# these when every admitted call holds a thread.
+# Pool threads beyond the call and stream bounds: health checks and reflection run on these when
+# every admitted call holds a thread (refusals run on the thread that reads calls).
 _SPARE_THREADS = 16
 
 
@@ -66,10 +65,6 @@ class Slots:
         self.limit = limit
         self._held = 0
         self._lock = threading.Lock()
-
-    @property
-    def held(self) -> int:
-        return self._held
 
     def full(self) -> bool:
         return self._held >= self.limit  # a racy read is fine: enter() decides
@@ -102,11 +97,6 @@ class _OnCallingThread(ThreadPoolExecutor):
         return done
 
 
-def _final_code(context: Any) -> grpc.StatusCode:
-    code = context.code()  # set by abort or set_code; None for a call that returned normally
-    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK
-
-
 class _Layer(grpc.ServerInterceptor):
     """One layer around every call, outermost first: the duration histogram, the shedder (a
     refused call costs nothing more), the caller's trace ids, and status mapping."""
@@ -117,19 +107,16 @@ class _Layer(grpc.ServerInterceptor):
         self._streams = streams
         self._ids = ids
 
-        def refuse(request: Any, context: grpc.ServicerContext) -> Any:
-            context.abort_with_status(refusal)
-
-        def refuse_unread(requests: Any, context: grpc.ServicerContext) -> Any:
+        def refuse(_: Any, context: grpc.ServicerContext) -> Any:
             context.abort_with_status(refusal)
 
         # The shedder's refusal is a client-streaming handler that never reads the request (on the
         # wire a unary call is a stream of one message), run on the thread that read the call:
         # grpc's thread server runs a behaviour on its `experimental_thread_pool` when it has
         # one. So a refusal waits neither for a free pool thread nor for its request's bytes.
-        refuse_unread.experimental_thread_pool = _OnCallingThread()  # type: ignore[attr-defined]
+        refuse.experimental_thread_pool = _OnCallingThread()  # type: ignore[attr-defined]
         self._refuse = refuse
-        self._refusal_handler: Handler = grpc.stream_unary_rpc_method_handler(refuse_unread)
+        self._refusal_handler: Handler = grpc.stream_unary_rpc_method_handler(refuse)
         self._handlers = PerMethod(self._wrap)
         self._decoding = PerMethod(_decoding)
 
@@ -141,7 +128,9 @@ class _Layer(grpc.ServerInterceptor):
         never_shed = details.method.startswith(_NEVER_SHED)
         if not never_shed and self._calls.full():
             # On the thread that reads calls: the refusal is decided before anything else runs.
-            metrics.rpc_server_duration.record(0.0, _refused_attributes(details.method))
+            metrics.rpc_server_duration.record(
+                0.0, attributes_of(details.method, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            )
             return self._refusal_handler
         handler = continuation(details)
         if handler is None:
@@ -151,12 +140,11 @@ class _Layer(grpc.ServerInterceptor):
         return self._handlers.get(handler, details.method)  # type: ignore[no-any-return]  # as above
 
     def _wrap(self, handler: Any, path: str) -> Any:
-        attributes = {code: rpc_attributes(path, code) for code in grpc.StatusCode}
         if handler.unary_unary is not None:
             inner_uu, calls = handler.unary_unary, self._calls
 
             def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
-                with self._admitted(calls, request, context, attributes):
+                with self._admitted(calls, request, context, path):
                     return inner_uu(request, context)
 
             return unary_unary_like(handler, unary_unary)
@@ -164,20 +152,18 @@ class _Layer(grpc.ServerInterceptor):
             inner_us, streams = handler.unary_stream, self._streams
 
             def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                with self._admitted(streams, request, context, attributes):
+                with self._admitted(streams, request, context, path):
                     yield from inner_us(request, context)
 
             return unary_stream_like(handler, unary_stream)
         return handler
 
     @contextmanager
-    def _admitted(
-        self, slots: Slots, request: Any, context: Any, attributes: dict[grpc.StatusCode, Any]
-    ) -> Iterator[None]:
+    def _admitted(self, slots: Slots, request: Any, context: Any, path: str) -> Iterator[None]:
         """A slot for the call's life (or the refusal), its trace ids, its status, its duration."""
         started = time.perf_counter()
         if not slots.enter():
-            metrics.rpc_server_duration.record(0.0, attributes[grpc.StatusCode.RESOURCE_EXHAUSTED])
+            metrics.rpc_server_duration.record(0.0, attributes_of(path, grpc.StatusCode.RESOURCE_EXHAUSTED))
             self._refuse(request, context)
         token = enter_ids(context) if self._ids else None
         try:
@@ -190,12 +176,7 @@ class _Layer(grpc.ServerInterceptor):
                 leave_ids(token)
             slots.leave()
             elapsed = (time.perf_counter() - started) * 1000.0
-            metrics.rpc_server_duration.record(elapsed, attributes[_final_code(context)])
-
-
-@functools.lru_cache(maxsize=512)  # bounded: the method names are the callers'
-def _refused_attributes(path: str) -> dict[str, str | int]:
-    return rpc_attributes(path, grpc.StatusCode.RESOURCE_EXHAUSTED)
+            metrics.rpc_server_duration.record(elapsed, attributes_of(path, server_code(context, None)))
 
 
 def _decoding(handler: Any, path: str) -> Any:

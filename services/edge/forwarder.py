@@ -1,8 +1,9 @@
 """A byte-level gRPC forwarder: one public address in front of the separate service processes.
 
 It runs on grpc's thread server (libs.grpcx.threaded_server): each call is forwarded by one
-blocking call on its pool thread. Requests and responses pass through undecoded; status codes, messages and trailing metadata
-(where google.rpc details travel) are passed back unchanged, and server-streaming calls stream.
+blocking call on its pool thread. Requests and responses pass through undecoded; status codes,
+messages and trailing metadata (where google.rpc details travel) are passed back unchanged, and
+server-streaming calls stream.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ UnaryHandler: TypeAlias = Callable[[bytes, Context], bytes]
 StreamHandler: TypeAlias = Callable[[bytes, Context], Iterator[bytes]]
 
 
-def _forwardable(metadata: Any) -> list[tuple[str, str | bytes]]:
+def _forwardable(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
     """The caller's metadata for the next hop, with the trace context the back end should
     continue. The edge's own span is only worth naming as the parent when it is recorded
     (an exporter is set); otherwise the caller's traceparent passes through as it came (same
@@ -54,7 +55,7 @@ def _forwardable(metadata: Any) -> list[tuple[str, str | bytes]]:
         forwarded += carrier.items()
     elif not has_parent and (traceparent := current_trace_context()):
         forwarded.append(("traceparent", traceparent))
-    return forwarded
+    return tuple(forwarded)
 
 
 def _client_attributes(path: str) -> dict[grpc.StatusCode, dict[str, str | int]]:
@@ -105,16 +106,15 @@ class Forwarder(grpc.GenericRpcHandler):
 
         def forward(request: bytes, context: Context) -> bytes:
             started = time.perf_counter()
-            # wait_for_ready rides out a backend restart (rolling deploy) within the deadline
-            # instead of failing the caller at once.
             # Blocking on this pool thread (a future would add a hand-off to the channel's own
-            # thread per call). A caller that goes away meanwhile does not cancel this hop: a
-            # unary back-end call finishes within its deadline either way.
+            # thread per call), so a caller that goes away does not cancel this hop: a unary
+            # back-end call finishes within its deadline either way. wait_for_ready rides out a
+            # backend restart (rolling deploy) within the deadline instead of failing at once.
             try:
                 response: bytes
                 response, _ = multicallable.with_call(
                     request,
-                    metadata=tuple(_forwardable(context.invocation_metadata())),
+                    metadata=_forwardable(context.invocation_metadata()),
                     timeout=_remaining(context) or DEFAULT_DEADLINE,
                     wait_for_ready=True,
                 )
@@ -133,7 +133,7 @@ class Forwarder(grpc.GenericRpcHandler):
         def forward(request: bytes, context: Context) -> Iterator[bytes]:
             call = multicallable(
                 request,
-                metadata=tuple(_forwardable(context.invocation_metadata())),
+                metadata=_forwardable(context.invocation_metadata()),
                 timeout=_remaining(context),
             )
             context.add_callback(lambda: _cancel(call))
@@ -173,7 +173,7 @@ def _code(exc: grpc.RpcError) -> grpc.StatusCode:
 
 def _pass_back(context: Context, exc: grpc.RpcError) -> NoReturn:
     """The back end's status, message and trailing metadata (google.rpc details) unchanged."""
-    call: Any = exc  # a failed blocking call is both the error and its grpc.Call
+    call: Any = exc  # as in _code
     context.set_trailing_metadata(tuple(call.trailing_metadata() or ()))
-    context.abort(call.code(), call.details() or "")
+    context.abort(_code(exc), call.details() or "")
     raise AssertionError("unreachable: abort raises")
