@@ -29,11 +29,12 @@ from postwire.v1 import mail_service_pb2, mail_service_pb2_grpc
 from bench import peer
 from bench.__main__ import Deliveries, await_deliveries, build_request, delivery_cap, log, rss_mb
 from bench.compare import percentile
-from bench.production import Sender
+from bench.production import CLIENT_REALTIME_PRIORITY, Sender
 from libs.capture import SmtpSink
 from libs.embedded.suite import Suite
 from libs.grpcx.overload import OVERLOADED_REASON
 from libs.grpcx.status import retry_delay
+from libs.priority import run_realtime
 
 __all__ = ["OVERLOAD_FACTOR", "Overload", "overload_problems", "overload_table", "run_overload"]
 
@@ -59,6 +60,9 @@ class Overload:
     # How late the bench's own event loop ran a 5 ms timer during the run: a refusal can come
     # back no sooner than the client gets to read it, so this bounds what the client can measure.
     client_lag: list[float] = field(default_factory=list)
+    # Whether the sending client ran under a real-time priority (bench.production), so that its
+    # own waits for a core are not in what it measures.
+    client_realtime: bool = False
     deliveries: Deliveries | None = None
 
 
@@ -143,7 +147,14 @@ def _send_from_own_process(
     # so every reply it reads) for tens of milliseconds.
     gc.collect()
     gc.freeze()
-    return asyncio.run(_send_open_loop(address, metadata, from_address, calls, per_second))
+    try:
+        run_realtime(CLIENT_REALTIME_PRIORITY)
+        realtime = True
+    except PermissionError:
+        realtime = False
+    result = asyncio.run(_send_open_loop(address, metadata, from_address, calls, per_second))
+    result.client_realtime = realtime
+    return result
 
 
 async def _send_open_loop(
@@ -221,7 +232,13 @@ def overload_table(result: Overload, single_accept_p99: float | None) -> list[st
             or "none"
         ),
         "",
-        f"The sending client's own event-loop lag meanwhile (a process of its own): p50 {_ms(percentile(result.client_lag, 50))} ms,"
+        "The sending client: a process of its own, "
+        + (
+            f"under a real-time priority (SCHED_RR {CLIENT_REALTIME_PRIORITY}, above the edge's)"
+            if result.client_realtime
+            else "at normal priority (the bench may not grant a real-time one here)"
+        )
+        + f"; its event-loop lag meanwhile p50 {_ms(percentile(result.client_lag, 50))} ms,"
         f" p99 {_ms(percentile(result.client_lag, 99))} ms.",
         "",
         f"Largest RSS per service during the overload (sampled every {SAMPLE_SECONDS * 1000:.0f} ms;"
@@ -314,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from bench.__main__ import ADMIN_TOKEN, INTERNAL_TOKEN, spawn_services
-    from bench.production import WEBHOOK_PATH, production_env
+    from bench.production import WEBHOOK_PATH, edge_priority, production_env
     from libs.embedded.ports import free_port
     from libs.embedded.suite import SERVICES, SuitePorts
     from libs.testing.dns_server import LoopbackDns
@@ -351,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                     suite, sink, dns, receiver.url(WEBHOOK_PATH), args.rate, args.calls, args.singles
                 )
             )
+        print(f"The edge's CPU priority: {edge_priority(env)}\n")
         print(text)
         return 0
     finally:

@@ -4,6 +4,7 @@ subscribed to DELIVERED, metrics served, INFO logs and tracing at its default.""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,19 +20,29 @@ from postwire.v1 import (
     webhook_service_pb2_grpc,
 )
 
+from libs.priority import realtime_permitted
 from libs.testing.dns_server import LoopbackDns
 from libs.token_keys import generate_token_keys
 
 SCOPES = ["send", "domains:read", "domains:write", "webhooks:read", "webhooks:write"]
 WEBHOOK_PATH = "/bench-delivered"
+EDGE_REALTIME_PRIORITY = 10
+# The overload case's sending client, above the edge: the measuring instrument would be on a
+# machine of its own, so its own waits for a core must not be in the latencies it measures.
+CLIENT_REALTIME_PRIORITY = 20
+_EDGE_PRIORITY = "POSTWIRE_EDGE_REALTIME_PRIORITY"
 
 
 def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
     """Settings as a deployment would have them; only what loopback needs differs (the resolver,
     private webhook addresses). Tracing is left at its default: no exporter configured. The
     services refuse loopback webhooks outside POSTWIRE_ENV=dev, so dev it is; nothing else that
-    setting allows is used (From is on a verified domain, not POSTWIRE_DEV_FROM_DOMAINS)."""
-    return {
+    setting allows is used (From is on a verified domain, not POSTWIRE_DEV_FROM_DOMAINS).
+
+    The edge runs as README "Overload" advises for a host it shares with the other services:
+    under a real-time priority, when the bench may grant one (`edge_priority` says which; the
+    bench's environment may override it, POSTWIRE_EDGE_REALTIME_PRIORITY=0 for the other shape)."""
+    env = {
         "POSTWIRE_ENV": "dev",
         "POSTWIRE_LOG_LEVEL": "INFO",
         "POSTWIRE_ADMIN_TOKEN": admin_token,
@@ -40,6 +51,21 @@ def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
         "POSTWIRE_DNS_TIMEOUT_SECONDS": "2",
         "POSTWIRE_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
     }
+    if _EDGE_PRIORITY in os.environ:
+        env[_EDGE_PRIORITY] = os.environ[_EDGE_PRIORITY]
+    elif realtime_permitted(EDGE_REALTIME_PRIORITY):
+        env[_EDGE_PRIORITY] = str(EDGE_REALTIME_PRIORITY)
+    return env
+
+
+def edge_priority(env: Mapping[str, str]) -> str:
+    """The edge's CPU priority in a run with this environment, for the report."""
+    priority = int(env.get(_EDGE_PRIORITY, "0") or 0)
+    if priority > 0:
+        return f"real-time, SCHED_RR {priority} ({_EDGE_PRIORITY}, README \"Overload\")"
+    if realtime_permitted(EDGE_REALTIME_PRIORITY):
+        return f"like the other services ({_EDGE_PRIORITY}=0)"
+    return "like the other services (the bench may not grant a real-time priority here)"
 
 
 @dataclass(frozen=True, slots=True)

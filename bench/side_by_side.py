@@ -67,7 +67,7 @@ from bench.compare import (
     tree_cpu,
 )
 from bench.overload import Overload, overload_problems, overload_table, run_overload
-from bench.production import WEBHOOK_PATH, Sender, make_sender, production_env
+from bench.production import WEBHOOK_PATH, Sender, edge_priority, make_sender, production_env
 from libs.capture import SmtpSink
 from libs.embedded.ports import free_port
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
@@ -118,6 +118,7 @@ class SideBySide:
     batch_problems: list[str] = field(default_factory=list)
     # 6. Open loop at 3x the single-send rate; None when that rate was not measured.
     overload: Overload | None = None
+    edge_priority: str = ""
 
 
 async def xact_commits(database_url: str) -> int:
@@ -408,7 +409,9 @@ def run(messages: int, concurrency: int) -> SideBySide:
         suite.start_infrastructure()
         spawn_services(suite)
         with WebhookReceiver() as receiver:
-            return asyncio.run(measure(suite, sink, dns, receiver, relay, messages, concurrency, note))
+            result = asyncio.run(measure(suite, sink, dns, receiver, relay, messages, concurrency, note))
+            result.edge_priority = edge_priority(env)
+            return result
     except Exception:
         keep_logs = True
         raise
@@ -449,6 +452,7 @@ def render_side_by_side(result: SideBySide) -> str:
         "- Postwire: From on a domain verified through loopback DNS (DKIM RSA + Ed25519, return paths),"
         " one DELIVERED webhook, /metrics on every service, log level INFO, tracing at its default",
         f"- Postfix: {result.postfix_note or 'private relay, disk queue, defaults, into the same sink'}",
+        f"- the edge's CPU priority: {result.edge_priority or 'not recorded'}",
         "",
         "Side by side (one run, interleaved in the order below):",
         "",

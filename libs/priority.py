@@ -1,4 +1,5 @@
-"""POSTWIRE_NICE: how far a service steps back when the CPU is contended.
+"""A service's CPU priority: POSTWIRE_NICE (how far it steps back when the CPU is contended) and
+the edge's POSTWIRE_EDGE_REALTIME_PRIORITY (how it goes first).
 
 On a shared host the pipeline's workers (router, mta_worker, events) can use every core while
 a caller waits for SendEmail's answer, or for a refusal that should take milliseconds: the
@@ -17,22 +18,26 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 
-__all__ = ["lower_priority"]
+__all__ = ["lower_priority", "realtime_permitted", "run_realtime"]
 
 _log = logging.getLogger(__name__)
 _TASKS = "/proc/self/task"
 _AUTOGROUP = "/proc/self/autogroup"
 
 
+def _threads() -> list[int]:
+    # Linux keeps a scheduling policy and a nice value per thread: set every thread there is
+    # (grpc's, asyncio's executor), not just this one; threads started later inherit them.
+    return [int(t) for t in os.listdir(_TASKS)] if os.path.isdir(_TASKS) else [0]
+
+
 def lower_priority(nice: int) -> None:
     if nice <= 0:
         return
     nice = min(nice, 19)
-    # Linux keeps a nice value per thread: set every thread there is (grpc, asyncio's
-    # executor), not just this one; threads started later inherit it.
-    threads = [int(t) for t in os.listdir(_TASKS)] if os.path.isdir(_TASKS) else [0]
-    for thread in threads:
+    for thread in _threads():
         try:
             if os.getpriority(os.PRIO_PROCESS, thread) < nice:
                 os.setpriority(os.PRIO_PROCESS, thread, nice)
@@ -44,3 +49,47 @@ def lower_priority(nice: int) -> None:
                 group.write(str(nice))
         except OSError:
             _log.debug("no autogroup to set (kernel without it, or not permitted)")
+
+
+def run_realtime(priority: int) -> None:
+    """Every thread of the process under SCHED_RR at `priority` (1-99); 0 changes nothing.
+
+    Why the edge may want it: on a host whose cores the other services fill, a fair scheduler
+    gives each process about its share of the CPU, and the edge, which needs more than that share
+    while a burst is refused, then waits tens of milliseconds at a time for a core, so a refusal
+    that costs it microseconds reaches the caller late. Weights (nice, autogroups) measured no
+    better; a real-time class did (bench/README.md "A/B: the edge's CPU priority"). Round-robin,
+    not FIFO, so the edge's own threads take turns; the kernel's real-time throttling
+    (sched_rt_runtime_us, 95 % by default) still leaves the rest of the host a share if the edge
+    ever spins.
+
+    Raises PermissionError without CAP_SYS_NICE or an RLIMIT_RTPRIO that allows `priority`: the
+    setting is explicit, so not getting it is the operator's to know, not a log line to miss.
+    """
+    if priority <= 0:
+        return
+    param = os.sched_param(min(priority, 99))
+    for thread in _threads():
+        try:
+            os.sched_setscheduler(thread, os.SCHED_RR, param)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+
+
+def realtime_permitted(priority: int) -> bool:
+    """Whether this process may run threads under SCHED_RR at `priority`: tried on a thread of
+    its own that ends at once, so the caller's threads keep their policy."""
+    permitted: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(min(max(priority, 1), 99)))
+        except PermissionError:
+            permitted.append(False)
+        else:
+            permitted.append(True)
+
+    probe = threading.Thread(target=attempt, name="realtime-probe")
+    probe.start()
+    probe.join()
+    return permitted == [True]
