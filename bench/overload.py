@@ -63,6 +63,9 @@ class Overload:
     # Whether the sending client ran under a real-time priority (bench.production), so that its
     # own waits for a core are not in what it measures.
     client_realtime: bool = False
+    # Its own CPU time while it ran (serializing the requests included): on one machine, CPU
+    # the servers did not get.
+    client_cpu_seconds: float = 0.0
     deliveries: Deliveries | None = None
 
 
@@ -152,7 +155,9 @@ def _send_from_own_process(
         realtime = True
     except PermissionError:
         realtime = False
+    cpu_before = time.process_time()
     result = asyncio.run(_send_open_loop(address, metadata, from_address, calls, per_second))
+    result.client_cpu_seconds = time.process_time() - cpu_before
     result.client_realtime = realtime
     return result
 
@@ -206,6 +211,12 @@ async def _send_open_loop(
     return result
 
 
+def _busy(result: Overload) -> str:
+    """The sending client's CPU over its sending, in seconds and as a share of one core."""
+    share = 100.0 * result.client_cpu_seconds / result.wall_seconds if result.wall_seconds > 0 else 0.0
+    return f"{result.client_cpu_seconds:.2f} s ({share:.0f} % of a core)"
+
+
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 1000:.1f}"
 
@@ -239,7 +250,7 @@ def overload_table(result: Overload, single_accept_p99: float | None) -> list[st
             else "at normal priority (the bench may not grant a real-time one here)"
         )
         + f"; its event-loop lag meanwhile p50 {_ms(percentile(result.client_lag, 50))} ms,"
-        f" p99 {_ms(percentile(result.client_lag, 99))} ms.",
+        f" p99 {_ms(percentile(result.client_lag, 99))} ms; its CPU {_busy(result)}.",
         "",
         f"Largest RSS per service during the overload (sampled every {SAMPLE_SECONDS * 1000:.0f} ms;"
         f" bar {RSS_BAR_MB:.0f} MB):",
@@ -311,10 +322,13 @@ async def _overload_only(
         measured = delivered_rate(phase, found) or 50.0
         log(f"single-send rate {measured:.1f}/s")
         result = await run_overload(suite, sink, sender, rate or measured, calls)
+    accept_p99 = percentile([s.accept_seconds for s in phase.sent], 99)
+    errors = sum(phase.errors.values())
     lines = [
-        f"Single sends: {delivered} delivered at {measured:.1f}/s; CPU ms per message: {cpu}",
+        f"Single sends: {delivered} delivered at {measured:.1f}/s, {errors} send errors;"
+        f" CPU ms per message: {cpu}",
         "",
-        *overload_table(result, None),
+        *overload_table(result, accept_p99),
         "",
         *overload_problems(result),
     ]
