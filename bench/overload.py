@@ -245,7 +245,7 @@ def overload_table(result: Overload, single_accept_p99: float | None) -> list[st
         "",
         "The sending client: a process of its own, "
         + (
-            f"under a real-time priority (SCHED_RR {CLIENT_REALTIME_PRIORITY}, above the edge's)"
+            f"under a real-time priority (SCHED_RR {CLIENT_REALTIME_PRIORITY}, above the services')"
             if result.client_realtime
             else "at normal priority (the bench may not grant a real-time one here)"
         )
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from bench.__main__ import ADMIN_TOKEN, INTERNAL_TOKEN, spawn_services
-    from bench.production import WEBHOOK_PATH, edge_priority, production_env
+    from bench.production import WEBHOOK_PATH, front_door_overrides, priorities_text, production_env
     from libs.embedded.ports import free_port
     from libs.embedded.suite import SERVICES, SuitePorts
     from libs.testing.dns_server import LoopbackDns
@@ -366,12 +366,14 @@ def main(argv: list[str] | None = None) -> int:
         sink.start()
         dns.start()
         env = production_env(ADMIN_TOKEN, dns)
+        overrides = front_door_overrides()
         suite = Suite(
             data_dir=data_dir,
             ports=SuitePorts.free(),
             smarthost=f"127.0.0.1:{sink.port}",
             smarthost_tls="none",
             extra_env={"POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN, **env, **_passed_env(os.environ)},
+            service_overrides=overrides,
         )
         suite.metrics_ports = {name: free_port() for name in SERVICES}
         suite.start_infrastructure()
@@ -382,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                     suite, sink, dns, receiver.url(WEBHOOK_PATH), args.rate, args.calls, args.singles
                 )
             )
-        print(f"The edge's CPU priority: {edge_priority(env)}\n")
+        print(f"CPU priorities: {priorities_text(overrides)}\n")
         print(text)
         return 0
     finally:

@@ -26,11 +26,12 @@ from libs.token_keys import generate_token_keys
 
 SCOPES = ["send", "domains:read", "domains:write", "webhooks:read", "webhooks:write"]
 WEBHOOK_PATH = "/bench-delivered"
-EDGE_REALTIME_PRIORITY = 10
-# The overload case's sending client, above the edge: the measuring instrument would be on a
+# The front door as README "Overload" advises for a host it shares with the pipeline: callers wait
+# on these three, so they get a core first, the edge (which refuses) above the other two.
+FRONT_DOOR_PRIORITIES = {"edge": 10, "submission": 5, "policy": 5}
+# The overload case's sending client, above them all: the measuring instrument would be on a
 # machine of its own, so its own waits for a core must not be in the latencies it measures.
 CLIENT_REALTIME_PRIORITY = 20
-_EDGE_PRIORITY = "POSTWIRE_EDGE_REALTIME_PRIORITY"
 
 
 def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
@@ -38,11 +39,8 @@ def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
     private webhook addresses). Tracing is left at its default: no exporter configured. The
     services refuse loopback webhooks outside POSTWIRE_ENV=dev, so dev it is; nothing else that
     setting allows is used (From is on a verified domain, not POSTWIRE_DEV_FROM_DOMAINS).
-
-    The edge runs as README "Overload" advises for a host it shares with the other services:
-    under a real-time priority, when the bench may grant one (`edge_priority` says which; the
-    bench's environment may override it, POSTWIRE_EDGE_REALTIME_PRIORITY=0 for the other shape)."""
-    env = {
+    The front door's CPU priorities are per service: `front_door_overrides`."""
+    return {
         "POSTWIRE_ENV": "dev",
         "POSTWIRE_LOG_LEVEL": "INFO",
         "POSTWIRE_ADMIN_TOKEN": admin_token,
@@ -51,21 +49,25 @@ def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
         "POSTWIRE_DNS_TIMEOUT_SECONDS": "2",
         "POSTWIRE_WEBHOOK_ALLOW_PRIVATE": "127.0.0.0/8",
     }
-    if _EDGE_PRIORITY in os.environ:
-        env[_EDGE_PRIORITY] = os.environ[_EDGE_PRIORITY]
-    elif realtime_permitted(EDGE_REALTIME_PRIORITY):
-        env[_EDGE_PRIORITY] = str(EDGE_REALTIME_PRIORITY)
-    return env
 
 
-def edge_priority(env: Mapping[str, str]) -> str:
-    """The edge's CPU priority in a run with this environment, for the report."""
-    priority = int(env.get(_EDGE_PRIORITY, "0") or 0)
-    if priority > 0:
-        return f"real-time, SCHED_RR {priority} ({_EDGE_PRIORITY}, README \"Overload\")"
-    if realtime_permitted(EDGE_REALTIME_PRIORITY):
-        return f"like the other services ({_EDGE_PRIORITY}=0)"
-    return "like the other services (the bench may not grant a real-time priority here)"
+def front_door_overrides() -> dict[str, dict[str, str]]:
+    """POSTWIRE_REALTIME_PRIORITY per front-door service (Suite.service_overrides), when the bench
+    may grant it; `BENCH_REALTIME=0` in the bench's environment runs every service at normal
+    priority (the other shape, for an A/B)."""
+    if os.environ.get("BENCH_REALTIME", "1") == "0" or not realtime_permitted(max(FRONT_DOOR_PRIORITIES.values())):
+        return {}
+    return {name: {"POSTWIRE_REALTIME_PRIORITY": str(p)} for name, p in FRONT_DOOR_PRIORITIES.items()}
+
+
+def priorities_text(overrides: Mapping[str, Mapping[str, str]]) -> str:
+    """The front door's CPU priorities in a run, for the report's header."""
+    if overrides:
+        given = ", ".join(f"{name} {env['POSTWIRE_REALTIME_PRIORITY']}" for name, env in overrides.items())
+        return f"real-time (SCHED_RR, POSTWIRE_REALTIME_PRIORITY): {given}; the others normal"
+    if os.environ.get("BENCH_REALTIME", "1") == "0":
+        return "every service at normal priority (BENCH_REALTIME=0)"
+    return "every service at normal priority (the bench may not grant a real-time one here)"
 
 
 @dataclass(frozen=True, slots=True)

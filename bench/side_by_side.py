@@ -67,7 +67,14 @@ from bench.compare import (
     tree_cpu,
 )
 from bench.overload import Overload, overload_problems, overload_table, run_overload
-from bench.production import WEBHOOK_PATH, Sender, edge_priority, make_sender, production_env
+from bench.production import (
+    WEBHOOK_PATH,
+    Sender,
+    front_door_overrides,
+    make_sender,
+    priorities_text,
+    production_env,
+)
 from libs.capture import SmtpSink
 from libs.embedded.ports import free_port
 from libs.embedded.suite import SERVICES, Suite, SuitePorts
@@ -118,7 +125,7 @@ class SideBySide:
     batch_problems: list[str] = field(default_factory=list)
     # 6. Open loop at 3x the single-send rate; None when that rate was not measured.
     overload: Overload | None = None
-    edge_priority: str = ""
+    priorities: str = ""
 
 
 async def xact_commits(database_url: str) -> int:
@@ -391,6 +398,7 @@ def run(messages: int, concurrency: int) -> SideBySide:
             log(f"starting a private Postfix relay on 127.0.0.1:{relay.layout.listen_port}…")
             relay.start()
         env = production_env(ADMIN_TOKEN, dns)
+        overrides = front_door_overrides()
         # A/B of load shedding: BENCH_MAX_IN_FLIGHT sets every service's POSTWIRE_MAX_IN_FLIGHT
         # (a huge value turns shedding off); unset keeps each service's default.
         if os.environ.get("BENCH_MAX_IN_FLIGHT"):
@@ -403,6 +411,7 @@ def run(messages: int, concurrency: int) -> SideBySide:
             nats_url=os.environ.get("POSTWIRE_NATS_URL"),
             database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
             extra_env={"POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN, **env},
+            service_overrides=overrides,
         )
         suite.metrics_ports = {name: free_port() for name in SERVICES}
         log("starting NATS, PostgreSQL and the services…")
@@ -410,7 +419,7 @@ def run(messages: int, concurrency: int) -> SideBySide:
         spawn_services(suite)
         with WebhookReceiver() as receiver:
             result = asyncio.run(measure(suite, sink, dns, receiver, relay, messages, concurrency, note))
-            result.edge_priority = edge_priority(env)
+            result.priorities = priorities_text(overrides)
             return result
     except Exception:
         keep_logs = True
@@ -452,7 +461,7 @@ def render_side_by_side(result: SideBySide) -> str:
         "- Postwire: From on a domain verified through loopback DNS (DKIM RSA + Ed25519, return paths),"
         " one DELIVERED webhook, /metrics on every service, log level INFO, tracing at its default",
         f"- Postfix: {result.postfix_note or 'private relay, disk queue, defaults, into the same sink'}",
-        f"- the edge's CPU priority: {result.edge_priority or 'not recorded'}",
+        f"- CPU priorities: {result.priorities or 'not recorded'}",
         "",
         "Side by side (one run, interleaved in the order below):",
         "",

@@ -89,6 +89,8 @@ def env_log_level(env: Mapping[str, str]) -> str:
 # acceptance, and inbound answers SMTP clients.
 DEFAULT_NICE: Mapping[str, int] = {"router": 10, "mta_worker": 10, "events": 10}
 
+MAX_REALTIME_PRIORITY = 99  # SCHED_RR's range on Linux
+
 # POSTWIRE_MAX_IN_FLIGHT's default per service. The edge sheds first and cheaply: calls it lets
 # through beyond what a back end admits wait in that back end's gRPC queue, out of its limiter's
 # sight, and are refused only after seconds (measured, bench/README.md "A/B: overload"); so the
@@ -149,6 +151,9 @@ class CommonConfig:
     max_in_flight_wait_seconds: float = 0.01
     # POSTWIRE_NICE: the service's CPU priority as a nice value, 0-19 (libs.priority).
     nice: int = 0
+    # POSTWIRE_REALTIME_PRIORITY: 0 (off) or 1-99, every thread under SCHED_RR at that priority
+    # (libs.priority.run_realtime); needs CAP_SYS_NICE, and the service refuses to start without it.
+    realtime_priority: int = 0
 
     @classmethod
     def from_env(
@@ -204,7 +209,16 @@ class CommonConfig:
             ),
             max_in_flight_wait_seconds=env_float(env, "POSTWIRE_MAX_IN_FLIGHT_WAIT_MS", 10.0) / 1000.0,
             nice=env_int(env, "POSTWIRE_NICE", DEFAULT_NICE.get(service, 0)),
+            realtime_priority=_realtime_priority(env),
         )
+
+
+def _realtime_priority(env: Mapping[str, str]) -> int:
+    name = "POSTWIRE_REALTIME_PRIORITY"
+    value = env_int(env, name, 0)
+    if value > MAX_REALTIME_PRIORITY:
+        raise ConfigError(f"{name}: must be 0 (off) or 1-{MAX_REALTIME_PRIORITY}, got {value}")
+    return value
 
 
 def _pool_sizes(env: Mapping[str, str], default_max: int) -> tuple[int, int]:

@@ -1,5 +1,5 @@
 """A service's CPU priority: POSTWIRE_NICE (how far it steps back when the CPU is contended) and
-the edge's POSTWIRE_EDGE_REALTIME_PRIORITY (how it goes first).
+POSTWIRE_REALTIME_PRIORITY (how it goes first).
 
 On a shared host the pipeline's workers (router, mta_worker, events) can use every core while
 a caller waits for SendEmail's answer, or for a refusal that should take milliseconds: the
@@ -54,14 +54,16 @@ def lower_priority(nice: int) -> None:
 def run_realtime(priority: int) -> None:
     """Every thread of the process under SCHED_RR at `priority` (1-99); 0 changes nothing.
 
-    Why the edge may want it: on a host whose cores the other services fill, a fair scheduler
-    gives each process about its share of the CPU, and the edge, which needs more than that share
-    while a burst is refused, then waits tens of milliseconds at a time for a core, so a refusal
-    that costs it microseconds reaches the caller late. Weights (nice, autogroups) measured no
-    better; a real-time class did (bench/README.md "A/B: the edge's CPU priority"). Round-robin,
-    not FIFO, so the edge's own threads take turns; the kernel's real-time throttling
-    (sched_rt_runtime_us, 95 % by default) still leaves the rest of the host a share if the edge
-    ever spins.
+    Why the front door may want it: on a host whose cores the other services fill, a fair
+    scheduler gives each process about its share of the CPU; the edge, which needs more than that
+    share while a burst is refused, then waits tens of milliseconds at a time for a core, so a
+    refusal that costs it microseconds reaches the caller late, and submission's event loop,
+    preempted the same way, reads new calls late and accepted calls wait. Weights (nice,
+    autogroups) measured no better; a real-time class did (bench/README.md "A/B: the edge's CPU
+    priority"). Every thread, since one at normal priority preempted while it holds the GIL
+    would stall the real-time ones; round-robin, not FIFO, so a process's threads take turns; the
+    kernel's real-time throttling (sched_rt_runtime_us, 95 % by default) still leaves the rest of
+    the host a share if a service ever spins.
 
     Raises PermissionError without CAP_SYS_NICE or an RLIMIT_RTPRIO that allows `priority`: the
     setting is explicit, so not getting it is the operator's to know, not a log line to miss.

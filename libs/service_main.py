@@ -24,7 +24,7 @@ from libs.config import CommonConfig, ConfigError
 from libs.dev_switch import refusal
 from libs.grpcx.server import GrpcServer
 from libs.metrics import setup_metrics, shutdown_metrics
-from libs.priority import lower_priority
+from libs.priority import lower_priority, run_realtime
 from libs.readiness import Check, ReadinessProbe
 from libs.runtime import configure_logging, wait_for_stop_signal
 from libs.telemetry import setup_telemetry, shutdown_telemetry
@@ -104,6 +104,13 @@ async def serve_on(
         print(refused, file=sys.stderr, flush=True)
         raise SystemExit(2)
     lower_priority(common.nice)  # first, so every thread started below inherits it
+    try:
+        run_realtime(common.realtime_priority)
+    except PermissionError as exc:  # run_main makes it one line on stderr and exit status 2
+        raise ConfigError(
+            f"POSTWIRE_REALTIME_PRIORITY={common.realtime_priority}: not permitted ({exc.strerror});"
+            f" {common.service} needs CAP_SYS_NICE (or an RLIMIT_RTPRIO that high) for it, or set it to 0"
+        ) from None
     configure_logging(common.service, common.log_level)
     setup_telemetry(common.service, env)
     setup_metrics(common.service, common.metrics_listen)

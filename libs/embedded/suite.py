@@ -71,6 +71,8 @@ class Suite:
     nats_url: str | None = None
     database_url: str | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # Service → settings for that service alone, over extra_env.
+    service_overrides: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     nats_port: int = 0
     postgres_port: int = 0
     processes: dict[str, ManagedProcess] = field(default_factory=dict)
@@ -113,6 +115,7 @@ class Suite:
         if service in self.metrics_ports:
             env["POSTWIRE_METRICS_LISTEN"] = f"127.0.0.1:{self.metrics_ports[service]}"
         env.update(self.extra_env)
+        env.update(self.service_overrides.get(service, {}))
         return env
 
     def delivery_env(self) -> dict[str, str]:

@@ -3,9 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from libs.config import CommonConfig, ConfigError, env_int, env_str
-
-_MAX_REALTIME_PRIORITY = 99
+from libs.config import CommonConfig, env_int, env_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,10 +13,6 @@ class EdgeConfig:
     # POSTWIRE_EDGE_MAX_STREAMS: server streams (StreamEvents) forwarded at once; each holds a
     # thread of the edge's pool for its life, so past this a new one is refused (RESOURCE_EXHAUSTED).
     max_streams: int = 256
-    # POSTWIRE_EDGE_REALTIME_PRIORITY: 0 (off) or 1-99, the edge's threads under SCHED_RR at that
-    # priority (libs.priority.run_realtime), for a host the edge shares with busy services; needs
-    # CAP_SYS_NICE, and the edge refuses to start without it rather than run without it.
-    realtime_priority: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> EdgeConfig:
@@ -34,13 +28,5 @@ class EdgeConfig:
                 "postwire.v1.DomainService": env_str(env, "POSTWIRE_POLICY_ADDR", "127.0.0.1:50063"),
             },
             max_streams=env_int(env, "POSTWIRE_EDGE_MAX_STREAMS", 256, minimum=1),
-            realtime_priority=_realtime_priority(env),
         )
 
-
-def _realtime_priority(env: Mapping[str, str]) -> int:
-    name = "POSTWIRE_EDGE_REALTIME_PRIORITY"
-    value = env_int(env, name, 0)
-    if value > _MAX_REALTIME_PRIORITY:
-        raise ConfigError(f"{name}: must be 0 (off) or 1-{_MAX_REALTIME_PRIORITY}, got {value}")
-    return value

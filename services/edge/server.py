@@ -15,9 +15,8 @@ from postwire.v1 import (  # noqa: F401
     webhook_service_pb2,
 )
 
-from libs.config import CommonConfig, ConfigError
+from libs.config import CommonConfig
 from libs.grpcx.threaded_server import ThreadedGrpcServer
-from libs.priority import run_realtime
 from libs.service_main import Service, run_main, serve_on
 from services.edge.config import EdgeConfig
 from services.edge.forwarder import Forwarder
@@ -25,13 +24,6 @@ from services.edge.forwarder import Forwarder
 
 async def run(env: Mapping[str, str]) -> None:
     config = EdgeConfig.from_env(env)
-    try:
-        run_realtime(config.realtime_priority)  # first, so every thread started after inherits it
-    except PermissionError as exc:  # run_main makes it one line on stderr and exit status 2
-        raise ConfigError(
-            f"POSTWIRE_EDGE_REALTIME_PRIORITY={config.realtime_priority}: not permitted ({exc.strerror});"
-            " the edge needs CAP_SYS_NICE (or an RLIMIT_RTPRIO that high) for it, or set it to 0"
-        ) from None
 
     def build(common: CommonConfig) -> ThreadedGrpcServer:
         # grpc's thread server, not grpc.aio: see libs.grpcx.threaded_server for why.

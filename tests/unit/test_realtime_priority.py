@@ -1,6 +1,6 @@
-"""POSTWIRE_EDGE_REALTIME_PRIORITY: off by default; when set, every thread of the edge (those
-already running and those started later) runs under SCHED_RR at that priority; without the
-privilege for it the edge does not start, and says why in one line."""
+"""POSTWIRE_REALTIME_PRIORITY: off by default for every service; when set, every thread of the
+service (those already running and those started later) runs under SCHED_RR at that priority;
+without the privilege for it the service does not start, and says why in one line."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from libs.config import ConfigError
-from services.edge.config import EdgeConfig
+from libs.config import CommonConfig, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 _PR_CAPBSET_DROP = 24  # <linux/prctl.h>
@@ -63,12 +62,18 @@ def _may_set_realtime() -> bool:
     return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= 10
 
 
+def _priority(service: str, **env: str) -> int:
+    return CommonConfig.from_env(env, service=service, default_port=1).realtime_priority
+
+
 def test_off_by_default_and_out_of_range_values_are_refused_by_name() -> None:
-    assert EdgeConfig.from_env({}).realtime_priority == 0
-    assert EdgeConfig.from_env({"POSTWIRE_EDGE_REALTIME_PRIORITY": "10"}).realtime_priority == 10
+    for service in ("edge", "submission", "policy", "template", "router", "mta_worker", "events", "inbound"):
+        assert _priority(service) == 0
+    assert _priority("edge", POSTWIRE_REALTIME_PRIORITY="10") == 10
+    assert _priority("submission", POSTWIRE_REALTIME_PRIORITY="99") == 99
     for bad in ("100", "-1", "high"):
-        with pytest.raises(ConfigError, match="POSTWIRE_EDGE_REALTIME_PRIORITY"):
-            EdgeConfig.from_env({"POSTWIRE_EDGE_REALTIME_PRIORITY": bad})
+        with pytest.raises(ConfigError, match="POSTWIRE_REALTIME_PRIORITY"):
+            _priority("policy", POSTWIRE_REALTIME_PRIORITY=bad)
 
 
 def test_zero_leaves_every_thread_as_it_was() -> None:
@@ -96,10 +101,10 @@ def _without_cap_sys_nice() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_SYS_NICE)")
 
 
-def test_the_edge_will_not_start_without_the_priority_it_was_given() -> None:
+def test_a_service_will_not_start_without_the_priority_it_was_given() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "services.edge"],
-        env={**os.environ, "POSTWIRE_EDGE_REALTIME_PRIORITY": "10", "POSTWIRE_LISTEN": "127.0.0.1:1"},
+        env={**os.environ, "POSTWIRE_REALTIME_PRIORITY": "10", "POSTWIRE_LISTEN": "127.0.0.1:1"},
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -108,5 +113,5 @@ def test_the_edge_will_not_start_without_the_priority_it_was_given() -> None:
     )
     assert done.returncode == 2, done.stderr
     line = done.stderr.strip()
-    assert line.startswith("postwire: configuration error: POSTWIRE_EDGE_REALTIME_PRIORITY=10: not permitted")
-    assert "CAP_SYS_NICE" in line and "\n" not in line
+    assert line.startswith("postwire: configuration error: POSTWIRE_REALTIME_PRIORITY=10: not permitted")
+    assert "edge needs CAP_SYS_NICE" in line and "\n" not in line

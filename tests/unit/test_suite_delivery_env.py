@@ -41,3 +41,18 @@ def test_postwire_up_keeps_the_tls_default_for_a_relay_named_in_the_shell() -> N
 
 def test_postwire_up_in_mx_mode_sets_no_smarthost() -> None:
     assert _up_delivery({"POSTWIRE_DELIVERY_MODE": "mx"}, inbox="127.0.0.1:1025") == (None, None)
+
+
+def test_a_setting_for_one_service_reaches_that_service_only() -> None:
+    suite = Suite(
+        Path("/tmp"),
+        SuitePorts.defaults(),
+        smarthost=None,
+        extra_env={"POSTWIRE_REALTIME_PRIORITY": "0", "POSTWIRE_LOG_LEVEL": "INFO"},
+        service_overrides={"edge": {"POSTWIRE_REALTIME_PRIORITY": "10"}},
+    )
+    suite.nats_url = "nats://127.0.0.1:4222"
+    suite.database_url = "postgresql://127.0.0.1:5432/postwire"
+    assert suite.service_env("edge")["POSTWIRE_REALTIME_PRIORITY"] == "10"
+    assert suite.service_env("submission")["POSTWIRE_REALTIME_PRIORITY"] == "0"
+    assert suite.service_env("edge")["POSTWIRE_LOG_LEVEL"] == "INFO"
