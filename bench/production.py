@@ -26,9 +26,14 @@ from libs.token_keys import generate_token_keys
 
 SCOPES = ["send", "domains:read", "domains:write", "webhooks:read", "webhooks:write"]
 WEBHOOK_PATH = "/bench-delivered"
-# The front door as README "Overload" advises for a host it shares with the pipeline: callers wait
-# on these three, so they get a core first, the edge (which refuses) above the other two.
-FRONT_DOOR_PRIORITIES = {"edge": 10, "submission": 5, "policy": 5}
+# CPU priorities per BENCH_REALTIME (README "Overload"): "edge" (the default) gives the edge, which
+# refuses, a core first; "front-door" also submission and policy, which accepted calls wait on
+# (bench/README.md "A/B: the edge's CPU priority" measures both against "0", none).
+REALTIME_SHAPES: dict[str, dict[str, int]] = {
+    "edge": {"edge": 10},
+    "front-door": {"edge": 10, "submission": 5, "policy": 5},
+    "0": {},
+}
 # The overload case's sending client, above them all: the measuring instrument would be on a
 # machine of its own, so its own waits for a core must not be in the latencies it measures.
 CLIENT_REALTIME_PRIORITY = 20
@@ -52,20 +57,22 @@ def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
 
 
 def front_door_overrides() -> dict[str, dict[str, str]]:
-    """POSTWIRE_REALTIME_PRIORITY per front-door service (Suite.service_overrides), when the bench
-    may grant it; `BENCH_REALTIME=0` in the bench's environment runs every service at normal
-    priority (the other shape, for an A/B)."""
-    if os.environ.get("BENCH_REALTIME", "1") == "0" or not realtime_permitted(max(FRONT_DOOR_PRIORITIES.values())):
+    """POSTWIRE_REALTIME_PRIORITY per service (Suite.service_overrides) for the shape
+    BENCH_REALTIME names, when the bench may grant it."""
+    shape = REALTIME_SHAPES.get(os.environ.get("BENCH_REALTIME", "edge"))
+    if shape is None:
+        raise SystemExit(f"BENCH_REALTIME: one of {', '.join(REALTIME_SHAPES)}")
+    if not shape or not realtime_permitted(max(shape.values())):
         return {}
-    return {name: {"POSTWIRE_REALTIME_PRIORITY": str(p)} for name, p in FRONT_DOOR_PRIORITIES.items()}
+    return {name: {"POSTWIRE_REALTIME_PRIORITY": str(p)} for name, p in shape.items()}
 
 
 def priorities_text(overrides: Mapping[str, Mapping[str, str]]) -> str:
-    """The front door's CPU priorities in a run, for the report's header."""
+    """The services' CPU priorities in a run, for the report's header."""
     if overrides:
         given = ", ".join(f"{name} {env['POSTWIRE_REALTIME_PRIORITY']}" for name, env in overrides.items())
         return f"real-time (SCHED_RR, POSTWIRE_REALTIME_PRIORITY): {given}; the others normal"
-    if os.environ.get("BENCH_REALTIME", "1") == "0":
+    if os.environ.get("BENCH_REALTIME", "edge") == "0":
         return "every service at normal priority (BENCH_REALTIME=0)"
     return "every service at normal priority (the bench may not grant a real-time one here)"
 
