@@ -29,4 +29,3 @@ class EdgeConfig:
             },
             max_streams=env_int(env, "POSTWIRE_EDGE_MAX_STREAMS", 256, minimum=1),
         )
-
