@@ -20,18 +20,30 @@ from postwire.v1 import (
     webhook_service_pb2_grpc,
 )
 
+from libs.config import DEFAULT_REALTIME_WHEN
 from libs.priority import realtime_permitted
 from libs.testing.dns_server import LoopbackDns
 from libs.token_keys import generate_token_keys
 
 SCOPES = ["send", "domains:read", "domains:write", "webhooks:read", "webhooks:write"]
 WEBHOOK_PATH = "/bench-delivered"
-# CPU priorities per BENCH_REALTIME (README "Overload"): "edge" (the default) gives the edge, which
-# refuses, a core first; "front-door" also submission and policy, which accepted calls wait on
-# (bench/README.md "A/B: the edge's CPU priority" measures both against "0", none).
-REALTIME_SHAPES: dict[str, dict[str, int]] = {
-    "edge": {"edge": 10},
-    "front-door": {"edge": 10, "submission": 5, "policy": 5},
+# CPU priorities per BENCH_REALTIME (README "Overload"): "front-door" (the default, as README
+# advises for one host) puts the edge at real-time priority from start-up and submission below it
+# while the edge refuses calls (each service's default POSTWIRE_REALTIME_WHEN); "edge" is the edge
+# alone; "front-door-always" keeps edge, submission and policy real-time throughout; "0" runs
+# every service at normal priority (bench/README.md "A/B: the edge's CPU priority" measures them).
+_ALWAYS = {"POSTWIRE_REALTIME_WHEN": "always"}
+REALTIME_SHAPES: dict[str, dict[str, dict[str, str]]] = {
+    "front-door": {
+        "edge": {"POSTWIRE_REALTIME_PRIORITY": "10"},
+        "submission": {"POSTWIRE_REALTIME_PRIORITY": "5"},
+    },
+    "edge": {"edge": {"POSTWIRE_REALTIME_PRIORITY": "10"}},
+    "front-door-always": {
+        "edge": {"POSTWIRE_REALTIME_PRIORITY": "10"},
+        "submission": {"POSTWIRE_REALTIME_PRIORITY": "5", **_ALWAYS},
+        "policy": {"POSTWIRE_REALTIME_PRIORITY": "5", **_ALWAYS},
+    },
     "0": {},
 }
 # The overload case's sending client, above them all: the measuring instrument would be on a
@@ -59,20 +71,25 @@ def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
 def front_door_overrides() -> dict[str, dict[str, str]]:
     """POSTWIRE_REALTIME_PRIORITY per service (Suite.service_overrides) for the shape
     BENCH_REALTIME names, when the bench may grant it."""
-    shape = REALTIME_SHAPES.get(os.environ.get("BENCH_REALTIME", "edge"))
+    shape = REALTIME_SHAPES.get(os.environ.get("BENCH_REALTIME", "front-door"))
     if shape is None:
         raise SystemExit(f"BENCH_REALTIME: one of {', '.join(REALTIME_SHAPES)}")
-    if not shape or not realtime_permitted(max(shape.values())):
+    highest = max((int(env["POSTWIRE_REALTIME_PRIORITY"]) for env in shape.values()), default=0)
+    if not shape or not realtime_permitted(highest):
         return {}
-    return {name: {"POSTWIRE_REALTIME_PRIORITY": str(p)} for name, p in shape.items()}
+    return {name: dict(env) for name, env in shape.items()}
 
 
 def priorities_text(overrides: Mapping[str, Mapping[str, str]]) -> str:
     """The services' CPU priorities in a run, for the report's header."""
     if overrides:
-        given = ", ".join(f"{name} {env['POSTWIRE_REALTIME_PRIORITY']}" for name, env in overrides.items())
-        return f"real-time (SCHED_RR, POSTWIRE_REALTIME_PRIORITY): {given}; the others normal"
-    if os.environ.get("BENCH_REALTIME", "edge") == "0":
+        given = ", ".join(
+            f"{name} {env['POSTWIRE_REALTIME_PRIORITY']}"
+            f" ({env.get('POSTWIRE_REALTIME_WHEN', DEFAULT_REALTIME_WHEN.get(name, 'shedding'))})"
+            for name, env in overrides.items()
+        )
+        return f"real-time (SCHED_RR, POSTWIRE_REALTIME_PRIORITY, when): {given}; the others normal"
+    if os.environ.get("BENCH_REALTIME", "front-door") == "0":
         return "every service at normal priority (BENCH_REALTIME=0)"
     return "every service at normal priority (the bench may not grant a real-time one here)"
 

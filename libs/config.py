@@ -35,6 +35,13 @@ def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     return value or default
 
 
+def env_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env_str(env, name, default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -88,6 +95,13 @@ def env_log_level(env: Mapping[str, str]) -> str:
 # caller is waiting on (libs.priority). Template and inbound stay at 0: SendEmail renders at
 # acceptance, and inbound answers SMTP clients.
 DEFAULT_NICE: Mapping[str, int] = {"router": 10, "mta_worker": 10, "events": 10}
+
+# POSTWIRE_REALTIME_WHEN's choices, and its default per service ("shedding" elsewhere): the edge
+# must already have a core when the first excess call arrives (its first refusals come late
+# otherwise: bench/README.md "A/B: the edge's CPU priority"); the services behind it need one only
+# while it refuses (libs.shedding).
+REALTIME_WHEN = ("shedding", "always")
+DEFAULT_REALTIME_WHEN: Mapping[str, str] = {"edge": "always"}
 
 MAX_REALTIME_PRIORITY = 99  # SCHED_RR's range on Linux
 
@@ -154,6 +168,9 @@ class CommonConfig:
     # POSTWIRE_REALTIME_PRIORITY: 0 (off) or 1-99, every thread under SCHED_RR at that priority
     # (libs.priority.run_realtime); needs CAP_SYS_NICE, and the service refuses to start without it.
     realtime_priority: int = 0
+    # POSTWIRE_REALTIME_WHEN: "shedding" (only while the platform refuses calls, libs.shedding)
+    # or "always" (from start-up); the default per service is DEFAULT_REALTIME_WHEN.
+    realtime_when: str = "shedding"
 
     @classmethod
     def from_env(
@@ -210,6 +227,9 @@ class CommonConfig:
             max_in_flight_wait_seconds=env_float(env, "POSTWIRE_MAX_IN_FLIGHT_WAIT_MS", 10.0) / 1000.0,
             nice=env_int(env, "POSTWIRE_NICE", DEFAULT_NICE.get(service, 0)),
             realtime_priority=_realtime_priority(env),
+            realtime_when=env_choice(
+                env, "POSTWIRE_REALTIME_WHEN", DEFAULT_REALTIME_WHEN.get(service, "shedding"), REALTIME_WHEN
+            ),
         )
 
 

@@ -20,11 +20,12 @@ from typing import Any, Protocol, TypeVar
 
 import uvloop
 
+from libs import shedding
 from libs.config import CommonConfig, ConfigError
 from libs.dev_switch import refusal
 from libs.grpcx.server import GrpcServer
 from libs.metrics import setup_metrics, shutdown_metrics
-from libs.priority import lower_priority, run_realtime
+from libs.priority import RealtimeBoost, lower_priority, realtime_permitted, run_realtime
 from libs.readiness import Check, ReadinessProbe
 from libs.runtime import configure_logging, wait_for_stop_signal
 from libs.telemetry import setup_telemetry, shutdown_telemetry
@@ -104,13 +105,7 @@ async def serve_on(
         print(refused, file=sys.stderr, flush=True)
         raise SystemExit(2)
     lower_priority(common.nice)  # first, so every thread started below inherits it
-    try:
-        run_realtime(common.realtime_priority)
-    except PermissionError as exc:  # run_main makes it one line on stderr and exit status 2
-        raise ConfigError(
-            f"POSTWIRE_REALTIME_PRIORITY={common.realtime_priority}: not permitted ({exc.strerror});"
-            f" {common.service} needs CAP_SYS_NICE (or an RLIMIT_RTPRIO that high) for it, or set it to 0"
-        ) from None
+    _take_realtime(common)
     configure_logging(common.service, common.log_level)
     setup_telemetry(common.service, env)
     setup_metrics(common.service, common.metrics_listen)
@@ -148,6 +143,30 @@ async def serve_on(
 # Young-generation collections every this many net allocations (CPython's default is 700): the
 # send path allocates several hundred objects per message, most of them gone by the next turn.
 _GC_YOUNG_THRESHOLD = 10_000
+
+
+def _take_realtime(common: CommonConfig) -> None:
+    """POSTWIRE_REALTIME_PRIORITY from now on ("always") or while the platform sheds load
+    (libs.shedding, libs.priority.RealtimeBoost). One not permitted is a configuration error:
+    run_main makes it one line and exit status 2."""
+    priority = common.realtime_priority
+    if priority <= 0:
+        return
+    refused = ConfigError(
+        f"POSTWIRE_REALTIME_PRIORITY={priority}: not permitted;"
+        f" {common.service} needs CAP_SYS_NICE (or an RLIMIT_RTPRIO that high) for it, or set it to 0"
+    )
+    if common.realtime_when == "always":
+        try:
+            run_realtime(priority)
+        except PermissionError:
+            raise refused from None
+        return
+    if not realtime_permitted(priority):
+        raise refused
+    boost = RealtimeBoost(priority, hold=shedding.HOLD_SECONDS)
+    boost.run_settler()
+    shedding.on_shedding(boost.signal)
 
 
 def _settle_heap() -> None:

@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from libs import shedding
 from libs.errors import InvalidArgument
 from libs.grpcx.call_metrics import ServerMetricsInterceptor
 from libs.grpcx.context import Context
@@ -113,6 +114,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         if not self._auth.admits(handler_call_details):
             return self._auth.denied
+        if shedding.marked(handler_call_details.invocation_metadata):
+            shedding.note()
         handler: Any = await continuation(handler_call_details)
         if handler is None:
             return None

@@ -36,7 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import server_interceptor as otel_server_interceptor
 
-from libs import metrics
+from libs import metrics, shedding
 from libs.grpcx.call_metrics import attributes_of, server_code
 from libs.grpcx.handlers import PerMethod, unary_stream_like, unary_unary_like
 from libs.grpcx.overload import overloaded_status
@@ -128,6 +128,7 @@ class _Layer(grpc.ServerInterceptor):
         never_shed = details.method.startswith(_NEVER_SHED)
         if not never_shed and self._calls.full():
             # On the thread that reads calls: the refusal is decided before anything else runs.
+            shedding.note()
             metrics.rpc_server_duration.record(
                 0.0, attributes_of(details.method, grpc.StatusCode.RESOURCE_EXHAUSTED)
             )
@@ -163,6 +164,7 @@ class _Layer(grpc.ServerInterceptor):
         """A slot for the call's life (or the refusal), its trace ids, its status, its duration."""
         started = time.perf_counter()
         if not slots.enter():
+            shedding.note()
             metrics.rpc_server_duration.record(0.0, attributes_of(path, grpc.StatusCode.RESOURCE_EXHAUSTED))
             self._refuse(request, context)
         token = enter_ids(context) if self._ids else None

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import descriptor_pool
 from opentelemetry import propagate, trace
 
-from libs import metrics
+from libs import metrics, shedding
 from libs.grpcx.call_metrics import rpc_attributes
 from libs.grpcx.channel import open_forwarding_channel
 from libs.telemetry import current_trace_context
@@ -25,7 +25,8 @@ __all__ = ["Forwarder"]
 
 DEFAULT_DEADLINE = 60.0
 # Set by gRPC itself for the next hop.
-_DROP = {"user-agent", "content-type", "te"}
+# shedding.KEY too: only the edge says the platform is shedding, never a caller.
+_DROP = {"user-agent", "content-type", "te", shedding.KEY}
 _TRACE = ("traceparent", "tracestate")
 
 # Requests and responses stay serialized: the forwarder never decodes a message.
@@ -55,6 +56,8 @@ def _forwardable(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
         forwarded += carrier.items()
     elif not has_parent and (traceparent := current_trace_context()):
         forwarded.append(("traceparent", traceparent))
+    if shedding.active():
+        forwarded.append(shedding.MARK)
     return tuple(forwarded)
 
 

@@ -101,10 +101,16 @@ def _without_cap_sys_nice() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_SYS_NICE)")
 
 
-def test_a_service_will_not_start_without_the_priority_it_was_given() -> None:
+@pytest.mark.parametrize("when", ["shedding", "always"])
+def test_a_service_will_not_start_without_the_priority_it_was_given(when: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "services.edge"],
-        env={**os.environ, "POSTWIRE_REALTIME_PRIORITY": "10", "POSTWIRE_LISTEN": "127.0.0.1:1"},
+        env={
+            **os.environ,
+            "POSTWIRE_REALTIME_PRIORITY": "10",
+            "POSTWIRE_REALTIME_WHEN": when,
+            "POSTWIRE_LISTEN": "127.0.0.1:1",
+        },
         capture_output=True,
         text=True,
         cwd=ROOT,
