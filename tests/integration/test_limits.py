@@ -65,6 +65,34 @@ async def _messages(suite, tenant_id: str) -> int:
         await conn.close()
 
 
+async def _while_policy_waits(suite, tenant_id: str, sends: list) -> list:
+    """The sends' outcomes, with policy's first charge for the tenant held on a row lock until
+    the rest have had time to queue behind it. Submission keeps one AdmitMany in flight, so the
+    sends that arrive meanwhile share the next one however the machine's load spreads their
+    arrival (left to timing, a busy test run saw 12 sends charged in 10 transactions)."""
+    conn = await asyncpg.connect(suite.database_url)
+    try:
+        hold = conn.transaction()
+        await hold.start()
+        await conn.execute(
+            "INSERT INTO rate_state (tenant_id, stream, tat) VALUES ($1, '*', now())"
+            " ON CONFLICT (tenant_id, stream) DO UPDATE SET tat = rate_state.tat",
+            uuid.UUID(tenant_id),
+        )
+        outcomes = asyncio.gather(*sends, return_exceptions=True)
+        deadline = time.monotonic() + 20
+        while not await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        ):
+            assert time.monotonic() < deadline, "policy never waited on the held row"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(1.0)  # the other sends reach submission's queue meanwhile
+        await hold.commit()
+        return list(await outcomes)
+    finally:
+        await conn.close()
+
+
 async def test_rate_limit_refuses_past_the_burst_with_retry_info_and_queues_nothing(suite, edge) -> None:
     tenant_id, auth = await _tenant(
         edge, [{"stream": "transactional", "recipients_per_second": 0.5, "burst": 3}]
@@ -241,7 +269,7 @@ async def test_concurrent_sends_are_charged_each_on_its_own_in_shared_transactio
     sends.insert(
         6, stub.SendEmail(mail(**{"from": {"address": "x@unverified-domain.example.org"}}), metadata=auth)
     )
-    outcomes = await asyncio.gather(*sends, return_exceptions=True)
+    outcomes = await _while_policy_waits(suite, tenant_id, sends)
     unverified = outcomes.pop(6)
     assert isinstance(unverified, grpc.aio.AioRpcError)
     assert unverified.code() == grpc.StatusCode.FAILED_PRECONDITION
