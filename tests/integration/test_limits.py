@@ -295,5 +295,7 @@ async def test_concurrent_sends_are_charged_each_on_its_own_in_shared_transactio
         )
     finally:
         await conn.close()
-    # One transaction per send would be at least the 5 admitted ones.
-    assert charged == 12 and transactions < 5, (charged, transactions)
+    # Each send charged in a transaction of its own would leave 12 different xmins. (How many
+    # transactions they share depends on how late the last sends reach submission: 2 with the
+    # first batch held, alone; 5 and 10 seen in busy full runs, so no tighter bound is asserted.)
+    assert charged == 12 and transactions < charged, (charged, transactions)
