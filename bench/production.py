@@ -68,10 +68,14 @@ def production_env(admin_token: str, dns: LoopbackDns) -> dict[str, str]:
     }
 
 
+def _shape_name() -> str:
+    return os.environ.get("BENCH_REALTIME", "front-door")
+
+
 def front_door_overrides() -> dict[str, dict[str, str]]:
     """POSTWIRE_REALTIME_PRIORITY per service (Suite.service_overrides) for the shape
     BENCH_REALTIME names, when the bench may grant it."""
-    shape = REALTIME_SHAPES.get(os.environ.get("BENCH_REALTIME", "front-door"))
+    shape = REALTIME_SHAPES.get(_shape_name())
     if shape is None:
         raise SystemExit(f"BENCH_REALTIME: one of {', '.join(REALTIME_SHAPES)}")
     highest = max((int(env["POSTWIRE_REALTIME_PRIORITY"]) for env in shape.values()), default=0)
@@ -89,7 +93,7 @@ def priorities_text(overrides: Mapping[str, Mapping[str, str]]) -> str:
             for name, env in overrides.items()
         )
         return f"real-time (SCHED_RR, POSTWIRE_REALTIME_PRIORITY, when): {given}; the others normal"
-    if os.environ.get("BENCH_REALTIME", "front-door") == "0":
+    if _shape_name() == "0":
         return "every service at normal priority (BENCH_REALTIME=0)"
     return "every service at normal priority (the bench may not grant a real-time one here)"
 

@@ -22,6 +22,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from libs.config import MAX_REALTIME_PRIORITY
+
 __all__ = ["RealtimeBoost", "lower_priority", "realtime_permitted", "run_realtime"]
 
 _log = logging.getLogger(__name__)
@@ -70,14 +72,8 @@ def run_realtime(priority: int) -> None:
     Raises PermissionError without CAP_SYS_NICE or an RLIMIT_RTPRIO that allows `priority`: the
     setting is explicit, so not getting it is the operator's to know, not a log line to miss.
     """
-    if priority <= 0:
-        return
-    param = os.sched_param(min(priority, 99))
-    for thread in _threads():
-        try:
-            os.sched_setscheduler(thread, os.SCHED_RR, param)
-        except ProcessLookupError:  # a thread that ended meanwhile
-            continue
+    if priority > 0:
+        _set_every_thread(os.SCHED_RR, _in_range(priority))
 
 
 def realtime_permitted(priority: int) -> bool:
@@ -87,7 +83,7 @@ def realtime_permitted(priority: int) -> bool:
 
     def attempt() -> None:
         try:
-            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(min(max(priority, 1), 99)))
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(_in_range(priority)))
         except PermissionError:
             permitted.append(False)
         else:
@@ -112,16 +108,12 @@ class RealtimeBoost:
     def __init__(
         self, priority: int, *, hold: float = 1.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.priority = min(max(priority, 1), 99)
+        self.priority = _in_range(priority)
         self._hold = hold
         self._clock = clock
         self._until = 0.0
         self._raised = False
         self._lock = threading.Lock()
-
-    @property
-    def raised(self) -> bool:
-        return self._raised
 
     def signal(self) -> None:
         self._until = self._clock() + self._hold  # a racy write at worst keeps it a little longer
@@ -139,15 +131,17 @@ class RealtimeBoost:
                     _set_every_thread(os.SCHED_OTHER, 0)
                     self._raised = False
 
-    def run_settler(self) -> threading.Thread:
+    def run_settler(self) -> None:
         def settle_forever() -> None:
             while True:
                 time.sleep(self._hold / 4)
                 self.settle()
 
-        thread = threading.Thread(target=settle_forever, name="realtime-settle", daemon=True)
-        thread.start()
-        return thread
+        threading.Thread(target=settle_forever, name="realtime-settle", daemon=True).start()
+
+
+def _in_range(priority: int) -> int:
+    return min(max(priority, 1), MAX_REALTIME_PRIORITY)
 
 
 def _set_every_thread(policy: int, priority: int) -> None:

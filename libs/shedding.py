@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["HOLD_SECONDS", "KEY", "MARK", "active", "marked", "note", "on_shedding"]
+__all__ = ["HOLD_SECONDS", "KEY", "MARK", "active", "heeded", "marked", "note", "on_shedding"]
 
 KEY = "postwire-shedding"
 MARK = (KEY, "1")
@@ -41,6 +41,12 @@ def note() -> None:
 
 def active() -> bool:
     return time.monotonic() - _last < HOLD_SECONDS
+
+
+def heeded() -> bool:
+    """Whether anything in this process listens (a service with POSTWIRE_REALTIME_WHEN=shedding):
+    elsewhere a call's metadata need not be searched for the mark."""
+    return bool(_listeners)
 
 
 def marked(metadata: Iterable[tuple[str, Any]] | None) -> bool:

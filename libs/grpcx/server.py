@@ -114,7 +114,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         if not self._auth.admits(handler_call_details):
             return self._auth.denied
-        if shedding.marked(handler_call_details.invocation_metadata):
+        if shedding.heeded() and shedding.marked(handler_call_details.invocation_metadata):
             shedding.note()
         handler: Any = await continuation(handler_call_details)
         if handler is None:

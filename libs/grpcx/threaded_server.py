@@ -97,6 +97,12 @@ class _OnCallingThread(ThreadPoolExecutor):
         return done
 
 
+def _refused(path: str) -> None:
+    """What every refusal records: its duration (none) and that the platform is shedding load."""
+    shedding.note()
+    metrics.rpc_server_duration.record(0.0, attributes_of(path, grpc.StatusCode.RESOURCE_EXHAUSTED))
+
+
 class _Layer(grpc.ServerInterceptor):
     """One layer around every call, outermost first: the duration histogram, the shedder (a
     refused call costs nothing more), the caller's trace ids, and status mapping."""
@@ -128,10 +134,7 @@ class _Layer(grpc.ServerInterceptor):
         never_shed = details.method.startswith(_NEVER_SHED)
         if not never_shed and self._calls.full():
             # On the thread that reads calls: the refusal is decided before anything else runs.
-            shedding.note()
-            metrics.rpc_server_duration.record(
-                0.0, attributes_of(details.method, grpc.StatusCode.RESOURCE_EXHAUSTED)
-            )
+            _refused(details.method)
             return self._refusal_handler
         handler = continuation(details)
         if handler is None:
@@ -164,8 +167,7 @@ class _Layer(grpc.ServerInterceptor):
         """A slot for the call's life (or the refusal), its trace ids, its status, its duration."""
         started = time.perf_counter()
         if not slots.enter():
-            shedding.note()
-            metrics.rpc_server_duration.record(0.0, attributes_of(path, grpc.StatusCode.RESOURCE_EXHAUSTED))
+            _refused(path)
             self._refuse(request, context)
         token = enter_ids(context) if self._ids else None
         try:
