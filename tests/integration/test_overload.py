@@ -12,6 +12,8 @@ mta_worker and events carry their mail on to the sink):
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -31,6 +33,7 @@ from libs.embedded.process import ManagedProcess
 from libs.embedded.suite import Suite
 from libs.grpcx.overload import OVERLOADED_REASON
 from libs.grpcx.status import retry_delay
+from libs.priority import realtime_permitted
 from libs.testing.polling import poll_until
 from tests.conftest import ADMIN_TOKEN, Tenant, create_tenant
 from tests.integration.helpers import mail, unique, wait_for_mail
@@ -228,3 +231,94 @@ async def test_a_call_that_gets_no_database_connection_in_time_answers_unavailab
     finally:
         await locker.close()
         policy.stop(timeout=30)
+
+
+def _policies(pid: int) -> set[tuple[int, int]]:
+    """(scheduling policy, real-time priority) of every thread of a process."""
+    found = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found.add((os.sched_getscheduler(int(tid)), os.sched_getparam(int(tid)).sched_priority))
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+    return found
+
+
+async def test_submission_runs_real_time_only_while_the_edge_sheds_and_mail_still_arrives_once(
+    suite: Suite, smtp_sink: SmtpSink
+) -> None:
+    """POSTWIRE_REALTIME_PRIORITY on submission with its default POSTWIRE_REALTIME_WHEN=shedding
+    (libs.shedding): normal until the edge in front of it refuses calls, SCHED_RR while it does,
+    and normal again a moment after; the burst's accepted mail arrives once, as without it."""
+    raised = {"POSTWIRE_REALTIME_PRIORITY": "5"}
+    if not realtime_permitted(5):  # without the privilege the service must refuse to start instead
+        refused = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "services.submission"],
+            env=suite.service_env("submission") | {"POSTWIRE_LISTEN": f"127.0.0.1:{free_port()}"} | raised,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 2 and "POSTWIRE_REALTIME_PRIORITY=5: not permitted" in refused.stderr
+        return
+    submission_addr = f"127.0.0.1:{free_port()}"
+    edge_addr = f"127.0.0.1:{free_port()}"
+    submission = _spawn(
+        suite,
+        "submission-realtime-while-shedding",
+        "services.submission",
+        suite.service_env("submission") | {"POSTWIRE_LISTEN": submission_addr} | raised,
+    )
+    edge = _spawn(
+        suite,
+        "edge-tight-before-realtime",
+        "services.edge",
+        suite.service_env("edge")
+        | {"POSTWIRE_LISTEN": edge_addr, "POSTWIRE_SUBMISSION_ADDR": submission_addr, "POSTWIRE_MAX_IN_FLIGHT": "2"},
+    )
+    normal = {(os.SCHED_OTHER, 0)}
+    try:
+        for proc in (submission, edge):
+            proc.wait_ready(r"serving on", timeout=60)
+        assert _policies(submission.pid) == normal
+
+        seen: list[set[tuple[int, int]]] = []
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            while not done.is_set():
+                seen.append(_policies(submission.pid))
+                await asyncio.sleep(0.01)
+
+        sampler = asyncio.create_task(sample())
+        tenant = await create_tenant(suite)
+        recipient = unique("raised")
+        accepted: list[str] = []
+        refused: list[tuple[str, Any]] = []
+        try:
+            # Back to back: the edge marks the calls it forwards after a refusal, and in a single
+            # burst every call arrives before the first refusal.
+            for _ in range(3):
+                some_accepted, some_refused = await _burst(edge_addr, tenant, recipient)
+                accepted += some_accepted
+                refused += some_refused
+        finally:
+            done.set()
+            await sampler
+        assert refused and accepted
+        assert all(exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for _, exc in refused)
+        assert {(os.SCHED_RR, 5)} in seen, f"submission never ran real-time: {seen[-3:]}"
+
+        async def settled() -> bool:
+            return _policies(submission.pid) == normal
+
+        # Back a second after the last marked call (checked every quarter of it).
+        await poll_until(settled, timeout=10, what="submission back at normal priority")
+        assert await _messages_of(suite, tenant) == set(accepted)
+        await wait_for_mail(smtp_sink, recipient, count=len(accepted), timeout=60)
+        await asyncio.sleep(1.0)  # a late duplicate would arrive within this
+        assert len([m for m in smtp_sink.messages() if recipient in m.rcpt_tos]) == len(accepted)
+    finally:
+        edge.stop(timeout=30)
+        submission.stop(timeout=30)
