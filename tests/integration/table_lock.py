@@ -4,7 +4,7 @@ a busy server looks like, without depending on how busy the test machine happens
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import asyncpg
@@ -15,16 +15,20 @@ T = TypeVar("T")
 
 
 async def while_locked(
-    database_url: str, table: str, calls: Sequence[Awaitable[T]], *, seconds: float = 1.0
+    database_url: str, table: str, start: Callable[[], Sequence[Awaitable[T]]], *, seconds: float = 1.0
 ) -> list[T]:
-    """Start `calls` while `table` is locked against reads and writes (ACCESS EXCLUSIVE), release
-    it after `seconds`, and return their answers in order."""
+    """Call `start` once `table` is locked against reads and writes (ACCESS EXCLUSIVE), release
+    it after `seconds`, and return the answers of the calls it started, in order.
+
+    A starter rather than the calls themselves: a grpc.aio call runs from the moment it is
+    created, so calls made before the lock is taken race it, and on a busy machine some are
+    answered before it is held (which made a limits test fail in CI)."""
     conn = await asyncpg.connect(database_url)
     try:
         async with conn.transaction():
             # A test-controlled constant, never input.
             await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-            tasks = [asyncio.ensure_future(c) for c in calls]
+            tasks = [asyncio.ensure_future(c) for c in start()]
             await asyncio.sleep(seconds)
     finally:
         await conn.close()

@@ -48,7 +48,7 @@ async def test_concurrent_sends_share_commits_and_keep_their_own_answers(suite, 
     ]
     # While messages is locked the first accept waits, and so does every call behind it.
     answers = await while_locked(
-        suite.database_url, "messages", [stub.SendEmail(r, metadata=tenant.metadata) for r in requests]
+        suite.database_url, "messages", lambda: [stub.SendEmail(r, metadata=tenant.metadata) for r in requests]
     )
     ids = [a.message_id for a in answers]
     assert len(set(ids)) == CALLS
@@ -67,7 +67,7 @@ async def test_a_key_reused_within_one_shared_commit_answers_one_id(suite, edge,
     others = [mail(to=[{"address": unique()}]) for _ in range(CALLS)]
     requests = [*others[: CALLS // 2], keyed, keyed, *others[CALLS // 2 :]]
     answers = await while_locked(
-        suite.database_url, "messages", [stub.SendEmail(r, metadata=tenant.metadata) for r in requests]
+        suite.database_url, "messages", lambda: [stub.SendEmail(r, metadata=tenant.metadata) for r in requests]
     )
     keyed_ids = {answers[CALLS // 2].message_id, answers[CALLS // 2 + 1].message_id}
     assert len(keyed_ids) == 1

@@ -75,7 +75,7 @@ async def test_concurrent_admissions_share_suppression_lookups(suite) -> None:
             answers = await while_locked(
                 suite.database_url,
                 "suppressions",
-                [stub.AdmitMessage(admit(unique()), metadata=INTERNAL_AUTH) for _ in range(CALLS)],
+                lambda: [stub.AdmitMessage(admit(unique()), metadata=INTERNAL_AUTH) for _ in range(CALLS)],
             )
     assert all(list(a.decisions) == [policy_service_pb2.DECISION_ADMIT] for a in answers)
     lookups = [s for s in statements if "FROM suppressions" in s or "JOIN suppressions" in s]

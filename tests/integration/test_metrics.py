@@ -304,7 +304,7 @@ async def test_concurrent_sends_share_admission_round_trips(metered: Suite, api:
     answers = await while_locked(
         metered.database_url,
         "suppressions",
-        [stub.SendEmail(mail(to=[{"address": unique()}]), metadata=tenant.metadata) for _ in range(sends)],
+        lambda: [stub.SendEmail(mail(to=[{"address": unique()}]), metadata=tenant.metadata) for _ in range(sends)],
     )
     assert len({a.message_id for a in answers}) == sends
     after = await scrape(metered, "policy")
