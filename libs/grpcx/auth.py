@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -64,9 +65,17 @@ class KeyResolver:
     admission), not two.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, *, ttl: float = 5.0, max_entries: int = 10_000) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        ttl: float = 5.0,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._stub = policy_service_pb2_grpc.PolicyServiceStub(channel)
         self._ttl = ttl
+        self._clock = clock
         self._max = max_entries
         self._cache: dict[bytes, tuple[float, Caller]] = {}
         self._lookups: dict[bytes, asyncio.Future[Caller]] = {}
@@ -83,7 +92,7 @@ class KeyResolver:
         # Keyed by digest so the cache never holds key material.
         digest = hashlib.sha256(token.encode()).digest()
         hit = self._cache.get(digest)
-        now = time.monotonic()
+        now = self._clock()
         if hit is not None and hit[0] > now:
             if hit[0] - now < self._ttl * _REFRESH_SHARE and digest not in self._lookups:
                 self._refresh(token, digest)
@@ -122,7 +131,7 @@ class KeyResolver:
         caller = Caller(answer.tenant_id, frozenset(answer.scopes), answer.key_prefix)
         if len(self._cache) >= self._max:
             self._cache.clear()
-        self._cache[digest] = (time.monotonic() + self._ttl, caller)
+        self._cache[digest] = (self._clock() + self._ttl, caller)
         return caller
 
     def _refresh(self, token: str, digest: bytes) -> None:

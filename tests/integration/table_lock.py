@@ -4,12 +4,13 @@ a busy server looks like, without depending on how busy the test machine happens
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import asyncpg
 
-__all__ = ["while_locked"]
+__all__ = ["until_blocked", "while_locked"]
 
 T = TypeVar("T")
 
@@ -29,7 +30,20 @@ async def while_locked(
             # A test-controlled constant, never input.
             await conn.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             tasks = [asyncio.ensure_future(c) for c in start()]
+            # The hold counts from the first call waiting on the lock, not from the calls' start:
+            # on a busy machine the first one can take longer than the hold to get there.
+            await until_blocked(conn)
             await asyncio.sleep(seconds)
     finally:
         await conn.close()
     return list(await asyncio.gather(*tasks))
+
+
+async def until_blocked(conn: asyncpg.Connection, *, timeout: float = 20.0) -> None:
+    """Return once another backend waits on a lock `conn` holds (fail after `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while not await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE pg_backend_pid() = ANY(pg_blocking_pids(pid))"
+    ):
+        assert time.monotonic() < deadline, "nothing waited on the held lock"
+        await asyncio.sleep(0.02)

@@ -21,6 +21,7 @@ from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess
 from tests.conftest import ADMIN_TOKEN, INTERNAL_AUTH
 from tests.integration.helpers import mail, unique
+from tests.integration.table_lock import until_blocked
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
@@ -86,12 +87,7 @@ async def _while_policy_waits(
             uuid.UUID(tenant_id),
         )
         outcomes = asyncio.gather(*start_sends(), return_exceptions=True)
-        deadline = time.monotonic() + 20
-        while not await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-        ):
-            assert time.monotonic() < deadline, "policy never waited on the held row"
-            await asyncio.sleep(0.02)
+        await until_blocked(conn)  # policy's first charge waits on the held row
         await asyncio.sleep(1.0)  # the other sends reach submission's queue meanwhile
         await hold.commit()
         return list(await outcomes)

@@ -30,7 +30,8 @@ from tests.conftest import TEST_ENV, create_tenant
 from tests.integration.helpers import create_database, host_port, mail, unique
 
 GRACE = float(TEST_ENV["POSTWIRE_SHUTDOWN_GRACE_SECONDS"])
-MARGIN = 2.0
+# The 5 s the manifests allow a stop beyond drain + grace (see test_worker_shutdown).
+MARGIN = 5.0
 REDELIVERY = float(TEST_ENV["POSTWIRE_ACK_WAIT_SECONDS"]) + float(TEST_ENV["POSTWIRE_STALL_SECONDS"]) + 3
 
 

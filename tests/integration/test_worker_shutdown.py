@@ -16,8 +16,11 @@ from tests.conftest import TEST_ENV
 from tests.integration.helpers import mail, unique
 
 GRACE = float(TEST_ENV["POSTWIRE_SHUTDOWN_GRACE_SECONDS"])
-# Interpreter exit, closing the pool and NATS: what a stop may take beyond the grace.
-MARGIN = 2.0
+# What a stop may take beyond the grace: the 5 s the manifests allow (libs/service_main: 1.5 s
+# to record what the grace settled, 3 s for closing NATS and the pool, then interpreter exit).
+# A tighter bound than the product's own failed on a busy machine (5.2 s seen). The held replies
+# below outlast grace + margin by far, so a worker that waited for one still fails.
+MARGIN = 5.0
 
 
 async def _held(sink: SmtpSink, address: str, phase: str) -> bool:
@@ -67,7 +70,7 @@ async def test_sigterm_waits_for_a_held_final_dot_reply_that_comes_within_the_gr
 async def test_sigterm_gives_up_a_held_final_dot_reply_at_the_grace_and_delivers_once_later(
     suite, edge, tenant, smtp_sink
 ) -> None:
-    rcpt = unique("holddot8")
+    rcpt = unique("holddot15")
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
     sent = await stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata)
     await poll_until(lambda: _held(smtp_sink, rcpt, "DATA"), timeout=30, what="the sink holding the '.' reply")
@@ -88,7 +91,7 @@ async def test_sigterm_gives_up_a_held_final_dot_reply_at_the_grace_and_delivers
 async def test_sigterm_abandons_a_transaction_before_the_final_dot_without_counting_an_attempt(
     suite, edge, tenant, smtp_sink
 ) -> None:
-    rcpt = unique("holdrcpt8")
+    rcpt = unique("holdrcpt15")
     stub = mail_service_pb2_grpc.MailServiceStub(edge)
     sent = await stub.SendEmail(mail(to=[{"address": rcpt}]), metadata=tenant.metadata)
     await poll_until(lambda: _held(smtp_sink, rcpt, "RCPT"), timeout=30, what="the sink holding the RCPT reply")

@@ -68,9 +68,12 @@ async def test_a_burst_with_a_new_key_makes_one_round_trip(policy: tuple[Countin
 async def test_a_key_in_use_is_refreshed_off_the_calls_path(policy: tuple[CountingPolicy, grpc.aio.Channel]) -> None:
     servicer, channel = policy
     servicer.delay = 0.0
-    keys = KeyResolver(channel, ttl=0.5)
+    # A clock the test steps: with real sleeps, a loaded machine oversleeping the last fifth of a
+    # short TTL expired the answer and put the refresh back on the call's path.
+    now = [1000.0]
+    keys = KeyResolver(channel, ttl=5, clock=lambda: now[0])
     await keys.resolve(Metadata())  # type: ignore[arg-type]
-    await asyncio.sleep(0.45)  # inside the last fifth of the TTL
+    now[0] += 4.5  # inside the last fifth of the TTL
     servicer.delay = 0.3  # a refresh on the call's path would now hold the call this long
     caller = await asyncio.wait_for(keys.resolve(Metadata()), 0.1)  # type: ignore[arg-type]
     assert caller.tenant_id == "t-1"
