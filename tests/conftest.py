@@ -38,6 +38,9 @@ TEST_ENV = {
     "POSTWIRE_RETRY_MAX_SECONDS": "2",
     "POSTWIRE_SWEEP_INTERVAL_SECONDS": "0.3",
     "POSTWIRE_STALL_SECONDS": "3",
+    # Longer than the 2 s default: tests check what other calls get while a runaway render is
+    # still running, and on a busy machine those calls took most of 2 s.
+    "POSTWIRE_RENDER_TIME_LIMIT_SECONDS": "4",
     "POSTWIRE_SHUTDOWN_GRACE_SECONDS": "3",
     # Short AckWait (and so lease) makes recovery after a killed worker quick enough to test.
     "POSTWIRE_ACK_WAIT_SECONDS": "6",

@@ -232,8 +232,9 @@ async def test_a_revoked_key_stops_working_within_seconds_everywhere(admin, edge
         codes = [r.code() if isinstance(r, grpc.aio.AioRpcError) else None for r in results]
         if codes == [grpc.StatusCode.UNAUTHENTICATED] * 2:
             break
-        # POSTWIRE_KEY_CACHE_SECONDS is 1 in tests: two caches on the way, so 2 s plus slack.
-        assert time.monotonic() - started < 4, codes
+        # POSTWIRE_KEY_CACHE_SECONDS is 1 in tests: two caches on the way, so about 2 s, plus the
+        # loop's own calls on a busy machine ("within seconds", not forever).
+        assert time.monotonic() - started < 10, codes
         await asyncio.sleep(0.2)
 
     listed = await admin.ListApiKeys(

@@ -243,7 +243,7 @@ async def test_disconnect_drops_the_first_delivery_then_accepts(sink: SmtpSink) 
 
 
 async def test_hold_records_the_message_then_answers_the_final_dot_late(sink: SmtpSink) -> None:
-    recipient = address("hold1")
+    recipient = address("hold3")
     client = aiosmtplib.SMTP(hostname=sink.host, port=sink.port, timeout=10)
     await client.connect()
     started = time.monotonic()
@@ -253,7 +253,7 @@ async def test_hold_records_the_message_then_answers_the_final_dot_late(sink: Sm
     assert not sending.done()
     assert sink.open_past_dot(time.time()) == 1
     await sending
-    assert time.monotonic() - started >= 1.0
+    assert time.monotonic() - started >= 3.0
     await client.quit()
     # Closed connections no longer count: that transaction got its answer.
     assert sink.open_past_dot(time.time()) == 0

@@ -128,7 +128,8 @@ async def test_slow_server_times_out_within_the_bound(dns: LoopbackDns, receiver
             started = time.monotonic()
             with pytest.raises(HttpTimedOut, match=r"within 0\.5 s"):
                 await guard.post(receiver.url(path), b"{}", {})
-            assert time.monotonic() - started < 1.5
+            # The 0.5 s bound, with slack for a busy machine; unbounded would be 10 s and ~100 s.
+            assert time.monotonic() - started < 3.0
     finally:
         await guard.close()
 
@@ -223,7 +224,8 @@ async def test_dns_that_never_answers_times_out_within_the_bound(dns: LoopbackDn
         started = time.monotonic()
         with pytest.raises(HttpTimedOut):
             await guard.post(f"http://{hung}/h", b"{}", {})
-        assert time.monotonic() - started < 1.5
+        # The 0.5 s bound, with slack for a busy machine (a resolver's own default is 5 s or more).
+        assert time.monotonic() - started < 3.0
     finally:
         await guard.close()
 

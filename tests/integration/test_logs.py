@@ -24,6 +24,8 @@ SPAN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 def _lines(suite: Suite, service: str) -> list[dict[str, Any]]:
     text = suite.processes[service].log_path.read_text(encoding="utf-8", errors="replace")
+    # Complete lines only: the services are still writing, and the last one may be half there.
+    text = text[: text.rfind("\n") + 1]
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

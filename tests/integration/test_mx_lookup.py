@@ -134,7 +134,8 @@ async def test_a_server_that_never_answers_defers_within_the_timeout(dns: Loopba
     dns.hang(domain)
     started = time.monotonic()
     failure = await resolver(dns, timeout=0.5).resolve(domain)
-    assert time.monotonic() - started < 2.0
+    # The 0.5 s bound, with slack for a busy machine (a resolver's own default is 5 s or more).
+    assert time.monotonic() - started < 3.0
     assert isinstance(failure, MxFailure)
     assert shape(failure) == (False, 451, "4.4.3", SOFT)
     assert dns.queries(domain, "MX") >= 1  # it was asked, and kept quiet

@@ -70,15 +70,22 @@ async def test_a_worker_that_cannot_answer_is_killed_at_the_limit_and_replaced(p
     assert len(before & _pids(pool)) == 1
 
 
-async def test_a_tenant_uses_half_the_workers_and_others_are_not_blocked(pool: RenderPool) -> None:
-    spins = [asyncio.create_task(_render(pool, "a", SPIN, f"spin{i}")) for i in range(2)]
-    await _until_busy(pool)
-    # a's second render waits for a's share, so b finds a worker free.
-    assert len(pool._busy) == 1
-    assert (await _render(pool, "b", SMALL)).text_body == "Hello Ada"
-    assert not any(s.done() for s in spins)
-    results = await asyncio.gather(*spins, return_exceptions=True)
-    assert all(isinstance(r, InvalidArgument) for r in results)
+async def test_a_tenant_uses_half_the_workers_and_others_are_not_blocked() -> None:
+    # A time limit of its own: b's render must be answered while a's first spin still runs, with
+    # that spin taking one of two cores (1 s was close on a busy machine).
+    pool = RenderPool(workers=2, memory_mb=512, time_limit_seconds=3.0)
+    await pool.start()
+    try:
+        spins = [asyncio.create_task(_render(pool, "a", SPIN, f"spin{i}")) for i in range(2)]
+        await _until_busy(pool)
+        # a's second render waits for a's share, so b finds a worker free.
+        assert len(pool._busy) == 1
+        assert (await _render(pool, "b", SMALL)).text_body == "Hello Ada"
+        assert not any(s.done() for s in spins)
+        results = await asyncio.gather(*spins, return_exceptions=True)
+        assert all(isinstance(r, InvalidArgument) for r in results)
+    finally:
+        await pool.close()
 
 
 async def test_a_render_cancelled_while_waiting_gives_its_turn_away(pool: RenderPool) -> None:

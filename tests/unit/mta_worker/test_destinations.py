@@ -72,7 +72,8 @@ async def test_a_full_destination_that_is_slow_or_unknown_is_not_waited_for() ->
         assert slots.take([name])
         started = time.monotonic()
         assert not await slots.take_soon([name])
-        assert time.monotonic() - started < 0.05
+        # Not waited for: a wait would last min_wait (0.5 s); the slack is for a busy machine.
+        assert time.monotonic() - started < 0.25
 
 
 async def test_a_wait_ends_after_a_few_transaction_times_without_a_slot() -> None:
