@@ -21,6 +21,9 @@ class ReceivedSpan:
     parent_span_id: str
     kind: int
     attributes: dict[str, str] = field(default_factory=dict)
+    # Wall-clock nanoseconds, as the exporting process's clock read them.
+    start_ns: int = 0
+    end_ns: int = 0
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -51,6 +54,8 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             parent_span_id=span.parent_span_id.hex(),
                             kind=span.kind,
                             attributes={a.key: a.value.string_value for a in span.attributes},
+                            start_ns=span.start_time_unix_nano,
+                            end_ns=span.end_time_unix_nano,
                         )
                     )
         with self._lock:
