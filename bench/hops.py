@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import secrets
 import shutil
@@ -45,10 +44,9 @@ from bench.__main__ import (
     wait_ready,
 )
 from bench.compare import percentile
-from bench.production import WEBHOOK_PATH, front_door_overrides, make_sender, production_env
+from bench.production import WEBHOOK_PATH, front_door_overrides, make_sender, production_env, production_suite
 from libs.capture import SmtpSink
-from libs.embedded.ports import free_port
-from libs.embedded.suite import SERVICES, Suite, SuitePorts
+from libs.embedded.suite import Suite
 from libs.testing.dns_server import LoopbackDns
 from libs.testing.otlp_receiver import OtlpReceiver, ReceivedSpan
 from libs.testing.webhook_receiver import WebhookReceiver
@@ -213,17 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             service, _, assignment = setting.partition(":")
             name, _, value = assignment.partition("=")
             overrides[service] = {**overrides.get(service, {}), name: value}
-        suite = Suite(
-            data_dir=data_dir,
-            ports=SuitePorts.free(),
-            smarthost=f"127.0.0.1:{sink.port}",
-            smarthost_tls="none",
-            nats_url=os.environ.get("POSTWIRE_NATS_URL"),
-            database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
-            extra_env={"POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN, **env},
-            service_overrides=overrides,
-        )
-        suite.metrics_ports = {name: free_port() for name in SERVICES}
+        suite = production_suite(data_dir, sink, env, overrides, INTERNAL_TOKEN)
         suite.start_infrastructure()
         spawn_services(suite)
         with WebhookReceiver() as receiver:

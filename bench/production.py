@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from postwire.v1 import (
@@ -20,7 +21,10 @@ from postwire.v1 import (
     webhook_service_pb2_grpc,
 )
 
+from libs.capture import SmtpSink
 from libs.config import DEFAULT_REALTIME_WHEN
+from libs.embedded.ports import free_port
+from libs.embedded.suite import SERVICES, Suite, SuitePorts
 from libs.priority import realtime_permitted
 from libs.testing.dns_server import LoopbackDns
 from libs.token_keys import generate_token_keys
@@ -155,3 +159,26 @@ async def make_sender(
 def publish(dns: LoopbackDns, records: Mapping[tuple[str, str], str]) -> None:
     for (kind, name), value in records.items():
         dns.set(kind, name, value)
+
+
+def production_suite(
+    data_dir: Path,
+    sink: SmtpSink,
+    env: Mapping[str, str],
+    overrides: Mapping[str, Mapping[str, str]],
+    internal_token: str,
+) -> Suite:
+    """The production-shaped Suite delivering to `sink`, with /metrics on every service; nothing is
+    started yet. POSTWIRE_NATS_URL and POSTWIRE_DATABASE_URL point it at existing servers."""
+    suite = Suite(
+        data_dir=data_dir,
+        ports=SuitePorts.free(),
+        smarthost=f"127.0.0.1:{sink.port}",
+        smarthost_tls="none",  # the capture sink offers no STARTTLS
+        nats_url=os.environ.get("POSTWIRE_NATS_URL"),
+        database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
+        extra_env={"POSTWIRE_INTERNAL_TOKEN": internal_token, **env},
+        service_overrides={name: dict(settings) for name, settings in overrides.items()},
+    )
+    suite.metrics_ports = {name: free_port() for name in SERVICES}
+    return suite

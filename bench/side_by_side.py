@@ -74,10 +74,11 @@ from bench.production import (
     make_sender,
     priorities_text,
     production_env,
+    production_suite,
 )
 from libs.capture import SmtpSink
 from libs.embedded.ports import free_port
-from libs.embedded.suite import SERVICES, Suite, SuitePorts
+from libs.embedded.suite import Suite
 from libs.testing.dns_server import LoopbackDns
 from libs.testing.webhook_receiver import WebhookReceiver
 
@@ -403,17 +404,7 @@ def run(messages: int, concurrency: int) -> SideBySide:
         # (a huge value turns shedding off); unset keeps each service's default.
         if os.environ.get("BENCH_MAX_IN_FLIGHT"):
             env = {**env, "POSTWIRE_MAX_IN_FLIGHT": os.environ["BENCH_MAX_IN_FLIGHT"]}
-        suite = Suite(
-            data_dir=data_dir,
-            ports=SuitePorts.free(),
-            smarthost=f"127.0.0.1:{sink.port}",
-            smarthost_tls="none",  # the capture sink offers no STARTTLS
-            nats_url=os.environ.get("POSTWIRE_NATS_URL"),
-            database_url=os.environ.get("POSTWIRE_DATABASE_URL"),
-            extra_env={"POSTWIRE_INTERNAL_TOKEN": INTERNAL_TOKEN, **env},
-            service_overrides=overrides,
-        )
-        suite.metrics_ports = {name: free_port() for name in SERVICES}
+        suite = production_suite(data_dir, sink, env, overrides, INTERNAL_TOKEN)
         log("starting NATS, PostgreSQL and the services…")
         suite.start_infrastructure()
         spawn_services(suite)
