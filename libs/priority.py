@@ -96,8 +96,9 @@ def realtime_permitted(priority: int) -> bool:
 
 
 class RealtimeBoost:
-    """The process at SCHED_RR `priority` only while the platform is shedding load: from a
-    `signal()` until `hold` seconds after the last one, then back to the normal class.
+    """The process at SCHED_RR `priority` only while the platform is shedding load: raised on a
+    `signal()`, back to the normal class once `active()` (libs.shedding.active: the hold after the
+    last refusal) says it is over.
 
     Why not always: a real-time thread runs at every wake-up, so a service batches less and the
     pipeline it preempts delivers less: measured, ~25 % fewer single sends delivered and ~1.2 ms
@@ -105,18 +106,13 @@ class RealtimeBoost:
     CPU priority"). While refusing, that is the price of answering callers in time.
     """
 
-    def __init__(
-        self, priority: int, *, hold: float = 1.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, priority: int, *, active: Callable[[], bool]) -> None:
         self.priority = _in_range(priority)
-        self._hold = hold
-        self._clock = clock
-        self._until = 0.0
+        self._active = active
         self._raised = False
         self._lock = threading.Lock()
 
     def signal(self) -> None:
-        self._until = self._clock() + self._hold  # a racy write at worst keeps it a little longer
         if not self._raised:
             with self._lock:
                 if not self._raised:
@@ -124,17 +120,17 @@ class RealtimeBoost:
                     self._raised = True
 
     def settle(self) -> None:
-        """Back to the normal class once the hold has passed (called every fraction of it)."""
-        if self._raised and self._clock() >= self._until:
+        """Back to the normal class once shedding is over (called every fraction of the hold)."""
+        if self._raised and not self._active():
             with self._lock:
-                if self._raised and self._clock() >= self._until:
+                if self._raised and not self._active():
                     _set_every_thread(os.SCHED_OTHER, 0)
                     self._raised = False
 
-    def run_settler(self) -> None:
+    def run_settler(self, every: float) -> None:
         def settle_forever() -> None:
             while True:
-                time.sleep(self._hold / 4)
+                time.sleep(every)
                 self.settle()
 
         threading.Thread(target=settle_forever, name="realtime-settle", daemon=True).start()

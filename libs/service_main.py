@@ -164,8 +164,8 @@ def _take_realtime(common: CommonConfig) -> None:
         return
     if not realtime_permitted(priority):
         raise refused
-    boost = RealtimeBoost(priority, hold=shedding.HOLD_SECONDS)
-    boost.run_settler()
+    boost = RealtimeBoost(priority, active=shedding.active)
+    boost.run_settler(every=shedding.HOLD_SECONDS / 4)
     shedding.on_shedding(boost.signal)
 
 

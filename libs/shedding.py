@@ -28,19 +28,20 @@ HOLD_SECONDS = 1.0
 # When this process last refused a call or served a marked one (monotonic seconds). A plain float
 # written from several threads: a lost update at worst ends the window a moment early or late.
 _last = float("-inf")
+_clock: Callable[[], float] = time.monotonic  # a test steps its own
 _listeners: list[Callable[[], None]] = []
 
 
 def note() -> None:
     """A refusal here, or a marked call: shedding for another HOLD_SECONDS."""
     global _last
-    _last = time.monotonic()
+    _last = _clock()
     for listener in _listeners:
         listener()
 
 
 def active() -> bool:
-    return time.monotonic() - _last < HOLD_SECONDS
+    return _clock() - _last < HOLD_SECONDS
 
 
 def heeded() -> bool:

@@ -26,10 +26,13 @@ ROOT = Path(__file__).resolve().parents[2]
 # In a child: scheduling policies are per thread and would outlive the test in this process.
 _PROBE = """
 import os, threading
+from libs import shedding
 from libs.priority import RealtimeBoost
 now = [0.0]
+shedding._clock = lambda: now[0]
 os.setpriority(os.PRIO_PROCESS, 0, 3)
-boost = RealtimeBoost(7, hold=1.0, clock=lambda: now[0])
+boost = RealtimeBoost(7, active=shedding.active)
+shedding.on_shedding(boost.signal)
 started, stop = threading.Event(), threading.Event()
 def worker():
     started.set()
@@ -39,9 +42,9 @@ def policies():
     tids = [int(x) for x in os.listdir("/proc/self/task")]
     return sorted({(os.sched_getscheduler(i), os.sched_getparam(i).sched_priority, os.getpriority(os.PRIO_PROCESS, i)) for i in tids})
 seen = [policies()]
-boost.signal(); seen.append(policies())
+shedding.note(); seen.append(policies())
 now[0] = 0.9; boost.settle(); seen.append(policies())
-boost.signal(); now[0] = 1.5; boost.settle(); seen.append(policies())
+shedding.note(); now[0] = 1.5; boost.settle(); seen.append(policies())
 now[0] = 2.0; boost.settle(); seen.append(policies())
 print(seen)
 stop.set(); t.join()
@@ -60,7 +63,7 @@ def test_raised_from_a_signal_until_the_hold_after_the_last_then_back_with_its_n
         [sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, cwd=ROOT
     ).stdout.strip()
     normal, raised = (os.SCHED_OTHER, 0, 3), (os.SCHED_RR, 7, 3)
-    # before; signalled; 0.9 s later; signalled again at 0.9, 1.5 s; 2.0 s (1.1 s after the last)
+    # before; a refusal noted; 0.9 s later; noted again at 0.9, 1.5 s; 2.0 s (1.1 s after the last)
     assert out == str([[normal], [raised], [raised], [raised], [normal]])
 
 
