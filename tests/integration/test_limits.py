@@ -21,7 +21,7 @@ from libs.embedded.ports import free_port
 from libs.embedded.process import ManagedProcess
 from tests.conftest import ADMIN_TOKEN, INTERNAL_AUTH
 from tests.integration.helpers import mail, unique
-from tests.integration.table_lock import until_blocked
+from tests.integration.table_lock import while_held
 
 ADMIN = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
 
@@ -72,27 +72,14 @@ async def _while_policy_waits(
     """The sends' outcomes, with policy's first charge for the tenant held on a row lock until
     the rest have had time to queue behind it. Submission keeps one AdmitMany in flight, so the
     sends that arrive meanwhile share the next one however the machine's load spreads their
-    arrival (left to timing, a busy test run saw 12 sends charged in 10 transactions).
-
-    The sends are started only once the row is locked: a grpc.aio call runs from the moment it
-    is created, so calls made before this function would race the lock and, on a slow machine,
-    be charged before it is held (CI saw every send answered with policy never waiting)."""
-    conn = await asyncpg.connect(suite.database_url)
-    try:
-        hold = conn.transaction()
-        await hold.start()
-        await conn.execute(
-            "INSERT INTO rate_state (tenant_id, stream, tat) VALUES ($1, '*', now())"
-            " ON CONFLICT (tenant_id, stream) DO UPDATE SET tat = rate_state.tat",
-            uuid.UUID(tenant_id),
-        )
-        outcomes = asyncio.gather(*start_sends(), return_exceptions=True)
-        await until_blocked(conn)  # policy's first charge waits on the held row
-        await asyncio.sleep(1.0)  # the other sends reach submission's queue meanwhile
-        await hold.commit()
-        return list(await outcomes)
-    finally:
-        await conn.close()
+    arrival (left to timing, a busy test run saw 12 sends charged in 10 transactions)."""
+    return await while_held(
+        suite.database_url,
+        "INSERT INTO rate_state (tenant_id, stream, tat) VALUES ($1, '*', now())"
+        " ON CONFLICT (tenant_id, stream) DO UPDATE SET tat = rate_state.tat",
+        uuid.UUID(tenant_id),
+        start=start_sends,
+    )
 
 
 async def test_rate_limit_refuses_past_the_burst_with_retry_info_and_queues_nothing(suite, edge) -> None:
